@@ -1,0 +1,50 @@
+/** Shapes of the agent's HTTP API (unix socket); the CLI, Docker plugin and CNI plugin all speak these. */
+
+export interface AttachRequest {
+  /** netns name, /proc/PID/ns/net, a PID, or a Docker container id/name. */
+  container: string;
+  /** Network name; defaults to the agent's only (or first) network. */
+  network?: string;
+  /** Requested address, "10.5.72.9" or "10.5.72.9/24"; next free one when absent. */
+  address?: string;
+  /** DNS name for the container. */
+  name?: string;
+  /** Interface name inside the container; default eth0, else the next free ethweN. */
+  ifname?: string;
+}
+
+export interface Endpoint {
+  id: string;
+  container: string;
+  network: string;
+  hostId: string;
+  /** Interface inside the container and its peer on the host bridge. */
+  ifname: string;
+  hostIf: string;
+  /** Address with prefix length, e.g. "10.5.72.2/24". */
+  address: string;
+  mac: string;
+  gateway: string;
+  name?: string;
+}
+
+export interface DetachRequest {
+  container: string;
+  network?: string;
+}
+
+export interface NetworkStatus {
+  name: string;
+  subnet: string;
+  backend: string;
+  bridge: string;
+  mtu: number;
+  peers: Array<{ subnet: string; publicIp: string; hostId?: string }>;
+}
+
+export interface AgentStatus {
+  hostId: string;
+  publicIp: string;
+  iface: string;
+  networks: NetworkStatus[];
+}
