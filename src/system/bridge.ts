@@ -1,0 +1,39 @@
+import { WeftError } from '../util/errors.js';
+import { parseCidr } from './cidr.js';
+import { getLink, ipBatch } from './ip.js';
+import type { NsOpts } from './netns.js';
+
+export interface EnsureResult {
+  created: boolean;
+  /** The `ip` lines it ran to fix the state (empty when it was already right). */
+  changes: string[];
+}
+
+/**
+ * Makes bridge `name` exist, up, with exactly `gatewayCidr` as its IPv4 address and MTU `mtu`.
+ * Reads the state first and changes only what differs: a correct bridge is not touched.
+ */
+export async function ensureBridge(name: string, gatewayCidr: string, mtu: number, opts: NsOpts = {}): Promise<EnsureResult> {
+  if (name.length > 15) throw new WeftError(`bridge name ${name} is longer than 15 characters`);
+  parseCidr(gatewayCidr);
+  const link = await getLink(name, opts);
+  if (link && link.linkinfo?.info_kind !== 'bridge') throw new WeftError(`${name} exists and is not a bridge (${link.linkinfo?.info_kind ?? 'unknown'})`);
+  const lines: string[] = [];
+  if (!link) lines.push(`link add ${name} mtu ${mtu} type bridge`);
+  else if (link.mtu !== mtu) lines.push(`link set ${name} mtu ${mtu}`);
+  const want = `${gatewayCidr.split('/')[0]}/${parseCidr(gatewayCidr).prefixLen}`;
+  const have = (link?.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
+  for (const a of have) if (a !== want) lines.push(`addr del ${a} dev ${name}`);
+  if (!have.includes(want)) lines.push(`addr add ${want} dev ${name}`);
+  if (!link || !link.flags?.includes('UP')) lines.push(`link set ${name} up`);
+  await ipBatch(lines, opts);
+  return { created: !link, changes: lines };
+}
+
+/** Deletes the bridge; false when it did not exist. */
+export async function removeBridge(name: string, opts: NsOpts = {}): Promise<boolean> {
+  if (!(await getLink(name, opts))) return false;
+  await ipBatch([`link del ${name}`], opts);
+  return true;
+}
+

@@ -1,0 +1,58 @@
+import { spawn } from 'node:child_process';
+import { WeftError } from '../util/errors.js';
+
+/** A command that failed: carries the command line, exit code and stderr. */
+export class ExecError extends WeftError {
+  constructor(
+    readonly cmd: string,
+    readonly args: readonly string[],
+    readonly exitCode: number | null,
+    readonly stderr: string,
+    readonly stdout = '',
+  ) {
+    super(`${[cmd, ...args].join(' ')} failed (exit ${exitCode ?? 'signal'}): ${stderr.trim() || stdout.trim() || 'no output'}`, 'EEXEC');
+    this.name = 'ExecError';
+  }
+}
+
+export interface RunOptions {
+  /** Written to the child's stdin, which is then closed. */
+  input?: string;
+  /** Do not throw on a non-zero exit; the caller inspects `code`. */
+  allowFail?: boolean;
+  env?: NodeJS.ProcessEnv;
+  timeoutMs?: number;
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  code: number | null;
+}
+
+/** Runs a command without a shell and collects its output. Throws ExecError on failure unless allowFail. */
+export function run(cmd: string, args: readonly string[], opts: RunOptions = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      env: opts.env,
+      timeout: opts.timeoutMs,
+    });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    child.stdout!.on('data', (b: Buffer) => out.push(b));
+    child.stderr!.on('data', (b: Buffer) => err.push(b));
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      reject(new ExecError(cmd, args, null, e.code === 'ENOENT' ? `${cmd}: command not found` : e.message));
+    });
+    child.on('close', (code) => {
+      const res = { stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString(), code };
+      if (code !== 0 && !opts.allowFail) reject(new ExecError(cmd, args, code, res.stderr, res.stdout));
+      else resolve(res);
+    });
+    if (opts.input !== undefined) {
+      child.stdin!.on('error', () => {}); // EPIPE when the child exits early; 'close' reports the failure
+      child.stdin!.end(opts.input);
+    }
+  });
+}

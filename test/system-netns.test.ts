@@ -1,0 +1,153 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { ensureBridge } from '../src/system/bridge.js';
+import { getLink, ipJson } from '../src/system/ip.js';
+import { ensureForwardAccept, ensureMasquerade, removeAllWeftRules, ruleExists } from '../src/system/iptables.js';
+import { getSysctl, enableIpForward } from '../src/system/sysctl.js';
+import { connectedPrefixes, findUnderlay } from '../src/system/underlay.js';
+import { attachVeth, createVethPair, detachVeth, hostIfName, listNetnsInterfaces, nextIfName } from '../src/system/veth.js';
+import { cleanupPrefix, createTestbed, type Testbed } from '../src/testbed/index.js';
+import { run } from '../src/system/exec.js';
+
+let tb: Testbed;
+before(async () => {
+  tb = await createTestbed({ hosts: 2 });
+});
+after(async () => {
+  await tb?.destroy();
+  const left = (await ipJson<Array<{ name: string }>>(['netns', 'list'])).filter((n) => n.name.startsWith(tb.prefix));
+  assert.deepEqual(left, [], 'no namespaces left behind');
+});
+
+test('test bed: hosts reach each other over the switch; underlay is found', async () => {
+  const [h1, h2] = tb.hosts;
+  assert.ok(tb.prefix.length <= 8);
+  assert.ok(await tb.ping(h1!.ns, h2!.ip));
+  const u = await findUnderlay({}, { netns: h1!.ns });
+  assert.deepEqual(u, { iface: 'eth0', ip: h1!.ip, mtu: 1500 });
+  assert.deepEqual(await findUnderlay({ publicIp: h1!.ip }, { netns: h1!.ns }), u);
+  assert.deepEqual(await findUnderlay({ iface: 'eth0' }, { netns: h1!.ns }), u);
+  assert.deepEqual(await connectedPrefixes('eth0', { netns: h1!.ns }), [tb.underlayCidr]);
+  const c = await tb.addContainer('h1', 'c9');
+  await assert.rejects(findUnderlay({}, { netns: c }), /no default route/);
+});
+
+test('ensureBridge is idempotent and fixes only differences', async () => {
+  const ns = tb.hosts[0]!.ns;
+  const r1 = await ensureBridge('weft0', '10.77.1.1/24', 1450, { netns: ns });
+  assert.equal(r1.created, true);
+  const l = await getLink('weft0', { netns: ns });
+  assert.equal(l?.mtu, 1450);
+  assert.ok(l?.flags?.includes('UP'));
+  assert.deepEqual(l?.addr_info?.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`), ['10.77.1.1/24']);
+  const r2 = await ensureBridge('weft0', '10.77.1.1/24', 1450, { netns: ns });
+  assert.deepEqual(r2, { created: false, changes: [] });
+  const r3 = await ensureBridge('weft0', '10.77.2.1/24', 1450, { netns: ns });
+  assert.deepEqual(r3.changes, ['addr del 10.77.1.1/24 dev weft0', 'addr add 10.77.2.1/24 dev weft0']);
+  await ensureBridge('weft0', '10.77.1.1/24', 1450, { netns: ns });
+});
+
+test('attach creates eth0 with address, route and MTU; second attach gets ethwe0; detach removes the veth', async () => {
+  const ns = tb.hosts[0]!.ns;
+  const c = await tb.addContainer('h1', 'c1');
+  assert.equal(nextIfName(await listNetnsInterfaces(c)), 'eth0');
+  const hostIf = hostIfName(c, 'blue');
+  const res = await attachVeth({ netns: c, ifname: 'eth0', address: '10.77.1.2/24', gateway: '10.77.1.1', mtu: 1450, bridge: 'weft0', hostIf, hostNetns: ns });
+  assert.equal(res.hostIf, hostIf);
+  const eth0 = await getLink('eth0', { netns: c });
+  assert.equal(eth0?.mtu, 1450);
+  assert.equal(eth0?.address, res.mac);
+  assert.ok(eth0?.flags?.includes('UP'));
+  assert.deepEqual(eth0?.addr_info?.filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`), ['10.77.1.2/24']);
+  const routes = await ipJson<Array<{ dst: string; gateway?: string; dev: string }>>(['route', 'show', 'default'], { netns: c });
+  assert.deepEqual(routes.map((r) => [r.dst, r.gateway, r.dev]), [['default', '10.77.1.1', 'eth0']]);
+  const h = await getLink(hostIf, { netns: ns });
+  assert.equal(h?.master, 'weft0');
+  assert.equal(h?.mtu, 1450);
+  assert.ok(await tb.ping(c, '10.77.1.1'), 'container reaches its gateway');
+
+  // a second network: next free name
+  assert.equal(nextIfName(await listNetnsInterfaces(c)), 'ethwe0');
+  const hostIf2 = hostIfName(c, 'red');
+  await ensureBridge('weft1', '10.78.1.1/24', 1500, { netns: ns });
+  await attachVeth({ netns: c, ifname: 'ethwe0', address: '10.78.1.2/24', mtu: 1500, bridge: 'weft1', hostIf: hostIf2, hostNetns: ns });
+  assert.ok(await getLink('ethwe0', { netns: c }));
+  assert.equal(nextIfName(await listNetnsInterfaces(c)), 'ethwe1');
+
+  // same host name again fails cleanly and leaves nothing half made
+  await assert.rejects(
+    attachVeth({ netns: c, ifname: 'ethwe1', address: '10.78.1.3/24', mtu: 1500, bridge: 'weft1', hostIf: hostIf2, hostNetns: ns }),
+    /File exists|exists/,
+  );
+
+  assert.equal(await detachVeth(hostIf, { netns: ns }), true);
+  assert.equal(await getLink(hostIf, { netns: ns }), null);
+  assert.equal(await getLink('eth0', { netns: c }), null);
+  assert.equal(await detachVeth(hostIf, { netns: ns }), false);
+});
+
+test('attach by PID enters the namespace of the process', async () => {
+  const ns = tb.hosts[0]!.ns;
+  const c = await tb.addContainer('h1', 'p1');
+  const child = tb.spawn(c, ['sleep', '60']);
+  const pid = child.pid!;
+  await attachVeth({ netns: { pid }, ifname: 'eth0', address: '10.77.1.5/24', gateway: '10.77.1.1', mtu: 1450, bridge: 'weft0', hostIf: 'vwpidtest', hostNetns: ns });
+  assert.ok(await getLink('eth0', { netns: c }));
+  assert.ok(await tb.ping(c, '10.77.1.1'));
+  await detachVeth('vwpidtest', { netns: ns });
+});
+
+test('createVethPair leaves the peer in the host namespace', async () => {
+  const ns = tb.hosts[1]!.ns;
+  await ensureBridge('weft0', '10.77.9.1/24', 1500, { netns: ns });
+  const r = await createVethPair('vwpair0', 'vwpair0p', { bridge: 'weft0', mtu: 1400, netns: ns });
+  const peer = await getLink('vwpair0p', { netns: ns });
+  assert.equal(peer?.address, r.mac);
+  assert.equal(peer?.mtu, 1400);
+  assert.equal((await getLink('vwpair0', { netns: ns }))?.master, 'weft0');
+  await detachVeth('vwpair0', { netns: ns });
+  assert.equal(await getLink('vwpair0p', { netns: ns }), null);
+});
+
+test('sysctl and iptables rules are idempotent', async () => {
+  const ns = tb.hosts[1]!.ns;
+  assert.equal(await getSysctl('net.ipv4.ip_forward', { netns: ns }), '0');
+  assert.equal(await enableIpForward({ netns: ns }), true);
+  assert.equal(await enableIpForward({ netns: ns }), false);
+  assert.equal(await getSysctl('net.ipv4.ip_forward', { netns: ns }), '1');
+  await ensureForwardAccept('10.77.0.0/16', { netns: ns });
+  await ensureForwardAccept('10.77.0.0/16', { netns: ns });
+  await ensureMasquerade('10.77.0.0/16', { netns: ns });
+  await ensureMasquerade('10.77.0.0/16', { netns: ns });
+  const save = async (t: string) => (await tb.exec(ns, ['iptables', '-w', '-t', t, '-S'])).stdout;
+  const f = await save('filter');
+  assert.equal(f.match(/-A FORWARD -j WEFT-FORWARD/g)?.length, 1);
+  assert.equal(f.match(/-A WEFT-FORWARD -s 10.77.0.0\/16 .*-j ACCEPT/g)?.length, 1);
+  assert.equal(f.match(/-A WEFT-FORWARD -d 10.77.0.0\/16 .*-j ACCEPT/g)?.length, 1);
+  const n = (await save('nat')).split('\n').filter((l) => l.startsWith('-A WEFT-POSTROUTING'));
+  assert.equal(n.length, 2);
+  assert.match(n[0]!, /-s 10.77.0.0\/16 -d 10.77.0.0\/16 .*-j RETURN/);
+  assert.match(n[1]!, /-s 10.77.0.0\/16 ! -d 224.0.0.0\/4 .*-j MASQUERADE/);
+  assert.ok(await ruleExists('filter', 'FORWARD', ['-j', 'WEFT-FORWARD'], { netns: ns }));
+  await removeAllWeftRules({ netns: ns });
+  assert.doesNotMatch(await save('filter'), /WEFT/);
+  assert.doesNotMatch(await save('nat'), /WEFT/);
+  // the root namespace was not touched
+  const root = (await run('iptables', ['-w', '-S'])).stdout;
+  assert.doesNotMatch(root, /10\.77\.0\.0/);
+});
+
+test('removeHost and cleanupPrefix', async () => {
+  const extra = await tb.addHost();
+  assert.equal(extra.id, 'h3');
+  assert.ok(await tb.ping(extra.ns, tb.hosts[0]!.ip));
+  const c = await tb.addContainer('h3', 'x');
+  await tb.removeHost('h3');
+  const names = (await ipJson<Array<{ name: string }>>(['netns', 'list'])).map((n) => n.name);
+  assert.ok(!names.includes(extra.ns) && !names.includes(c));
+  // a separate prefix is cleaned by name
+  const other = await createTestbed({ hosts: 1 });
+  const removed = await cleanupPrefix(other.prefix);
+  assert.deepEqual(removed.sort(), [`${other.prefix}-h1`, `${other.prefix}-sw`]);
+  assert.deepEqual((await ipJson<Array<{ name: string }>>(['netns', 'list'])).filter((n) => n.name.startsWith(other.prefix)), []);
+});
