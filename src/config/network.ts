@@ -1,0 +1,103 @@
+import { z } from 'zod';
+import { BACKEND_TYPES } from '../backends/types.js';
+import { WeftError } from '../util/errors.js';
+import { blockSize, containsAddress, intToIp, ipToInt, isIPv4, lastAddress, networkOf, parseCidrLoose } from '../lease/subnets.js';
+import type { BackendConfig, NetworkConfig } from './types.js';
+
+/**
+ * Validation and defaults of a network config (flannel's JSON). Every rejection names the field and the
+ * bad value: `invalid network config: SubnetLen 16: must be longer than the network's prefix /16`.
+ */
+
+export const DEFAULT_SUBNET_LEN = 24;
+export const DEFAULT_BACKEND = 'vxlan';
+/** Longest subnet a host may lease: a /30 still has two usable addresses (bridge + one container). */
+export const MAX_SUBNET_LEN = 30;
+export const MAX_VNI = 2 ** 24 - 1;
+/** Per-backend defaults filled in when the config leaves them out. */
+const BACKEND_DEFAULTS: Record<string, Partial<BackendConfig>> = {
+  vxlan: { VNI: 1, Port: 8472 },
+  udp: { Port: 8285 },
+};
+
+const backendSchema = z.looseObject({
+  Type: z.string().refine((t) => (BACKEND_TYPES as readonly string[]).includes(t), {
+    message: `unknown backend type (known: ${BACKEND_TYPES.join(', ')})`,
+  }),
+  VNI: z.number().int().min(0).max(MAX_VNI, { message: `VNI out of range (0–${MAX_VNI})` }).optional(),
+  Port: z.number().int().min(1).max(65535, { message: 'port out of range (1–65535)' }).optional(),
+});
+
+const schema = z
+  .looseObject({
+    Network: z.string(),
+    SubnetLen: z.number().int().optional(),
+    SubnetMin: z.string().optional(),
+    SubnetMax: z.string().optional(),
+    Backend: backendSchema.optional(),
+    IPMasq: z.boolean().optional(),
+  })
+  .superRefine((cfg, ctx) => {
+    const fail = (path: string, message: string) => ctx.addIssue({ code: 'custom', path: [path], message });
+    const net = parseCidrLoose(cfg.Network);
+    if (!net) return fail('Network', 'not an IPv4 CIDR like 10.5.0.0/16');
+    const base = networkOf(net.ip, net.len);
+    if (base !== net.ip) return fail('Network', `host bits are set (did you mean ${intToIp(base)}/${net.len}?)`);
+    const subnetLen = cfg.SubnetLen ?? DEFAULT_SUBNET_LEN;
+    if (subnetLen <= net.len) {
+      return fail('SubnetLen', `must be longer than the network's prefix /${net.len}`);
+    }
+    if (subnetLen > MAX_SUBNET_LEN) return fail('SubnetLen', `must be at most ${MAX_SUBNET_LEN}`);
+    const block = { base, len: net.len };
+    const bound = (field: 'SubnetMin' | 'SubnetMax'): number | undefined => {
+      const text = cfg[field];
+      if (text === undefined) return undefined;
+      if (!isIPv4(text)) return void fail(field, 'not an IPv4 address');
+      const ip = ipToInt(text);
+      if (!containsAddress(block, ip)) return void fail(field, `outside the network ${cfg.Network}`);
+      if (networkOf(ip, subnetLen) !== ip) return void fail(field, `not the start of a /${subnetLen} subnet`);
+      return ip;
+    };
+    const min = bound('SubnetMin');
+    const max = bound('SubnetMax');
+    if (max !== undefined && max > lastAddress(block) + 1 - blockSize(subnetLen)) {
+      fail('SubnetMax', `outside the network ${cfg.Network}`);
+    }
+    if (min !== undefined && max !== undefined && min > max) fail('SubnetMax', `is below SubnetMin ${cfg.SubnetMin}`);
+  });
+
+/** Where `path` points in the raw input, for the message. */
+function valueAt(input: unknown, path: PropertyKey[]): unknown {
+  let v: unknown = input;
+  for (const p of path) v = v !== null && typeof v === 'object' ? (v as Record<PropertyKey, unknown>)[p] : undefined;
+  return v;
+}
+
+function describe(value: unknown): string {
+  return value === undefined ? '(missing)' : JSON.stringify(value);
+}
+
+/** Validates a network config (JSON text or object) and fills in defaults; throws WeftError naming field and value. */
+export function parseNetworkConfig(input: string | unknown): NetworkConfig {
+  let raw: unknown = input;
+  if (typeof input === 'string') {
+    try {
+      raw = JSON.parse(input);
+    } catch (err) {
+      throw new WeftError(`invalid network config: not JSON (${(err as Error).message})`);
+    }
+  }
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new WeftError(`invalid network config: expected a JSON object, got ${describe(raw)}`);
+  }
+  const res = schema.safeParse(raw);
+  if (!res.success) {
+    const issue = res.error.issues[0]!;
+    const field = issue.path.map(String).join('.') || '(config)';
+    throw new WeftError(`invalid network config: ${field} ${describe(valueAt(raw, issue.path))}: ${issue.message}`);
+  }
+  const cfg = res.data;
+  const backend: BackendConfig = { Type: DEFAULT_BACKEND, ...(cfg.Backend ?? {}) };
+  for (const [k, v] of Object.entries(BACKEND_DEFAULTS[backend.Type] ?? {})) if (backend[k] === undefined) backend[k] = v;
+  return { ...cfg, SubnetLen: cfg.SubnetLen ?? DEFAULT_SUBNET_LEN, Backend: backend } as NetworkConfig;
+}

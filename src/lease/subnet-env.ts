@@ -1,0 +1,33 @@
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { gatewayOf } from '../ipam/addresses.js';
+import { parseCidr } from './subnets.js';
+
+/** flannel's /run/flannel/subnet.env, which CNI's flannel plugin and docker setups read. */
+
+export interface SubnetEnv {
+  /** The whole network, e.g. "10.5.0.0/16". */
+  network: string;
+  /** This host's leased subnet, e.g. "10.5.72.0/24". */
+  subnet: string;
+  mtu: number;
+  ipMasq: boolean;
+}
+
+/** The file's text, in flannel's order; FLANNEL_SUBNET is the first usable address with the lease's prefix. */
+export function formatSubnetEnv(env: SubnetEnv): string {
+  return [
+    `FLANNEL_NETWORK=${env.network}`,
+    `FLANNEL_SUBNET=${gatewayOf(env.subnet)}/${parseCidr(env.subnet).len}`,
+    `FLANNEL_MTU=${env.mtu}`,
+    `FLANNEL_IPMASQ=${env.ipMasq}`,
+  ].join('\n') + '\n';
+}
+
+/** Writes the file atomically (temp file + rename), creating its directory. */
+export async function writeSubnetEnv(path: string, env: SubnetEnv): Promise<void> {
+  await mkdir(dirname(path), { recursive: true });
+  const tmp = `${path}.${process.pid}.tmp`;
+  await writeFile(tmp, formatSubnetEnv(env));
+  await rename(tmp, path);
+}

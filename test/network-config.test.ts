@@ -1,0 +1,84 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { parseNetworkConfig } from '../src/config/network.js';
+import { WeftError } from '../src/util/errors.js';
+
+function rejects(input: unknown, ...parts: Array<string | RegExp>): void {
+  assert.throws(
+    () => parseNetworkConfig(input as never),
+    (err: unknown) => {
+      assert.ok(err instanceof WeftError, `expected WeftError, got ${String(err)}`);
+      assert.ok(!err.message.includes('\n'), 'one line');
+      for (const p of parts) {
+        if (typeof p === 'string') assert.ok(err.message.includes(p), `"${err.message}" should contain "${p}"`);
+        else assert.match(err.message, p);
+      }
+      return true;
+    },
+  );
+}
+
+test('defaults: SubnetLen 24, vxlan with VNI 1 and port 8472', () => {
+  const c = parseNetworkConfig('{"Network":"10.5.0.0/16"}');
+  assert.deepEqual(c, { Network: '10.5.0.0/16', SubnetLen: 24, Backend: { Type: 'vxlan', VNI: 1, Port: 8472 } });
+});
+
+test('a full flannel config is kept as written, extras included', () => {
+  const input = {
+    Network: '10.5.0.0/16',
+    SubnetLen: 26,
+    SubnetMin: '10.5.1.0',
+    SubnetMax: '10.5.20.192',
+    Backend: { Type: 'vxlan', VNI: 42, Port: 4789, GBP: true },
+    IPMasq: true,
+  };
+  assert.deepEqual(parseNetworkConfig(input), input);
+  assert.deepEqual(parseNetworkConfig({ Network: '10.6.0.0/16', Backend: { Type: 'host-gw' } }).Backend, { Type: 'host-gw' });
+  assert.deepEqual(parseNetworkConfig({ Network: '10.6.0.0/16', Backend: { Type: 'udp' } }).Backend, { Type: 'udp', Port: 8285 });
+});
+
+test('rejects input that is not a JSON object', () => {
+  rejects('{"Network":', 'not JSON');
+  rejects('[1]', 'expected a JSON object');
+});
+
+test('rejects a missing or invalid Network', () => {
+  rejects({}, 'Network', '(missing)');
+  rejects({ Network: 'banana' }, 'Network "banana"', 'not an IPv4 CIDR');
+  rejects({ Network: '10.5.0.0/33' }, 'Network "10.5.0.0/33"', 'not an IPv4 CIDR');
+  rejects({ Network: '10.5.0.300/16' }, 'Network "10.5.0.300/16"');
+  rejects({ Network: '10.5.0.0' }, 'Network "10.5.0.0"');
+  rejects({ Network: 10 }, 'Network 10');
+});
+
+test('rejects a Network with host bits set, suggesting the right one', () => {
+  rejects({ Network: '10.5.1.0/16' }, 'Network "10.5.1.0/16"', 'host bits', '10.5.0.0/16');
+});
+
+test('rejects a SubnetLen not longer than the network prefix, or above 30', () => {
+  rejects({ Network: '10.5.0.0/16', SubnetLen: 16 }, 'SubnetLen 16', 'longer than', '/16');
+  rejects({ Network: '10.5.0.0/16', SubnetLen: 8 }, 'SubnetLen 8');
+  rejects({ Network: '10.5.0.0/24' }, 'SubnetLen (missing)', '/24');
+  rejects({ Network: '10.5.0.0/16', SubnetLen: 31 }, 'SubnetLen 31', 'at most 30');
+  rejects({ Network: '10.5.0.0/16', SubnetLen: 'x' }, 'SubnetLen "x"');
+  rejects({ Network: '10.5.0.0/16', SubnetLen: 24.5 }, 'SubnetLen 24.5');
+});
+
+test('rejects SubnetMin/SubnetMax outside the network, unaligned, or reversed', () => {
+  rejects({ Network: '10.5.0.0/16', SubnetMin: '10.6.0.0' }, 'SubnetMin "10.6.0.0"', 'outside the network 10.5.0.0/16');
+  rejects({ Network: '10.5.0.0/16', SubnetMax: '10.4.255.0' }, 'SubnetMax "10.4.255.0"', 'outside');
+  rejects({ Network: '10.5.0.0/16', SubnetMin: '10.5.1.7' }, 'SubnetMin "10.5.1.7"', 'not the start of a /24 subnet');
+  rejects({ Network: '10.5.0.0/16', SubnetMin: 'nope' }, 'SubnetMin "nope"', 'not an IPv4 address');
+  rejects({ Network: '10.5.0.0/16', SubnetMin: '10.5.9.0', SubnetMax: '10.5.2.0' }, 'SubnetMax "10.5.2.0"', 'below SubnetMin 10.5.9.0');
+});
+
+test('rejects an unknown backend type, naming the known ones', () => {
+  rejects({ Network: '10.5.0.0/16', Backend: { Type: 'gre' } }, 'Backend.Type "gre"', 'unknown backend type', 'vxlan', 'host-gw');
+  rejects({ Network: '10.5.0.0/16', Backend: {} }, 'Backend.Type (missing)');
+});
+
+test('rejects a VNI or port out of range', () => {
+  rejects({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', VNI: 16777216 } }, 'Backend.VNI 16777216', 'out of range');
+  rejects({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', VNI: -1 } }, 'Backend.VNI -1');
+  rejects({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', Port: 70000 } }, 'Backend.Port 70000', 'out of range');
+});
