@@ -8,6 +8,8 @@ import { connectedPrefixes, findUnderlay } from '../src/system/underlay.js';
 import { attachVeth, createVethPair, detachVeth, hostIfName, listNetnsInterfaces, nextIfName } from '../src/system/veth.js';
 import { cleanupPrefix, createTestbed, type Testbed } from '../src/testbed/index.js';
 import { run } from '../src/system/exec.js';
+import { createLink } from '../src/system/kernel.js';
+import { WeftError } from '../src/util/errors.js';
 
 let tb: Testbed;
 before(async () => {
@@ -150,4 +152,19 @@ test('removeHost and cleanupPrefix', async () => {
   const removed = await cleanupPrefix(other.prefix);
   assert.deepEqual(removed.sort(), [`${other.prefix}-h1`, `${other.prefix}-sw`]);
   assert.deepEqual((await ipJson<Array<{ name: string }>>(['netns', 'list'])).filter((n) => n.name.startsWith(other.prefix)), []);
+});
+
+test('a device type the kernel lacks fails naming the kernel feature', async () => {
+  const ns = tb.hosts[1]!.ns;
+  // dummy is not built into this kernel (see notes); on a kernel that has it the device is simply made
+  const has = (await run('ip', ['-n', ns, 'link', 'add', 'wtprobe0', 'type', 'dummy'], { allowFail: true })).code === 0;
+  if (has) {
+    await run('ip', ['-n', ns, 'link', 'del', 'wtprobe0']);
+    return;
+  }
+  await assert.rejects(createLink('dummy', ['link add wtdummy0 type dummy'], { netns: ns }), (e: unknown) => {
+    assert.ok(e instanceof WeftError);
+    assert.match(e.message, /kernel has no dummy support \(module dummy, CONFIG_DUMMY\)/);
+    return true;
+  });
 });

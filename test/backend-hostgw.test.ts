@@ -1,0 +1,83 @@
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import type { NetworkConfig } from '../src/config/types.js';
+import { ipJson } from '../src/system/ip.js';
+import { createTestbed, type Testbed } from '../src/testbed/index.js';
+import { addClusterNode, buildCluster, pingMatrix, reconcileAll, type ClusterNode } from '../src/testbed/cluster.js';
+
+const network: NetworkConfig = { Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } };
+let tb: Testbed;
+let nodes: ClusterNode[];
+
+const routes = (ns: string) => ipJson<any[]>(['-4', 'route', 'show', 'table', 'all'], { netns: ns });
+const routeMap = async (ns: string) =>
+  Object.fromEntries((await ipJson<any[]>(['-4', 'route', 'show', 'dev', 'eth0'], { netns: ns })).filter((r) => r.gateway && r.dst !== 'default').map((r) => [r.dst, r.gateway]));
+
+before(async () => {
+  tb = await createTestbed({ hosts: 3 });
+  nodes = await buildCluster(tb, { network });
+});
+after(async () => {
+  await tb?.destroy();
+  assert.deepEqual((await ipJson<any[]>(['netns', 'list'])).filter((n) => n.name.startsWith(tb.prefix)), []);
+});
+
+test('host-gw: 3 hosts × 2 containers, all-pairs ping', async () => {
+  assert.equal(nodes[0]!.backend.mtu, 1500, 'MTU = link MTU');
+  assert.deepEqual(await nodes[0]!.backend.init(), {});
+  assert.deepEqual(await routeMap(tb.hosts[0]!.ns), { '10.244.2.0/24': tb.hosts[1]!.ip, '10.244.3.0/24': tb.hosts[2]!.ip });
+  assert.deepEqual(await pingMatrix(tb, nodes), []);
+});
+
+test('host-gw: reconcile twice changes nothing', async () => {
+  const before = await Promise.all(tb.hosts.map((h) => routes(h.ns)));
+  const logCount = nodes.map((n) => n.logs.length);
+  await reconcileAll(nodes);
+  await reconcileAll(nodes);
+  const afterR = await Promise.all(tb.hosts.map((h) => routes(h.ns)));
+  assert.deepEqual(afterR, before);
+  // and it did not even try: no route changes were logged
+  nodes.forEach((n, i) => assert.deepEqual(n.logs.slice(logCount[i]).filter((l) => /route changes/.test(l.msg)), []));
+});
+
+test('host-gw: a peer dropped from the set loses its routes; a new host joins', async () => {
+  const [n1, n2, n3] = nodes as [ClusterNode, ClusterNode, ClusterNode];
+  await reconcileAll([n1, n2], [n1.lease, n2.lease]);
+  assert.deepEqual(await routeMap(n1.host.ns), { '10.244.2.0/24': n2.host.ip });
+  assert.deepEqual(await routeMap(n2.host.ns), { '10.244.1.0/24': n1.host.ip });
+  assert.equal(await tb.ping(n1.containers[0]!.ns, n3.containers[0]!.ip), false);
+  // a fourth host joins
+  const h4 = await tb.addHost();
+  const n4 = await addClusterNode(tb, h4, { network });
+  const all = [n1, n2, n3, n4];
+  await reconcileAll(all);
+  assert.deepEqual(await pingMatrix(tb, all), []);
+  // peer moved to a new public IP: the route follows
+  const moved = { ...n3.lease, publicIp: n4.host.ip };
+  await n1.backend.reconcile([n1.lease, n2.lease, moved, n4.lease]);
+  assert.equal((await routeMap(n1.host.ns))['10.244.3.0/24'], n4.host.ip);
+  await reconcileAll(all);
+  nodes = all;
+});
+
+test('host-gw: refuses a peer off the L2 segment, naming it', async () => {
+  const n1 = nodes[0]!;
+  const off = { network: 'testnet', subnet: '10.244.99.0/24', publicIp: '198.51.100.7', backendType: 'host-gw', backendData: {} };
+  const beforeR = await routeMap(n1.host.ns);
+  await n1.backend.reconcile([...nodes.map((n) => n.lease), off]);
+  assert.deepEqual(await routeMap(n1.host.ns), beforeR, 'no route for the off-segment peer');
+  const err = n1.logs.find((l) => l.level === 50 && /refusing peer 198\.51\.100\.7/.test(l.msg));
+  assert.ok(err, 'an error log names the peer');
+  assert.match(err!.msg, /not on the L2 segment of eth0/);
+  assert.equal(err!.subnet, '10.244.99.0/24');
+  // other peers still work
+  assert.deepEqual(await pingMatrix(tb, nodes), []);
+});
+
+test('host-gw: teardown removes its routes only', async () => {
+  const n1 = nodes[0]!;
+  await n1.backend.teardown();
+  assert.deepEqual(await routeMap(n1.host.ns), {});
+  const def = await ipJson<any[]>(['-4', 'route', 'show', 'default'], { netns: n1.host.ns });
+  assert.equal(def.length, 1, 'default route untouched');
+});
