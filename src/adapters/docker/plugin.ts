@@ -1,0 +1,533 @@
+/**
+ * weft as a Docker remote network driver and IPAM driver (libnetwork's plugin protocol: HTTP+JSON on a
+ * unix socket, discovered as /run/docker/plugins/<name>.sock).
+ *
+ *   docker network create -d weft --ipam-driver weft --subnet 10.40.0.0/16 prodnet
+ *   docker run --network prodnet [--ip 10.40.x.y] ...
+ *
+ * How Docker's calls map onto weft:
+ * - RequestPool records the pool; the weft network (in the store, so every host sees it) is created when
+ *   the Docker network is (CreateNetwork), named after the Docker network (resolved through the Docker
+ *   API when available; `--ipam-opt weft.network=NAME` overrides; else "docker-10.40.0.0-16").
+ * - A host joins the network (lease + bridge + backend) when its first container needs an address, so a
+ *   network that is exhausted fails `docker run` with weft's message, not `docker network create`.
+ * - Addresses come from this host's lease and carry the lease's prefix length (10.40.1.2/24), and Join
+ *   gives every container this host's bridge as gateway plus a route to the whole network: Docker's
+ *   per-network gateway is the same on every host and cannot be right for all of them, so the gateway
+ *   address Docker records (first usable address of the pool) is a placeholder weft never hands out.
+ * - NetworkDriver scope is "local" with ConnectivityScope "global": Docker 20.10 refuses a "global"-scope
+ *   driver outside Swarm ("This node is not a swarm manager"); weft itself makes the network span hosts.
+ * - Every call is serialised, and the plugin's own state (pools, networks, endpoints) is saved after each
+ *   change, because Docker never replays CreateNetwork/CreateEndpoint after a plugin restart.
+ */
+import * as http from 'node:http';
+import { mkdirSync, rmSync } from 'node:fs';
+import * as path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import {
+  GATEWAY_ADDRESS_TYPE,
+  PLUGIN_CONTENT_TYPE,
+  REQUEST_ADDRESS_TYPE,
+  type CreateEndpointRequest,
+  type CreateNetworkRequest,
+  type DeleteNetworkRequest,
+  type EndpointRequest,
+  type JoinRequest,
+  type JoinResponse,
+  type ReleaseAddressRequest,
+  type ReleasePoolRequest,
+  type RequestAddressRequest,
+  type RequestPoolRequest,
+} from './protocol.js';
+import { blockContains, firstUsable, formatBlock, parseBlock, parseIp, stripPrefix } from './cidr.js';
+import type { EndpointRecord, NetworkRecord, PluginState, StateStore } from './state.js';
+
+export const DEFAULT_PLUGIN_NAME = 'weft';
+export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
+
+/** Options a user can give with `--ipam-opt` or `-o` (both spellings: with and without the `weft.` prefix). */
+export interface WeftNetworkOptions {
+  /** Name of the weft network (default: the Docker network's name). */
+  network?: string;
+  /** Prefix length of each host's subnet (default 24). */
+  subnetLen?: number;
+  /** Backend type (default vxlan). */
+  backend?: string;
+  vni?: number;
+}
+
+/** This host's view of a weft network it has joined. */
+export interface HostNetwork {
+  name: string;
+  /** The whole network, e.g. "10.40.0.0/16". */
+  network: string;
+  /** This host's lease, e.g. "10.40.1.0/24". */
+  subnet: string;
+  /** This host's bridge address, the containers' gateway (no prefix length). */
+  gateway: string;
+  bridge: string;
+  mtu: number;
+}
+
+/**
+ * What the plugin needs from the host's agent. Every method is idempotent; errors meant for the user are
+ * thrown with a message that makes sense on its own (the plugin prefixes "weft: ").
+ */
+export interface DockerBackendOps {
+  /**
+   * Makes sure weft network `name` exists in the store with this subnet (created when absent; an error when
+   * it exists with another subnet or overlaps another network). `docker` is kept with it so other hosts
+   * can create the same Docker network.
+   */
+  ensureNetwork(
+    name: string,
+    subnet: string,
+    opts: WeftNetworkOptions & { docker?: { name: string; options: Record<string, string>; ipamOptions: Record<string, string> } },
+  ): Promise<void>;
+  /** Joins the network on this host (lease, bridge, backend) unless already joined. Throws on exhaustion. */
+  joinNetwork(name: string): Promise<HostNetwork>;
+  /**
+   * Allocates an address in this host's lease: `address` when given (an error naming the holder when it is
+   * taken on any host, or when it belongs to another host's subnet), else the next free one.
+   * Returns it with the lease's prefix length ("10.40.1.2/24").
+   */
+  allocateAddress(name: string, req: { address?: string; owner: string }): Promise<string>;
+  /** Releases an address of this host (no prefix length); no error when it is not allocated. */
+  releaseAddress(name: string, ip: string): Promise<void>;
+  /** Creates a veth pair on this host's bridge of `name`: host end enslaved and up, peer left in the host namespace. */
+  createVeth(name: string, req: { endpointId: string; mac: string }): Promise<{ hostIf: string; peerIf: string; mac: string }>;
+  /** Deletes the veth (no error when it is gone). */
+  deleteVeth(name: string, hostIf: string): Promise<void>;
+  /**
+   * Removes the network everywhere (config, leases, addresses) — only when no endpoint is left on any
+   * host; otherwise throws naming them. No error when the network does not exist.
+   */
+  removeNetwork(name: string): Promise<void>;
+  /** The Docker network's name for a Docker network id, via the Docker API of the daemon served (optional). */
+  dockerNetworkName?(networkId: string): Promise<string | undefined>;
+}
+
+export interface PluginOptions {
+  ops: DockerBackendOps;
+  state: StateStore;
+  /** Plugin name: the socket is <pluginDir>/<name>.sock and the driver is `-d <name>` (default weft). */
+  name?: string;
+  pluginDir?: string;
+  /** Full socket path (overrides pluginDir/name). */
+  socketPath?: string;
+  /** Capability scope (default "local"; see the header). */
+  scope?: 'local' | 'global';
+  /** How long to wait for Docker to report the name of a new network (ms, default 5000). */
+  nameTimeoutMs?: number;
+  log?: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
+}
+
+/** An error whose message goes to the Docker user as it is. */
+export class PluginError extends Error {
+  constructor(message: string, readonly status = 500) {
+    super(message);
+  }
+}
+
+type Handler = (body: any) => Promise<unknown>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+function randomMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0]! & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+function stringOptions(o: unknown): Record<string, string> {
+  const out: Record<string, string> = {};
+  if (o && typeof o === 'object') for (const [k, v] of Object.entries(o)) if (typeof v === 'string') out[k] = v;
+  return out;
+}
+
+/** weft options from -o / --ipam-opt maps (later maps win). */
+export function parseWeftOptions(...maps: Array<Record<string, string>>): WeftNetworkOptions {
+  const o: WeftNetworkOptions = {};
+  const get = (m: Record<string, string>, k: string) => m[`weft.${k}`] ?? m[k];
+  for (const m of maps) {
+    const network = get(m, 'network');
+    if (network) o.network = network;
+    const len = get(m, 'subnet-len') ?? get(m, 'subnetlen');
+    if (len !== undefined) {
+      if (!/^\d{1,2}$/.test(len) || Number(len) > 30) throw new PluginError(`invalid weft.subnet-len "${len}" (a prefix length up to 30)`);
+      o.subnetLen = Number(len);
+    }
+    const backend = get(m, 'backend');
+    if (backend) o.backend = backend;
+    const vni = get(m, 'vni');
+    if (vni !== undefined) {
+      if (!/^\d+$/.test(vni)) throw new PluginError(`invalid weft.vni "${vni}"`);
+      o.vni = Number(vni);
+    }
+  }
+  return o;
+}
+
+/** "10.40.0.0/16" → "docker-10.40.0.0-16": the weft network name when Docker's name is not known. */
+export function derivedNetworkName(pool: string): string {
+  return `docker-${pool.replace('/', '-')}`;
+}
+
+export class DockerPlugin {
+  readonly name: string;
+  readonly socketPath: string;
+  private server?: http.Server;
+  private state!: PluginState;
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly handlers: Record<string, Handler>;
+  private readonly internal: Record<string, Handler>;
+  /** Docker names being resolved for networks just created. */
+  private readonly naming = new Map<string, Promise<string | undefined>>();
+
+  constructor(readonly opts: PluginOptions) {
+    this.name = opts.name ?? DEFAULT_PLUGIN_NAME;
+    this.socketPath = opts.socketPath ?? path.join(opts.pluginDir ?? DEFAULT_PLUGIN_DIR, `${this.name}.sock`);
+    this.handlers = {
+      '/Plugin.Activate': async () => ({ Implements: ['NetworkDriver', 'IpamDriver'] }),
+      '/NetworkDriver.GetCapabilities': async () => ({ Scope: this.opts.scope ?? 'local', ConnectivityScope: 'global' }),
+      '/NetworkDriver.CreateNetwork': (b: CreateNetworkRequest) => this.createNetwork(b),
+      '/NetworkDriver.DeleteNetwork': (b: DeleteNetworkRequest) => this.deleteNetwork(b),
+      '/NetworkDriver.CreateEndpoint': (b: CreateEndpointRequest) => this.createEndpoint(b),
+      '/NetworkDriver.EndpointOperInfo': (b: EndpointRequest) => this.endpointOperInfo(b),
+      '/NetworkDriver.DeleteEndpoint': (b: EndpointRequest) => this.deleteEndpoint(b),
+      '/NetworkDriver.Join': (b: JoinRequest) => this.join(b),
+      '/NetworkDriver.Leave': (b: EndpointRequest) => this.leave(b),
+      '/NetworkDriver.DiscoverNew': async () => ({}),
+      '/NetworkDriver.DiscoverDelete': async () => ({}),
+      '/NetworkDriver.ProgramExternalConnectivity': async () => ({}),
+      '/NetworkDriver.RevokeExternalConnectivity': async () => ({}),
+      '/IpamDriver.GetCapabilities': async () => ({ RequiresMACAddress: false, RequiresRequestReplay: false }),
+      '/IpamDriver.GetDefaultAddressSpaces': async () => ({ LocalDefaultAddressSpace: 'weft', GlobalDefaultAddressSpace: 'weft' }),
+      '/IpamDriver.RequestPool': (b: RequestPoolRequest) => this.requestPool(b),
+      '/IpamDriver.ReleasePool': (b: ReleasePoolRequest) => this.releasePool(b),
+      '/IpamDriver.RequestAddress': (b: RequestAddressRequest) => this.requestAddress(b),
+      '/IpamDriver.ReleaseAddress': (b: ReleaseAddressRequest) => this.releaseAddress(b),
+    };
+    // internal: queued follow-up of CreateNetwork (not reachable over the socket)
+    this.internal = { '/weft.AdoptNetwork': (b: { NetworkID: string; DockerName: string }) => this.adoptNetwork(b) };
+  }
+
+  /** Loads the saved state and listens on the socket. */
+  async start(): Promise<void> {
+    this.state = await this.opts.state.load();
+    mkdirSync(path.dirname(this.socketPath), { recursive: true });
+    rmSync(this.socketPath, { force: true });
+    const server = http.createServer((req, res) => void this.serve(req, res));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.socketPath, () => resolve());
+    });
+    this.server = server;
+  }
+
+  async stop(): Promise<void> {
+    const s = this.server;
+    this.server = undefined;
+    if (s) {
+      await new Promise<void>((resolve) => {
+        s.close(() => resolve());
+        s.closeAllConnections();
+      });
+    }
+    await Promise.allSettled([...this.naming.values()]);
+    await this.queue.catch(() => {});
+    rmSync(this.socketPath, { force: true });
+  }
+
+  /** A copy of the plugin's state (for `weft status`, tests). */
+  snapshot(): PluginState {
+    return JSON.parse(JSON.stringify(this.state)) as PluginState;
+  }
+
+  /** Dispatches one protocol call as Docker would make it (also used by tests). */
+  async call(method: string, body: unknown, internal = true): Promise<{ status: number; body: unknown }> {
+    const h = this.handlers[method] ?? (internal ? this.internal[method] : undefined);
+    if (!h) return { status: 404, body: { Err: `weft: unknown plugin method ${method}` } };
+    const run = this.queue.then(() => h(body ?? {}));
+    this.queue = run.catch(() => {});
+    try {
+      return { status: 200, body: (await run) ?? {} };
+    } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err);
+      if (!(err instanceof PluginError)) this.opts.log?.warn({ err: msg, method }, 'docker plugin call failed');
+      return { status: err instanceof PluginError ? err.status : 500, body: { Err: msg.startsWith('weft: ') ? msg : `weft: ${msg}` } };
+    }
+  }
+
+  private async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const raw = Buffer.concat(chunks).toString('utf8');
+    let body: unknown = {};
+    let out: { status: number; body: unknown };
+    try {
+      body = raw.trim() ? JSON.parse(raw) : {};
+      out = await this.call(new URL(req.url ?? '/', 'http://docker').pathname, body, false);
+    } catch {
+      out = { status: 400, body: { Err: 'weft: request body is not JSON' } };
+    }
+    const text = JSON.stringify(out.body);
+    res.writeHead(out.status, { 'content-type': PLUGIN_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  }
+
+  private async save(): Promise<void> {
+    await this.opts.state.save(this.state);
+  }
+
+  // ---------------- IPAM ----------------
+
+  private async requestPool(b: RequestPoolRequest): Promise<unknown> {
+    if (b.V6) throw new PluginError('IPv6 pools are not supported; create the network without --ipv6');
+    if (!b.Pool) {
+      throw new PluginError(
+        'the weft IPAM driver needs a subnet: docker network create -d weft --ipam-driver weft --subnet 10.40.0.0/16 NAME',
+      );
+    }
+    if (b.SubPool) throw new PluginError('--ip-range is not supported: weft gives each host its own part of the subnet');
+    const block = parseBlock(b.Pool);
+    if (!block) throw new PluginError(`invalid subnet "${b.Pool}" (expected a.b.c.d/len without host bits)`);
+    if (block.len > 30) throw new PluginError(`subnet ${b.Pool} is too small for weft (at most /30)`);
+    const options = stringOptions(b.Options);
+    const opts = parseWeftOptions(options);
+    const pool = formatBlock(block);
+    const poolId = pool;
+    for (const n of Object.values(this.state.networks)) {
+      if (n.pool === pool && this.state.pools[poolId]) {
+        throw new PluginError(`subnet ${pool} is already used by Docker network ${n.dockerName ?? n.id.slice(0, 12)} on this host`);
+      }
+    }
+    if (opts.subnetLen !== undefined && opts.subnetLen < block.len) {
+      throw new PluginError(`weft.subnet-len ${opts.subnetLen} is shorter than the subnet ${pool}`);
+    }
+    this.state.pools[poolId] = { pool, options, ...(opts.network ? { network: opts.network } : {}) };
+    await this.save();
+    return { PoolID: poolId, Pool: pool, Data: {} };
+  }
+
+  private async releasePool(b: ReleasePoolRequest): Promise<unknown> {
+    if (this.state.pools[b.PoolID]) {
+      delete this.state.pools[b.PoolID];
+      await this.save();
+    }
+    return {};
+  }
+
+  private poolOf(poolId: string) {
+    const p = this.state.pools[poolId];
+    if (!p) throw new PluginError(`unknown address pool ${poolId} (was the network created with --ipam-driver weft?)`);
+    return p;
+  }
+
+  private async requestAddress(b: RequestAddressRequest): Promise<unknown> {
+    const pool = this.poolOf(b.PoolID);
+    const block = parseBlock(pool.pool)!;
+    const opts = stringOptions(b.Options);
+    if (opts[REQUEST_ADDRESS_TYPE] === GATEWAY_ADDRESS_TYPE) {
+      // Docker's per-network gateway: a placeholder (see the header). Each container's real gateway is its host's bridge (Join).
+      const gw = b.Address ? stripPrefix(b.Address) : firstUsable(block);
+      const n = parseIp(gw);
+      if (n === undefined || !blockContains(block, n)) throw new PluginError(`gateway ${b.Address} is not inside ${pool.pool}`);
+      return { Address: `${gw}/${block.len}`, Data: {} };
+    }
+    const requested = b.Address ? stripPrefix(b.Address) : undefined;
+    if (requested !== undefined) {
+      const n = parseIp(requested);
+      if (n === undefined) throw new PluginError(`invalid address "${b.Address}"`);
+      if (!blockContains(block, n)) throw new PluginError(`address ${requested} is not inside the network's subnet ${pool.pool}`);
+    }
+    const net = await this.networkForPool(b.PoolID);
+    if (!net.dockerName && !net.network) {
+      const dn = await this.naming.get(net.id);
+      if (dn) net.dockerName = dn;
+    }
+    const name = await this.ensureWeftNetwork(net);
+    await this.opts.ops.joinNetwork(name);
+    const address = await this.opts.ops.allocateAddress(name, { ...(requested ? { address: requested } : {}), owner: `docker:${net.id}` });
+    return { Address: address, Data: {} };
+  }
+
+  private async releaseAddress(b: ReleaseAddressRequest): Promise<unknown> {
+    const pool = this.state.pools[b.PoolID];
+    if (!pool) return {};
+    const ip = stripPrefix(b.Address);
+    if (ip === firstUsable(parseBlock(pool.pool)!)) return {}; // the gateway placeholder
+    const net = Object.values(this.state.networks).find((n) => n.poolId === b.PoolID);
+    const name = net?.network ?? pool.network;
+    if (name) await this.opts.ops.releaseAddress(name, ip);
+    return {};
+  }
+
+  // ---------------- NetworkDriver ----------------
+
+  private async createNetwork(b: CreateNetworkRequest): Promise<unknown> {
+    if (!b.NetworkID) throw new PluginError('CreateNetwork without a NetworkID');
+    if (b.IPv6Data && b.IPv6Data.length) throw new PluginError('IPv6 is not supported by weft networks');
+    const v4 = b.IPv4Data ?? [];
+    if (v4.length !== 1) throw new PluginError(`a weft network has exactly one IPv4 subnet (got ${v4.length})`);
+    const poolText = v4[0]!.Pool;
+    const poolId = Object.keys(this.state.pools).find((id) => this.state.pools[id]!.pool === poolText);
+    if (!poolId) {
+      throw new PluginError(`subnet ${poolText} was not allocated by weft: use --ipam-driver weft with -d ${this.name}`);
+    }
+    const generic = stringOptions((b.Options ?? {})['com.docker.network.generic']);
+    parseWeftOptions(this.state.pools[poolId]!.options, generic); // validate now
+    const pool = this.state.pools[poolId]!;
+    const rec: NetworkRecord = { id: b.NetworkID, poolId, pool: pool.pool, options: generic };
+    const early = parseWeftOptions(pool.options, generic).network;
+    if (early) rec.network = early;
+    this.state.networks[b.NetworkID] = rec;
+    await this.save();
+    // Docker knows the network's name only after we answer: resolve it (outside the call queue), then
+    // create the weft network in the store as a queued call of its own.
+    const naming = this.resolveName(b.NetworkID).finally(() => this.naming.delete(b.NetworkID));
+    this.naming.set(b.NetworkID, naming);
+    void naming.then((dockerName) =>
+      this.call('/weft.AdoptNetwork', { NetworkID: b.NetworkID, DockerName: dockerName ?? '' }).then((r) => {
+        if (r.status !== 200) this.opts.log?.warn({ network: b.NetworkID, answer: r.body }, 'creating the weft network failed; will retry on first use');
+      }),
+    );
+    return {};
+  }
+
+  /** Polls the Docker API for the name of a new network (never blocks the call queue). */
+  private async resolveName(networkId: string): Promise<string | undefined> {
+    const lookup = this.opts.ops.dockerNetworkName;
+    if (!lookup) return undefined;
+    const end = Date.now() + (this.opts.nameTimeoutMs ?? 5000);
+    while (Date.now() < end && this.server) {
+      const name = await lookup.call(this.opts.ops, networkId).catch(() => undefined);
+      if (name) return name;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return undefined;
+  }
+
+  private async adoptNetwork(b: { NetworkID: string; DockerName: string }): Promise<unknown> {
+    const rec = this.state.networks[b.NetworkID];
+    if (!rec) return {};
+    if (b.DockerName && !rec.dockerName) rec.dockerName = b.DockerName;
+    await this.ensureWeftNetwork(rec);
+    return {};
+  }
+
+  private async networkForPool(poolId: string): Promise<NetworkRecord> {
+    const net = Object.values(this.state.networks).find((n) => n.poolId === poolId);
+    if (!net) throw new PluginError(`no Docker network uses address pool ${poolId} on this host`);
+    return net;
+  }
+
+  /** The weft network behind a Docker network, created in the store on first need. */
+  private async ensureWeftNetwork(rec: NetworkRecord): Promise<string> {
+    const pool = this.state.pools[rec.poolId];
+    const ipamOptions = pool?.options ?? {};
+    const opts = parseWeftOptions(ipamOptions, rec.options);
+    const name = rec.network ?? opts.network ?? rec.dockerName ?? derivedNetworkName(rec.pool);
+    await this.opts.ops.ensureNetwork(name, rec.pool, {
+      ...opts,
+      network: name,
+      docker: { name: rec.dockerName ?? name, options: rec.options, ipamOptions },
+    });
+    if (rec.network !== name) {
+      rec.network = name;
+      if (pool) pool.network = name;
+      await this.save();
+    }
+    return name;
+  }
+
+  private async deleteNetwork(b: DeleteNetworkRequest): Promise<unknown> {
+    const rec = this.state.networks[b.NetworkID];
+    if (!rec) return {};
+    const left = Object.values(this.state.endpoints).filter((e) => e.networkId === b.NetworkID);
+    if (left.length) {
+      throw new PluginError(`network ${rec.dockerName ?? rec.network} still has ${left.length} endpoint(s) on this host`);
+    }
+    if (rec.network) await this.opts.ops.removeNetwork(rec.network);
+    delete this.state.networks[b.NetworkID];
+    await this.save();
+    return {};
+  }
+
+  private network(id: string): NetworkRecord {
+    const rec = this.state.networks[id];
+    if (!rec) throw new PluginError(`unknown network ${id.slice(0, 12)} (not created through weft on this host)`);
+    return rec;
+  }
+
+  private async createEndpoint(b: CreateEndpointRequest): Promise<unknown> {
+    const rec = this.network(b.NetworkID);
+    if (!b.EndpointID) throw new PluginError('CreateEndpoint without an EndpointID');
+    const iface = b.Interface ?? { Address: '', AddressIPv6: '', MacAddress: '' };
+    if (!iface.Address) throw new PluginError('endpoint has no IPv4 address (the network must use --ipam-driver weft)');
+    if (iface.AddressIPv6) throw new PluginError('IPv6 endpoints are not supported by weft networks');
+    const name = await this.ensureWeftNetwork(rec);
+    const existing = this.state.endpoints[b.EndpointID];
+    const mac = existing?.mac ?? (iface.MacAddress || randomMac());
+    const ep: EndpointRecord = existing ?? { id: b.EndpointID, networkId: b.NetworkID, network: name, address: iface.Address, mac };
+    this.state.endpoints[b.EndpointID] = ep;
+    await this.save();
+    return { Interface: iface.MacAddress ? {} : { MacAddress: mac } };
+  }
+
+  private endpoint(id: string): EndpointRecord {
+    const ep = this.state.endpoints[id];
+    if (!ep) throw new PluginError(`unknown endpoint ${id.slice(0, 12)}`);
+    return ep;
+  }
+
+  private async endpointOperInfo(b: EndpointRequest): Promise<unknown> {
+    const ep = this.endpoint(b.EndpointID);
+    return {
+      Value: {
+        network: ep.network,
+        address: ep.address,
+        mac: ep.mac,
+        ...(ep.hostIf ? { hostInterface: ep.hostIf } : {}),
+        ...(ep.gateway ? { gateway: ep.gateway } : {}),
+      },
+    };
+  }
+
+  private async join(b: JoinRequest): Promise<JoinResponse> {
+    const ep = this.endpoint(b.EndpointID);
+    const host = await this.opts.ops.joinNetwork(ep.network);
+    if (!ep.hostIf || !ep.peerIf) {
+      const v = await this.opts.ops.createVeth(ep.network, { endpointId: ep.id, mac: ep.mac });
+      ep.hostIf = v.hostIf;
+      ep.peerIf = v.peerIf;
+      ep.mac = v.mac;
+    }
+    ep.gateway = host.gateway;
+    await this.save();
+    return {
+      InterfaceName: { SrcName: ep.peerIf, DstPrefix: 'eth' },
+      Gateway: host.gateway,
+      GatewayIPv6: '',
+      StaticRoutes: [{ Destination: host.network, RouteType: 0, NextHop: host.gateway }],
+      DisableGatewayService: false,
+    };
+  }
+
+  private async leave(b: EndpointRequest): Promise<unknown> {
+    const ep = this.state.endpoints[b.EndpointID];
+    if (!ep) return {};
+    if (ep.hostIf) await this.opts.ops.deleteVeth(ep.network, ep.hostIf);
+    delete ep.hostIf;
+    delete ep.peerIf;
+    await this.save();
+    return {};
+  }
+
+  private async deleteEndpoint(b: EndpointRequest): Promise<unknown> {
+    const ep = this.state.endpoints[b.EndpointID];
+    if (!ep) return {};
+    if (ep.hostIf) await this.opts.ops.deleteVeth(ep.network, ep.hostIf);
+    delete this.state.endpoints[b.EndpointID];
+    await this.save();
+    return {};
+  }
+}
