@@ -1,0 +1,245 @@
+/**
+ * EtcdStore: the store on an etcd v3 cluster (npm `etcd3`). Keys live at `<prefix>/<key>`.
+ * - revision = the key's etcd mod_revision (global and monotonic, like SqliteStore's).
+ * - compareAndSwap = one txn: `Create == 0` for revision 0 (create-only), else `Mod == revision`.
+ * - TTL = a fresh etcd lease granted for that write, attached by the put itself. Nobody keeps it alive:
+ *   writing the key again (as a lease renewal does) attaches a new lease, the old one expires empty.
+ * - watch = range read (the resync) + etcd watch from the read's revision; on any watch error,
+ *   disconnect or compaction it starts over with a fresh read, so the caller sees a new resync.
+ */
+import etcd3 from 'etcd3';
+import type { Etcd3, IKeyValue, Namespace, Watcher as EtcdWatcher } from 'etcd3';
+import { log } from '../util/log.js';
+import { WeftError } from '../util/errors.js';
+import type { Entry, PutOptions, Store, Watch, WatchEvent } from './types.js';
+
+export interface EtcdStoreOptions {
+  url: string;
+  /** `http://host:port` each. */
+  endpoints: string[];
+  /** Leading slash, no trailing slash, e.g. `/weft` or `/coreos.com/network`. */
+  prefix: string;
+  /** gRPC dial timeout (ms). */
+  dialTimeoutMs?: number;
+}
+
+/** kv from a watch event or getAll() (etcd3's namespace strips the prefix from those). */
+function toEntry(kv: IKeyValue): Entry {
+  return { key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) };
+}
+
+const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
+
+export class EtcdStore implements Store {
+  readonly url: string;
+  readonly flannelLayout: boolean;
+  readonly prefix: string;
+  private readonly client: Etcd3;
+  private readonly ns: Namespace;
+  private readonly watches = new Set<PrefixWatch>();
+  private closed = false;
+
+  static async open(opts: EtcdStoreOptions): Promise<EtcdStore> {
+    return new EtcdStore(opts);
+  }
+
+  constructor(opts: EtcdStoreOptions) {
+    this.url = opts.url;
+    this.prefix = opts.prefix;
+    this.flannelLayout = opts.prefix.endsWith('/network');
+    this.client = new etcd3.Etcd3({ hosts: opts.endpoints, dialTimeout: opts.dialTimeoutMs ?? 3000 });
+    this.ns = this.client.namespace(`${opts.prefix}/`);
+  }
+
+  async get(key: string): Promise<Entry | undefined> {
+    const res = await this.call('get', () => this.ns.get(key).exec());
+    const kv = res.kvs[0];
+    return kv && this.fromRange(kv);
+  }
+
+  async list(prefix: string): Promise<Entry[]> {
+    return (await this.range(prefix)).entries;
+  }
+
+  async put(key: string, value: string, opts?: PutOptions): Promise<Entry> {
+    const lease = await this.grant(opts);
+    const put = this.ns.put(key).value(value);
+    if (lease) put.lease(lease.id);
+    const res = await this.call('put', () => put.exec());
+    return this.written(key, value, Number(res.header.revision), lease);
+  }
+
+  async compareAndSwap(key: string, revision: number, value: string, opts?: PutOptions): Promise<Entry | undefined> {
+    const lease = await this.grant(opts);
+    const put = this.ns.put(key).value(value);
+    if (lease) put.lease(lease.id);
+    const cond = revision === 0 ? this.ns.if(key, 'Create', '==', 0) : this.ns.if(key, 'Mod', '==', revision);
+    const res = await this.call('compare-and-swap', () => cond.then(put).commit());
+    if (!res.succeeded) {
+      if (lease) this.revoke(lease.id);
+      return undefined;
+    }
+    return this.written(key, value, Number(res.header.revision), lease);
+  }
+
+  async delete(key: string, revision?: number): Promise<boolean> {
+    if (revision === undefined) {
+      const res = await this.call('delete', () => this.ns.delete().key(key).exec());
+      return Number(res.deleted) > 0;
+    }
+    const res = await this.call('delete', () =>
+      this.ns.if(key, 'Mod', '==', revision).then(this.ns.delete().key(key)).commit(),
+    );
+    return res.succeeded && Number(res.responses[0]?.response_delete_range?.deleted ?? 0) > 0;
+  }
+
+  watch(prefix: string, onEvent: (ev: WatchEvent) => void): Watch {
+    if (this.closed) throw new Error(`store ${this.url} is closed`);
+    const w = new PrefixWatch(this, this.ns, prefix, onEvent, () => this.watches.delete(w));
+    this.watches.add(w);
+    void w.run();
+    return w;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all([...this.watches].map((w) => w.stop()));
+    this.client.close();
+  }
+
+  // ---- internals ----
+
+  /** One range read: the sorted live entries under prefix and the store revision they are current at. */
+  async range(prefix: string): Promise<{ entries: Entry[]; revision: number }> {
+    const res = await this.call('list', () => this.ns.getAll().prefix(prefix).sort('Key', 'Ascend').exec());
+    return { entries: res.kvs.map(toEntry), revision: Number(res.header.revision) };
+  }
+
+  /** kv from a single-key get(): etcd3 leaves the full key there, so strip `<prefix>/`. */
+  private fromRange(kv: IKeyValue): Entry {
+    const e = toEntry(kv);
+    e.key = e.key.slice(this.prefix.length + 1);
+    return e;
+  }
+
+  private async grant(opts?: PutOptions): Promise<{ id: string; expiresAt: number } | undefined> {
+    const ttl = opts?.ttlSeconds;
+    if (ttl === undefined) return undefined;
+    if (!(ttl > 0)) throw new RangeError(`ttlSeconds must be > 0, got ${ttl}`);
+    // etcd leases count whole seconds (and raise tiny TTLs to the cluster minimum, ~2 s).
+    const seconds = Math.ceil(ttl);
+    const res = await this.call('lease grant', () => this.ns.leaseClient.leaseGrant({ TTL: seconds }));
+    return { id: res.ID, expiresAt: Date.now() + Number(res.TTL) * 1000 };
+  }
+
+  private revoke(id: string): void {
+    this.ns.leaseClient.leaseRevoke({ ID: id }).catch(() => undefined); // it expires anyway
+  }
+
+  private written(key: string, value: string, revision: number, lease?: { expiresAt: number }): Entry {
+    const e: Entry = { key, value, revision };
+    if (lease) e.expiresAt = lease.expiresAt;
+    return e;
+  }
+
+  /** Runs an etcd call; connection-level failures become one-line errors naming the store. */
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await fn();
+    } catch (err) {
+      throw new WeftError(`store ${this.url}: ${what} failed: ${(err as Error).message}`, 'ESTORE');
+    }
+  }
+}
+
+/** A watch that survives disconnects and compaction by re-listing (resync) and re-watching. */
+class PrefixWatch implements Watch {
+  private stopped = false;
+  private current: EtcdWatcher | undefined;
+  /** Wakes the run loop when the current etcd watcher fails or the watch is closed. */
+  private wake: (() => void) | undefined;
+  private done: Promise<void> | undefined;
+
+  constructor(
+    private readonly store: EtcdStore,
+    private readonly ns: Namespace,
+    private readonly prefix: string,
+    private readonly onEvent: (ev: WatchEvent) => void,
+    private readonly onClosed: () => void,
+  ) {}
+
+  run(): Promise<void> {
+    this.done ??= this.loop();
+    return this.done;
+  }
+
+  close(): void {
+    void this.stop();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.onClosed();
+    this.wake?.();
+    await this.done?.catch(() => undefined);
+  }
+
+  private deliver(ev: WatchEvent): void {
+    if (this.stopped) return;
+    try {
+      this.onEvent(ev);
+    } catch (err) {
+      log.error({ err, url: this.store.url, prefix: this.prefix }, 'store watch callback threw');
+    }
+  }
+
+  private async loop(): Promise<void> {
+    let backoff = 100;
+    while (!this.stopped) {
+      let watcher: EtcdWatcher | undefined;
+      let failed: unknown;
+      try {
+        const { entries, revision } = await this.store.range(this.prefix);
+        if (this.stopped) break;
+        this.deliver({ type: 'resync', entries });
+        watcher = await this.ns.watch().prefix(this.prefix).startRevision(String(revision + 1)).create();
+        this.current = watcher;
+        backoff = 100;
+        const gen = watcher;
+        gen.on('error', () => undefined); // an EventEmitter 'error' without a listener would throw
+        watcher.on('put', (kv) => {
+          if (this.current === gen) this.deliver({ type: 'put', entry: toEntry(kv) });
+        });
+        watcher.on('delete', (kv) => {
+          if (this.current === gen) this.deliver({ type: 'delete', key: kv.key.toString() });
+        });
+        // etcd3 would reconnect on its own and replay from its last revision, but it cannot recover from
+        // compaction; starting over with a fresh read handles both, and the caller gets a resync.
+        await new Promise<void>((resolve) => {
+          this.wake = resolve;
+          if (this.stopped) resolve();
+          gen.once('disconnected', (err) => {
+            failed = err;
+            resolve();
+          });
+          gen.once('error', (err) => {
+            failed = err;
+            resolve();
+          });
+        });
+      } catch (err) {
+        failed = err;
+      }
+      this.wake = undefined;
+      this.current = undefined;
+      // Cancel synchronously after a disconnect, before etcd3 re-attaches this watcher on its own.
+      if (watcher) await watcher.cancel().catch(() => undefined);
+      if (this.stopped) break;
+      log.warn({ err: failed, url: this.store.url, prefix: this.prefix }, 'store watch lost; re-listing');
+      await delay(backoff);
+      backoff = Math.min(backoff * 2, 5000);
+    }
+  }
+}

@@ -1,0 +1,163 @@
+/**
+ * Starts a throwaway etcd (Debian etcd-server, /usr/bin/etcd) on 127.0.0.1 with free ports and a temp
+ * data dir. stop() kills it by PID and removes the dir; a process 'exit' hook does the same if a test
+ * run dies without calling stop().
+ *
+ *   const etcd = await startEtcd();          // etcd.url = 'etcd://127.0.0.1:PORT'
+ *   after(() => etcd.stop());
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export interface TestEtcd {
+  /** Store URL for openStore: `etcd://127.0.0.1:PORT` (append a prefix if wanted). */
+  url: string;
+  /** Client endpoint: `http://127.0.0.1:PORT`. */
+  endpoint: string;
+  pid: number;
+  dataDir: string;
+  /** Kills this etcd (SIGKILL, like a crash) and starts it again on the same ports and data. */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export const ETCD_BIN = process.env.WEFT_TEST_ETCD ?? '/usr/bin/etcd';
+
+/** A port that was free a moment ago (the OS picks it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+async function healthy(endpoint: string): Promise<boolean> {
+  try {
+    const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(500) });
+    const body = (await res.json()) as { health?: string };
+    return body.health === 'true';
+  } catch {
+    return false;
+  }
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+async function killChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  process.kill(child.pid, 'SIGTERM');
+  const timer = setTimeout(() => {
+    if (child.exitCode === null && child.signalCode === null) process.kill(child.pid!, 'SIGKILL');
+  }, 3000);
+  await exited(child);
+  clearTimeout(timer);
+}
+
+export async function startEtcd(): Promise<TestEtcd> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'weft-etcd-'));
+  let clientPort = 0;
+  let peerPort = 0;
+  let child: ChildProcess | undefined;
+  let stderr = '';
+
+  const launch = async (): Promise<ChildProcess> => {
+    const endpoint = `http://127.0.0.1:${clientPort}`;
+    const peer = `http://127.0.0.1:${peerPort}`;
+    stderr = '';
+    const c = spawn(
+      ETCD_BIN,
+      [
+        '--name', 'default',
+        '--data-dir', join(dataDir, 'data'),
+        '--listen-client-urls', endpoint,
+        '--advertise-client-urls', endpoint,
+        '--listen-peer-urls', peer,
+        '--initial-advertise-peer-urls', peer,
+        '--initial-cluster', `default=${peer}`,
+        '--logger', 'zap',
+        '--log-level', 'error',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
+    c.stderr!.setEncoding('utf8');
+    c.stderr!.on('data', (d: string) => {
+      stderr = (stderr + d).slice(-4000);
+    });
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      if (c.exitCode !== null || c.signalCode !== null) break;
+      if (await healthy(endpoint)) return c;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await killChild(c);
+    throw new Error(`etcd on ${endpoint} did not become healthy (exit ${c.exitCode}); stderr:\n${stderr}`);
+  };
+
+  const onExit = () => {
+    // Last resort when the test process ends without stop(): synchronous kill by PID and cleanup.
+    if (child?.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+    rmSync(dataDir, { recursive: true, force: true });
+  };
+  process.on('exit', onExit);
+
+  // Ports are free when picked but another process may grab one before etcd binds: retry a few times.
+  for (let attempt = 0; ; attempt++) {
+    clientPort = await freePort();
+    peerPort = await freePort();
+    if (peerPort === clientPort) continue;
+    try {
+      child = await launch();
+      break;
+    } catch (err) {
+      rmSync(join(dataDir, 'data'), { recursive: true, force: true });
+      if (attempt >= 2) {
+        process.off('exit', onExit);
+        rmSync(dataDir, { recursive: true, force: true });
+        throw err;
+      }
+    }
+  }
+
+  const endpoint = `http://127.0.0.1:${clientPort}`;
+  const etcd: TestEtcd = {
+    url: `etcd://127.0.0.1:${clientPort}`,
+    endpoint,
+    pid: child.pid!,
+    dataDir,
+    async restart() {
+      if (child) {
+        if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
+          process.kill(child.pid, 'SIGKILL');
+        }
+        await exited(child);
+      }
+      child = await launch();
+      etcd.pid = child.pid!;
+    },
+    async stop() {
+      if (child) await killChild(child);
+      child = undefined;
+      process.off('exit', onExit);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+  return etcd;
+}
