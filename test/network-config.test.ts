@@ -43,7 +43,7 @@ test('rejects input that is not a JSON object', () => {
 });
 
 test('rejects a missing or invalid Network', () => {
-  rejects({}, 'Network', '(missing)');
+  rejects({}, 'Network is required');
   rejects({ Network: 'banana' }, 'Network "banana"', 'not an IPv4 CIDR');
   rejects({ Network: '10.5.0.0/33' }, 'Network "10.5.0.0/33"', 'not an IPv4 CIDR');
   rejects({ Network: '10.5.0.300/16' }, 'Network "10.5.0.300/16"');
@@ -74,7 +74,7 @@ test('rejects SubnetMin/SubnetMax outside the network, unaligned, or reversed', 
 
 test('rejects an unknown backend type, naming the known ones', () => {
   rejects({ Network: '10.5.0.0/16', Backend: { Type: 'gre' } }, 'Backend.Type "gre"', 'unknown backend type', 'vxlan', 'host-gw');
-  rejects({ Network: '10.5.0.0/16', Backend: {} }, 'Backend.Type (missing)');
+  rejects({ Network: '10.5.0.0/16', Backend: {} }, 'Backend.Type is required');
 });
 
 test('rejects a VNI or port out of range', () => {

@@ -94,7 +94,9 @@ export function parseNetworkConfig(input: string | unknown): NetworkConfig {
   if (!res.success) {
     const issue = res.error.issues[0]!;
     const field = issue.path.map(String).join('.') || '(config)';
-    throw new WeftError(`invalid network config: ${field} ${describe(valueAt(raw, issue.path))}: ${issue.message}`);
+    const value = valueAt(raw, issue.path);
+    if (value === undefined && issue.code === 'invalid_type') throw new WeftError(`invalid network config: ${field} is required`);
+    throw new WeftError(`invalid network config: ${field} ${describe(value)}: ${issue.message}`);
   }
   const cfg = res.data;
   const backend: BackendConfig = { Type: DEFAULT_BACKEND, ...(cfg.Backend ?? {}) };
