@@ -1,6 +1,7 @@
 import { Command, CommanderError } from 'commander';
 import { WeftError } from '../util/errors.js';
 import { registerNetwork } from './network.js';
+import { registerDocker } from './docker.js';
 
 /**
  * weft's command line: parse, call, print. Each command group lives in its own module and adds itself
@@ -12,6 +13,7 @@ const program = new Command('weft')
   .exitOverride();
 
 registerNetwork(program);
+registerDocker(program);
 
 try {
   await program.parseAsync(process.argv);
