@@ -12,6 +12,7 @@ import { createLink } from '../src/system/kernel.js';
 import { WeftError } from '../src/util/errors.js';
 
 let tb: Testbed;
+const spawned: number[] = [];
 before(async () => {
   tb = await createTestbed({ hosts: 2 });
 });
@@ -19,6 +20,7 @@ after(async () => {
   await tb?.destroy();
   const left = (await ipJson<Array<{ name: string }>>(['netns', 'list'])).filter((n) => n.name.startsWith(tb.prefix));
   assert.deepEqual(left, [], 'no namespaces left behind');
+  for (const pid of spawned) assert.throws(() => process.kill(pid, 0), /ESRCH/, `tracked child ${pid} was killed`);
 });
 
 test('test bed: hosts reach each other over the switch; underlay is found', async () => {
@@ -93,6 +95,9 @@ test('attach by PID enters the namespace of the process', async () => {
   const c = await tb.addContainer('h1', 'p1');
   const child = tb.spawn(c, ['sleep', '60']);
   const pid = child.pid!;
+  spawned.push(pid);
+  const inside = (await tb.exec(c, 'readlink /proc/self/ns/net')).stdout.trim();
+  assert.equal((await run('readlink', [`/proc/${pid}/ns/net`])).stdout.trim(), inside, 'spawned child runs in the namespace');
   await attachVeth({ netns: { pid }, ifname: 'eth0', address: '10.77.1.5/24', gateway: '10.77.1.1', mtu: 1450, bridge: 'weft0', hostIf: 'vwpidtest', hostNetns: ns });
   assert.ok(await getLink('eth0', { netns: c }));
   assert.ok(await tb.ping(c, '10.77.1.1'));

@@ -42,9 +42,17 @@ function underlayFor(prefix: string): string {
   return `192.168.${100 + (h[0]! % 150)}.0/24`;
 }
 
+/** A command as argv, or a string run by `sh -c`. */
+export type Command = readonly string[] | string;
+
+function argv(cmd: Command): string[] {
+  return typeof cmd === 'string' ? ['sh', '-c', cmd] : [...cmd];
+}
+
 /** Runs a command inside a namespace by name (nsenter, no mount namespace games). */
-export function nsExec(ns: string, cmd: readonly string[], opts: { allowFail?: boolean; input?: string } = {}): Promise<RunResult> {
-  const [c, a] = inNetns(ns, cmd[0]!, cmd.slice(1));
+export function nsExec(ns: string, cmd: Command, opts: { allowFail?: boolean; input?: string } = {}): Promise<RunResult> {
+  const a0 = argv(cmd);
+  const [c, a] = inNetns(ns, a0[0]!, a0.slice(1));
   return run(c, a, opts);
 }
 
@@ -116,9 +124,11 @@ export class Testbed {
     );
   }
 
-  host(id: string): TestbedHost {
-    const h = this.hosts.find((x) => x.id === id || x.ns === id);
-    if (!h) throw new WeftError(`test bed ${this.prefix} has no host ${id}`);
+  /** A host by id (h1), namespace name or object. */
+  host(id: string | TestbedHost): TestbedHost {
+    const key = typeof id === 'string' ? id : id.ns;
+    const h = this.hosts.find((x) => x.id === key || x.ns === key);
+    if (!h) throw new WeftError(`test bed ${this.prefix} has no host ${key}`);
     return h;
   }
 
@@ -141,7 +151,7 @@ export class Testbed {
   }
 
   /** Kills the host's tracked processes and deletes its namespace and its containers' namespaces. */
-  async removeHost(id: string): Promise<void> {
+  async removeHost(id: string | TestbedHost): Promise<void> {
     const h = this.host(id);
     const nss = [...h.containers, h.ns];
     await this.killChildren((ns) => nss.includes(ns));
@@ -150,7 +160,7 @@ export class Testbed {
   }
 
   /** Creates a container namespace `${prefix}-${host}-${name}` (lo up, no interfaces yet); returns its name. */
-  async addContainer(hostId: string, name: string): Promise<string> {
+  async addContainer(hostId: string | TestbedHost, name: string): Promise<string> {
     const h = this.host(hostId);
     const ns = `${this.prefix}-${h.id}-${name}`;
     await run('ip', ['netns', 'add', ns]);
@@ -160,7 +170,7 @@ export class Testbed {
   }
 
   /** Runs a command in a namespace of the test bed; throws on failure unless allowFail. */
-  exec(ns: string, cmd: readonly string[], opts: { allowFail?: boolean; input?: string } = {}): Promise<RunResult> {
+  exec(ns: string, cmd: Command, opts: { allowFail?: boolean; input?: string } = {}): Promise<RunResult> {
     return nsExec(ns, cmd, opts);
   }
 
@@ -171,8 +181,9 @@ export class Testbed {
   }
 
   /** Starts a long-running process in a namespace, tracked by PID until it exits or destroy(). */
-  spawn(ns: string, cmd: readonly string[], opts: SpawnOptions = {}): ChildProcess {
-    const [c, a] = inNetns(ns, cmd[0]!, cmd.slice(1));
+  spawn(ns: string, cmd: Command, opts: SpawnOptions = {}): ChildProcess {
+    const a0 = argv(cmd);
+    const [c, a] = inNetns(ns, a0[0]!, a0.slice(1));
     const child = spawnChild(c, a, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
     if (child.pid !== undefined) {
       const pid = child.pid;
@@ -214,7 +225,13 @@ export class Testbed {
     if (this.destroyed) return;
     this.destroyed = true;
     await this.killChildren(() => true).catch(() => {});
-    await cleanupPrefix(this.prefix);
+    try {
+      await cleanupPrefix(this.prefix);
+    } catch {
+      // one more time after a moment (e.g. ip busy); leftovers are reported by the caller's checks
+      await new Promise((r) => setTimeout(r, 200));
+      await cleanupPrefix(this.prefix);
+    }
     this.hosts.length = 0;
   }
 }
