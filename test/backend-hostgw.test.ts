@@ -3,6 +3,9 @@ import { after, before, test } from 'node:test';
 import type { NetworkConfig } from '../src/config/types.js';
 import { ipJson } from '../src/system/ip.js';
 import { createTestbed, type Testbed } from '../src/testbed/index.js';
+import { createBackend } from '../src/backends/registry.js';
+import { findUnderlay } from '../src/system/underlay.js';
+import { log } from '../src/util/log.js';
 import { addClusterNode, buildCluster, pingMatrix, reconcileAll, type ClusterNode } from '../src/testbed/cluster.js';
 
 const network: NetworkConfig = { Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } };
@@ -38,6 +41,17 @@ test('host-gw: reconcile twice changes nothing', async () => {
   assert.deepEqual(afterR, before);
   // and it did not even try: no route changes were logged
   nodes.forEach((n, i) => assert.deepEqual(n.logs.slice(logCount[i]).filter((l) => /route changes/.test(l.msg)), []));
+});
+
+test('host-gw: a restarted agent (new backend object) changes nothing', async () => {
+  const n1 = nodes[0]!;
+  const before = await routes(n1.host.ns);
+  const sys = { netns: n1.host.ns };
+  const fresh = createBackend({ networkName: 'testnet', network, underlay: await findUnderlay({}, sys), log }, sys);
+  await fresh.init();
+  await fresh.activate(n1.lease);
+  await fresh.reconcile(nodes.map((n) => n.lease));
+  assert.deepEqual(await routes(n1.host.ns), before);
 });
 
 test('host-gw: a peer dropped from the set loses its routes; a new host joins', async () => {

@@ -5,6 +5,9 @@ import { after, before, test } from 'node:test';
 import type { NetworkConfig } from '../src/config/types.js';
 import { bridgeJson, getLink, ipJson } from '../src/system/ip.js';
 import { createTestbed, type Testbed } from '../src/testbed/index.js';
+import { createBackend } from '../src/backends/registry.js';
+import { findUnderlay } from '../src/system/underlay.js';
+import { log } from '../src/util/log.js';
 import { addClusterNode, buildCluster, pingMatrix, reconcileAll, type ClusterNode } from '../src/testbed/cluster.js';
 
 const network: NetworkConfig = { Network: '10.245.0.0/16', Backend: { Type: 'vxlan' } };
@@ -130,6 +133,17 @@ test('vxlan: reconcile twice changes nothing', async () => {
   await reconcileAll(nodes);
   assert.deepEqual(await Promise.all(tb.hosts.map((h) => state(h.ns))), before);
   nodes.forEach((n, i) => assert.deepEqual(n.logs.slice(logCount[i]).filter((l) => /changes/.test(l.msg)), []));
+});
+
+test('vxlan: a restarted agent (new backend object) adopts the device and changes nothing', async () => {
+  const n1 = nodes[0]!;
+  const before = await state(n1.host.ns);
+  const fresh = createBackend({ networkName: 'testnet', network, underlay: await findUnderlay({}, { netns: n1.host.ns }), log }, { netns: n1.host.ns });
+  assert.deepEqual(await fresh.init(), n1.lease.backendData, 'same VtepMAC after restart');
+  await fresh.activate(n1.lease);
+  await fresh.reconcile(nodes.map((n) => n.lease));
+  assert.deepEqual(await state(n1.host.ns), before);
+  assert.ok(await tb.ping(n1.containers[0]!.ns, nodes[2]!.containers[1]!.ip));
 });
 
 test('vxlan: a dropped peer loses route, neighbour and fdb entry; a fourth host joins', async () => {
