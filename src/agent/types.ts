@@ -47,4 +47,6 @@ export interface AgentStatus {
   publicIp: string;
   iface: string;
   networks: NetworkStatus[];
+  /** Networks this host could not join, with the reason. */
+  failed?: Record<string, string>;
 }

@@ -2,6 +2,8 @@ import { Command, CommanderError } from 'commander';
 import { WeftError } from '../util/errors.js';
 import { registerNetwork } from './network.js';
 import { registerDocker } from './docker.js';
+import { registerAgent } from './agent.js';
+import { registerEndpoints } from './endpoints.js';
 
 /**
  * weft's command line: parse, call, print. Each command group lives in its own module and adds itself
@@ -14,6 +16,8 @@ const program = new Command('weft')
 
 registerNetwork(program);
 registerDocker(program);
+registerAgent(program);
+registerEndpoints(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,217 @@
+import type http from 'node:http';
+import path from 'node:path';
+import { getNetwork } from '../config/registry.js';
+import { listNetworkNames, networkNameOfConfigKey } from '../store/layout.js';
+import { openStore } from '../store/index.js';
+import type { Store, Watch } from '../store/types.js';
+import type { Underlay } from '../backends/types.js';
+import { removeBridge } from '../system/bridge.js';
+import { removeAllWeftRules } from '../system/iptables.js';
+import { findUnderlay } from '../system/underlay.js';
+import { WeftError } from '../util/errors.js';
+import { log as rootLog, type Logger } from '../util/log.js';
+import { serveApi, type Route } from './api.js';
+import { BridgeNames } from './bridges.js';
+import { Endpoints, type ContainerResolver, type NetworkDirectory } from './endpoints.js';
+import { resolveHostId } from './host-id.js';
+import { NetworkRunner } from './network-runner.js';
+import type { AgentStatus, AttachRequest, DetachRequest } from './types.js';
+
+export interface AgentOptions {
+  storeUrl?: string;
+  iface?: string;
+  publicIp?: string;
+  stateDir: string;
+  api: string;
+  hostId?: string;
+  /** Join only these networks; default: every network in the store, including ones created later. */
+  networks?: string[];
+  leaseTtlSeconds?: number;
+  graceSeconds?: number;
+  ipMasq?: boolean;
+  /** Extra ways to find a container (the Docker adapter adds container ids/names). */
+  resolvers?: ContainerResolver[];
+  /** Extra API routes (the Docker plugin, metrics, web page). */
+  routes?: (agent: Agent) => Route[];
+  forwardParents?: string[];
+  log?: Logger;
+}
+
+/**
+ * The per-host daemon: joins networks (lease, bridge, backend), follows peers, serves the API. Stopping it
+ * leaves the data plane as it is; reset() removes what it made and gives the leases back.
+ */
+export class Agent implements NetworkDirectory {
+  readonly runners = new Map<string, NetworkRunner>();
+  /** Networks that could not be joined, with the reason (shown by `weft status`). */
+  readonly failed = new Map<string, string>();
+  readonly endpoints: Endpoints;
+  private server?: http.Server;
+  private watch?: Watch;
+  private joining = Promise.resolve();
+  private readonly bridges: BridgeNames;
+  private readonly log: Logger;
+
+  private constructor(
+    readonly store: Store,
+    readonly hostId: string,
+    readonly underlay: Underlay,
+    readonly opts: AgentOptions,
+  ) {
+    this.log = (opts.log ?? rootLog).child({ hostId });
+    this.bridges = new BridgeNames(opts.stateDir);
+    this.endpoints = new Endpoints(store, hostId, this, opts.resolvers);
+  }
+
+  static async start(opts: AgentOptions): Promise<Agent> {
+    const underlay = await findUnderlay({ iface: opts.iface, publicIp: opts.publicIp });
+    const hostId = resolveHostId(opts.hostId, opts.stateDir);
+    const store = await openStore(opts.storeUrl);
+    const agent = new Agent(store, hostId, underlay, opts);
+    try {
+      await agent.begin();
+    } catch (err) {
+      await agent.stop();
+      throw err;
+    }
+    return agent;
+  }
+
+  private async begin(): Promise<void> {
+    this.log.info({ underlay: this.underlay, store: this.store.url }, 'agent starting');
+    const wanted = this.opts.networks;
+    for (const name of wanted ?? (await listNetworkNames(this.store))) await this.join(name);
+    if (!wanted) {
+      // Networks created later (by `weft network create` or Docker) are joined as they appear.
+      const prefix = this.store.flannelLayout ? 'config' : 'networks/';
+      this.watch = this.store.watch(prefix, (ev) => {
+        const touched =
+          ev.type === 'resync' ? true : networkNameOfConfigKey(ev.type === 'put' ? ev.entry.key : ev.key) !== undefined || ev.type === 'put' && ev.entry.key === 'config';
+        if (touched) this.joining = this.joining.then(() => this.syncNetworks());
+      });
+    }
+    this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log);
+    this.log.info({ api: this.opts.api, networks: [...this.runners.keys()] }, 'agent ready');
+  }
+
+  private async syncNetworks(): Promise<void> {
+    const names = new Set(await listNetworkNames(this.store));
+    for (const n of names) if (!this.runners.has(n)) await this.join(n);
+    for (const [n, runner] of this.runners) {
+      if (!names.has(n)) {
+        this.log.info({ network: n }, 'network removed from the store: leaving it');
+        this.runners.delete(n);
+        await runner.stop();
+        await runner.backend.teardown().catch((err) => this.log.warn({ err }, 'teardown failed'));
+        await removeBridge(this.bridges.get(n)).catch(() => {});
+        this.bridges.forget(n);
+      }
+    }
+  }
+
+  /** Joins one network; a failure is logged and kept for `weft status`, and the agent carries on. */
+  async join(name: string): Promise<NetworkRunner | undefined> {
+    const existing = this.runners.get(name);
+    if (existing) return existing;
+    try {
+      const config = await getNetwork(this.store, name);
+      const runner = new NetworkRunner(name, config, {
+        store: this.store,
+        hostId: this.hostId,
+        underlay: this.underlay,
+        bridge: this.bridges.get(name),
+        subnetEnvPath: this.subnetEnvPath(name),
+        leaseTtlSeconds: this.opts.leaseTtlSeconds,
+        graceSeconds: this.opts.graceSeconds,
+        ipMasq: this.opts.ipMasq,
+        forwardParents: this.opts.forwardParents,
+        log: this.log,
+      });
+      await runner.start();
+      this.runners.set(name, runner);
+      this.failed.delete(name);
+      return runner;
+    } catch (err) {
+      const msg = err instanceof Error ? err.message : String(err);
+      this.failed.set(name, msg);
+      this.log.error({ network: name, err: msg }, 'cannot join network');
+      if (this.opts.networks) throw err;
+      return undefined;
+    }
+  }
+
+  /** flannel's file for the first network; `<state-dir>/<network>/subnet.env` for each. */
+  subnetEnvPath(network: string): string {
+    return path.join(this.opts.stateDir, network, 'subnet.env');
+  }
+
+  get(name?: string): NetworkRunner {
+    if (name) {
+      const r = this.runners.get(name);
+      if (r) return r;
+      const why = this.failed.get(name);
+      throw new WeftError(why ? `network ${name} is not running on this host: ${why}` : `unknown network "${name}" (this host runs: ${[...this.runners.keys()].join(', ') || 'none'})`);
+    }
+    const first = this.runners.values().next().value;
+    if (!first) throw new WeftError('this host runs no network yet: create one with `weft network create NAME --subnet CIDR`');
+    return first;
+  }
+
+  all(): NetworkRunner[] {
+    return [...this.runners.values()];
+  }
+
+  status(): AgentStatus {
+    return {
+      hostId: this.hostId,
+      publicIp: this.underlay.ip,
+      iface: this.underlay.iface,
+      networks: this.all().map((r) => r.status()),
+      ...(this.failed.size ? { failed: Object.fromEntries(this.failed) } : {}),
+    };
+  }
+
+  private routes(): Route[] {
+    return [
+      { method: 'GET', path: '/status', handler: () => this.status() },
+      { method: 'GET', path: '/peers', handler: () => this.all().map((r) => ({ network: r.name, peers: r.status().peers })) },
+      { method: 'GET', path: '/endpoints', handler: async () => (await this.endpoints.list()).map(({ owner: _o, ...ep }) => ep) },
+      { method: 'POST', path: '/attach', handler: (body) => this.endpoints.attach(body as AttachRequest) },
+      { method: 'POST', path: '/detach', handler: (body) => this.endpoints.detach(body as DetachRequest) },
+      {
+        method: 'POST',
+        path: '/reset',
+        handler: async () => {
+          const done = await this.reset();
+          setImmediate(() => process.emit('SIGTERM'));
+          return done;
+        },
+      },
+    ];
+  }
+
+  /** Stops following the store and serving the API; the data plane stays. */
+  async stop(): Promise<void> {
+    this.watch?.close();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    this.server?.closeAllConnections?.();
+    await this.joining;
+    for (const r of this.runners.values()) await r.stop();
+    await this.store.close();
+  }
+
+  /** Detaches every container, gives every lease back and removes bridges, devices and rules. */
+  async reset(): Promise<{ networks: string[] }> {
+    this.watch?.close();
+    const names = [...this.runners.keys()];
+    for (const ep of await this.endpoints.list()) await this.endpoints.detach({ container: ep.owner, network: ep.network }).catch(() => {});
+    for (const [name, r] of this.runners) {
+      await r.release();
+      await removeBridge(this.bridges.get(name)).catch(() => {});
+      this.bridges.forget(name);
+    }
+    this.runners.clear();
+    await removeAllWeftRules();
+    return { networks: names };
+  }
+}

@@ -1,0 +1,162 @@
+import { createHash } from 'node:crypto';
+import { Ipam } from '../ipam/ipam.js';
+import { networkKeys } from '../store/layout.js';
+import type { Store } from '../store/types.js';
+import { ExecError } from '../system/exec.js';
+import { resolveNetns, type NetnsRef } from '../system/netns.js';
+import { attachVeth, detachVeth, hostIfName, listNetnsInterfaces, nextIfName } from '../system/veth.js';
+import { WeftError } from '../util/errors.js';
+import type { NetworkRunner } from './network-runner.js';
+import type { AttachRequest, DetachRequest, Endpoint } from './types.js';
+
+/** A container as the kernel knows it, plus a stable key that names it in the store. */
+export interface ResolvedContainer {
+  netns: NetnsRef;
+  /** "netns:NAME", "pid:PID", "docker:ID" — owner of its addresses and part of its endpoint id. */
+  key: string;
+}
+
+/** Turns what the user typed into a namespace; the Docker adapter adds one for container ids/names. */
+export type ContainerResolver = (container: string) => Promise<ResolvedContainer | undefined>;
+
+/** The networks running on this host, as the agent holds them. */
+export interface NetworkDirectory {
+  /** The named network, or the only/first one when no name is given; WeftError when unknown. */
+  get(name?: string): NetworkRunner;
+  all(): NetworkRunner[];
+}
+
+export function resolveBuiltin(container: string): ResolvedContainer {
+  const netns = resolveNetns(container);
+  return { netns, key: 'name' in netns ? `netns:${netns.name}` : `pid:${netns.pid}` };
+}
+
+/**
+ * Attaching containers to networks on this host: address from IPAM, a veth made in place (two `ip -batch`
+ * processes), and an endpoint record in the store so `weft ps`, detach and restarts find it again.
+ */
+export class Endpoints {
+  private readonly ipam: Ipam;
+
+  constructor(
+    private readonly store: Store,
+    private readonly hostId: string,
+    private readonly networks: NetworkDirectory,
+    private readonly resolvers: ContainerResolver[] = [],
+  ) {
+    this.ipam = new Ipam(store);
+  }
+
+  async resolve(container: string): Promise<ResolvedContainer> {
+    try {
+      return resolveBuiltin(container);
+    } catch (err) {
+      for (const r of this.resolvers) {
+        const found = await r(container);
+        if (found) return found;
+      }
+      throw err;
+    }
+  }
+
+  async attach(req: AttachRequest): Promise<Endpoint> {
+    if (!req.container) throw new WeftError('attach needs a container');
+    const net = this.networks.get(req.network);
+    const target = await this.resolve(req.container);
+    const id = endpointId(target.key, net.name);
+    const key = networkKeys(this.store, net.name).endpoint(this.hostId, id);
+    const existing = await this.store.get(key);
+    if (existing) {
+      const ep = JSON.parse(existing.value) as Endpoint;
+      if (req.address && stripLen(req.address) !== stripLen(ep.address)) {
+        throw new WeftError(`${req.container} is already attached to ${net.name} with ${ep.address}; detach it first`);
+      }
+      return ep;
+    }
+    const alloc = await this.ipam.allocate({ network: net.name, subnet: net.lease.subnet, owner: target.key, address: req.address });
+    const hostIf = hostIfName(target.key, net.name);
+    try {
+      const ifname = req.ifname ?? (await this.freeIfname(target.netns));
+      const { mac } = await attachVeth({
+        netns: target.netns,
+        ifname,
+        address: alloc.cidr,
+        gateway: alloc.gateway,
+        mtu: net.backend.mtu,
+        bridge: net.status().bridge,
+        hostIf,
+      });
+      const ep: Endpoint = {
+        id,
+        container: req.container,
+        network: net.name,
+        hostId: this.hostId,
+        ifname,
+        hostIf,
+        address: alloc.cidr,
+        mac,
+        gateway: alloc.gateway,
+        ...(req.name ? { name: req.name } : {}),
+      };
+      await this.store.put(key, JSON.stringify({ ...ep, owner: target.key }));
+      return ep;
+    } catch (err) {
+      await this.ipam.release({ network: net.name, subnet: net.lease.subnet, owner: target.key });
+      if (err instanceof ExecError && /File exists/.test(err.stderr)) {
+        throw new WeftError(`cannot attach ${req.container}: an interface of that name already exists (${err.stderr.trim()})`);
+      }
+      throw err;
+    }
+  }
+
+  async detach(req: DetachRequest): Promise<Endpoint[]> {
+    const mine = (await this.list()).filter(
+      (e) => (e.container === req.container || e.owner === req.container) && (!req.network || e.network === req.network),
+    );
+    if (mine.length === 0) {
+      // The user may name the container differently than at attach time (a PID for a netns, say).
+      let key: string | undefined;
+      try {
+        key = (await this.resolve(req.container)).key;
+      } catch {
+        /* unknown container: reported below */
+      }
+      mine.push(...(await this.list()).filter((e) => e.owner === key && (!req.network || e.network === req.network)));
+    }
+    if (mine.length === 0) {
+      throw new WeftError(`${req.container} is not attached${req.network ? ` to ${req.network}` : ''} on this host`);
+    }
+    for (const ep of mine) {
+      await detachVeth(ep.hostIf);
+      const net = this.networks.get(ep.network);
+      await this.ipam.release({ network: ep.network, subnet: net.lease.subnet, owner: ep.owner });
+      await this.store.delete(networkKeys(this.store, ep.network).endpoint(this.hostId, ep.id));
+    }
+    return mine.map(({ owner: _owner, ...ep }) => ep);
+  }
+
+  /** This host's endpoints in every network it runs. */
+  async list(networks?: string[]): Promise<Array<Endpoint & { owner: string }>> {
+    const names = networks ?? this.networks.all().map((n) => n.name);
+    const out: Array<Endpoint & { owner: string }> = [];
+    for (const n of names) {
+      for (const e of await this.store.list(networkKeys(this.store, n).endpointsPrefix(this.hostId))) {
+        out.push(JSON.parse(e.value) as Endpoint & { owner: string });
+      }
+    }
+    return out;
+  }
+
+  private async freeIfname(netns: NetnsRef): Promise<string> {
+    return nextIfName(await listNetnsInterfaces(netns));
+  }
+}
+
+/** Stable per (container, network): attach is idempotent and a restarted agent finds the same record. */
+export function endpointId(containerKey: string, network: string): string {
+  return createHash('sha256').update(`${containerKey}\0${network}`).digest('hex').slice(0, 12);
+}
+
+function stripLen(a: string): string {
+  return a.split('/')[0]!;
+}

@@ -1,0 +1,73 @@
+import { InvalidArgumentError, type Command } from 'commander';
+import { Agent } from '../agent/agent.js';
+import { callAgent, DEFAULT_API_SOCKET } from '../agent/client.js';
+import { resetHost } from '../agent/reset.js';
+import { log } from '../util/log.js';
+import { printJson } from './output.js';
+
+const DEFAULT_STATE_DIR = '/var/lib/weft';
+
+/** `weft agent` (the per-host daemon, foreground) and `weft reset`. */
+export function registerAgent(program: Command): void {
+  program
+    .command('agent')
+    .description('run the per-host daemon in the foreground')
+    .option('--store <url>', 'store URL (sqlite:///path or etcd://host:port[/prefix]); default $WEFT_STORE or sqlite:///var/lib/weft/weft.db')
+    .option('--iface <if>', 'underlay interface (default: the default route\'s)')
+    .option('--public-ip <ip>', 'address peers reach this host on')
+    .option('--state-dir <dir>', 'where host id, bridge names and subnet.env live', DEFAULT_STATE_DIR)
+    .option('--api <sock>', 'unix socket of the API', DEFAULT_API_SOCKET)
+    .option('--host-id <id>', 'stable host identity (default /etc/machine-id)')
+    .option('--network <name...>', 'join only these networks (default: all, including ones created later)')
+    .option('--lease-ttl <seconds>', 'subnet lease TTL', toInt)
+    .option('--grace <seconds>', 'how long an expired subnet stays reserved for its holder', toInt)
+    .option('--ip-masq', 'masquerade traffic leaving the network')
+    .action(async (o) => {
+      const agent = await Agent.start({
+        storeUrl: o.store,
+        iface: o.iface,
+        publicIp: o.publicIp,
+        stateDir: o.stateDir,
+        api: o.api,
+        hostId: o.hostId,
+        networks: o.network,
+        leaseTtlSeconds: o.leaseTtl,
+        graceSeconds: o.grace,
+        ipMasq: o.ipMasq,
+      });
+      await new Promise<void>((resolve) => {
+        const stop = (sig: string) => {
+          log.info({ signal: sig }, 'stopping; the data plane stays in place');
+          agent.stop().finally(resolve);
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+    });
+
+  program
+    .command('reset')
+    .description('remove everything weft made on this host and give its leases back')
+    .option('--api <sock>', 'unix socket of the running agent', DEFAULT_API_SOCKET)
+    .option('--store <url>', 'store URL, when no agent runs')
+    .option('--state-dir <dir>', 'state dir, when no agent runs', DEFAULT_STATE_DIR)
+    .option('--host-id <id>', 'host identity, when no agent runs')
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      let result: unknown;
+      try {
+        result = await callAgent(o.api, 'POST', '/reset');
+      } catch (err) {
+        if (!(err instanceof Error && /no weft agent/.test(err.message))) throw err;
+        result = await resetHost({ storeUrl: o.store, stateDir: o.stateDir, hostId: o.hostId });
+      }
+      if (o.json) printJson(result);
+      else process.stdout.write(`reset: removed weft's devices, rules and leases on this host\n`);
+    });
+}
+
+export function toInt(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`expected a positive whole number, got "${v}"`);
+  return n;
+}

@@ -1,0 +1,72 @@
+import type { Command } from 'commander';
+import { callAgent, DEFAULT_API_SOCKET } from '../agent/client.js';
+import type { AgentStatus, Endpoint } from '../agent/types.js';
+import { printJson, printTable } from './output.js';
+
+/** `weft attach|detach|ps|status`: clients of the local agent's API. */
+export function registerEndpoints(program: Command): void {
+  program
+    .command('attach')
+    .description('connect a container (netns name, /proc/PID/ns/net, PID or Docker id/name) to a network')
+    .argument('<container>')
+    .argument('[address]', 'IP or IP/LEN inside this host\'s subnet (default: next free)')
+    .option('--network <name>', 'network (default: the host\'s first)')
+    .option('--name <dnsname>', 'DNS name')
+    .option('--ifname <if>', 'interface name in the container (default eth0, else ethweN)')
+    .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
+    .option('--json', 'print JSON')
+    .action(async (container: string, address: string | undefined, o) => {
+      const ep = await callAgent<Endpoint>(o.api, 'POST', '/attach', {
+        container,
+        address,
+        network: o.network,
+        name: o.name,
+        ifname: o.ifname,
+      });
+      if (o.json) printJson(ep);
+      else process.stdout.write(`${ep.address}\n`);
+    });
+
+  program
+    .command('detach')
+    .description('disconnect a container and free its address')
+    .argument('<container>')
+    .option('--network <name>', 'only this network (default: all)')
+    .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
+    .option('--json', 'print JSON')
+    .action(async (container: string, o) => {
+      const eps = await callAgent<Endpoint[]>(o.api, 'POST', '/detach', { container, network: o.network });
+      if (o.json) printJson(eps);
+      else for (const ep of eps) process.stdout.write(`detached ${ep.container} from ${ep.network} (${ep.address})\n`);
+    });
+
+  program
+    .command('ps')
+    .description('containers attached on this host')
+    .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const eps = await callAgent<Endpoint[]>(o.api, 'GET', '/endpoints');
+      if (o.json) return printJson(eps);
+      printTable(
+        ['container', 'network', 'ip', 'mac', 'interface', 'name'],
+        eps.map((e) => [e.container, e.network, e.address, e.mac, e.ifname, e.name]),
+      );
+    });
+
+  program
+    .command('status')
+    .description('this host\'s leases, backends and peers')
+    .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      const st = await callAgent<AgentStatus>(o.api, 'GET', '/status');
+      if (o.json) return printJson(st);
+      process.stdout.write(`host ${st.hostId}  underlay ${st.iface} ${st.publicIp}\n`);
+      printTable(
+        ['network', 'subnet', 'backend', 'bridge', 'mtu', 'peers'],
+        st.networks.map((n) => [n.name, n.subnet, n.backend, n.bridge, n.mtu, n.peers.length]),
+      );
+      for (const [name, why] of Object.entries(st.failed ?? {})) process.stdout.write(`! ${name}: ${why}\n`);
+    });
+}
