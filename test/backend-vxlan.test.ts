@@ -174,6 +174,19 @@ test('vxlan: a peer that re-created its device (new VtepMAC) is followed', async
   assert.ok(await tb.ping(n1.containers[0]!.ns, n2.containers[0]!.ip, { timeoutSec: 2 }));
 });
 
+test('vxlan: peers with another VNI or without a VtepMAC are skipped with a logged reason', async () => {
+  const n1 = nodes[0]!;
+  const before = await state(n1.host.ns);
+  const bad = [
+    { network: 'testnet', subnet: '10.245.98.0/24', publicIp: '192.0.2.98', backendType: 'vxlan', backendData: { VNI: 7, VtepMAC: '0a:00:00:00:00:07' } },
+    { network: 'testnet', subnet: '10.245.99.0/24', publicIp: '192.0.2.99', backendType: 'vxlan', backendData: {} },
+  ];
+  await n1.backend.reconcile([...nodes.map((n) => n.lease), ...bad]);
+  assert.deepEqual(await state(n1.host.ns), before);
+  assert.ok(n1.logs.some((l) => l.level === 50 && /skipping peer 192\.0\.2\.98 .*VNI 7/.test(l.msg)));
+  assert.ok(n1.logs.some((l) => l.level === 50 && /skipping peer 192\.0\.2\.99 .*no valid VtepMAC/.test(l.msg)));
+});
+
 test('vxlan: custom VNI and port; teardown removes the device', async () => {
   const h = await tb.addHost();
   const net2: NetworkConfig = { Network: '10.246.0.0/16', Backend: { Type: 'vxlan', VNI: 42, Port: 4789 } };

@@ -118,6 +118,7 @@ export class VxlanBackend implements Backend {
       let why: string | null = null;
       if (l.backendType && l.backendType !== 'vxlan') why = `it uses backend ${l.backendType}`;
       else if (!MAC.test(mac)) why = 'its lease has no valid VtepMAC';
+      else if (l.backendData?.VNI !== undefined && Number(l.backendData.VNI) !== this.vni) why = `it uses VNI ${l.backendData.VNI}, this host ${this.vni}`;
       else if (!cidrWithin(subnet, this.ctx.network.Network)) why = `its subnet is outside the network ${this.ctx.network.Network}`;
       if (why) {
         const key = `${subnet}@${l.publicIp}:${why}`;
