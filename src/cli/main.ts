@@ -4,6 +4,7 @@ import { registerNetwork } from './network.js';
 import { registerDocker } from './docker.js';
 import { registerAgent } from './agent.js';
 import { registerEndpoints } from './endpoints.js';
+import { registerDemo } from './demo.js';
 
 /**
  * weft's command line: parse, call, print. Each command group lives in its own module and adds itself
@@ -18,6 +19,7 @@ registerNetwork(program);
 registerDocker(program);
 registerAgent(program);
 registerEndpoints(program);
+registerDemo(program);
 
 try {
   await program.parseAsync(process.argv);

@@ -1,0 +1,107 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { createNetwork } from '../config/registry.js';
+import { openStore } from '../store/index.js';
+import { AgentProcess, alive } from '../testbed/agents.js';
+import { cleanupPrefix, createTestbed } from '../testbed/index.js';
+import { formatMatrix, pingAll, type PingResult, type PingTarget } from '../testbed/ping.js';
+import { WeftError } from '../util/errors.js';
+
+/** Everything the demo makes is named from these, so `weft demo down` finds it again. */
+export const DEMO_PREFIX = 'wdemo';
+export const DEMO_DIR = process.env.WEFT_DEMO_DIR ?? '/run/weft-demo';
+const STATE_FILE = path.join(DEMO_DIR, 'demo.json');
+
+export interface DemoOptions {
+  hosts: number;
+  containers: number;
+  backend: string;
+  subnet?: string;
+  progress?: (line: string) => void;
+}
+
+interface DemoState {
+  prefix: string;
+  agents: Array<{ host: string; pid: number; api: string }>;
+}
+
+export interface DemoResult {
+  backend: string;
+  containers: Array<PingTarget & { host: string; api: string }>;
+  pings: PingResult[];
+  matrix: string;
+  ok: boolean;
+}
+
+/**
+ * `weft demo`: N hosts as namespaces on one underlay switch, an agent in each against one embedded SQLite
+ * store, M containers per host, then an all-pairs ping. Everything stays up for the user to explore until
+ * `weft demo down`.
+ */
+export async function runDemo(o: DemoOptions): Promise<DemoResult> {
+  const say = o.progress ?? (() => {});
+  if (fs.existsSync(STATE_FILE)) throw new WeftError(`a demo is already running (state in ${DEMO_DIR}); run 'weft demo down' first`);
+  if (o.hosts < 1 || o.hosts > 50) throw new WeftError(`--hosts must be between 1 and 50, got ${o.hosts}`);
+  if (o.containers < 1 || o.containers > 50) throw new WeftError(`--containers must be between 1 and 50, got ${o.containers}`);
+  await cleanupPrefix(DEMO_PREFIX); // leftovers of a demo whose state file is gone
+  fs.mkdirSync(DEMO_DIR, { recursive: true });
+  const state: DemoState = { prefix: DEMO_PREFIX, agents: [] };
+  const save = () => fs.writeFileSync(STATE_FILE, JSON.stringify(state, null, 2) + '\n');
+  save();
+
+  say(`building ${o.hosts} hosts on an underlay switch (namespaces ${DEMO_PREFIX}-*)`);
+  const tb = await createTestbed({ prefix: DEMO_PREFIX, hosts: o.hosts });
+  const storeUrl = `sqlite://${path.join(DEMO_DIR, 'weft.db')}`;
+  const store = await openStore(storeUrl);
+  try {
+    const subnet = o.subnet ?? '10.244.0.0/16';
+    await createNetwork(store, 'demo', { Network: subnet, Backend: { Type: o.backend } });
+    say(`network demo ${subnet}, backend ${o.backend}, store ${storeUrl}`);
+  } finally {
+    await store.close();
+  }
+
+  const agents: AgentProcess[] = [];
+  for (const h of tb.hosts) {
+    const a = await new AgentProcess(h, { storeUrl, dir: DEMO_DIR, detached: true }).start();
+    agents.push(a);
+    state.agents.push({ host: h.id, pid: a.pid, api: a.api });
+    save();
+    const st = await a.status();
+    say(`  ${h.id} (${h.ip}): agent pid ${a.pid}, subnet ${st?.networks[0]?.subnet ?? '?'}`);
+  }
+  await Promise.all(agents.map((a) => a.waitForPeers(o.hosts - 1)));
+
+  const containers: DemoResult['containers'] = [];
+  for (const a of agents) {
+    for (let i = 1; i <= o.containers; i++) {
+      const ns = await tb.addContainer(a.host, `c${i}`);
+      const ep = await a.attach(ns);
+      containers.push({ ns, label: `${a.host.id}-c${i}`, ip: ep.address.split('/')[0]!, host: a.host.id, api: a.api });
+    }
+    say(`  ${a.host.id}: attached ${o.containers} containers`);
+  }
+
+  say(`pinging all ${containers.length * (containers.length - 1)} pairs`);
+  const pings = await pingAll(containers);
+  return { backend: o.backend, containers, pings, matrix: formatMatrix(containers, pings), ok: pings.every((p) => p.ok) };
+}
+
+/** `weft demo down`: stops the demo's agents by PID and removes its namespaces and files. */
+export async function demoDown(): Promise<{ stopped: number; namespaces: string[] }> {
+  let stopped = 0;
+  if (fs.existsSync(STATE_FILE)) {
+    const state = JSON.parse(fs.readFileSync(STATE_FILE, 'utf8')) as DemoState;
+    for (const a of state.agents) {
+      if (alive(a.pid)) {
+        process.kill(a.pid, 'SIGTERM');
+        stopped++;
+      }
+    }
+    for (let i = 0; i < 50 && state.agents.some((a) => alive(a.pid)); i++) await new Promise((r) => setTimeout(r, 100));
+    for (const a of state.agents) if (alive(a.pid)) process.kill(a.pid, 'SIGKILL');
+  }
+  const namespaces = await cleanupPrefix(DEMO_PREFIX);
+  fs.rmSync(DEMO_DIR, { recursive: true, force: true });
+  return { stopped, namespaces };
+}
