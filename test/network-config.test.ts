@@ -33,6 +33,11 @@ test('a full flannel config is kept as written, extras included', () => {
     IPMasq: true,
   };
   assert.deepEqual(parseNetworkConfig(input), input);
+  // stored in flannel's field order whatever the input order
+  assert.equal(
+    JSON.stringify(parseNetworkConfig({ Backend: { Type: 'host-gw' }, IPMasq: false, Network: '10.5.0.0/16', Extra: 1 })),
+    '{"Network":"10.5.0.0/16","SubnetLen":24,"Backend":{"Type":"host-gw"},"IPMasq":false,"Extra":1}',
+  );
   assert.deepEqual(parseNetworkConfig({ Network: '10.6.0.0/16', Backend: { Type: 'host-gw' } }).Backend, { Type: 'host-gw' });
   assert.deepEqual(parseNetworkConfig({ Network: '10.6.0.0/16', Backend: { Type: 'udp' } }).Backend, { Type: 'udp', Port: 8285 });
 });
@@ -58,7 +63,7 @@ test('rejects a Network with host bits set, suggesting the right one', () => {
 test('rejects a SubnetLen not longer than the network prefix, or above 30', () => {
   rejects({ Network: '10.5.0.0/16', SubnetLen: 16 }, 'SubnetLen 16', 'longer than', '/16');
   rejects({ Network: '10.5.0.0/16', SubnetLen: 8 }, 'SubnetLen 8');
-  rejects({ Network: '10.5.0.0/24' }, 'SubnetLen (missing)', '/24');
+  rejects({ Network: '10.5.0.0/24' }, 'SubnetLen: the default 24 is not longer than the network\'s prefix /24');
   rejects({ Network: '10.5.0.0/16', SubnetLen: 31 }, 'SubnetLen 31', 'at most 30');
   rejects({ Network: '10.5.0.0/16', SubnetLen: 'x' }, 'SubnetLen "x"');
   rejects({ Network: '10.5.0.0/16', SubnetLen: 24.5 }, 'SubnetLen 24.5');

@@ -1,6 +1,141 @@
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import { createNetwork, getNetwork, listNetworks, removeNetwork } from '../config/registry.js';
+import type { NetworkConfig } from '../config/types.js';
+import { listLeases } from '../lease/leases.js';
+import { SubnetRange } from '../lease/subnets.js';
+import { openStore } from '../store/index.js';
+import type { Store } from '../store/types.js';
+import { printJson, printTable } from './output.js';
 
-/** `weft network create|ls|inspect|rm` — owned by the core work (issue 2). */
+/** `weft network create|ls|inspect|rm` — networks in the store (no agent needed). */
+
+const STORE_HELP = 'store URL (sqlite:///path or etcd://host:port[/prefix]); default $WEFT_STORE or sqlite:///var/lib/weft/weft.db';
+
+function toInt(name: string): (v: string) => number {
+  return (v) => {
+    if (!/^\d+$/.test(v)) throw new InvalidArgumentError(`${name} must be a whole number, got "${v}"`);
+    return Number(v);
+  };
+}
+
+async function withStore<T>(url: string | undefined, fn: (store: Store) => Promise<T>): Promise<T> {
+  const store = await openStore(url);
+  try {
+    return await fn(store);
+  } finally {
+    await store.close();
+  }
+}
+
+function subnetCount(config: NetworkConfig): number {
+  return new SubnetRange({ ...config, SubnetLen: config.SubnetLen! }).count;
+}
+
+/** Backend settings other than the type, e.g. `VNI=1 Port=8472`. */
+function backendExtras(config: NetworkConfig): string {
+  return Object.entries(config.Backend)
+    .filter(([k]) => k !== 'Type')
+    .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
+    .join(' ');
+}
+
 export function registerNetwork(program: Command): void {
-  program.command('network').description('create, list, inspect and remove networks');
+  const network = program.command('network').description('create, list, inspect and remove networks');
+
+  network
+    .command('create')
+    .description('create a network in the store')
+    .argument('<name>', 'network name')
+    .requiredOption('--subnet <cidr>', "the whole network, e.g. 10.5.0.0/16 (flannel's Network)")
+    .option('--subnet-len <n>', "prefix length of each host's subnet (default 24)", toInt('--subnet-len'))
+    .option('--subnet-min <ip>', 'first subnet handed out')
+    .option('--subnet-max <ip>', 'last subnet handed out')
+    .option('--backend <type>', 'data plane (default vxlan)')
+    .option('--vni <n>', 'VXLAN network identifier (default: 1, or the lowest one no other network uses)', toInt('--vni'))
+    .option('--port <n>', 'backend UDP port', toInt('--port'))
+    .option('--ip-masq', 'masquerade traffic leaving the network')
+    .option('--store <url>', STORE_HELP)
+    .option('--json', 'print JSON')
+    .action(async (name: string, o) => {
+      const backend: Record<string, unknown> = { Type: o.backend ?? 'vxlan' };
+      if (o.vni !== undefined) backend.VNI = o.vni;
+      if (o.port !== undefined) backend.Port = o.port;
+      const input: Record<string, unknown> = { Network: o.subnet, Backend: backend };
+      if (o.subnetLen !== undefined) input.SubnetLen = o.subnetLen;
+      if (o.subnetMin !== undefined) input.SubnetMin = o.subnetMin;
+      if (o.subnetMax !== undefined) input.SubnetMax = o.subnetMax;
+      if (o.ipMasq) input.IPMasq = true;
+      await withStore(o.store, async (store) => {
+        const config = await createNetwork(store, name, input);
+        if (o.json) return printJson({ name, config });
+        process.stdout.write(
+          `created network ${name}: ${config.Network}, ${subnetCount(config)} /${config.SubnetLen} subnets, ${config.Backend.Type} ${backendExtras(config)}`.trimEnd() + '\n',
+        );
+      });
+    });
+
+  network
+    .command('ls')
+    .description('list networks')
+    .option('--store <url>', STORE_HELP)
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      await withStore(o.store, async (store) => {
+        const rows = [];
+        for (const n of await listNetworks(store)) {
+          rows.push({ ...n, subnets: subnetCount(n.config), leases: (await listLeases(store, n.name)).length });
+        }
+        if (o.json) return printJson(rows);
+        printTable(
+          ['name', 'network', 'subnet-len', 'subnets', 'leases', 'backend', 'vni'],
+          rows.map((r) => [r.name, r.config.Network, r.config.SubnetLen, r.subnets, r.leases, r.config.Backend.Type, r.config.Backend.VNI]),
+        );
+      });
+    });
+
+  network
+    .command('inspect')
+    .description("a network's config and its leases with their holders")
+    .argument('<name>', 'network name')
+    .option('--store <url>', STORE_HELP)
+    .option('--json', 'print JSON')
+    .action(async (name: string, o) => {
+      await withStore(o.store, async (store) => {
+        const config = await getNetwork(store, name);
+        const leases = await listLeases(store, name);
+        const subnets = subnetCount(config);
+        if (o.json) return printJson({ name, config, subnets, leases });
+        const line = (k: string, v: string | number) => process.stdout.write(`${`${k}:`.padEnd(12)}${v}\n`);
+        line('Name', name);
+        line('Network', config.Network);
+        line('SubnetLen', `${config.SubnetLen} (${subnets} subnets)`);
+        if (config.SubnetMin) line('SubnetMin', config.SubnetMin);
+        if (config.SubnetMax) line('SubnetMax', config.SubnetMax);
+        line('Backend', `${config.Backend.Type} ${backendExtras(config)}`.trimEnd());
+        line('IPMasq', String(config.IPMasq ?? false));
+        line('Leases', `${leases.length} of ${subnets}`);
+        if (leases.length) {
+          process.stdout.write('\n');
+          printTable(
+            ['subnet', 'public-ip', 'host-id', 'backend', 'expires'],
+            leases.map((l) => [l.subnet, l.publicIp, l.hostId, l.backendType, l.expiresAt ? new Date(l.expiresAt).toISOString() : undefined]),
+          );
+        }
+      });
+    });
+
+  network
+    .command('rm')
+    .description('remove a network (refused while hosts hold leases, unless --force)')
+    .argument('<name>', 'network name')
+    .option('--force', 'remove it even while leases are held')
+    .option('--store <url>', STORE_HELP)
+    .option('--json', 'print JSON')
+    .action(async (name: string, o) => {
+      await withStore(o.store, async (store) => {
+        await removeNetwork(store, name, { force: o.force });
+        if (o.json) return printJson({ removed: name });
+        process.stdout.write(`removed network ${name}\n`);
+      });
+    });
 }

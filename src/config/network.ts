@@ -45,7 +45,8 @@ const schema = z
     if (base !== net.ip) return fail('Network', `host bits are set (did you mean ${intToIp(base)}/${net.len}?)`);
     const subnetLen = cfg.SubnetLen ?? DEFAULT_SUBNET_LEN;
     if (subnetLen <= net.len) {
-      return fail('SubnetLen', `must be longer than the network's prefix /${net.len}`);
+      const what = cfg.SubnetLen === undefined ? `the default ${DEFAULT_SUBNET_LEN} is not` : 'must be';
+      return fail('SubnetLen', `${what} longer than the network's prefix /${net.len}`);
     }
     if (subnetLen > MAX_SUBNET_LEN) return fail('SubnetLen', `must be at most ${MAX_SUBNET_LEN}`);
     const block = { base, len: net.len };
@@ -73,10 +74,6 @@ function valueAt(input: unknown, path: PropertyKey[]): unknown {
   return v;
 }
 
-function describe(value: unknown): string {
-  return value === undefined ? '(missing)' : JSON.stringify(value);
-}
-
 /** Validates a network config (JSON text or object) and fills in defaults; throws WeftError naming field and value. */
 export function parseNetworkConfig(input: string | unknown): NetworkConfig {
   let raw: unknown = input;
@@ -88,7 +85,7 @@ export function parseNetworkConfig(input: string | unknown): NetworkConfig {
     }
   }
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new WeftError(`invalid network config: expected a JSON object, got ${describe(raw)}`);
+    throw new WeftError(`invalid network config: expected a JSON object, got ${JSON.stringify(raw)}`);
   }
   const res = schema.safeParse(raw);
   if (!res.success) {
@@ -96,10 +93,14 @@ export function parseNetworkConfig(input: string | unknown): NetworkConfig {
     const field = issue.path.map(String).join('.') || '(config)';
     const value = valueAt(raw, issue.path);
     if (value === undefined && issue.code === 'invalid_type') throw new WeftError(`invalid network config: ${field} is required`);
-    throw new WeftError(`invalid network config: ${field} ${describe(value)}: ${issue.message}`);
+    const shown = value === undefined ? field : `${field} ${JSON.stringify(value)}`;
+    throw new WeftError(`invalid network config: ${shown}: ${issue.message}`);
   }
-  const cfg = res.data;
-  const backend: BackendConfig = { Type: DEFAULT_BACKEND, ...(cfg.Backend ?? {}) };
+  const { Network, SubnetLen, SubnetMin, SubnetMax, Backend, IPMasq, ...extras } = res.data;
+  const backend: BackendConfig = { Type: DEFAULT_BACKEND, ...(Backend ?? {}) };
   for (const [k, v] of Object.entries(BACKEND_DEFAULTS[backend.Type] ?? {})) if (backend[k] === undefined) backend[k] = v;
-  return { ...cfg, SubnetLen: cfg.SubnetLen ?? DEFAULT_SUBNET_LEN, Backend: backend } as NetworkConfig;
+  // flannel's field order, absent optional fields left out, unknown fields kept at the end
+  const ordered = { Network, SubnetLen: SubnetLen ?? DEFAULT_SUBNET_LEN, SubnetMin, SubnetMax, Backend: backend, IPMasq };
+  for (const k of Object.keys(ordered) as Array<keyof typeof ordered>) if (ordered[k] === undefined) delete ordered[k];
+  return { ...ordered, ...extras } as NetworkConfig;
 }
