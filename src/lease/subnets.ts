@@ -1,4 +1,5 @@
 import ipaddr from 'ipaddr.js';
+import { WeftError } from '../util/errors.js';
 
 /**
  * IPv4 subnet arithmetic for leases and IPAM (pure; no store). Addresses are handled as unsigned 32-bit
@@ -18,7 +19,7 @@ export function isIPv4(text: string): boolean {
 }
 
 export function ipToInt(ip: string): number {
-  if (!isIPv4(ip)) throw new Error(`not an IPv4 address: ${JSON.stringify(ip)}`);
+  if (!isIPv4(ip)) throw new WeftError(`not an IPv4 address: ${JSON.stringify(ip)}`);
   const b = ipaddr.IPv4.parse(ip).toByteArray();
   return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
 }
@@ -49,8 +50,8 @@ export function networkOf(ip: number, len: number): number {
 /** Parses a CIDR whose host bits are zero; throws otherwise (callers validate first for user messages). */
 export function parseCidr(text: string): Cidr {
   const c = parseCidrLoose(text);
-  if (!c) throw new Error(`not an IPv4 CIDR: ${JSON.stringify(text)}`);
-  if (networkOf(c.ip, c.len) !== c.ip) throw new Error(`host bits set in ${text}`);
+  if (!c) throw new WeftError(`not an IPv4 CIDR: ${JSON.stringify(text)}`);
+  if (networkOf(c.ip, c.len) !== c.ip) throw new WeftError(`host bits set in ${text}`);
   return { base: c.ip, len: c.len };
 }
 

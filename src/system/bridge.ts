@@ -1,5 +1,5 @@
 import { WeftError } from '../util/errors.js';
-import { parseCidr } from './cidr.js';
+import { parseCidrLoose } from '../lease/subnets.js';
 import { getLink, ipBatch } from './ip.js';
 import type { NsOpts } from './netns.js';
 
@@ -15,13 +15,14 @@ export interface EnsureResult {
  */
 export async function ensureBridge(name: string, gatewayCidr: string, mtu: number, opts: NsOpts = {}): Promise<EnsureResult> {
   if (name.length > 15) throw new WeftError(`bridge name ${name} is longer than 15 characters`);
-  parseCidr(gatewayCidr);
+  const gw = parseCidrLoose(gatewayCidr);
+  if (!gw) throw new WeftError(`invalid bridge address "${gatewayCidr}"`);
   const link = await getLink(name, opts);
   if (link && link.linkinfo?.info_kind !== 'bridge') throw new WeftError(`${name} exists and is not a bridge (${link.linkinfo?.info_kind ?? 'unknown'})`);
   const lines: string[] = [];
   if (!link) lines.push(`link add ${name} mtu ${mtu} type bridge`);
   else if (link.mtu !== mtu) lines.push(`link set ${name} mtu ${mtu}`);
-  const want = `${gatewayCidr.split('/')[0]}/${parseCidr(gatewayCidr).prefixLen}`;
+  const want = `${gatewayCidr.split('/')[0]}/${gw.len}`;
   const have = (link?.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
   for (const a of have) if (a !== want) lines.push(`addr del ${a} dev ${name}`);
   if (!have.includes(want)) lines.push(`addr add ${want} dev ${name}`);
