@@ -24,6 +24,8 @@ export interface RunnerOptions {
   ipMasq?: boolean;
   /** iptables chains that jump to weft's accept rules (FORWARD; plus DOCKER-USER where Docker runs). */
   forwardParents?: string[];
+  /** Seconds between reconciles that run without a store change (default 30). */
+  resyncSeconds?: number;
   log: Logger;
 }
 
@@ -37,6 +39,8 @@ export class NetworkRunner {
   backend!: Backend;
   private leases!: LeaseManager;
   private watch?: Watch;
+  private resyncTimer?: NodeJS.Timeout;
+  private lastAll: Lease[] = [];
   private pending?: Lease[];
   private running?: Promise<void>;
   /** Resolves when the first reconcile after start has been applied (tests and demo wait on it). */
@@ -79,13 +83,19 @@ export class NetworkRunner {
       mtu: this.backend.mtu,
       ipMasq: Boolean(this.opts.ipMasq ?? this.config.IPMasq),
     });
-    this.leases.start();
+    this.leases.start((lease) => {
+      this.opts.log.warn({ network: this.name, was: this.lease.subnet, now: lease.subnet }, 'LEASE CHANGED on renewal: containers on the old subnet lose connectivity; restart the agent');
+    });
     this.watch = this.leases.watchLeases((all) => this.onLeases(all));
+    // Reconcile now and then even without store changes: repairs routes someone deleted by hand.
+    this.resyncTimer = setInterval(() => this.onLeases(this.lastAll), (this.opts.resyncSeconds ?? 30) * 1000);
+    this.resyncTimer.unref();
   }
 
   /** Stops following the store. The data plane stays as it is (an agent restart must not cut traffic). */
   async stop(): Promise<void> {
     this.watch?.close();
+    if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.leases?.stop();
     await this.running;
   }
@@ -109,6 +119,7 @@ export class NetworkRunner {
   }
 
   private onLeases(all: Lease[]): void {
+    this.lastAll = all;
     this.pending = all.filter((l) => l.subnet !== this.lease.subnet);
     if (!this.running) this.running = this.drain();
   }
