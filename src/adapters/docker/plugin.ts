@@ -446,9 +446,18 @@ export class DockerPlugin {
     if (left.length) {
       throw new PluginError(`network ${rec.dockerName ?? rec.network} still has ${left.length} endpoint(s) on this host`);
     }
-    if (rec.network) await this.opts.ops.removeNetwork(rec.network);
+    // Docker removes its network whatever a remote driver answers (only "forbidden" errors count, which a
+    // plugin cannot send), so the local record goes in any case; weft keeps the network while other hosts
+    // still have containers on it and removes it when the last one is gone (the ops decide).
     delete this.state.networks[b.NetworkID];
     await this.save();
+    if (rec.network) {
+      try {
+        await this.opts.ops.removeNetwork(rec.network);
+      } catch (err) {
+        this.opts.log?.warn({ network: rec.network, err: err instanceof Error ? err.message : String(err) }, 'docker network removed here; weft network kept for now');
+      }
+    }
     return {};
   }
 

@@ -1,0 +1,273 @@
+/**
+ * DockerBackendOps on top of the host agent: networks and leases in the store, addresses from weft's IPAM
+ * (so no two hosts ever hand out one address), veths on the agent's bridge. Also the store records that let
+ * every host create the same Docker network (docker/networks/<name>).
+ */
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createNetwork, findNetwork, removeNetwork as removeWeftNetwork } from '../../config/registry.js';
+import type { NetworkConfig } from '../../config/types.js';
+import { Ipam } from '../../ipam/ipam.js';
+import { listLeases } from '../../lease/leases.js';
+import type { Lease } from '../../lease/types.js';
+import { networkKeys } from '../../store/layout.js';
+import type { Store } from '../../store/types.js';
+import { createVethPair, detachVeth } from '../../system/veth.js';
+import { WeftError } from '../../util/errors.js';
+import { blockContains, parseBlock, parseIp } from './cidr.js';
+import type { DockerApi } from './docker-api.js';
+import type { DockerBackendOps, HostNetwork, WeftNetworkOptions } from './plugin.js';
+
+/** What the Docker adapter uses of a running network (the agent's NetworkRunner has these). */
+export interface RunnerLike {
+  readonly name: string;
+  readonly config: NetworkConfig;
+  readonly lease: Lease;
+  readonly gateway: string;
+  readonly backend: { readonly mtu: number };
+  status(): { bridge: string };
+}
+
+/** What the Docker adapter uses of the agent (src/agent/agent.ts's Agent has these). */
+export interface AgentLike {
+  readonly store: Store;
+  readonly hostId: string;
+  readonly runners: Map<string, RunnerLike>;
+  /** Networks this host could not join, with the reason. */
+  readonly failed: Map<string, string>;
+  /** Joins a network (idempotent); undefined when it failed (reason in `failed`). */
+  join(name: string): Promise<RunnerLike | undefined>;
+}
+
+/** Where the Docker network behind a weft network is described for the other hosts. */
+export const DOCKER_NETWORKS_PREFIX = 'docker/networks/';
+
+export interface DockerNetworkRecord {
+  /** The weft network. */
+  network: string;
+  /** Docker's name for it (the same on every host). */
+  dockerName: string;
+  subnet: string;
+  /** -o options and --ipam-opt options it was created with. */
+  options: Record<string, string>;
+  ipamOptions: Record<string, string>;
+  /** Host whose Docker created it first. */
+  createdBy: string;
+  /** True when the weft network was created for Docker (then `docker network rm` removes it too). */
+  owned: boolean;
+  /**
+   * Set by `docker network rm` while endpoints remain on other hosts (Docker removes its own network even
+   * when the driver objects): no new endpoints; the network goes everywhere when the last one is released.
+   */
+  removing?: { by: string; at: string };
+}
+
+export interface AgentDockerOpsOptions {
+  docker?: DockerApi;
+  /** How long joinNetwork waits for the agent's own watch to join a new network (ms, default 5000). */
+  joinWaitMs?: number;
+}
+
+export class AgentDockerOps implements DockerBackendOps {
+  private readonly ipam: Ipam;
+
+  constructor(
+    readonly agent: AgentLike,
+    private readonly o: AgentDockerOpsOptions = {},
+  ) {
+    this.ipam = new Ipam(agent.store);
+  }
+
+  private get store(): Store {
+    return this.agent.store;
+  }
+
+  async ensureNetwork(
+    name: string,
+    subnet: string,
+    opts: WeftNetworkOptions & { docker?: { name: string; options: Record<string, string>; ipamOptions: Record<string, string> } },
+  ): Promise<void> {
+    let config = await findNetwork(this.store, name);
+    let owned = false;
+    if (!config) {
+      const backend: Record<string, unknown> = { Type: opts.backend ?? 'vxlan' };
+      if (opts.vni !== undefined) backend.VNI = opts.vni;
+      try {
+        config = await createNetwork(this.store, name, {
+          Network: subnet,
+          ...(opts.subnetLen !== undefined ? { SubnetLen: opts.subnetLen } : {}),
+          Backend: backend,
+        });
+        owned = true;
+      } catch (err) {
+        // another host's Docker may have created it at the same moment
+        config = await findNetwork(this.store, name);
+        if (!config) throw err;
+      }
+    }
+    if (config.Network !== subnet) {
+      throw new WeftError(`weft network ${name} already exists with subnet ${config.Network}, not ${subnet}: create the Docker network with --subnet ${config.Network}`);
+    }
+    const key = DOCKER_NETWORKS_PREFIX + name;
+    const existing = await this.store.get(key);
+    if (existing) {
+      const rec = JSON.parse(existing.value) as DockerNetworkRecord;
+      if (rec.removing) {
+        throw new WeftError(`network ${name} is being removed (docker network rm on host ${rec.removing.by}); it goes away once its last container is gone`);
+      }
+    }
+    if (opts.docker) {
+      if (!existing) {
+        const rec: DockerNetworkRecord = {
+          network: name,
+          dockerName: opts.docker.name,
+          subnet,
+          options: opts.docker.options,
+          ipamOptions: opts.docker.ipamOptions,
+          createdBy: this.agent.hostId,
+          owned,
+        };
+        await this.store.compareAndSwap(key, 0, JSON.stringify(rec));
+      }
+    }
+  }
+
+  async joinNetwork(name: string): Promise<HostNetwork> {
+    const runner = await this.runner(name, true);
+    return {
+      name,
+      network: runner.config.Network,
+      subnet: runner.lease.subnet,
+      gateway: runner.gateway,
+      bridge: runner.status().bridge,
+      mtu: runner.backend.mtu,
+    };
+  }
+
+  /** The running network; joins it (waiting first for the agent's own store watch to do so) when `join`. */
+  private async runner(name: string, join: boolean): Promise<RunnerLike> {
+    const have = this.agent.runners.get(name);
+    if (have) return have;
+    if (!(await findNetwork(this.store, name))) throw new WeftError(`no weft network ${name} in ${this.store.url}`);
+    if (!join) throw new WeftError(`this host has not joined network ${name}`);
+    const end = Date.now() + (this.o.joinWaitMs ?? 5000);
+    while (Date.now() < end && !this.agent.failed.has(name)) {
+      const r = this.agent.runners.get(name);
+      if (r) return r;
+      await sleep(50);
+    }
+    const r = this.agent.runners.get(name) ?? (await this.agent.join(name));
+    if (r) return r;
+    throw new WeftError(this.agent.failed.get(name) ?? `cannot join network ${name} on this host`);
+  }
+
+  /** Which host holds the lease an address falls in. */
+  private async leaseHolding(name: string, ip: number): Promise<Lease | undefined> {
+    for (const l of await listLeases(this.store, name)) {
+      const b = parseBlock(l.subnet);
+      if (b && blockContains(b, ip)) return l;
+    }
+    return undefined;
+  }
+
+  async allocateAddress(name: string, req: { address?: string; owner: string }): Promise<string> {
+    const runner = await this.runner(name, true);
+    const own = runner.lease.subnet;
+    const me = this.agent.hostId;
+    if (req.address) {
+      const n = parseIp(req.address);
+      if (n === undefined) throw new WeftError(`invalid address "${req.address}"`);
+      const ownBlock = parseBlock(own)!;
+      if (!blockContains(ownBlock, n)) {
+        const holder = await this.leaseHolding(name, n);
+        if (holder) {
+          const taken = (await this.ipam.list({ network: name, subnet: holder.subnet })).some((a) => a.address === req.address);
+          const who = holder.hostId ?? holder.publicIp;
+          if (taken) throw new WeftError(`address ${req.address} is already in use on host ${who}`);
+          throw new WeftError(
+            `address ${req.address} belongs to host ${who}'s subnet ${holder.subnet} of network ${name}; containers on this host (${me}) take addresses in ${own}`,
+          );
+        }
+        throw new WeftError(`address ${req.address} is in no host's subnet of network ${name} yet; containers on this host (${me}) take addresses in ${own}`);
+      }
+      const taken = (await this.ipam.list({ network: name, subnet: own })).some((a) => a.address === req.address);
+      if (taken) throw new WeftError(`address ${req.address} is already in use on host ${me}`);
+    }
+    const alloc = await this.ipam.allocate({ network: name, subnet: own, owner: req.owner, ...(req.address ? { address: req.address } : {}) });
+    return alloc.cidr;
+  }
+
+  async releaseAddress(name: string, ip: string): Promise<void> {
+    const runner = this.agent.runners.get(name);
+    if (!runner) return; // the network (and its addresses) is gone
+    await this.ipam.release({ network: name, subnet: runner.lease.subnet, address: ip });
+    const rec = await this.record(name);
+    if (rec?.removing) await this.removeNetwork(name);
+  }
+
+  private async record(name: string): Promise<DockerNetworkRecord | undefined> {
+    const e = await this.store.get(DOCKER_NETWORKS_PREFIX + name);
+    if (!e) return undefined;
+    try {
+      return JSON.parse(e.value) as DockerNetworkRecord;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async createVeth(name: string, req: { endpointId: string; mac: string }): Promise<{ hostIf: string; peerIf: string; mac: string }> {
+    const runner = await this.runner(name, true);
+    const id = req.endpointId.replace(/[^0-9a-zA-Z]/g, '').slice(0, 11);
+    const hostIf = `wd${id}`;
+    const peerIf = `wp${id}`;
+    await detachVeth(hostIf).catch(() => false); // a leftover of a crashed run
+    return createVethPair(hostIf, peerIf, { bridge: runner.status().bridge, mtu: runner.backend.mtu, mac: req.mac });
+  }
+
+  async deleteVeth(_name: string, hostIf: string): Promise<void> {
+    await detachVeth(hostIf);
+  }
+
+  /**
+   * `docker network rm` on this host. Docker removes its own network whatever the driver answers, so this
+   * never refuses: with endpoints left (on any host) the network is marked as being removed and goes away
+   * when the last one is released; a weft network that existed before Docker used it stays in the store.
+   */
+  async removeNetwork(name: string): Promise<void> {
+    const dockerKey = DOCKER_NETWORKS_PREFIX + name;
+    const rec = await this.record(name);
+    if (!(await findNetwork(this.store, name))) {
+      await this.store.delete(dockerKey);
+      return;
+    }
+    if (rec && !rec.owned) {
+      await this.store.delete(dockerKey);
+      return;
+    }
+    const keys = networkKeys(this.store, name);
+    const addresses = (await this.store.list(keys.ipamPrefix)).map((e) => e.key.slice(keys.ipamPrefix.length).split('/'));
+    if (addresses.length) {
+      const leases = await listLeases(this.store, name);
+      const where = addresses.map(([subnetKey, ip]) => {
+        const l = leases.find((x) => x.subnet === subnetKey!.replace(/-(\d+)$/, '/$1'));
+        return `${ip} on host ${l ? (l.hostId ?? l.publicIp) : '?'}`;
+      });
+      if (rec && !rec.removing) {
+        rec.removing = { by: this.agent.hostId, at: new Date().toISOString() };
+        await this.store.put(dockerKey, JSON.stringify(rec));
+      }
+      throw new WeftError(
+        `network ${name} still has ${addresses.length} endpoint(s): ${where.slice(0, 10).join(', ')}${where.length > 10 ? ' …' : ''}; ` +
+          'it is removed everywhere when they are gone',
+      );
+    }
+    await this.store.delete(dockerKey);
+    await removeWeftNetwork(this.store, name, { force: true });
+    // A lease renewal that was already under way may write its keys back: sweep once more.
+    await sleep(300);
+    for (const prefix of keys.ownedPrefixes) for (const e of await this.store.list(prefix)) await this.store.delete(e.key);
+  }
+
+  async dockerNetworkName(networkId: string): Promise<string | undefined> {
+    return this.o.docker?.networkName(networkId);
+  }
+}

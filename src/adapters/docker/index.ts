@@ -1,0 +1,69 @@
+import * as path from 'node:path';
+import type { ResolvedContainer } from '../../agent/endpoints.js';
+import { AgentDockerOps, type AgentLike } from './agent-ops.js';
+import { DEFAULT_DOCKER_SOCKET, DockerApi } from './docker-api.js';
+import { DEFAULT_PLUGIN_DIR, DEFAULT_PLUGIN_NAME, DockerPlugin } from './plugin.js';
+import { FileStateStore } from './state.js';
+import { DockerNetworkSync } from './sync.js';
+
+export { DockerPlugin, type DockerBackendOps } from './plugin.js';
+export { AgentDockerOps } from './agent-ops.js';
+export { DockerApi } from './docker-api.js';
+
+export interface DockerIntegrationOptions {
+  /** Plugin name (`-d NAME`, socket NAME.sock); default weft. */
+  pluginName?: string;
+  /** Where dockerd looks for plugin sockets; default /run/docker/plugins. */
+  pluginDir?: string;
+  /** dockerd's API socket (for network names and cross-host sync); default $DOCKER_HOST or /var/run/docker.sock. */
+  dockerSocket?: string;
+  /** The agent's state dir: the plugin's state goes to <stateDir>/docker-plugin.json. */
+  stateDir: string;
+  /** Create/remove Docker networks made on other hosts (default true). */
+  sync?: boolean;
+  log?: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
+}
+
+export interface DockerIntegration {
+  plugin: DockerPlugin;
+  ops: AgentDockerOps;
+  sync?: DockerNetworkSync;
+  stop(): Promise<void>;
+}
+
+/** Serves the Docker plugin for this agent and keeps Docker networks in step across hosts. */
+export async function startDockerIntegration(agent: AgentLike, o: DockerIntegrationOptions): Promise<DockerIntegration> {
+  const docker = new DockerApi(o.dockerSocket ?? DEFAULT_DOCKER_SOCKET);
+  const ops = new AgentDockerOps(agent, { docker });
+  const plugin = new DockerPlugin({
+    ops,
+    state: new FileStateStore(path.join(o.stateDir, 'docker-plugin.json')),
+    name: o.pluginName ?? DEFAULT_PLUGIN_NAME,
+    pluginDir: o.pluginDir ?? DEFAULT_PLUGIN_DIR,
+    ...(o.log ? { log: o.log } : {}),
+  });
+  await plugin.start();
+  let sync: DockerNetworkSync | undefined;
+  if (o.sync ?? true) {
+    sync = new DockerNetworkSync(agent.store, docker, plugin.name, o.log);
+    sync.start();
+  }
+  return {
+    plugin,
+    ops,
+    sync,
+    stop: async () => {
+      await sync?.stop();
+      await plugin.stop();
+    },
+  };
+}
+
+/** For `weft attach <docker container>`: a Docker container id or name → its network namespace (by PID). */
+export function dockerContainerResolver(docker = new DockerApi()): (container: string) => Promise<ResolvedContainer | undefined> {
+  return async (container) => {
+    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(container)) return undefined;
+    const c = await docker.containerPid(container).catch(() => undefined);
+    return c ? { netns: { pid: c.pid }, key: `docker:${c.id.slice(0, 12)}` } : undefined;
+  };
+}

@@ -1,0 +1,240 @@
+/**
+ * End to end: two namespaced hosts of the shared test bed, each with a real dockerd (Debian docker.io 20.10)
+ * and a weft agent serving the Docker plugin, one sqlite store. `docker network create -d weft` on A makes
+ * the network usable on B; a container on A pings and nc's one on B (vxlan); --ip is honoured; exhaustion
+ * and an --ip taken on the other host fail `docker run` with weft's message; removal leaves nothing behind.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as http from 'node:http';
+import { mkdtemp, rm } from 'node:fs/promises';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import { createTestbed, type Testbed, type TestbedHost } from '../src/testbed/index.js';
+import { openStore } from '../src/store/index.js';
+import { LeaseManager } from '../src/lease/manager.js';
+import { listLeases } from '../src/lease/leases.js';
+import { startDockerd, ensureBusyboxImage, run, type Dockerd } from './helpers/dockerd.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const agentMain = path.resolve(here, '..', 'src', 'adapters', 'docker', 'main.js');
+
+interface Host {
+  tb: TestbedHost;
+  dockerd: Dockerd;
+  api: string;
+  agent: ChildProcess;
+  log: string[];
+}
+
+function getJson(socket: string, p: string): Promise<any> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: socket, path: p, method: 'GET' }, (res) => {
+      let t = '';
+      res.on('data', (c) => (t += c));
+      res.on('end', () => resolve(JSON.parse(t)));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+function postJson(socket: string, p: string, body: unknown): Promise<any> {
+  const text = JSON.stringify(body);
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { socketPath: socket, path: p, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) } },
+      (res) => {
+        let t = '';
+        res.on('data', (c) => (t += c));
+        res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(t)) : reject(new Error(`${p}: ${res.statusCode} ${t}`))));
+      },
+    );
+    req.on('error', reject);
+    req.end(text);
+  });
+}
+
+async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
+  const end = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function startAgent(tb: Testbed, h: TestbedHost, d: Dockerd, storeUrl: string, dir: string): Promise<Host> {
+  const api = path.join(dir, `${h.id}.api`);
+  const log: string[] = [];
+  const child = tb.spawn(h.ns, [
+    process.execPath,
+    agentMain,
+    '--store', storeUrl,
+    '--state-dir', path.join(dir, `state-${h.id}`),
+    '--api', api,
+    '--iface', 'eth0',
+    '--host-id', h.id,
+    '--plugin-dir', d.pluginDir,
+    '--docker-host', `unix://${d.socket}`,
+  ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WEFT_LOG: 'info' } });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stderr!.on('data', (c) => log.push(String(c)));
+    child.stdout!.on('data', (c) => {
+      out += c;
+      if (out.includes('ready')) resolve({ tb: h, dockerd: d, api, agent: child, log });
+    });
+    child.on('exit', (code) => reject(new Error(`agent on ${h.id} exited ${code}: ${log.join('').slice(-2000)}`)));
+  });
+}
+
+async function links(h: TestbedHost): Promise<string[]> {
+  const r = await run('ip', ['-n', h.ns, '-o', 'link', 'show']);
+  return r.stdout.split('\n').map((l) => l.split(':')[1]?.trim().split('@')[0] ?? '').filter(Boolean);
+}
+
+function ipPlus(subnet: string, k: number): string {
+  const [a, b, c, d] = subnet.split('/')[0]!.split('.').map(Number);
+  const n = (((a! << 24) | (b! << 16) | (c! << 8) | d!) >>> 0) + k;
+  return [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+
+test('docker on two hosts over a weft vxlan network', { timeout: 300_000 }, async (t) => {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'wde-'));
+  const storeUrl = `sqlite://${dir}/weft.db`;
+  const tb = await createTestbed({ hosts: 2 });
+  const daemons: Dockerd[] = [];
+  const hosts: Host[] = [];
+  const store = await openStore(storeUrl);
+  const holders: LeaseManager[] = [];
+  t.after(async () => {
+    for (const h of holders) await h.release().catch(() => {});
+    for (const d of daemons) await d.stop().catch(() => {});
+    await tb.destroy(); // stops the agents (by PID) and removes the namespaces
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const [h1, h2] = tb.hosts as [TestbedHost, TestbedHost];
+  for (const h of [h1, h2]) {
+    const d = await startDockerd({ netns: h.ns, dir: path.join(dir, h.id) });
+    daemons.push(d);
+    await ensureBusyboxImage(d);
+  }
+  const A = await startAgent(tb, h1, daemons[0]!, storeUrl, dir);
+  const B = await startAgent(tb, h2, daemons[1]!, storeUrl, dir);
+  hosts.push(A, B);
+  const dockerA = A.dockerd;
+  const dockerB = B.dockerd;
+
+  // ---- create on A; the network appears in the store and on B ----
+  await dockerA.dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.40.0.0/16', 'prodnet']);
+  assert.equal(await dockerA.dockerOk(['network', 'inspect', '-f', '{{.Driver}} {{.IPAM.Driver}} {{(index .IPAM.Config 0).Subnet}}', 'prodnet']), 'weft weft 10.40.0.0/16');
+  await waitFor('prodnet on B', async () => (await dockerB.docker(['network', 'inspect', '-f', '{{.Driver}}', 'prodnet'])).stdout.trim() === 'weft');
+  const stA = await waitFor('A joined prodnet with B as peer', async () => {
+    const s = await getJson(A.api, '/status');
+    const n = s.networks.find((x: any) => x.name === 'prodnet');
+    return n && n.peers.length === 1 ? n : undefined;
+  });
+  const stB = await waitFor('B joined prodnet with A as peer', async () => {
+    const s = await getJson(B.api, '/status');
+    const n = s.networks.find((x: any) => x.name === 'prodnet');
+    return n && n.peers.length === 1 ? n : undefined;
+  });
+  assert.equal(stA.backend, 'vxlan');
+  assert.notEqual(stA.subnet, stB.subnet);
+
+  // ---- B: a server with a static --ip in B's lease ----
+  const ipB = ipPlus(stB.subnet, 9);
+  await dockerB.dockerOk([
+    'run', '-d', '--name', 'srv', '--network', 'prodnet', '--ip', ipB, 'busybox:local',
+    'sh', '-c', 'while true; do echo pong-from-b | nc -l -p 7777; done',
+  ]);
+  assert.equal(await dockerB.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.prodnet.IPAddress}}', 'srv']), ipB, '--ip honoured');
+  const inB = await dockerB.dockerOk(['exec', 'srv', 'sh', '-c', 'ip -o -4 addr show eth0; ip route']);
+  assert.match(inB, new RegExp(`inet ${ipB.replace(/\./g, '\\.')}/24 `));
+  assert.match(inB, new RegExp(`default via ${ipPlus(stB.subnet, 1).replace(/\./g, '\\.')} dev eth0`));
+
+  // ---- A: ping and nc to B's container by IP ----
+  const out = await dockerA.dockerOk(
+    ['run', '--rm', '--name', 'cli', '--network', 'prodnet', 'busybox:local', 'sh', '-c',
+      `ip -o -4 addr show eth0; ping -c 3 -W 2 ${ipB}; echo hello | nc -w 3 ${ipB} 7777`],
+    { timeoutMs: 60_000 },
+  );
+  assert.match(out, new RegExp(`inet ${ipPlus(stA.subnet, 2).replace(/\./g, '\\.')}/24 `), 'first free address of A\'s lease');
+  assert.match(out, /3 packets transmitted, 3 packets received/);
+  assert.match(out, /pong-from-b/);
+
+  // ---- weft attach <docker container>: a container started without weft, found through the Docker API ----
+  await dockerA.dockerOk(['run', '-d', '--name', 'lone', '--network', 'none', 'busybox:local', 'sleep', '600']);
+  const ep = await postJson(A.api, '/attach', { container: 'lone', network: 'prodnet' });
+  assert.equal(ep.network, 'prodnet');
+  assert.match(ep.address, new RegExp(`^${ipPlus(stA.subnet, 0).replace(/\.0$/, '').replace(/\./g, '\\.')}\\.\\d+/24$`));
+  const lonePing = await dockerA.dockerOk(['exec', 'lone', 'ping', '-c', '2', '-W', '2', ipB]);
+  assert.match(lonePing, /2 packets transmitted, 2 packets received/);
+  await postJson(A.api, '/detach', { container: 'lone', network: 'prodnet' });
+  await dockerA.dockerOk(['rm', '-f', 'lone']);
+
+  // ---- --ip taken on the other host; --ip in the other host's subnet ----
+  const taken = await dockerA.docker(['run', '--rm', '--network', 'prodnet', '--ip', ipB, 'busybox:local', 'true']);
+  assert.notEqual(taken.code, 0);
+  assert.match(taken.stderr, new RegExp(`weft: address ${ipB.replace(/\./g, '\\.')} is already in use on host h2`));
+  const foreign = await dockerA.docker(['run', '--rm', '--network', 'prodnet', '--ip', ipPlus(stB.subnet, 20), 'busybox:local', 'true']);
+  assert.notEqual(foreign.code, 0);
+  assert.match(foreign.stderr, new RegExp(`weft: address ${ipPlus(stB.subnet, 20).replace(/\./g, '\\.')} belongs to host h2's subnet ${stB.subnet.replace(/\./g, '\\.')}`));
+
+  // ---- exhaustion: a network whose two subnets are held by two other hosts ----
+  for (const id of ['h8', 'h9']) {
+    const m = new LeaseManager(store, 'small', { hostId: id, ttlSeconds: 600 });
+    holders.push(m);
+  }
+  const { createNetwork } = await import('../src/config/registry.js');
+  await createNetwork(store, 'small', { Network: '10.41.0.0/24', SubnetLen: 25, Backend: { Type: 'vxlan' } });
+  for (const [i, m] of holders.entries()) await m.acquire({ publicIp: `192.0.2.${98 + i}`, backendType: 'vxlan', backendData: {} });
+  await dockerA.dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.41.0.0/24', 'small']);
+  const full = await dockerA.docker(['run', '--rm', '--network', 'small', 'busybox:local', 'true'], { timeoutMs: 60_000 });
+  assert.notEqual(full.code, 0);
+  assert.match(full.stderr, /weft: network "small" \(10\.41\.0\.0\/24\) is full: all 2 \/25 subnets are taken — held by .*\(h[89]\).*\(h[89]\)/);
+  for (const m of holders.splice(0)) await m.release();
+  await dockerA.dockerOk(['network', 'rm', 'small']);
+
+  // ---- removal: `docker network rm` on A while B still has a container ----
+  // Docker drops its own network whatever the driver says; weft keeps the network for B's container,
+  // refuses new containers on it and removes it everywhere when the last one is gone.
+  await dockerA.dockerOk(['network', 'rm', 'prodnet']);
+  assert.equal((await dockerA.docker(['network', 'inspect', 'prodnet'])).code, 1);
+  assert.ok((await listLeases(store, 'prodnet')).length === 2, 'leases kept while B has a container');
+  assert.match(await dockerB.dockerOk(['exec', 'srv', 'ip', '-o', '-4', 'addr', 'show', 'eth0']), new RegExp(ipB.replace(/\./g, '\\.')));
+  const late = await dockerB.docker(['run', '--rm', '--network', 'prodnet', 'busybox:local', 'true']);
+  assert.notEqual(late.code, 0);
+  assert.match(late.stderr, /weft: network prodnet is being removed \(docker network rm on host h1\); it goes away once its last container is gone/);
+  await dockerB.dockerOk(['rm', '-f', 'srv']);
+  await waitFor('prodnet gone from B', async () => (await dockerB.docker(['network', 'inspect', 'prodnet'])).code !== 0);
+  await waitFor('agents left prodnet', async () => {
+    const [a, b] = await Promise.all([getJson(A.api, '/status'), getJson(B.api, '/status')]);
+    return a.networks.length === 0 && b.networks.length === 0;
+  });
+  // nothing left: no veth, no address, no lease, no network, no Docker record
+  for (const h of [h1, h2]) {
+    const l = await links(h);
+    assert.deepEqual(l.filter((n) => /^(wd|wp|vw)/.test(n)), [], `no veth left on ${h.id}: ${l.join(' ')}`);
+  }
+  assert.deepEqual(await listLeases(store, 'prodnet'), []);
+  const left = (await store.list('')).map((e) => e.key).filter((k) => k.includes('prodnet') || k.includes('small') || k.startsWith('docker/'));
+  assert.deepEqual(left, []);
+  for (const h of hosts) {
+    const lines = h.log.join('').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; network?: string; msg: string });
+    // the only errors: this host could not join the exhausted network
+    const errors = lines.filter((l) => l.level >= 50 && !(l.network === 'small' && l.msg === 'cannot join network'));
+    assert.deepEqual(errors, [], `no unexpected errors logged by ${h.tb.id}`);
+  }
+});
