@@ -174,6 +174,14 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000 }, asyn
   assert.match(out, /3 packets transmitted, 3 packets received/);
   assert.match(out, /pong-from-b/);
 
+  // ---- two containers on one host get two addresses ----
+  await dockerA.dockerOk(['run', '-d', '--name', 'a1', '--network', 'prodnet', 'busybox:local', 'sleep', '600']);
+  await dockerA.dockerOk(['run', '-d', '--name', 'a2', '--network', 'prodnet', 'busybox:local', 'sleep', '600']);
+  const ipsA = await Promise.all(['a1', 'a2'].map((c) => dockerA.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.prodnet.IPAddress}}', c])));
+  assert.notEqual(ipsA[0], ipsA[1]);
+  assert.match(await dockerA.dockerOk(['exec', 'a1', 'ping', '-c', '1', '-W', '2', ipsA[1]!]), /1 packets received/);
+  await dockerA.dockerOk(['rm', '-f', 'a1', 'a2']);
+
   // ---- weft attach <docker container>: a container started without weft, found through the Docker API ----
   await dockerA.dockerOk(['run', '-d', '--name', 'lone', '--network', 'none', 'busybox:local', 'sleep', '600']);
   const ep = await postJson(A.api, '/attach', { container: 'lone', network: 'prodnet' });

@@ -20,6 +20,7 @@ class FakeCluster {
   addresses = new Map<string, Map<string, string>>();
   veths = new Map<string, string>(); // hostIf → host
   calls: string[] = [];
+  owners: string[] = [];
 
   ops(host: string, dockerNames: Record<string, string> = {}): DockerBackendOps {
     const c = this;
@@ -66,6 +67,7 @@ class FakeCluster {
         return hostNet(name);
       },
       async allocateAddress(name: string, req: { address?: string; owner: string }) {
+        c.owners.push(req.owner);
         const hn = hostNet(name);
         const l = leaseOf(name, c.leases.get(name)!.get(host)!);
         const addrs = c.addresses.get(name)!;
@@ -327,6 +329,9 @@ test('create on A, run on A and B, static --ip, conflicts, exhaustion, removal',
   assert.ok(cluster.calls.includes('B remove prodnet'));
   assert.deepEqual(b.snapshot(), { pools: {}, networks: {}, endpoints: {} });
   assert.equal(cluster.veths.size, 0);
+  // weft's IPAM gives one owner one address: each allocation must have its own
+  assert.equal(new Set(cluster.owners).size, cluster.owners.length);
+  assert.ok(cluster.owners.every((o) => o.startsWith('docker:')));
 });
 
 test('exhaustion fails docker run (not network create) with weft\'s message', async (t) => {

@@ -346,7 +346,10 @@ export class DockerPlugin {
     }
     const name = await this.ensureWeftNetwork(net);
     await this.opts.ops.joinNetwork(name);
-    const address = await this.opts.ops.allocateAddress(name, { ...(requested ? { address: requested } : {}), owner: `docker:${net.id}` });
+    // Docker does not say which endpoint an address is for: every allocation gets its own owner
+    // (weft's IPAM hands the same owner the same address again).
+    const owner = `docker:${net.id.slice(0, 12)}:${randomBytes(6).toString('hex')}`;
+    const address = await this.opts.ops.allocateAddress(name, { ...(requested ? { address: requested } : {}), owner });
     return { Address: address, Data: {} };
   }
 
