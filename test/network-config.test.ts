@@ -23,6 +23,13 @@ test('defaults: SubnetLen 24, vxlan with VNI 1 and port 8472', () => {
   assert.deepEqual(c, { Network: '10.5.0.0/16', SubnetLen: 24, Backend: { Type: 'vxlan', VNI: 1, Port: 8472 } });
 });
 
+test("SubnetLen defaults like flannel's: 24, or a quarter of a network smaller than a /22", () => {
+  assert.equal(parseNetworkConfig({ Network: '10.0.0.0/8' }).SubnetLen, 24);
+  assert.equal(parseNetworkConfig({ Network: '10.5.0.0/22' }).SubnetLen, 24);
+  assert.equal(parseNetworkConfig({ Network: '10.5.0.0/23' }).SubnetLen, 25);
+  assert.equal(parseNetworkConfig({ Network: '10.5.0.0/28' }).SubnetLen, 30);
+});
+
 test('a full flannel config is kept as written, extras included', () => {
   const input = {
     Network: '10.5.0.0/16',
@@ -63,7 +70,8 @@ test('rejects a Network with host bits set, suggesting the right one', () => {
 test('rejects a SubnetLen not longer than the network prefix, or above 30', () => {
   rejects({ Network: '10.5.0.0/16', SubnetLen: 16 }, 'SubnetLen 16', 'longer than', '/16');
   rejects({ Network: '10.5.0.0/16', SubnetLen: 8 }, 'SubnetLen 8');
-  rejects({ Network: '10.5.0.0/24' }, 'SubnetLen: the default 24 is not longer than the network\'s prefix /24');
+  rejects({ Network: '10.5.0.0/24', SubnetLen: 24 }, 'SubnetLen 24: must be longer than the network\'s prefix /24');
+  rejects({ Network: '10.5.0.0/29' }, 'Network "10.5.0.0/29": too small: weft needs at least a /28');
   rejects({ Network: '10.5.0.0/16', SubnetLen: 31 }, 'SubnetLen 31', 'at most 30');
   rejects({ Network: '10.5.0.0/16', SubnetLen: 'x' }, 'SubnetLen "x"');
   rejects({ Network: '10.5.0.0/16', SubnetLen: 24.5 }, 'SubnetLen 24.5');

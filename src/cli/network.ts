@@ -4,6 +4,7 @@ import type { NetworkConfig } from '../config/types.js';
 import { listLeases } from '../lease/leases.js';
 import { SubnetRange } from '../lease/subnets.js';
 import { openStore } from '../store/index.js';
+import { FLANNEL_NETWORK_NAME } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { printJson, printTable } from './output.js';
 
@@ -71,6 +72,9 @@ export function registerNetwork(program: Command): void {
         process.stdout.write(
           `created network ${name}: ${config.Network}, ${subnetCount(config)} /${config.SubnetLen} subnets, ${config.Backend.Type} ${backendExtras(config)}`.trimEnd() + '\n',
         );
+        if (store.flannelLayout && name !== FLANNEL_NETWORK_NAME) {
+          process.stdout.write(`note: ${store.url} holds flannel's single network; it is listed as "${FLANNEL_NETWORK_NAME}" and found under any name\n`);
+        }
       });
     });
 

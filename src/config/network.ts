@@ -10,6 +10,11 @@ import type { BackendConfig, NetworkConfig } from './types.js';
  */
 
 export const DEFAULT_SUBNET_LEN = 24;
+
+/** flannel's default: a /24 per host, or a quarter of the network when it is smaller than a /22. */
+export function defaultSubnetLen(networkPrefix: number): number {
+  return networkPrefix > 22 ? networkPrefix + 2 : DEFAULT_SUBNET_LEN;
+}
 export const DEFAULT_BACKEND = 'vxlan';
 /** Longest subnet a host may lease: a /30 still has two usable addresses (bridge + one container). */
 export const MAX_SUBNET_LEN = 30;
@@ -43,12 +48,12 @@ const schema = z
     if (!net) return fail('Network', 'not an IPv4 CIDR like 10.5.0.0/16');
     const base = networkOf(net.ip, net.len);
     if (base !== net.ip) return fail('Network', `host bits are set (did you mean ${intToIp(base)}/${net.len}?)`);
-    const subnetLen = cfg.SubnetLen ?? DEFAULT_SUBNET_LEN;
-    if (subnetLen <= net.len) {
-      const what = cfg.SubnetLen === undefined ? `the default ${DEFAULT_SUBNET_LEN} is not` : 'must be';
-      return fail('SubnetLen', `${what} longer than the network's prefix /${net.len}`);
+    const subnetLen = cfg.SubnetLen ?? defaultSubnetLen(net.len);
+    if (subnetLen <= net.len) return fail('SubnetLen', `must be longer than the network's prefix /${net.len}`);
+    if (subnetLen > MAX_SUBNET_LEN) {
+      if (cfg.SubnetLen === undefined) return fail('Network', `too small: weft needs at least a /${MAX_SUBNET_LEN - 2}`);
+      return fail('SubnetLen', `must be at most ${MAX_SUBNET_LEN}`);
     }
-    if (subnetLen > MAX_SUBNET_LEN) return fail('SubnetLen', `must be at most ${MAX_SUBNET_LEN}`);
     const block = { base, len: net.len };
     const bound = (field: 'SubnetMin' | 'SubnetMax'): number | undefined => {
       const text = cfg[field];
@@ -100,7 +105,7 @@ export function parseNetworkConfig(input: string | unknown): NetworkConfig {
   const backend: BackendConfig = { Type: DEFAULT_BACKEND, ...(Backend ?? {}) };
   for (const [k, v] of Object.entries(BACKEND_DEFAULTS[backend.Type] ?? {})) if (backend[k] === undefined) backend[k] = v;
   // flannel's field order, absent optional fields left out, unknown fields kept at the end
-  const ordered = { Network, SubnetLen: SubnetLen ?? DEFAULT_SUBNET_LEN, SubnetMin, SubnetMax, Backend: backend, IPMasq };
+  const ordered = { Network, SubnetLen: SubnetLen ?? defaultSubnetLen(parseCidrLoose(Network)!.len), SubnetMin, SubnetMax, Backend: backend, IPMasq };
   for (const k of Object.keys(ordered) as Array<keyof typeof ordered>) if (ordered[k] === undefined) delete ordered[k];
   return { ...ordered, ...extras } as NetworkConfig;
 }

@@ -1,6 +1,5 @@
-import { listLeases } from '../lease/leases.js';
+import { describeHolders, listLeases } from '../lease/leases.js';
 import { cidrsOverlap, parseCidr } from '../lease/subnets.js';
-import type { Lease } from '../lease/types.js';
 import { listNetworkNames, networkKeys } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { WeftError } from '../util/errors.js';
@@ -75,12 +74,6 @@ export async function createNetwork(store: Store, name: string, input: Record<st
   const written = await store.compareAndSwap(keys.config, 0, JSON.stringify(config));
   if (!written) throw new WeftError(`network "${name}" already exists in ${store.url}`);
   return config;
-}
-
-export function describeHolders(leases: Lease[], max = 10): string {
-  const shown = leases.slice(0, max).map((l) => `${l.subnet} by ${l.publicIp}${l.hostId ? ` (${l.hostId})` : ''}`);
-  if (leases.length > max) shown.push(`… and ${leases.length - max} more`);
-  return shown.join(', ');
 }
 
 /** Removes a network and everything under it; refused while leases are held unless `force`. */

@@ -28,6 +28,13 @@ function compareSubnets(a: string, b: string): number {
   return 0;
 }
 
+/** "10.5.1.0/24 by 192.168.1.5 (host-a), …" for messages (at most `max` named). */
+export function describeHolders(leases: Lease[], max = 10): string {
+  const shown = leases.slice(0, max).map((l) => `${l.subnet} by ${l.publicIp}${l.hostId ? ` (${l.hostId})` : ''}`);
+  if (leases.length > max) shown.push(`… and ${leases.length - max} more`);
+  return shown.join(', ');
+}
+
 export async function listLeases(store: Store, network: string): Promise<Lease[]> {
   const keys = networkKeys(store, network);
   const [leaseEntries, hostEntries] = await Promise.all([store.list(keys.subnetsPrefix), store.list(keys.hostsPrefix)]);

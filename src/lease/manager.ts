@@ -1,10 +1,10 @@
-import { getNetwork, describeHolders } from '../config/registry.js';
+import { getNetwork } from '../config/registry.js';
 import { networkKeys, type NetworkKeys } from '../store/layout.js';
 import type { Entry, Store, Watch } from '../store/types.js';
 import { WeftError } from '../util/errors.js';
 import { log as rootLog, type Logger } from '../util/log.js';
 import { holdersBySubnet, hostRecordFromEntry, hostRecordToJson, leaseFromEntry, leaseToJson, type HostRecord } from './codec.js';
-import { leasesFrom, watchLeases } from './leases.js';
+import { describeHolders, leasesFrom, watchLeases } from './leases.js';
 import { keyToSubnet, SubnetRange } from './subnets.js';
 import type { Lease } from './types.js';
 
