@@ -131,7 +131,7 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000 }, asyn
     await ensureBusyboxImage(d);
   }
   const A = await startAgent(tb, h1, daemons[0]!, storeUrl, dir);
-  const B = await startAgent(tb, h2, daemons[1]!, storeUrl, dir);
+  let B = await startAgent(tb, h2, daemons[1]!, storeUrl, dir);
   hosts.push(A, B);
   const dockerA = A.dockerd;
   const dockerB = B.dockerd;
@@ -163,6 +163,20 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000 }, asyn
   const inB = await dockerB.dockerOk(['exec', 'srv', 'sh', '-c', 'ip -o -4 addr show eth0; ip route']);
   assert.match(inB, new RegExp(`inet ${ipB.replace(/\./g, '\\.')}/24 `));
   assert.match(inB, new RegExp(`default via ${ipPlus(stB.subnet, 1).replace(/\./g, '\\.')} dev eth0`));
+
+  // ---- B's agent (and plugin) restarts: Docker replays nothing, the plugin's saved state carries on ----
+  const oldPid = B.agent.pid!;
+  const exited = new Promise((r) => B.agent.once('exit', r));
+  process.kill(oldPid, 'SIGTERM');
+  await exited;
+  const B2 = await startAgent(tb, h2, dockerB, storeUrl, dir);
+  hosts[1] = B2;
+  B = B2;
+  const stB2 = await waitFor('B rejoined prodnet', async () => {
+    const s = await getJson(B2.api, '/status');
+    return s.networks.find((x: any) => x.name === 'prodnet' && x.peers.length === 1);
+  });
+  assert.equal(stB2.subnet, stB.subnet, 'same lease after a restart');
 
   // ---- A: ping and nc to B's container by IP ----
   const out = await dockerA.dockerOk(

@@ -38,7 +38,9 @@ try {
     ...(values['public-ip'] ? { publicIp: values['public-ip'] } : {}),
     ...(values['host-id'] ? { hostId: values['host-id'] } : {}),
     ...(values['lease-ttl'] ? { leaseTtlSeconds: Number(values['lease-ttl']) } : {}),
-    forwardParents: ['FORWARD', 'DOCKER-USER'],
+    // weft's accept rules hang off FORWARD: Docker's own FORWARD rules only match its bridges, so they
+    // reach weft's before Docker's DROP policy whichever of the two started first (DOCKER-USER exists only
+    // once dockerd ran).
     resolvers: [dockerContainerResolver(docker)],
   });
   const docks = await startDockerIntegration(agent, {
