@@ -56,6 +56,13 @@ function ipamSuite(kind: string, setup: () => Promise<() => Promise<Store>>, tea
       assert.equal(new Set(got.map((a) => a.address)).size, 100);
     });
 
+    test('concurrent calls for one owner agree on one address', async () => {
+      const ipam = new Ipam(await store());
+      const got = await Promise.all(Array.from({ length: 10 }, () => ipam.allocate({ network: 'n', subnet: '10.9.12.0/24', owner: 'same' })));
+      assert.deepEqual(new Set(got.map((a) => a.address)), new Set(['10.9.12.2']));
+      assert.equal((await ipam.list({ network: 'n', subnet: '10.9.12.0/24' })).length, 1);
+    });
+
     test('requested, invalid and taken addresses', async () => {
       const ipam = new Ipam(await store());
       const subnet = '10.9.9.0/24';

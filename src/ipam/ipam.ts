@@ -54,11 +54,30 @@ export class Ipam {
    * without a store round trip even when their snapshot predates the win.
    */
   private readonly claiming = new Set<string>();
+  /** Per owner: the tail of its queued allocate calls. */
+  private readonly ownerLocks = new Map<string, Promise<unknown>>();
 
   constructor(readonly store: Store) {}
 
+  /**
+   * The next free address or the requested one, for `owner`; the owner's existing address when it has one.
+   * Calls for the same owner on this instance run one after the other, so they agree on one address.
+   */
   async allocate(req: AllocateRequest): Promise<Allocation> {
     if (!req.owner) throw new WeftError('an address needs an owner');
+    const lockKey = JSON.stringify([req.network, req.subnet, req.owner]);
+    const before = this.ownerLocks.get(lockKey) ?? Promise.resolve();
+    const run = before.catch(() => undefined).then(() => this.allocateNow(req));
+    const tail = run.catch(() => undefined);
+    this.ownerLocks.set(lockKey, tail);
+    try {
+      return await run;
+    } finally {
+      if (this.ownerLocks.get(lockKey) === tail) this.ownerLocks.delete(lockKey);
+    }
+  }
+
+  private async allocateNow(req: AllocateRequest): Promise<Allocation> {
     const pool = new AddressPool(req.subnet);
     const keys = networkKeys(this.store, req.network);
     const wanted = req.address === undefined ? undefined : pool.check(req.address);
