@@ -151,6 +151,11 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000 }, asyn
     return n && n.peers.length === 1 ? n : undefined;
   });
   assert.equal(stA.backend, 'vxlan');
+  // flannel-style: `weft docker-opts` prints dockerd's --bip/--mtu from this host's lease
+  const opts = await run(process.execPath, [path.resolve(here, '..', '..', 'bin', 'weft'), 'docker-opts', '--api', A.api, '--network', 'prodnet']);
+  assert.equal(opts.stderr, '');
+  assert.equal(opts.stdout, `--bip=${ipPlus(stA.subnet, 1)}/24 --mtu=${stA.mtu}\n`);
+  assert.ok(stA.mtu <= 1450, 'vxlan MTU leaves room for the encapsulation');
   assert.notEqual(stA.subnet, stB.subnet);
 
   // ---- B: a server with a static --ip in B's lease ----
