@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { createNetwork } from '../src/config/registry.js';
+import { Ipam } from '../src/ipam/ipam.js';
 import { listLeases } from '../src/lease/leases.js';
 import { LeaseManager } from '../src/lease/manager.js';
 import type { Lease } from '../src/lease/types.js';
@@ -106,6 +107,28 @@ function leaseSuite(kind: string, setup: () => Promise<Backing>, teardown: () =>
       const back = await mgr(await open(), net, 'stable').acquire({ publicIp: '192.168.2.9' });
       assert.equal(back.subnet, first.subnet);
       assert.equal(back.publicIp, '192.168.2.9');
+    });
+
+    test('an agent restart (new store connection, same host id) gets the same lease and the same IPs', async () => {
+      const net = await network(30);
+      const boot = async () => {
+        const store = await open();
+        const lease = await mgr(store, net, 'restarter').acquire({ publicIp: '192.168.8.1', backendData: { VNI: 1 } });
+        const ipam = new Ipam(store);
+        const ips = [];
+        for (const owner of ['ctr-a', 'ctr-b', 'ctr-c']) ips.push((await ipam.allocate({ network: net, subnet: lease.subnet, owner })).cidr);
+        return { store, lease, ips };
+      };
+      const first = await boot();
+      await first.store.close();
+      opened.splice(opened.indexOf(first.store), 1);
+      const second = await boot();
+      assert.equal(second.lease.subnet, first.lease.subnet);
+      assert.deepEqual(second.ips, first.ips);
+      assert.equal(new Set(first.ips).size, 3);
+      // and a new container after the restart gets an address none of them has
+      const next = await new Ipam(second.store).allocate({ network: net, subnet: second.lease.subnet, owner: 'ctr-d' });
+      assert.ok(!first.ips.includes(next.cidr));
     });
 
     test('renew keeps a short lease alive; release frees it', async () => {
