@@ -83,6 +83,8 @@ export class Endpoints {
         address: alloc.cidr,
         gateway: alloc.gateway,
         mtu: net.backend.mtu,
+        // The MAC follows the address: whoever gets an address next has the MAC that neighbours cached for it.
+        mac: macForAddress(alloc.address),
         bridge: net.status().bridge,
         hostIf,
       });
@@ -155,6 +157,14 @@ export class Endpoints {
 /** Stable per (container, network): attach is idempotent and a restarted agent finds the same record. */
 export function endpointId(containerKey: string, network: string): string {
   return createHash('sha256').update(`${containerKey}\0${network}`).digest('hex').slice(0, 12);
+}
+
+/**
+ * A locally administered MAC made from the IPv4 address (Docker's 02:42:a:b:c:d scheme). With random MACs a
+ * container that takes a freed address stays unreachable from neighbours that cached the old MAC.
+ */
+export function macForAddress(ip: string): string {
+  return ['02', '42', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
 }
 
 function stripLen(a: string): string {
