@@ -19,7 +19,7 @@ import { listLeases } from '../src/lease/leases.js';
 import { startDockerd, ensureBusyboxImage, run, type Dockerd } from './helpers/dockerd.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const agentMain = path.resolve(here, '..', 'src', 'adapters', 'docker', 'main.js');
+const weftBin = path.resolve(here, '..', '..', 'bin', 'weft');
 
 interface Host {
   tb: TestbedHost;
@@ -77,13 +77,15 @@ function startAgent(tb: Testbed, h: TestbedHost, d: Dockerd, storeUrl: string, d
   const log: string[] = [];
   const child = tb.spawn(h.ns, [
     process.execPath,
-    agentMain,
+    weftBin,
+    'agent',
+    '--docker',
     '--store', storeUrl,
     '--state-dir', path.join(dir, `state-${h.id}`),
     '--api', api,
     '--iface', 'eth0',
     '--host-id', h.id,
-    '--plugin-dir', d.pluginDir,
+    '--docker-plugin-dir', d.pluginDir,
     '--docker-host', `unix://${d.socket}`,
   ], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, WEFT_LOG: 'info' } });
   return new Promise((resolve, reject) => {

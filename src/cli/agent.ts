@@ -2,6 +2,8 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { Agent } from '../agent/agent.js';
 import { callAgent, DEFAULT_API_SOCKET } from '../agent/client.js';
 import { resetHost } from '../agent/reset.js';
+import { DockerApi } from '../adapters/docker/docker-api.js';
+import { dockerContainerResolver } from '../adapters/docker/resolve.js';
 import { log } from '../util/log.js';
 import { printJson } from './output.js';
 
@@ -22,7 +24,12 @@ export function registerAgent(program: Command): void {
     .option('--lease-ttl <seconds>', 'subnet lease TTL', toInt)
     .option('--grace <seconds>', 'how long an expired subnet stays reserved for its holder', toInt)
     .option('--ip-masq', 'masquerade traffic leaving the network')
+    .option('--docker', 'also serve Docker\'s network and IPAM plugin protocol (docker network create -d weft)')
+    .option('--docker-plugin-name <name>', 'plugin name (-d NAME, socket NAME.sock)', 'weft')
+    .option('--docker-plugin-dir <dir>', 'where dockerd finds plugin sockets', '/run/docker/plugins')
+    .option('--docker-host <url>', 'dockerd API (default $DOCKER_HOST or unix:///var/run/docker.sock)')
     .action(async (o) => {
+      const dockerSocket: string | undefined = o.dockerHost?.replace(/^unix:\/\//, '');
       const agent = await Agent.start({
         storeUrl: o.store,
         iface: o.iface,
@@ -34,11 +41,26 @@ export function registerAgent(program: Command): void {
         leaseTtlSeconds: o.leaseTtl,
         graceSeconds: o.grace,
         ipMasq: o.ipMasq,
+        // `weft attach <docker container>` works whenever a Docker API answers
+        resolvers: [dockerContainerResolver(new DockerApi(dockerSocket))],
       });
+      const docker = o.docker
+        ? await (await import('../adapters/docker/index.js')).startDockerIntegration(agent, {
+            stateDir: o.stateDir,
+            pluginName: o.dockerPluginName,
+            pluginDir: o.dockerPluginDir,
+            ...(dockerSocket ? { dockerSocket } : {}),
+            log,
+          })
+        : undefined;
+      process.stdout.write(`ready api=${o.api}${docker ? ` docker-plugin=${docker.plugin.socketPath}` : ''}\n`);
       await new Promise<void>((resolve) => {
         const stop = (sig: string) => {
           log.info({ signal: sig }, 'stopping; the data plane stays in place');
-          agent.stop().finally(resolve);
+          Promise.resolve(docker?.stop())
+            .catch((err) => log.error({ err }, 'stopping the Docker plugin failed'))
+            .then(() => agent.stop())
+            .finally(resolve);
         };
         process.once('SIGTERM', () => stop('SIGTERM'));
         process.once('SIGINT', () => stop('SIGINT'));

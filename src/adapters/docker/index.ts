@@ -1,5 +1,4 @@
 import * as path from 'node:path';
-import type { ResolvedContainer } from '../../agent/endpoints.js';
 import { AgentDockerOps, type AgentLike } from './agent-ops.js';
 import { DEFAULT_DOCKER_SOCKET, DockerApi } from './docker-api.js';
 import { DEFAULT_PLUGIN_DIR, DEFAULT_PLUGIN_NAME, DockerPlugin } from './plugin.js';
@@ -59,11 +58,4 @@ export async function startDockerIntegration(agent: AgentLike, o: DockerIntegrat
   };
 }
 
-/** For `weft attach <docker container>`: a Docker container id or name → its network namespace (by PID). */
-export function dockerContainerResolver(docker = new DockerApi()): (container: string) => Promise<ResolvedContainer | undefined> {
-  return async (container) => {
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(container)) return undefined;
-    const c = await docker.containerPid(container).catch(() => undefined);
-    return c ? { netns: { pid: c.pid }, key: `docker:${c.id.slice(0, 12)}` } : undefined;
-  };
-}
+export { dockerContainerResolver } from './resolve.js';
