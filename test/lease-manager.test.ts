@@ -160,6 +160,10 @@ function leaseSuite(kind: string, setup: () => Promise<Backing>, teardown: () =>
       // after the grace period (here: 0 s) it is free for others
       const b = await mgr(await open(), net, 'host-b', { graceSeconds: 0 }).acquire({ publicIp: '192.168.4.2' });
       assert.equal(b.subnet, a.subnet);
+      // `weft reset` on the long-gone host-a must not free what host-b holds now
+      await mgr(await open(), net, 'host-a').release();
+      assert.deepEqual((await listLeases(admin, net)).map((l) => [l.hostId, l.subnet]), [['host-b', a.subnet]]);
+      assert.equal(await admin.get(networkKeys(admin, net).host('host-a')), undefined);
     });
 
     test('a returning host whose subnet was taken gets a new one and says so loudly', async () => {
@@ -180,6 +184,9 @@ function leaseSuite(kind: string, setup: () => Promise<Backing>, teardown: () =>
       assert.match(warn.msg, new RegExp(`SUBNET CHANGED.*${a.subnet.replace(/\./g, '\\.')}.*host-b`));
       const byHost = Object.fromEntries((await listLeases(admin, net)).map((l) => [l.hostId, l.subnet]));
       assert.deepEqual(byHost, { 'host-a': cLease.subnet, 'host-b': a.subnet });
+      // b releasing leaves a's new lease alone
+      await mgr(await open(), net, 'host-b').release();
+      assert.deepEqual((await listLeases(admin, net)).map((l) => [l.hostId, l.subnet]), [['host-a', cLease.subnet]]);
     });
 
     test('exhaustion names the network, its size and the holders', async () => {

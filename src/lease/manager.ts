@@ -153,11 +153,13 @@ export class LeaseManager {
   /** Gives the subnet up for good: deletes the lease, this host's record and its address records. */
   async release(): Promise<void> {
     this.stop();
-    const rec = await this.store.get(this.keys.host(this.hostId));
-    const subnet = this.held?.subnet ?? (rec ? hostRecordFromEntry(rec)?.subnet : undefined);
-    if (subnet) {
-      await this.store.delete(this.keys.subnet(subnet));
-      await deletePrefix(this.store, this.keys.ipamSubnetPrefix(subnet));
+    const records = (await this.store.list(this.keys.hostsPrefix)).map(hostRecordFromEntry).filter((r): r is HostRecord => r !== undefined);
+    const mine = records.find((r) => r.hostId === this.hostId);
+    // Only a subnet we still hold is given back: not one another host was given after ours expired.
+    if (mine && holdersBySubnet(records).get(mine.subnet)?.hostId === this.hostId) {
+      const entry = await this.store.get(this.keys.subnet(mine.subnet));
+      if (entry) await this.store.delete(entry.key, entry.revision);
+      await deletePrefix(this.store, this.keys.ipamSubnetPrefix(mine.subnet));
     }
     await this.store.delete(this.keys.host(this.hostId));
     this.held = undefined;
