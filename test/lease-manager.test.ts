@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { createNetwork } from '../src/config/registry.js';
 import { Ipam } from '../src/ipam/ipam.js';
+import { hostRecordToJson, leaseToJson } from '../src/lease/codec.js';
 import { listLeases } from '../src/lease/leases.js';
 import { LeaseManager } from '../src/lease/manager.js';
 import type { Lease } from '../src/lease/types.js';
@@ -187,6 +188,21 @@ function leaseSuite(kind: string, setup: () => Promise<Backing>, teardown: () =>
       // b releasing leaves a's new lease alone
       await mgr(await open(), net, 'host-b').release();
       assert.deepEqual((await listLeases(admin, net)).map((l) => [l.hostId, l.subnet]), [['host-a', cLease.subnet]]);
+    });
+
+    test("a returning host does not grab its old subnet from a host between that host's lease and record writes", async () => {
+      const net = await network(3);
+      const keys = networkKeys(admin, net);
+      const a = await mgr(await open(), net, 'host-a', { ttlSeconds: 2 }).acquire({ publicIp: '192.168.9.1' });
+      await waitFor('lease expiry', leaseGone(net, a.subnet));
+      // host-b has just written the lease for a's old subnet; its host record follows 100 ms later
+      await admin.put(keys.subnet(a.subnet), leaseToJson({ publicIp: '192.168.9.2', backendType: 'vxlan', backendData: {} }), { ttlSeconds: 60 });
+      const record = hostRecordToJson({ hostId: 'host-b', subnet: a.subnet, publicIp: '192.168.9.2', expiresAt: Date.now() + 60_000 });
+      const late = new Promise((r) => setTimeout(r, 100)).then(() => admin.put(keys.host('host-b'), record));
+      const a2 = await mgr(await open(), net, 'host-a').acquire({ publicIp: '192.168.9.1' });
+      await late;
+      assert.notEqual(a2.subnet, a.subnet);
+      assert.equal((await admin.get(keys.subnet(a.subnet)))?.value, '{"PublicIP":"192.168.9.2","BackendType":"vxlan","BackendData":{}}');
     });
 
     test('exhaustion names the network, its size and the holders', async () => {

@@ -15,6 +15,8 @@ export const DEFAULT_GRACE_SECONDS = 60 * 60;
 const MAX_ATTEMPTS = 200;
 /** Random probes before falling back to enumerating every free subnet (huge networks stay cheap). */
 const RANDOM_PROBES = 64;
+/** How long to wait before re-reading a lease whose holder is unclear (see acquire). */
+const RECHECK_MS = 300;
 
 export interface LeaseManagerOptions {
   /** Stable identity of this host (becomes a key segment). */
@@ -77,6 +79,7 @@ export class LeaseManager {
       backendData: req.backendData ?? {},
     });
     let lost: string | undefined;
+    let rechecked = false;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       if (attempt > 0) await sleep(2 + Math.random() * Math.min(50, 5 * attempt));
       const [leaseEntries, hostEntries] = await Promise.all([
@@ -97,6 +100,14 @@ export class LeaseManager {
         const entry = live.get(mine.subnet);
         const other = holders.get(mine.subnet);
         if (!other || other.expiresAt <= mine.expiresAt) {
+          // A live lease with another address and no newer host record is ours from before a change of
+          // address — or another host's between its lease write and its record write: look once more.
+          if (entry && !rechecked && leaseFromEntry(this.network, entry)?.publicIp !== mine.publicIp) {
+            rechecked = true;
+            await sleep(RECHECK_MS);
+            attempt--;
+            continue;
+          }
           const got = await this.store.compareAndSwap(this.keys.subnet(mine.subnet), entry?.revision ?? 0, value, {
             ttlSeconds: this.ttlSeconds,
           });
