@@ -4,7 +4,7 @@ import type { NetworkConfig } from '../config/types.js';
 import { listLeases } from '../lease/leases.js';
 import { SubnetRange } from '../lease/subnets.js';
 import { openStore } from '../store/index.js';
-import { FLANNEL_NETWORK_NAME } from '../store/layout.js';
+import { canonicalNetworkName, FLANNEL_NETWORK_NAME } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { printJson, printTable } from './output.js';
 
@@ -108,6 +108,7 @@ export function registerNetwork(program: Command): void {
         const config = await getNetwork(store, name);
         const leases = await listLeases(store, name);
         const subnets = subnetCount(config);
+        name = canonicalNetworkName(store, name);
         if (o.json) return printJson({ name, config, subnets, leases });
         const line = (k: string, v: string | number) => process.stdout.write(`${`${k}:`.padEnd(12)}${v}\n`);
         line('Name', name);
@@ -138,6 +139,7 @@ export function registerNetwork(program: Command): void {
     .action(async (name: string, o) => {
       await withStore(o.store, async (store) => {
         await removeNetwork(store, name, { force: o.force });
+        name = canonicalNetworkName(store, name);
         if (o.json) return printJson({ removed: name });
         process.stdout.write(`removed network ${name}\n`);
       });

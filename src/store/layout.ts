@@ -76,8 +76,13 @@ export class NetworkKeys {
   }
 }
 
+/** The name a network is listed under: in flannel layout always FLANNEL_NETWORK_NAME, else `name`. */
+export function canonicalNetworkName(store: Store, name: string): string {
+  return store.flannelLayout ? FLANNEL_NETWORK_NAME : name;
+}
+
 export function networkKeys(store: Store, name: string): NetworkKeys {
-  return new NetworkKeys(store.flannelLayout ? name || FLANNEL_NETWORK_NAME : name, store.flannelLayout);
+  return new NetworkKeys(canonicalNetworkName(store, name), store.flannelLayout);
 }
 
 /** The name a key under NETWORKS_PREFIX belongs to, when it is a network's config key. */
