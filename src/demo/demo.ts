@@ -5,10 +5,11 @@ import { openStore } from '../store/index.js';
 import { AgentProcess, alive } from '../testbed/agents.js';
 import { cleanupPrefix, createTestbed } from '../testbed/index.js';
 import { formatMatrix, pingAll, type PingResult, type PingTarget } from '../testbed/ping.js';
+import { implementedBackends } from '../backends/registry.js';
 import { WeftError } from '../util/errors.js';
 
 /** Everything the demo makes is named from these, so `weft demo down` finds it again. */
-export const DEMO_PREFIX = 'wdemo';
+export const DEMO_PREFIX = process.env.WEFT_DEMO_PREFIX ?? 'wdemo';
 export const DEMO_DIR = process.env.WEFT_DEMO_DIR ?? '/run/weft-demo';
 const STATE_FILE = path.join(DEMO_DIR, 'demo.json');
 
@@ -43,11 +44,25 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   if (fs.existsSync(STATE_FILE)) throw new WeftError(`a demo is already running (state in ${DEMO_DIR}); run 'weft demo down' first`);
   if (o.hosts < 1 || o.hosts > 50) throw new WeftError(`--hosts must be between 1 and 50, got ${o.hosts}`);
   if (o.containers < 1 || o.containers > 50) throw new WeftError(`--containers must be between 1 and 50, got ${o.containers}`);
+  if (!implementedBackends().includes(o.backend)) {
+    throw new WeftError(`the demo runs one of: ${implementedBackends().join(', ')} (got --backend ${o.backend})`);
+  }
   await cleanupPrefix(DEMO_PREFIX); // leftovers of a demo whose state file is gone
   fs.mkdirSync(DEMO_DIR, { recursive: true });
   const state: DemoState = { prefix: DEMO_PREFIX, agents: [] };
   const save = () => fs.writeFileSync(STATE_FILE, JSON.stringify(state, null, 2) + '\n');
   save();
+  try {
+    return await build(o, state, save);
+  } catch (err) {
+    // A half-built demo is of no use: take it down, then report why it failed.
+    await demoDown().catch(() => {});
+    throw err;
+  }
+}
+
+async function build(o: DemoOptions, state: DemoState, save: () => void): Promise<DemoResult> {
+  const say = o.progress ?? (() => {});
 
   say(`building ${o.hosts} hosts on an underlay switch (namespaces ${DEMO_PREFIX}-*)`);
   const tb = await createTestbed({ prefix: DEMO_PREFIX, hosts: o.hosts });
