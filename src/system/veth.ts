@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { WeftError } from '../util/errors.js';
 import { run } from './exec.js';
 import { getLink, ipBatch, listInterfaces } from './ip.js';
@@ -29,8 +30,24 @@ export function nextIfName(existing: readonly string[]): string {
   for (let i = 0; ; i++) if (!taken.has(`ethwe${i}`)) return `ethwe${i}`;
 }
 
-/** Interface names inside a namespace (to pick the next free name). */
-export function listNetnsInterfaces(ns: NetnsRef | string): Promise<string[]> {
+/**
+ * Interface names inside a namespace (to pick the next free name). For a namespace known by a PID it reads
+ * /proc/PID/net/dev (that process's namespace) instead of spawning `ip`.
+ */
+export async function listNetnsInterfaces(ns: NetnsRef | string): Promise<string[]> {
+  const r = toRef(ns);
+  if ('pid' in r) {
+    try {
+      const text = await readFile(`/proc/${r.pid}/net/dev`, 'utf8');
+      return text
+        .split('\n')
+        .slice(2)
+        .map((l) => /^\s*([^:\s]+):/.exec(l)?.[1])
+        .filter((n): n is string => !!n);
+    } catch {
+      /* process gone or /proc unreadable: ask ip, which reports the error */
+    }
+  }
   return listInterfaces({ netns: ns });
 }
 
