@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { describe, test } from 'node:test';
+import { after, describe, test } from 'node:test';
 import { callAgent } from '../src/agent/client.js';
 import type { Endpoint } from '../src/agent/types.js';
 import { listLeases } from '../src/lease/leases.js';
@@ -9,7 +9,7 @@ import { networkKeys } from '../src/store/layout.js';
 import { cidrWithin } from '../src/system/cidr.js';
 import { ipJson } from '../src/system/ip.js';
 import { alive } from '../src/testbed/agents.js';
-import { fdb, links, neigh, NETWORK, routeIn, routes, sleep, waitUntil, weft, withCluster, LEASE_TTL } from './helpers/agent-cluster.js';
+import { destroyLeftovers, fdb, links, neigh, NETWORK, routeIn, routes, sleep, waitUntil, weft, withCluster, LEASE_TTL } from './helpers/agent-cluster.js';
 
 /**
  * End-to-end, for each kernel backend: real `weft agent` processes in test-bed host namespaces against one
@@ -18,6 +18,9 @@ import { fdb, links, neigh, NETWORK, routeIn, routes, sleep, waitUntil, weft, wi
  */
 
 const VXDEV = 'weft.1';
+
+// A test cancelled by its timeout never reaches withCluster's teardown: destroy what is left at the end.
+after(() => destroyLeftovers());
 const re = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 function e2e(backend: 'host-gw' | 'vxlan', cidr: string): void {
@@ -120,8 +123,8 @@ function e2e(backend: 'host-gw' | 'vxlan', cidr: string): void {
         await waitUntil('the iperf3 server to listen', 5_000, async () =>
           (await c.tb.exec(b1!.ns, ['ss', '-ltnH', 'sport = :5201'])).stdout.includes('5201'),
         );
-        const iperf = c.tb.exec(a1!.ns, ['iperf3', '-c', b1!.ip, '-p', '5201', '-t', '6', '-i', '0.5', '-J'], { allowFail: true });
-        const ping = c.tb.exec(a2!.ns, ['ping', '-n', '-q', '-i', '0.05', '-c', '120', '-W', '2', b2!.ip], { allowFail: true });
+        const iperf = c.tb.exec(a1!.ns, ['timeout', '30', 'iperf3', '-c', b1!.ip, '-p', '5201', '-t', '6', '-i', '0.5', '-J'], { allowFail: true });
+        const ping = c.tb.exec(a2!.ns, ['ping', '-n', '-q', '-i', '0.05', '-c', '120', '-W', '2', '-w', '30', b2!.ip], { allowFail: true });
         await sleep(1500);
         const oldPid = agent.pid;
         await agent.stop('SIGKILL');

@@ -83,6 +83,13 @@ export interface ClusterOptions {
   containersPerHost: number;
 }
 
+const live = new Set<Cluster>();
+
+/** Destroys clusters that were never torn down (their test was cancelled by a timeout). */
+export async function destroyLeftovers(): Promise<void> {
+  for (const c of [...live]) await c.destroy().catch(() => {});
+}
+
 export class Cluster {
   readonly agents = new Map<string, AgentProcess>();
   readonly containers: Container[] = [];
@@ -107,6 +114,7 @@ export class Cluster {
         await store.close();
       }
       const c = new Cluster(o, tb, dir, storeUrl);
+      live.add(c);
       try {
         for (const h of tb.hosts) await c.startAgent(h);
         await Promise.all([...c.agents.values()].map((a) => a.waitForPeers(o.hosts - 1)));
@@ -164,6 +172,7 @@ export class Cluster {
 
   /** Kills the agents by PID, destroys the test bed, removes the temp dir; returns namespaces left behind. */
   async destroy(): Promise<string[]> {
+    live.delete(this);
     for (const a of this.agents.values()) await a.stop('SIGKILL').catch(() => {});
     await this.tb.destroy().catch(() => {});
     fs.rmSync(this.dir, { recursive: true, force: true });
