@@ -5,6 +5,7 @@ import { registerDocker } from './docker.js';
 import { registerAgent } from './agent.js';
 import { registerEndpoints } from './endpoints.js';
 import { registerDemo } from './demo.js';
+import { registerDoctor } from './doctor.js';
 
 /**
  * weft's command line: parse, call, print. Each command group lives in its own module and adds itself
@@ -20,6 +21,7 @@ registerDocker(program);
 registerAgent(program);
 registerEndpoints(program);
 registerDemo(program);
+registerDoctor(program);
 
 try {
   await program.parseAsync(process.argv);

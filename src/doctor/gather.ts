@@ -1,0 +1,160 @@
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { callAgent } from '../agent/client.js';
+import type { AgentStatus } from '../agent/types.js';
+import { getNetwork } from '../config/registry.js';
+import { listLeases } from '../lease/leases.js';
+import { DEFAULT_STORE_URL, openStore, parseStoreUrl } from '../store/index.js';
+import { listNetworkNames } from '../store/layout.js';
+import { run } from '../system/exec.js';
+import { bridgeJson, ipJson, type IpLink } from '../system/ip.js';
+import { FORWARD_CHAIN } from '../system/iptables.js';
+import { inNetns, type NsOpts } from '../system/netns.js';
+import type { DoctorFacts, FdbFact, NeighFact, RouteFact, StoreNetworkFacts } from './types.js';
+
+/**
+ * The kernel-facing half of `weft doctor`: reads (never changes) what the judging needs, on this host
+ * (or in `netns`). Every part that cannot be read is recorded as such instead of failing the whole run.
+ */
+
+export interface GatherOptions extends NsOpts {
+  api: string;
+  /** Store URL; default $WEFT_STORE, else the default SQLite file when it exists here. */
+  storeUrl?: string;
+  /** Give up on the agent / the store after this long (ms). */
+  timeoutMs?: number;
+}
+
+const msg = (e: unknown) => (e instanceof Error ? e.message : String(e));
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    t = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(t));
+}
+
+async function readProc(path: string, o: NsOpts): Promise<string | undefined> {
+  try {
+    if (o.netns === undefined) return (await readFile(path, 'utf8')).trim();
+    const [cmd, args] = inNetns(o.netns, 'cat', [path]);
+    const r = await run(cmd, args, { allowFail: true });
+    return r.code === 0 ? r.stdout.trim() : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `iptables -S CHAIN` lines, or undefined when the chain does not exist. */
+async function chainRules(chain: string, o: NsOpts): Promise<string[] | undefined> {
+  const [cmd, args] = inNetns(o.netns, 'iptables', ['-w', '5', '-t', 'filter', '-S', chain]);
+  const r = await run(cmd, args, { allowFail: true, timeoutMs: 10_000 });
+  if (r.code !== 0) {
+    if (/No chain|does not exist/i.test(r.stderr)) return undefined;
+    throw new Error(r.stderr.trim() || `iptables exited ${r.code}`);
+  }
+  return r.stdout.split('\n').filter((l) => l.trim() !== '');
+}
+
+async function readStore(url: string): Promise<StoreNetworkFacts[]> {
+  const store = await openStore(url);
+  try {
+    const out: StoreNetworkFacts[] = [];
+    for (const name of await listNetworkNames(store)) {
+      const config = await getNetwork(store, name);
+      out.push({ name, cidr: config.Network, backend: config.Backend, leases: await listLeases(store, name) });
+    }
+    return out;
+  } finally {
+    await store.close();
+  }
+}
+
+/** Which store to read: the given URL, else $WEFT_STORE, else the default SQLite file if it exists here. */
+export function pickStoreUrl(given?: string): string | undefined {
+  const url = given || process.env.WEFT_STORE;
+  if (url) return url;
+  const p = parseStoreUrl(DEFAULT_STORE_URL);
+  return p.kind === 'sqlite' && existsSync(p.path) ? DEFAULT_STORE_URL : undefined;
+}
+
+export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
+  const timeoutMs = o.timeoutMs ?? 5000;
+  const sys: NsOpts = o.netns === undefined ? {} : { netns: o.netns };
+  const facts: DoctorFacts = {
+    now: Date.now(),
+    api: o.api,
+    agent: {},
+    links: [],
+    routes: [],
+    neigh: {},
+    fdb: {},
+    rpFilter: {},
+    iptables: {},
+  };
+
+  const agent = withTimeout(callAgent<AgentStatus>(o.api, 'GET', '/status'), timeoutMs, `the agent at ${o.api}`)
+    .then((status) => void (facts.agent = { status }))
+    .catch((e) => void (facts.agent = { error: msg(e) }));
+
+  const storeUrl = pickStoreUrl(o.storeUrl);
+  const store = storeUrl
+    ? (() => {
+        // never create a SQLite file by looking at it
+        const loc = (() => {
+          try {
+            return parseStoreUrl(storeUrl);
+          } catch {
+            return undefined;
+          }
+        })();
+        if (loc?.kind === 'sqlite' && !existsSync(loc.path)) {
+          facts.store = { url: storeUrl, error: `${loc.path} does not exist`, networks: [] };
+          return Promise.resolve();
+        }
+        return withTimeout(readStore(storeUrl), timeoutMs, `the store ${storeUrl}`)
+          .then((networks) => void (facts.store = { url: storeUrl, networks }))
+          .catch((e) => void (facts.store = { url: storeUrl, error: msg(e), networks: [] }));
+      })()
+    : Promise.resolve();
+
+  const kernel = (async () => {
+    facts.links = await ipJson<IpLink[]>(['-details', 'addr', 'show'], sys);
+    facts.routes = await ipJson<RouteFact[]>(['-4', 'route', 'show'], sys);
+    facts.ipForward = await readProc('/proc/sys/net/ipv4/ip_forward', sys);
+    for (const l of facts.links.filter((x) => x.linkinfo?.info_kind === 'vxlan' && x.ifname.startsWith('weft.'))) {
+      facts.neigh[l.ifname] = await ipJson<NeighFact[]>(['-4', 'neigh', 'show', 'dev', l.ifname], sys);
+      facts.fdb[l.ifname] = await bridgeJson<FdbFact[]>(['fdb', 'show', 'dev', l.ifname], sys);
+    }
+    try {
+      facts.iptables.forward = await chainRules('FORWARD', sys);
+    } catch (e) {
+      facts.iptables.error = msg(e);
+    }
+    if (!facts.iptables.error) {
+      // a chain iptables cannot show (e.g. made by nft directly) is recorded as unreadable, not fatal
+      for (const [key, chain] of [['dockerUser', 'DOCKER-USER'], ['weftChain', FORWARD_CHAIN]] as const) {
+        try {
+          facts.iptables[key] = await chainRules(chain, sys);
+        } catch {
+          (facts.iptables.unreadable ??= []).push(chain);
+        }
+      }
+    }
+  })();
+
+  await Promise.all([agent, store, kernel]);
+
+  // rp_filter of conf.all and of the devices traffic from peers arrives on
+  const devs = new Set<string>(['all']);
+  const st = facts.agent.status;
+  if (st) devs.add(st.iface);
+  for (const l of facts.links) if (l.linkinfo?.info_kind === 'vxlan' && l.ifname.startsWith('weft.')) devs.add(l.ifname);
+  for (const d of devs) {
+    if (!/^[\w.@-]+$/.test(d)) continue;
+    const v = await readProc(`/proc/sys/net/ipv4/conf/${d}/rp_filter`, sys);
+    if (v !== undefined && /^\d+$/.test(v)) facts.rpFilter[d] = Number(v);
+  }
+  return facts;
+}

@@ -1,0 +1,345 @@
+import type { NetworkStatus } from '../agent/types.js';
+import { gatewayOf } from '../ipam/addresses.js';
+import { VXLAN_OVERHEAD } from '../backends/vxlan.js';
+import { canonicalCidr, cidrContains, cidrWithin, networkAddress } from '../system/cidr.js';
+import { FORWARD_CHAIN } from '../system/iptables.js';
+import type { IpLink } from '../system/ip.js';
+import type { DoctorFacts, Finding, RouteFact, StoreNetworkFacts } from './types.js';
+
+/**
+ * The judging half of `weft doctor`: pure, from recorded facts to findings. Every failing finding names
+ * the cause as the user would put it ("bridge weft0 is down") and, where there is one, the fix.
+ */
+
+const ok = (check: string, message: string): Finding => ({ check, ok: true, severity: 'info', message });
+const bad = (check: string, severity: 'error' | 'warn', message: string, fix?: string): Finding => ({
+  check,
+  ok: false,
+  severity,
+  message,
+  ...(fix ? { fix } : {}),
+});
+
+const routeDst = (dst: string) => (dst === 'default' ? dst : canonicalCidr(dst.includes('/') ? dst : `${dst}/32`));
+const isUp = (l: IpLink) => l.flags?.includes('UP') ?? false;
+const ipv4 = (l: IpLink) => (l.addr_info ?? []).filter((a) => a.family === 'inet');
+
+/** "3h 5m", "42s", "2d 1h" */
+export function formatDuration(ms: number): string {
+  let s = Math.max(0, Math.round(ms / 1000));
+  const d = Math.floor(s / 86400);
+  s -= d * 86400;
+  const h = Math.floor(s / 3600);
+  s -= h * 3600;
+  const m = Math.floor(s / 60);
+  s -= m * 60;
+  if (d) return `${d}d ${h}h`;
+  if (h) return `${h}h ${m}m`;
+  if (m) return `${m}m ${s}s`;
+  return `${s}s`;
+}
+
+/** All findings for the host the facts were gathered on, in a stable order. */
+export function judge(f: DoctorFacts): Finding[] {
+  const out: Finding[] = [];
+  const st = f.agent.status;
+
+  // 1. the agent
+  if (st) out.push(ok('agent', `agent answers at ${f.api} (host ${st.hostId}, underlay ${st.iface} ${st.publicIp})`));
+  else
+    out.push(
+      bad(
+        'agent',
+        'error',
+        `no agent answers at ${f.api}${f.agent.error && !/^no weft agent at/.test(f.agent.error) ? ` (${f.agent.error})` : ''}: nothing follows peers or renews this host's lease`,
+        `start it (weft agent --api ${f.api} …), or pass --api SOCK if it listens elsewhere`,
+      ),
+    );
+
+  // 2. IP forwarding
+  if (f.ipForward === undefined) out.push(bad('ip_forward', 'warn', 'cannot read net.ipv4.ip_forward'));
+  else if (f.ipForward.trim() !== '1')
+    out.push(
+      bad(
+        'ip_forward',
+        'error',
+        `IP forwarding is off (net.ipv4.ip_forward=${f.ipForward.trim()}): containers cannot reach other hosts`,
+        'sysctl -w net.ipv4.ip_forward=1',
+      ),
+    );
+  else out.push(ok('ip_forward', 'IP forwarding is on (net.ipv4.ip_forward=1)'));
+
+  // 3. iptables FORWARD
+  out.push(...judgeForward(f));
+
+  if (!st) {
+    out.push(bad('networks', 'warn', 'network checks (bridge, routes, peers) skipped: they need the agent\'s status'));
+    return out;
+  }
+
+  // 4. the underlay
+  const underlay = f.links.find((l) => l.ifname === st.iface);
+  if (!underlay) out.push(bad(`underlay:${st.iface}`, 'error', `underlay interface ${st.iface} is missing: no traffic leaves this host`));
+  else if (!isUp(underlay)) out.push(bad(`underlay:${st.iface}`, 'error', `underlay interface ${st.iface} is down: no traffic leaves this host`, `ip link set ${st.iface} up`));
+  else out.push(ok(`underlay:${st.iface}`, `underlay ${st.iface} is up (MTU ${underlay.mtu})`));
+
+  // 5. networks this host could not join
+  for (const [name, why] of Object.entries(st.failed ?? {})) {
+    out.push(bad(`network:${name}`, 'error', `network ${name} is not running on this host: ${why}`, "fix the cause, then restart the agent (see its log)"));
+  }
+  if (st.networks.length === 0 && Object.keys(st.failed ?? {}).length === 0) {
+    out.push(bad('networks', 'warn', 'this host runs no network yet', 'weft network create NAME --subnet CIDR'));
+  }
+
+  // 6. each network
+  for (const n of st.networks) out.push(...judgeNetwork(f, n, underlay));
+  return out;
+}
+
+function storeNetwork(f: DoctorFacts, name: string): StoreNetworkFacts | undefined {
+  return f.store?.networks.find((s) => s.name === name) ?? (f.store?.networks.length === 1 && f.agent.status?.networks.length === 1 ? f.store.networks[0] : undefined);
+}
+
+/** Networks' CIDRs as far as known: the store's configs, else what weft's accept chain names. */
+function networkCidrs(f: DoctorFacts): string[] {
+  const fromStore = (f.store?.networks ?? []).map((n) => n.cidr);
+  if (fromStore.length) return fromStore;
+  const fromChain = (f.iptables.weftChain ?? []).map((r) => /-[sd] (\S+)/.exec(r)?.[1]).filter((c): c is string => !!c);
+  return [...new Set(fromChain)];
+}
+
+function judgeForward(f: DoctorFacts): Finding[] {
+  const ipt = f.iptables;
+  if (ipt.error || !ipt.forward) return [bad('iptables', 'warn', `cannot read iptables (${ipt.error ?? 'no FORWARD chain'}): forwarding rules not checked`)];
+  const policy = /^-P FORWARD (\S+)/m.exec(ipt.forward.join('\n'))?.[1] ?? 'ACCEPT';
+  const jump = (lines: string[] | undefined, chain: string) => (lines ?? []).findIndex((r) => r.trim() === `-A ${chain} -j ${FORWARD_CHAIN}`);
+  const inForward = jump(ipt.forward, 'FORWARD');
+  const viaDockerUser = jump(ipt.dockerUser, 'DOCKER-USER') >= 0 && (ipt.forward ?? []).some((r) => r.trim() === '-A FORWARD -j DOCKER-USER');
+  const jumped = inForward >= 0 || viaDockerUser;
+  const cidrs = networkCidrs(f);
+  const what = cidrs.length ? cidrs.join(', ') : "weft's networks";
+  const dropsAll = policy === 'DROP' || policy === 'REJECT';
+
+  if (!jumped) {
+    if (dropsAll) {
+      return [
+        bad(
+          'iptables',
+          'error',
+          `FORWARD policy is ${policy} and weft's accept rules are not in FORWARD (Docker does this): traffic to ${what} is dropped`,
+          ipt.weftChain ? `iptables -I FORWARD 1 -j ${FORWARD_CHAIN}   (or restart the agent)` : 'restart the agent (it adds its accept rules)',
+        ),
+      ];
+    }
+    const hidden = (ipt.unreadable ?? []).includes('DOCKER-USER') && (ipt.forward ?? []).some((r) => r.trim() === '-A FORWARD -j DOCKER-USER');
+    const unread = hidden ? ' (iptables cannot show DOCKER-USER, which FORWARD jumps to)' : '';
+    return [bad('iptables', 'warn', `weft's accept rules are not in FORWARD${unread}: traffic to ${what} passes only because the FORWARD policy is ${policy}`, `iptables -I FORWARD 1 -j ${FORWARD_CHAIN}   (or restart the agent)`)];
+  }
+  // a blanket DROP/REJECT ahead of the jump
+  if (inForward >= 0 && !viaDockerUser) {
+    const blanket = ipt.forward.slice(0, inForward).find((r) => /^-A FORWARD -j (DROP|REJECT)\b/.test(r.trim()));
+    if (blanket) {
+      return [bad('iptables', 'error', `FORWARD drops everything ("${blanket.trim()}") before weft's accept rules: traffic to ${what} is dropped`, `iptables -D FORWARD -j ${FORWARD_CHAIN}; iptables -I FORWARD 1 -j ${FORWARD_CHAIN}`)];
+    }
+  }
+  if (dropsAll) {
+    const chain = ipt.weftChain ?? [];
+    const missing = (f.store?.networks ?? []).map((n) => n.cidr).filter((c) => !chain.some((r) => r.includes(`-s ${c} `)) || !chain.some((r) => r.includes(`-d ${c} `)));
+    if (missing.length) {
+      return [
+        bad(
+          'iptables',
+          'error',
+          `FORWARD policy is ${policy} and ${FORWARD_CHAIN} has no accept rules for ${missing.join(', ')}: traffic to ${missing.join(', ')} is dropped`,
+          'restart the agent (it adds its accept rules)',
+        ),
+      ];
+    }
+  }
+  return [ok('iptables', `weft's accept rules are in FORWARD${viaDockerUser && inForward < 0 ? ' (via DOCKER-USER)' : ''} (policy ${policy})`)];
+}
+
+function judgeNetwork(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undefined): Finding[] {
+  const out: Finding[] = [];
+  const sn = storeNetwork(f, n.name);
+  const st = f.agent.status!;
+
+  // lease
+  if (f.store?.error) out.push(bad(`lease:${n.name}`, 'warn', `lease of ${n.name} not checked: cannot read the store ${f.store.url} (${f.store.error})`));
+  else if (!f.store) out.push(bad(`lease:${n.name}`, 'warn', `lease of ${n.name} not checked: no store here (pass --store URL)`));
+  else if (!sn) out.push(bad(`lease:${n.name}`, 'error', `network ${n.name} is no longer in the store ${f.store.url}: the agent will leave it`));
+  else {
+    const own = sn.leases.find((l) => canonicalCidr(l.subnet) === canonicalCidr(n.subnet));
+    if (!own)
+      out.push(
+        bad(
+          `lease:${n.name}`,
+          'error',
+          `lease ${n.subnet} of network ${n.name} has expired (it is gone from the store): peers drop their routes to this host`,
+          "the agent renews it unless it is stuck: check its log, or restart it",
+        ),
+      );
+    else if (own.publicIp !== st.publicIp)
+      out.push(bad(`lease:${n.name}`, 'error', `lease ${n.subnet} of network ${n.name} is now held by ${own.publicIp}${own.hostId ? ` (${own.hostId})` : ''}, not this host (${st.publicIp}): its subnet was given away`, 'restart the agent: it gets a new subnet'));
+    else if (own.expiresAt !== undefined && own.expiresAt <= f.now)
+      out.push(bad(`lease:${n.name}`, 'error', `lease ${n.subnet} of network ${n.name} expired ${formatDuration(f.now - own.expiresAt)} ago`, "check the agent's log, or restart it"));
+    else out.push(ok(`lease:${n.name}`, `lease ${n.subnet} of network ${n.name}${own.expiresAt !== undefined ? ` expires in ${formatDuration(own.expiresAt - f.now)} (the agent renews it)` : ' is live'}`));
+  }
+
+  // bridge
+  const br = f.links.find((l) => l.ifname === n.bridge);
+  const gw = `${gatewayOf(n.subnet)}/${n.subnet.split('/')[1]}`;
+  if (!br) out.push(bad(`bridge:${n.bridge}`, 'error', `bridge ${n.bridge} is missing: containers of ${n.name} on this host are cut off`, 'restart the agent (it recreates the bridge), then re-attach the containers'));
+  else if (!isUp(br)) out.push(bad(`bridge:${n.bridge}`, 'error', `bridge ${n.bridge} is down: containers of ${n.name} on this host are cut off`, `ip link set ${n.bridge} up`));
+  else if (!ipv4(br).some((a) => `${a.local}/${a.prefixlen}` === gw))
+    out.push(bad(`bridge:${n.bridge}`, 'error', `bridge ${n.bridge} lacks the gateway address ${gw}: containers of ${n.name} have no way out`, `ip addr add ${gw} dev ${n.bridge}`));
+  else out.push(ok(`bridge:${n.bridge}`, `bridge ${n.bridge} is up with ${gw}`));
+
+  // MTU of the bridge and its ports
+  if (br) {
+    const tooBig = [br, ...f.links.filter((l) => l.master === n.bridge)].filter((l) => l.mtu > n.mtu);
+    for (const l of tooBig) {
+      const what = l === br ? l.ifname : `${l.ifname} (a container's port on ${n.bridge})`;
+      out.push(bad(`mtu:${l.ifname}`, 'error', `MTU of ${what} (${l.mtu}) is larger than the backend's (${n.mtu}): large packets are dropped`, `ip link set ${l.ifname} mtu ${n.mtu}`));
+    }
+    if (!tooBig.length) out.push(ok(`mtu:${n.bridge}`, `MTU of ${n.bridge} and its ports is at most the backend's (${n.mtu})`));
+  }
+
+  if (n.backend === 'vxlan') out.push(...judgeVxlan(f, n, sn, underlay));
+  else if (n.backend === 'host-gw') out.push(...judgeHostGw(f, n, underlay));
+  else out.push(ok(`backend:${n.name}`, `backend ${n.backend}: no kernel checks for it yet`));
+  return out;
+}
+
+function peerName(p: { publicIp: string; hostId?: string }): string {
+  return p.hostId ? `peer ${p.hostId} (${p.publicIp})` : `peer ${p.publicIp}`;
+}
+function hostWords(p: { publicIp: string; hostId?: string }): string {
+  return p.hostId ? `host ${p.hostId}, ${p.publicIp}` : `host ${p.publicIp}`;
+}
+
+function findRoute(routes: RouteFact[], subnet: string): RouteFact[] {
+  const want = canonicalCidr(subnet);
+  return routes.filter((r) => r.dst !== 'default' && routeDst(r.dst) === want);
+}
+
+/** rp_filter in effect on a device: the larger of conf.all and conf.<dev> (1 = strict). */
+function rpFilter(f: DoctorFacts, dev: string): number | undefined {
+  const a = f.rpFilter.all;
+  const d = f.rpFilter[dev];
+  if (a === undefined && d === undefined) return undefined;
+  return Math.max(a ?? 0, d ?? 0);
+}
+
+function rpFinding(f: DoctorFacts, n: NetworkStatus, dev: string, unrouted: string[]): Finding {
+  const rp = rpFilter(f, dev);
+  const check = `rp_filter:${dev}`;
+  if (rp === 1 && unrouted.length)
+    return bad(check, 'warn', `rp_filter is strict (1) on ${dev} and there is no route back to ${unrouted.join(', ')}: packets from there are dropped on arrival too`, 'fix the routes above (or: sysctl -w net.ipv4.conf.all.rp_filter=2)');
+  return ok(check, `rp_filter=${rp ?? '?'} on ${dev}${rp === 1 ? ' (strict: fine while every peer route is in place)' : ''}`);
+}
+
+function judgeVxlan(f: DoctorFacts, n: NetworkStatus, sn: StoreNetworkFacts | undefined, underlay: IpLink | undefined): Finding[] {
+  const out: Finding[] = [];
+  const st = f.agent.status!;
+  const vxlans = f.links.filter((l) => l.linkinfo?.info_kind === 'vxlan' && l.ifname.startsWith('weft.'));
+  let dev: IpLink | undefined;
+  let devName: string | undefined;
+  if (sn) {
+    devName = `weft.${sn.backend.VNI ?? 1}`;
+    dev = f.links.find((l) => l.ifname === devName);
+  } else {
+    const vxNets = st.networks.filter((x) => x.backend === 'vxlan');
+    if (vxNets.length === 1 && vxlans.length === 1) {
+      dev = vxlans[0];
+      devName = dev!.ifname;
+    }
+  }
+  if (!devName) {
+    out.push(bad(`vxlan:${n.name}`, 'warn', `cannot tell which vxlan device serves ${n.name} without the store (pass --store URL)`));
+    return out;
+  }
+  const check = `vxlan:${devName}`;
+  if (!dev) {
+    out.push(bad(check, 'error', `vxlan device ${devName} is missing: no traffic of ${n.name} reaches other hosts`, 'restart the agent (it recreates the device)'));
+    return out;
+  }
+  const d = dev.linkinfo?.info_data ?? {};
+  const maxMtu = (underlay?.mtu ?? dev.mtu + VXLAN_OVERHEAD) - VXLAN_OVERHEAD;
+  let devOk = true;
+  if (!isUp(dev)) {
+    out.push(bad(check, 'error', `vxlan device ${devName} is down: no traffic of ${n.name} reaches other hosts`, `ip link set ${devName} up`));
+    devOk = false;
+  }
+  if (d.local !== undefined && d.local !== st.publicIp) {
+    out.push(bad(`${check}:local`, 'error', `vxlan device ${devName} sends from ${d.local}, but this host's address is ${st.publicIp}: peers drop its packets`, 'restart the agent (it recreates the device)'));
+    devOk = false;
+  }
+  if (dev.mtu > maxMtu) {
+    out.push(bad(`mtu:${devName}`, 'error', `MTU of ${devName} (${dev.mtu}) is larger than the underlay's (${underlay?.mtu}) minus VXLAN's ${VXLAN_OVERHEAD} bytes: large packets are dropped`, `ip link set ${devName} mtu ${maxMtu}`));
+    devOk = false;
+  }
+  if (devOk) out.push(ok(check, `vxlan device ${devName} is up (VNI ${d.id ?? '?'}, local ${d.local ?? '?'}, MTU ${dev.mtu})`));
+
+  const neigh = f.neigh[devName] ?? [];
+  const fdb = f.fdb[devName] ?? [];
+  const unrouted: string[] = [];
+  for (const p of n.peers) {
+    const subnet = canonicalCidr(p.subnet);
+    const gw = networkAddress(subnet);
+    const pc = `peer:${n.name}:${subnet}`;
+    const lease = sn?.leases.find((l) => canonicalCidr(l.subnet) === subnet);
+    const leaseMac = lease ? String(lease.backendData?.VtepMAC ?? '').toLowerCase() : undefined;
+    const nb = neigh.find((x) => x.dst === gw);
+    const mac = leaseMac || nb?.lladdr?.toLowerCase();
+    const problems: Finding[] = [];
+    const routes = findRoute(f.routes, subnet);
+    const good = routes.find((r) => r.dev === devName && r.gateway === gw);
+    if (!good) {
+      unrouted.push(subnet);
+      if (routes.length)
+        problems.push(bad(`${pc}:route`, 'error', `route to peer subnet ${subnet} (${hostWords(p)}) goes ${routes.map((r) => `${r.gateway ? `via ${r.gateway} ` : ''}dev ${r.dev}`).join(', ')}, not via ${gw} dev ${devName}: the agent has not reconciled — check its log`, `ip route replace ${subnet} via ${gw} dev ${devName} onlink`));
+      else problems.push(bad(`${pc}:route`, 'error', `no route to peer subnet ${subnet} (${hostWords(p)}): the agent has not reconciled — check its log`, `ip route replace ${subnet} via ${gw} dev ${devName} onlink   (the agent repairs it within 30 s)`));
+    }
+    if (!nb || (mac && nb.lladdr?.toLowerCase() !== mac))
+      problems.push(bad(`${pc}:neigh`, 'error', `vxlan: neighbour entry for peer ${p.hostId ?? p.publicIp}'s gateway ${gw}${mac ? ` (→ ${mac})` : ''} missing on ${devName}: packets to ${subnet} cannot be addressed`, mac ? `ip neigh replace ${gw} lladdr ${mac} dev ${devName} nud permanent` : 'restart the agent'));
+    if (mac && !fdb.some((e) => e.mac.toLowerCase() === mac && e.dst === p.publicIp))
+      problems.push(bad(`${pc}:fdb`, 'error', `vxlan: fdb entry for peer ${p.hostId ?? p.publicIp}'s VtepMAC (${mac} → ${p.publicIp}) missing on ${devName}: packets to ${subnet} are not sent to ${p.publicIp}`, `bridge fdb replace ${mac} dev ${devName} dst ${p.publicIp} self permanent`));
+    if (leaseMac === '') problems.push(bad(`${pc}:lease`, 'error', `${peerName(p)} publishes no VtepMAC in its lease: it cannot be reached over vxlan`, 'check the agent on that host'));
+    if (problems.length) out.push(...problems);
+    else out.push(ok(pc, `${peerName(p)}: route to ${subnet} via ${devName}, neighbour and fdb entry in place`));
+  }
+  out.push(rpFinding(f, n, devName, unrouted));
+  return out;
+}
+
+function judgeHostGw(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undefined): Finding[] {
+  const out: Finding[] = [];
+  const st = f.agent.status!;
+  const prefixes = underlay ? ipv4(underlay).map((a) => canonicalCidr(`${a.local}/${a.prefixlen}`)) : [];
+  const unrouted: string[] = [];
+  const cidr = storeNetwork(f, n.name)?.cidr;
+  for (const p of n.peers) {
+    const subnet = canonicalCidr(p.subnet);
+    const pc = `peer:${n.name}:${subnet}`;
+    if (cidr && !cidrWithin(subnet, cidr)) {
+      out.push(bad(pc, 'warn', `${peerName(p)} holds ${subnet}, outside the network ${cidr}: ignored`));
+      continue;
+    }
+    if (!prefixes.some((pre) => cidrContains(pre, p.publicIp))) {
+      unrouted.push(subnet);
+      out.push(bad(pc, 'error', `${peerName(p)} is not on this host's L2 segment (${prefixes.join(', ') || `no IPv4 on ${st.iface}`}): host-gw cannot route to it — use vxlan`, `weft network create NAME --subnet CIDR --backend vxlan`));
+      continue;
+    }
+    const routes = findRoute(f.routes, subnet);
+    const good = routes.find((r) => r.gateway === p.publicIp && r.dev === st.iface);
+    if (good) out.push(ok(pc, `${peerName(p)}: route to ${subnet} via ${p.publicIp} dev ${st.iface}`));
+    else {
+      unrouted.push(subnet);
+      const other = routes.length ? ` (the route there goes ${routes.map((r) => `${r.gateway ? `via ${r.gateway} ` : ''}dev ${r.dev}`).join(', ')})` : '';
+      out.push(bad(pc, 'error', `no route to peer subnet ${subnet} (${hostWords(p)})${other}: the agent has not reconciled — check its log`, `ip route replace ${subnet} via ${p.publicIp} dev ${st.iface}   (the agent repairs it within 30 s)`));
+    }
+  }
+  out.push(rpFinding(f, n, st.iface, unrouted));
+  return out;
+}
