@@ -1,0 +1,519 @@
+/**
+ * `npm run bench`: one run, one table.
+ *  - throughput (iperf3, one stream) and ping RTT container→container across two hosts for the underlay,
+ *    host-gw and vxlan made by weft (real agents) and the same paths typed out by hand with `ip`;
+ *  - attach latency through the weft agent's API next to the reference CNI `bridge` plugin.
+ * Everything lives in test-bed namespaces with a fresh prefix and is removed at the end (also on
+ * failure and Ctrl-C). Processes are stopped by PID. Traffic only goes to addresses inside them.
+ *
+ *   node dist/bench/main.js [--only throughput|attach] [--reps N] [--seconds S] [--pings N]
+ *                           [--attaches N] [--cli N] [--no-rules-row] [--json] [--verbose]
+ */
+import type { ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createNetwork } from '../src/config/registry.js';
+import { openStore } from '../src/store/index.js';
+import { run } from '../src/system/exec.js';
+import { ipBatch } from '../src/system/ip.js';
+import { inNetns } from '../src/system/netns.js';
+import { AgentProcess, WEFT_BIN } from '../src/testbed/agents.js';
+import { createTestbed, type Testbed, type TestbedHost } from '../src/testbed/index.js';
+import type { WorkerInput, WorkerOutput } from './attach-worker.js';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const WORKER = path.join(HERE, 'attach-worker.js');
+const CNI_DIR = '/usr/lib/cni';
+
+// ---------------------------------------------------------------- options
+
+interface Options {
+  only?: 'throughput' | 'attach';
+  reps: number;
+  seconds: number;
+  pings: number;
+  attaches: number;
+  cli: number;
+  json: boolean;
+  verbose: boolean;
+  /** Leave out the "host-gw by hand + FORWARD accepts" row. */
+  noRules: boolean;
+}
+
+function usage(msg?: string): never {
+  if (msg) process.stderr.write(`bench: ${msg}\n`);
+  process.stderr.write(
+    'usage: node dist/bench/main.js [--only throughput|attach] [--reps N (5)] [--seconds S (3)] [--pings N (20)]\n' +
+      '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--json] [--verbose]\n',
+  );
+  process.exit(msg ? 2 : 0);
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { reps: 5, seconds: 3, pings: 20, attaches: 100, cli: 20, json: false, verbose: false, noRules: false };
+  const int = (v: string | undefined, name: string, min: number, max: number): number => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) usage(`${name} must be an integer in ${min}..${max}`);
+    return n;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    switch (a) {
+      case '--only': {
+        const v = argv[++i];
+        if (v !== 'throughput' && v !== 'attach') usage('--only takes throughput or attach');
+        o.only = v;
+        break;
+      }
+      case '--reps': o.reps = int(argv[++i], a, 1, 50); break;
+      case '--seconds': o.seconds = int(argv[++i], a, 1, 60); break;
+      case '--pings': o.pings = int(argv[++i], a, 1, 1000); break;
+      case '--attaches': o.attaches = int(argv[++i], a, 1, 200); break;
+      case '--cli': o.cli = int(argv[++i], a, 0, 50); break;
+      case '--json': o.json = true; break;
+      case '--no-rules-row': o.noRules = true; break;
+      case '--verbose': case '-v': o.verbose = true; break;
+      case '--help': case '-h': usage();
+      default: usage(`unknown argument ${a}`);
+    }
+  }
+  return o;
+}
+
+// ---------------------------------------------------------------- helpers
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** Nearest-rank percentile. */
+function pct(xs: number[], p: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let log: (line: string) => void = (line) => process.stderr.write(`bench: ${line}\n`);
+let verbose = false;
+
+/** Runs a shell script the way a user types it at a root prompt (commands shown with --verbose). */
+async function sh(script: string): Promise<void> {
+  if (verbose) log(`$ ${script.trim().split('\n').join('\n$ ')}`);
+  await run('sh', ['-ec', script]);
+}
+
+// ---------------------------------------------------------------- state and cleanup
+
+const state: { tb?: Testbed; agents: AgentProcess[]; servers: ChildProcess[]; workers: ChildProcess[]; dir?: string; cleaning?: Promise<void> } = {
+  agents: [],
+  servers: [],
+  workers: [],
+};
+
+async function cleanup(): Promise<void> {
+  state.cleaning ??= (async () => {
+    for (const c of [...state.workers, ...state.servers]) {
+      if (c.pid && c.exitCode === null && c.signalCode === null) {
+        try {
+          process.kill(c.pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    for (const a of state.agents) await a.stop('SIGTERM').catch(() => {});
+    await state.tb?.destroy().catch((e: Error) => log(`cleanup: ${e.message}`));
+    if (state.dir) fs.rmSync(state.dir, { recursive: true, force: true });
+  })();
+  return state.cleaning;
+}
+
+// ---------------------------------------------------------------- paths
+
+interface Path {
+  key: string;
+  label: string;
+  /** Where traffic starts and where it goes. */
+  srcNs: string;
+  dstNs: string;
+  dstIp: string;
+  /** The hand-made path this one is compared with. */
+  hand?: string;
+}
+
+interface BuildCtx {
+  tb: Testbed;
+  dir: string;
+  opts: Options;
+}
+
+/** Two hosts with a weft agent each (own SQLite store, one network), one container attached on each. */
+async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string): Promise<Path> {
+  const storeUrl = `sqlite://${path.join(c.dir, `${key}.db`)}`;
+  const store = await openStore(storeUrl);
+  try {
+    await createNetwork(store, 'bench', { Network: cidr, SubnetLen: 24, Backend: { Type: backend } });
+  } finally {
+    await store.close();
+  }
+  const hosts = [await c.tb.addHost(), await c.tb.addHost()];
+  const agents: AgentProcess[] = [];
+  for (const h of hosts) {
+    const a = new AgentProcess(h, { storeUrl, dir: path.join(c.dir, key) });
+    state.agents.push(a);
+    agents.push(await a.start());
+  }
+  await Promise.all(agents.map((a) => a.waitForPeers(1, 15_000)));
+  const ips: string[] = [];
+  const nss: string[] = [];
+  for (const a of agents) {
+    const ns = await c.tb.addContainer(a.host, 'c1');
+    const ep = await a.attach(ns);
+    nss.push(ns);
+    ips.push(ep.address.split('/')[0]!);
+  }
+  log(`${key}: agents on ${hosts.map((h) => h.ns).join(', ')}; containers ${ips.join(' → ')}`);
+  return { key, label: `${backend} (weft)`, srcNs: nss[0]!, dstNs: nss[1]!, dstIp: ips[1]!, hand: `${backend}-hand` };
+}
+
+/** The bridge and container of one host, typed out by hand: bridge, veth made in the container, address, route. */
+function handHostScript(h: TestbedHost, ns: string, subnet: number, base: string, mtu: number): string {
+  const gw = `${base}.${subnet}.1`;
+  return `
+ip -n ${h.ns} link add cbr0 mtu ${mtu} type bridge
+ip -n ${h.ns} addr add ${gw}/24 dev cbr0
+ip -n ${h.ns} link set cbr0 up
+ip -n ${h.ns} link add veth0 mtu ${mtu} type veth peer name eth0 mtu ${mtu} netns ${ns}
+ip -n ${h.ns} link set veth0 master cbr0 up
+ip -n ${ns} addr add ${base}.${subnet}.2/24 dev eth0
+ip -n ${ns} link set eth0 up
+ip -n ${ns} route add default via ${gw}
+ip netns exec ${h.ns} sysctl -qw net.ipv4.ip_forward=1`;
+}
+
+/**
+ * host-gw by hand: bridge, veth, address, default route, forwarding, one route to the peer's subnet.
+ * With `forwardRules`, also the two iptables FORWARD accepts weft installs (typed as a user would): the
+ * same path with netfilter hooked in, to tell the rules' cost apart from anything else weft does.
+ */
+async function handHostGw(c: BuildCtx, forwardRules = false): Promise<Path> {
+  const base = forwardRules ? '10.243' : '10.245';
+  const key = forwardRules ? 'host-gw-hand-fw' : 'host-gw-hand';
+  const hosts = [await c.tb.addHost(), await c.tb.addHost()];
+  const nss: string[] = [];
+  for (const [i, h] of hosts.entries()) {
+    const ns = await c.tb.addContainer(h, 'c1');
+    nss.push(ns);
+    const peer = hosts[1 - i]!;
+    const fw = forwardRules
+      ? `
+ip netns exec ${h.ns} iptables -A FORWARD -s ${base}.0.0/16 -j ACCEPT
+ip netns exec ${h.ns} iptables -A FORWARD -d ${base}.0.0/16 -j ACCEPT`
+      : '';
+    await sh(`${handHostScript(h, ns, i + 1, base, c.tb.mtu)}
+ip -n ${h.ns} route add ${base}.${2 - i}.0/24 via ${peer.ip} dev eth0${fw}`);
+  }
+  log(`${key}: ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.1.2 → ${base}.2.2`);
+  return forwardRules
+    ? { key, label: 'host-gw (by hand + iptables FORWARD accepts)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2`, hand: 'host-gw-hand' }
+    : { key, label: 'host-gw (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
+}
+
+async function handVxlan(c: BuildCtx): Promise<Path> {
+  const base = '10.247';
+  const mtu = c.tb.mtu - 50;
+  const hosts = [await c.tb.addHost(), await c.tb.addHost()];
+  const mac = (i: number) => `02:00:0a:f7:0${i + 1}:00`;
+  const nss: string[] = [];
+  for (const [i, h] of hosts.entries()) {
+    const ns = await c.tb.addContainer(h, 'c1');
+    nss.push(ns);
+    const j = 1 - i;
+    const peer = hosts[j]!;
+    // flannel's layout: VTEP device with the subnet's network address /32, per peer fdb + neigh + onlink route
+    await sh(`${handHostScript(h, ns, i + 1, base, mtu)}
+ip -n ${h.ns} link add flannel.1 address ${mac(i)} mtu ${mtu} type vxlan id 1 local ${h.ip} dev eth0 dstport 8472 nolearning
+ip -n ${h.ns} addr add ${base}.${i + 1}.0/32 dev flannel.1
+ip -n ${h.ns} link set flannel.1 up
+bridge -n ${h.ns} fdb append ${mac(j)} dev flannel.1 dst ${peer.ip} self permanent
+ip -n ${h.ns} neigh add ${base}.${j + 1}.0 lladdr ${mac(j)} dev flannel.1 nud permanent
+ip -n ${h.ns} route add ${base}.${j + 1}.0/24 via ${base}.${j + 1}.0 dev flannel.1 onlink`);
+  }
+  log(`vxlan-hand: ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.1.2 → ${base}.2.2`);
+  return { key: 'vxlan-hand', label: 'vxlan (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
+}
+
+// ---------------------------------------------------------------- measurements
+
+async function iperf(tb: Testbed, p: Path, seconds: number): Promise<number> {
+  for (let attempt = 1; ; attempt++) {
+    const r = await tb.exec(p.srcNs, ['iperf3', '-c', p.dstIp, '-t', String(seconds), '-O', '1', '-J'], { allowFail: true });
+    let j: any;
+    try {
+      j = JSON.parse(r.stdout);
+    } catch {
+      j = { error: r.stderr.trim() || 'no JSON output' };
+    }
+    const bps = j?.end?.sum_received?.bits_per_second;
+    if (r.code === 0 && typeof bps === 'number') return bps / 1e9;
+    if (attempt >= 3) throw new Error(`iperf3 ${p.key} (${p.srcNs} → ${p.dstIp}) failed: ${j?.error ?? r.stderr}`);
+    await sleep(500);
+  }
+}
+
+async function ping(tb: Testbed, p: Path, count: number): Promise<number[]> {
+  const r = await tb.exec(p.srcNs, ['ping', '-n', '-c', String(count), '-i', '0.05', '-W', '1', p.dstIp], { allowFail: true });
+  const times = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]) * 1000);
+  if (times.length === 0) throw new Error(`ping ${p.key} (${p.srcNs} → ${p.dstIp}): no answer: ${r.stdout.trim().split('\n').pop()}`);
+  return times;
+}
+
+interface PathResult {
+  key: string;
+  label: string;
+  gbps: number[];
+  rttUs: number[];
+  gbpsMedian: number;
+  rttMedianUs: number;
+  gbpsVsHand?: number;
+  rttVsHand?: number;
+  gbpsVsUnderlay?: number;
+  rttVsUnderlay?: number;
+}
+
+async function throughput(c: BuildCtx): Promise<PathResult[]> {
+  const { tb, opts } = c;
+  log('building the paths (2 hosts each): underlay, host-gw by hand (± FORWARD rules) and by weft, vxlan by hand and by weft');
+  const hgHand = await handHostGw(c);
+  const hgHosts = tb.hosts.slice(-2);
+  const underlay: Path = { key: 'underlay', label: 'underlay (host → host)', srcNs: hgHosts[0]!.ns, dstNs: hgHosts[1]!.ns, dstIp: hgHosts[1]!.ip };
+  const hgWeft = await weftPair(c, 'host-gw-weft', 'host-gw', '10.244.0.0/16');
+  const vxHand = await handVxlan(c);
+  const vxWeft = await weftPair(c, 'vxlan-weft', 'vxlan', '10.246.0.0/16');
+  const paths = [underlay, hgHand, hgWeft, vxHand, vxWeft];
+  if (!opts.noRules) paths.splice(3, 0, await handHostGw(c, true));
+
+  for (const p of paths) {
+    const srv = tb.spawn(p.dstNs, ['iperf3', '-s', '-B', p.dstIp]);
+    state.servers.push(srv);
+  }
+  await sleep(300);
+  for (const p of paths) await ping(tb, p, 2); // warm up ARP/neighbour entries; fails loudly if a path is broken
+
+  const res = new Map<string, { gbps: number[]; rtt: number[] }>(paths.map((p) => [p.key, { gbps: [], rtt: [] }]));
+  const rounds = opts.reps;
+  log(`throughput: ${rounds} rounds × ${paths.length} paths × ${opts.seconds + 1} s (first second omitted), interleaved`);
+  for (let r = 0; r < rounds; r++) {
+    // rotate the order each round so no path always runs first or right after another
+    const order = paths.map((_, i) => paths[(i + r) % paths.length]!);
+    for (const p of order) res.get(p.key)!.gbps.push(await iperf(tb, p, opts.seconds));
+    log(`  round ${r + 1}/${rounds}: ${paths.map((p) => `${p.key} ${res.get(p.key)!.gbps.at(-1)!.toFixed(2)}`).join(' · ')} Gbit/s`);
+  }
+  const pingRounds = Math.min(opts.pings, 4);
+  const per = Math.ceil(opts.pings / pingRounds);
+  for (let r = 0; r < pingRounds; r++) {
+    const order = paths.map((_, i) => paths[(i + r) % paths.length]!);
+    for (const p of order) res.get(p.key)!.rtt.push(...(await ping(tb, p, per)));
+  }
+
+  const out: PathResult[] = paths.map((p) => {
+    const x = res.get(p.key)!;
+    return { key: p.key, label: p.label, gbps: x.gbps, rttUs: x.rtt, gbpsMedian: median(x.gbps), rttMedianUs: median(x.rtt) };
+  });
+  const byKey = new Map(out.map((r) => [r.key, r]));
+  const u = byKey.get('underlay')!;
+  for (const [i, r] of out.entries()) {
+    const hand = paths[i]!.hand ? byKey.get(paths[i]!.hand!) : undefined;
+    if (hand) {
+      r.gbpsVsHand = r.gbpsMedian / hand.gbpsMedian;
+      r.rttVsHand = r.rttMedianUs / hand.rttMedianUs;
+    }
+    if (r !== u) {
+      r.gbpsVsUnderlay = r.gbpsMedian / u.gbpsMedian;
+      r.rttVsUnderlay = r.rttMedianUs / u.rttMedianUs;
+    }
+  }
+  return out;
+}
+
+interface AttachResult {
+  n: number;
+  weft: { medianMs: number; p90Ms: number; minMs: number };
+  cni: { medianMs: number; p90Ms: number; minMs: number };
+  ratio: number;
+  cli?: { n: number; medianMs: number; p90Ms: number };
+  cniPlugin: string;
+}
+
+function stats(xs: number[]) {
+  return { medianMs: median(xs), p90Ms: pct(xs, 90), minMs: Math.min(...xs) };
+}
+
+async function attach(c: BuildCtx): Promise<AttachResult> {
+  const { tb, opts, dir } = c;
+  const plugin = path.join(CNI_DIR, 'bridge');
+  if (!fs.existsSync(plugin) || !fs.existsSync(path.join(CNI_DIR, 'host-local'))) {
+    throw new Error(`the reference plugins ${plugin} and host-local are missing (Debian containernetworking-plugins)`);
+  }
+  const storeUrl = `sqlite://${path.join(dir, 'attach.db')}`;
+  const store = await openStore(storeUrl);
+  try {
+    await createNetwork(store, 'bench', { Network: '10.248.0.0/16', SubnetLen: 24, Backend: { Type: 'host-gw' } });
+  } finally {
+    await store.close();
+  }
+  const h = await tb.addHost();
+  const agent = new AgentProcess(h, { storeUrl, dir: path.join(dir, 'attach') });
+  state.agents.push(agent);
+  await agent.start();
+  await agent.waitForPeers(0, 15_000);
+
+  const warmup = 3;
+  const n = opts.attaches + warmup;
+  const names = (tag: string, k: number) => Array.from({ length: k }, (_, i) => `${h.ns}-${tag}${String(i).padStart(3, '0')}`);
+  const weftNs = names('w', n);
+  const cniNs = names('b', n);
+  const cliNs = names('x', opts.cli);
+  const all = [...weftNs, ...cniNs, ...cliNs];
+  log(`attach: making ${all.length} container namespaces on ${h.ns} (before any timing)`);
+  for (let i = 0; i < all.length; i += 100) await ipBatch(all.slice(i, i + 100).map((ns) => `netns add ${ns}`));
+  h.containers.push(...all);
+
+  const input: WorkerInput = {
+    api: agent.api,
+    weftNs,
+    cniNs,
+    cliNs,
+    warmup,
+    cniPlugin: plugin,
+    cniPath: CNI_DIR,
+    cniConf: {
+      cniVersion: '1.0.0',
+      name: 'benchcni',
+      type: 'bridge',
+      bridge: 'cni0',
+      isGateway: true,
+      ipMasq: false,
+      mtu: 1500,
+      ipam: { type: 'host-local', subnet: '10.249.0.0/24', dataDir: path.join(dir, 'cni-ipam') },
+    },
+    weftBin: WEFT_BIN,
+  };
+  log(`attach: ${opts.attaches} serial attaches each (after ${warmup} warm-up), weft API and CNI bridge interleaved; then ${opts.cli} × 'weft attach' CLI`);
+  const [cmd, args] = inNetns(h.ns, process.execPath, [WORKER]);
+  const { spawn } = await import('node:child_process');
+  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  state.workers.push(child);
+  const outBufs: Buffer[] = [];
+  const errBufs: Buffer[] = [];
+  child.stdout!.on('data', (b: Buffer) => outBufs.push(b));
+  child.stderr!.on('data', (b: Buffer) => errBufs.push(b));
+  child.stdin!.end(JSON.stringify(input));
+  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+  if (code !== 0) throw new Error(`attach worker failed (exit ${code}): ${Buffer.concat(errBufs).toString().trim()}`);
+  const w = JSON.parse(Buffer.concat(outBufs).toString()) as WorkerOutput;
+  if (verbose) log(`attach samples: weft ${JSON.stringify(w.sample.weft)} cni ${JSON.stringify(w.sample.cni)}`);
+  const weft = stats(w.weftMs);
+  const cni = stats(w.cniMs);
+  return {
+    n: w.weftMs.length,
+    weft,
+    cni,
+    ratio: weft.medianMs / cni.medianMs,
+    ...(w.cliMs.length ? { cli: { n: w.cliMs.length, medianMs: median(w.cliMs), p90Ms: pct(w.cliMs, 90) } } : {}),
+    cniPlugin: `${plugin} + host-local`,
+  };
+}
+
+// ---------------------------------------------------------------- output
+
+const f2 = (x: number) => x.toFixed(2);
+const f0 = (x: number) => x.toFixed(0);
+const ratio = (x: number | undefined) => (x === undefined ? '—' : `${x.toFixed(3)}×`);
+
+function markdown(o: Options, tp: PathResult[] | undefined, at: AttachResult | undefined, meta: Record<string, string>): string {
+  const lines: string[] = [];
+  lines.push(`weft bench — ${meta.date} — \`${meta.command}\` — ${meta.machine}`, '');
+  if (tp) {
+    lines.push(
+      `Throughput: iperf3, one TCP stream, ${o.seconds} s (+1 s omitted), median of ${o.reps} interleaved runs. RTT: median of ${tp[0]!.rttUs.length} pings. Container → container across two hosts.`,
+      '',
+      '| path | Gbit/s (median) | min–max | × by hand | × underlay | RTT µs (median) | RTT × by hand |',
+      '|---|---:|---:|---:|---:|---:|---:|',
+    );
+    for (const r of tp) {
+      lines.push(
+        `| ${r.label} | ${f2(r.gbpsMedian)} | ${f2(Math.min(...r.gbps))}–${f2(Math.max(...r.gbps))} | ${ratio(r.gbpsVsHand)} | ${r.key === 'underlay' ? '1' : ratio(r.gbpsVsUnderlay)} | ${f0(r.rttMedianUs)} | ${ratio(r.rttVsHand)} |`,
+      );
+    }
+    lines.push('', 'Target: weft ≥ 0.98× the hand-made path.', '');
+  }
+  if (at) {
+    lines.push(
+      `Attach latency: ${at.n} serial attaches of a fresh namespace (made before timing), interleaved, timed inside the host namespace.`,
+      '',
+      '| attach | median ms | p90 ms | min ms | × reference |',
+      '|---|---:|---:|---:|---:|',
+      `| weft agent API (\`POST /attach\` on the unix socket) | ${f2(at.weft.medianMs)} | ${f2(at.weft.p90Ms)} | ${f2(at.weft.minMs)} | ${ratio(at.ratio)} |`,
+      `| reference CNI \`bridge\` + \`host-local\` (exec, CNI_COMMAND=ADD) | ${f2(at.cni.medianMs)} | ${f2(at.cni.p90Ms)} | ${f2(at.cni.minMs)} | 1× |`,
+    );
+    if (at.cli) lines.push(`| \`weft attach\` CLI end to end (node spawn included), n=${at.cli.n} | ${f2(at.cli.medianMs)} | ${f2(at.cli.p90Ms)} | — | (info) |`);
+    lines.push('', 'Target: weft API ≤ 1.0× the reference plugin.', '');
+  }
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  verbose = opts.verbose;
+  if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces)');
+  const started = new Date();
+  const onSignal = (sig: NodeJS.Signals) => {
+    log(`${sig}: cleaning up`);
+    cleanup().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const tb = await createTestbed({});
+  state.tb = tb;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `weft-bench-${tb.prefix}-`));
+  state.dir = dir;
+  log(`test bed prefix ${tb.prefix} (namespaces ${tb.prefix}-*), underlay ${tb.underlayCidr}, files in ${dir}`);
+  const ctx: BuildCtx = { tb, dir, opts };
+
+  let tp: PathResult[] | undefined;
+  let at: AttachResult | undefined;
+  try {
+    if (opts.only !== 'attach') tp = await throughput(ctx);
+    if (opts.only !== 'throughput') at = await attach(ctx);
+  } finally {
+    await cleanup();
+    const left = (await run('ip', ['netns', 'list'])).stdout.split('\n').filter((l) => l.startsWith(tb.prefix + '-'));
+    if (left.length) log(`warning: ${left.length} namespaces left behind: ${left.join(', ')}`);
+  }
+
+  const meta = {
+    date: started.toISOString().replace(/\.\d+Z$/, 'Z'),
+    command: `node dist/bench/main.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`,
+    machine: `${os.cpus().length} CPU (${os.cpus()[0]?.model.trim() ?? '?'}), Linux ${os.release()}, Node ${process.version}`,
+  };
+  if (opts.json) {
+    process.stdout.write(JSON.stringify({ ...meta, options: opts, throughput: tp, attach: at }, null, 2) + '\n');
+  } else {
+    process.stdout.write(markdown(opts, tp, at, meta) + '\n');
+  }
+}
+
+main().catch(async (e: unknown) => {
+  log(`failed: ${(e as Error).stack ?? e}`);
+  await cleanup().catch(() => {});
+  process.exit(1);
+});
