@@ -163,11 +163,29 @@ test('weft doctor on a 2-host vxlan test bed: healthy, then names each broken th
     assert.match(humanDown.stdout, /^1 error\(s\), 0 warning\(s\)$/m);
     await sh('ip link set weft0 up');
 
+    // 5. FORWARD policy DROP and weft's jump gone (what a Docker install does to a host)
+    await expectBroken(
+      'FORWARD DROP without the jump',
+      () => sh('iptables -w 5 -P FORWARD DROP && (iptables -w 5 -D FORWARD -j WEFT-FORWARD 2>/dev/null || true)'),
+      'iptables',
+      new RegExp(`^FORWARD policy is DROP and weft's accept rules are not in FORWARD \\(Docker does this\\): traffic to ${CIDR.replace(/\./g, '\\.')} is dropped$`),
+    );
+    await sh('iptables -w 5 -I FORWARD 1 -j WEFT-FORWARD && iptables -w 5 -P FORWARD ACCEPT');
+
+    // 6. the bridge's MTU above the backend's
+    await expectBroken(
+      'bridge MTU 1500',
+      () => sh('ip link set weft0 mtu 1500'),
+      'mtu:weft0',
+      /^MTU of weft0 \(1500\) is larger than the backend's \(1450\): large packets are dropped$/,
+    );
+    await sh('ip link set weft0 mtu 1450');
+
     // everything repaired: healthy again, and the data plane works again
     await healthy('after the repairs');
     assert.ok(await tb.ping(c1, ips[1]!, { count: 1, timeoutSec: 2 }), 'h1-c1 pings h2-c1 after the repairs');
 
-    // 5. the agent stopped (by PID)
+    // 7. the agent stopped (by PID)
     await a1.stop('SIGTERM');
     const down = await doctor(h1.ns, opts);
     assert.equal(down.code, 1, describe(down));
