@@ -227,6 +227,14 @@ function e2e(backend: 'host-gw' | 'vxlan', cidr: string): void {
         const h2 = c.tb.host('h2');
         const a2 = c.agent(h2);
         const subnet = await c.subnetOf(h2);
+        // An open FORWARD chain needs no accept rules: weft adds none (no netfilter hook in the data path).
+        assert.doesNotMatch((await c.tb.exec(h2.ns, ['iptables-save'])).stdout, /WEFT/);
+        // Docker's DROP policy does: the restarted agent adds them, and traffic still flows.
+        await c.tb.exec(h2.ns, ['iptables', '-w', '-P', 'FORWARD', 'DROP']);
+        await a2.stop('SIGKILL');
+        await a2.start();
+        await a2.waitForPeers(1);
+        await c.assertAllPairs();
         const before = await links(h2.ns);
         assert.ok(before.some((l) => l.ifname === 'weft0'));
         if (backend === 'vxlan') assert.ok(before.some((l) => l.ifname === VXDEV));

@@ -6,7 +6,7 @@ import { writeSubnetEnv } from '../lease/subnet-env.js';
 import type { Lease } from '../lease/types.js';
 import type { Store, Watch } from '../store/types.js';
 import { ensureBridge } from '../system/bridge.js';
-import { ensureForwardAccept, ensureMasquerade } from '../system/iptables.js';
+import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept } from '../system/iptables.js';
 import { enableIpForward } from '../system/sysctl.js';
 import type { Logger } from '../util/log.js';
 import { gatewayOf } from '../ipam/addresses.js';
@@ -75,7 +75,7 @@ export class NetworkRunner {
     await enableIpForward();
     await ensureBridge(this.opts.bridge, `${this.gateway}/${this.prefixLength}`, this.backend.mtu);
     await this.backend.activate(this.lease);
-    await ensureForwardAccept(this.config.Network, { parents: this.opts.forwardParents });
+    await this.ensureForwarding();
     if (this.opts.ipMasq ?? this.config.IPMasq) await ensureMasquerade(this.config.Network);
     await writeSubnetEnv(this.opts.subnetEnvPath, {
       network: this.config.Network,
@@ -124,11 +124,17 @@ export class NetworkRunner {
     if (!this.running) this.running = this.drain();
   }
 
+  /** Accept rules only where something could drop our traffic (checked again on every reconcile: Docker may start later). */
+  private async ensureForwarding(): Promise<void> {
+    if (await forwardNeedsAccept()) await ensureForwardAccept(this.config.Network, { parents: this.opts.forwardParents });
+  }
+
   private async drain(): Promise<void> {
     while (this.pending) {
       const peers = this.pending;
       this.pending = undefined;
       try {
+        await this.ensureForwarding();
         await this.backend.reconcile(peers);
         this.peers = peers;
         this.reconciles++;
