@@ -4,6 +4,7 @@ import { after, describe, test } from 'node:test';
 import { callAgent } from '../src/agent/client.js';
 import type { Endpoint } from '../src/agent/types.js';
 import { listLeases } from '../src/lease/leases.js';
+import { createNetwork } from '../src/config/registry.js';
 import { openStore } from '../src/store/index.js';
 import { networkKeys } from '../src/store/layout.js';
 import { cidrWithin } from '../src/system/cidr.js';
@@ -220,6 +221,33 @@ function e2e(backend: 'host-gw' | 'vxlan', cidr: string): void {
         const macOf = async (ns: string) => (await links(ns)).find((l) => l.ifname === 'eth0')?.address;
         const rows = listed.map((e) => `${e.container}|${e.network}|${e.address.split('/')[0]}|${e.mac}`).sort();
         assert.deepEqual(rows, [`${a1!.ns}|${NETWORK}|${a1!.ip}|${await macOf(a1!.ns)}`, `${c3}|${NETWORK}|${a2!.ip}|${await macOf(c3)}`].sort());
+      }));
+
+    test('a network created while agents run is joined by all; a container attached to it too gets ethwe0 routing only that network', { timeout: 60_000 }, () =>
+      withCluster(cluster(2, 1), async (c) => {
+        const second = backend === 'vxlan' ? '10.213.0.0/16' : '10.214.0.0/16';
+        const store = await openStore(c.storeUrl);
+        try {
+          await createNetwork(store, 'second', { Network: second, Backend: { Type: backend } });
+        } finally {
+          await store.close();
+        }
+        await waitUntil('both agents to join "second" and see each other', 15_000, async () => {
+          const sts = await Promise.all([...c.agents.values()].map((a) => a.status()));
+          return sts.every((st) => st?.networks.find((n) => n.name === 'second')?.peers.length === 1);
+        });
+        const [x, y] = [c.on('h1')[0]!, c.on('h2')[0]!];
+        const eps = await Promise.all([c.agent('h1').attach(x.ns, { network: 'second' }), c.agent('h2').attach(y.ns, { network: 'second' })]);
+        for (const ep of eps) {
+          assert.equal(ep.ifname, 'ethwe0');
+          assert.ok(cidrWithin(ep.address, second), `${ep.address} in ${second}`);
+        }
+        const xr = await routes(x.ns);
+        assert.equal(xr.filter((r) => r.dst === 'default').length, 1, 'one default route, still via eth0');
+        assert.equal(xr.find((r) => r.dst === 'default')?.dev, 'eth0');
+        assert.equal(xr.find((r) => r.dst === second)?.dev, 'ethwe0');
+        assert.ok(await c.tb.ping(x.ns, eps[1]!.address.split('/')[0]!, { timeoutSec: 2 }), 'x reaches y over the second network');
+        await c.assertAllPairs(); // the first network is untouched
       }));
 
     test('weft reset (API) removes bridge, backend device, routes, container veths, WEFT chains and the lease', { timeout: 60_000 }, () =>

@@ -82,6 +82,8 @@ export class Endpoints {
           ifname,
           address: alloc.cidr,
           gateway: alloc.gateway,
+          // eth0 carries the default route; a further network's interface (ethweN) only routes that network
+          routeTo: ifname === 'eth0' ? 'default' : net.config.Network,
           mtu: net.backend.mtu,
           // The MAC follows the address: whoever gets an address next has the MAC that neighbours cached for it.
           mac: macForAddress(alloc.address),

@@ -58,8 +58,10 @@ export interface AttachOptions {
   ifname: string;
   /** Container address with prefix length, e.g. "10.5.1.2/24". */
   address: string;
-  /** Default gateway (the bridge address), without a prefix length; omit for no default route. */
+  /** Gateway (the bridge address), without a prefix length; omit for no route. */
   gateway?: string;
+  /** What the route via the gateway covers: "default" (the default) or a CIDR (a container's second network). */
+  routeTo?: string;
   mtu: number;
   bridge: string;
   hostIf: string;
@@ -89,7 +91,7 @@ export async function attachVeth(o: AttachOptions): Promise<{ hostIf: string; ma
     throw e;
   }
   const inner = ['link set lo up', `addr add ${o.address} dev ${o.ifname}`, `link set ${o.ifname} up`];
-  if (o.gateway) inner.push(`route add default via ${o.gateway} dev ${o.ifname}`);
+  if (o.gateway) inner.push(`route add ${o.routeTo ?? 'default'} via ${o.gateway} dev ${o.ifname}`);
   try {
     await ipBatch(inner, { netns: o.netns });
   } catch (e) {
