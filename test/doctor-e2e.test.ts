@@ -99,6 +99,13 @@ test('weft doctor on a 2-host vxlan test bed: healthy, then names each broken th
     };
     await healthy('healthy host');
 
+    // --ping of h2's container from h1: answered
+    const pinged = await doctor(h1.ns, [...opts, '--ping', ips[1]!]);
+    assert.equal(pinged.code, 0, describe(pinged));
+    const pf = pinged.findings.find((f) => f.check === `ping:${ips[1]}`);
+    assert.ok(pf?.ok, describe(pinged));
+    assert.equal(pf.message, `${ips[1]} (a container on host h2) answers a ping from this host (via ${peerGw} dev ${VXDEV})`);
+
     // human output of a healthy host
     const human = await doctor(h1.ns, ['--api', a1.api, '--store', storeUrl]);
     assert.equal(human.code, 0, describe(human));
@@ -110,11 +117,11 @@ test('weft doctor on a 2-host vxlan test bed: healthy, then names each broken th
      * Breaks something, runs doctor, expects an error finding `check` whose message matches `message`.
      * The agent repairs routes/fdb on its 30 s resync, so a repair racing the run is retried (bounded).
      */
-    const expectBroken = async (what: string, breakIt: () => Promise<unknown>, check: string, message: RegExp): Promise<DoctorRun> => {
+    const expectBroken = async (what: string, breakIt: () => Promise<unknown>, check: string, message: RegExp, extra: string[] = []): Promise<DoctorRun> => {
       let last: DoctorRun | undefined;
       for (let attempt = 0; attempt < 3; attempt++) {
         await breakIt();
-        last = await doctor(h1.ns, opts);
+        last = await doctor(h1.ns, [...opts, ...extra]);
         const hit = last.findings.find((f) => f.check === check && !f.ok && f.severity === 'error');
         if (hit) {
           assert.equal(last.code, 1, `${what}: exit 1`);
@@ -131,6 +138,14 @@ test('weft doctor on a 2-host vxlan test bed: healthy, then names each broken th
       () => sh(`ip route del ${peerSubnet} dev ${VXDEV} 2>/dev/null || true`),
       `peer:${NET}:${peerSubnet}:route`,
       new RegExp(`^no route to peer subnet ${peerSubnet.replace(/\./g, '\\.')} \\(host h2, ${h2.ip.replace(/\./g, '\\.')}\\): the agent has not reconciled — check its log$`),
+    );
+    // … and --ping of h2's container names the same cause
+    await expectBroken(
+      'route deleted, --ping',
+      () => sh(`ip route del ${peerSubnet} dev ${VXDEV} 2>/dev/null || true`),
+      `ping:${ips[1]}`,
+      new RegExp(`^${ips[1]!.replace(/\./g, '\\.')} \\(a container on host h2\\) does not answer a ping from this host: no route to peer subnet ${peerSubnet.replace(/\./g, '\\.')} `),
+      ['--ping', ips[1]!],
     );
     await sh(`ip route replace ${peerSubnet} via ${peerGw} dev ${VXDEV} onlink`);
 
@@ -170,7 +185,8 @@ test('weft doctor on a 2-host vxlan test bed: healthy, then names each broken th
       'iptables',
       new RegExp(`^FORWARD policy is DROP and weft's accept rules are not in FORWARD \\(Docker does this\\): traffic to ${CIDR.replace(/\./g, '\\.')} is dropped$`),
     );
-    await sh('iptables -w 5 -I FORWARD 1 -j WEFT-FORWARD && iptables -w 5 -P FORWARD ACCEPT');
+    // back as it was: policy ACCEPT, and the jump where weft's chain exists
+    await sh('iptables -w 5 -P FORWARD ACCEPT; if iptables -w 5 -S WEFT-FORWARD >/dev/null 2>&1; then iptables -w 5 -C FORWARD -j WEFT-FORWARD 2>/dev/null || iptables -w 5 -I FORWARD 1 -j WEFT-FORWARD; fi');
 
     // 6. the bridge's MTU above the backend's
     await expectBroken(

@@ -529,15 +529,20 @@ test('FORWARD policy DROP, jump via DOCKER-USER: fine', () => {
   assert.equal(out.find((x) => x.check === 'iptables')!.message, "weft's accept rules are in FORWARD (via DOCKER-USER) (policy DROP)");
 });
 
-test('FORWARD policy ACCEPT without the jump: a warning, not an error', () => {
+test('FORWARD policy ACCEPT without the jump: fine when FORWARD is empty, a warning when it has rules', () => {
   const f = vx();
   f.iptables.forward = ['-P FORWARD ACCEPT'];
+  f.iptables.weftChain = undefined;
+  const out = judge(f);
+  assert.deepEqual(failing(out), []);
+  assert.equal(out.find((x) => x.check === 'iptables')!.message, "FORWARD accepts everything (policy ACCEPT, no rules): weft's accept rules are not needed");
+  f.iptables.forward = ['-P FORWARD ACCEPT', '-A FORWARD -i eth0 -p tcp --dport 22 -j DROP'];
   const b = onlyFailure(f);
   assert.equal(b.severity, 'warn');
-  assert.equal(b.message, "weft's accept rules are not in FORWARD: traffic to 10.77.0.0/16 passes only because the FORWARD policy is ACCEPT");
+  assert.equal(b.message, "FORWARD has 1 rule(s) but weft's accept rules are not in it: traffic to 10.77.0.0/16 passes only while none of them drops it (policy ACCEPT)");
   f.iptables.forward = ['-P FORWARD ACCEPT', '-A FORWARD -j DOCKER-USER'];
   f.iptables.unreadable = ['DOCKER-USER'];
-  assert.equal(onlyFailure(f).message, "weft's accept rules are not in FORWARD (iptables cannot show DOCKER-USER, which FORWARD jumps to): traffic to 10.77.0.0/16 passes only because the FORWARD policy is ACCEPT");
+  assert.equal(onlyFailure(f).message, "FORWARD has 1 rule(s) but weft's accept rules are not in it (iptables cannot show DOCKER-USER, which FORWARD jumps to): traffic to 10.77.0.0/16 passes only while none of them drops it (policy ACCEPT)");
 });
 
 test('a blanket DROP ahead of the jump, and a DROP policy with an empty WEFT-FORWARD', () => {
@@ -744,12 +749,12 @@ test('a network the host could not join, underlay down, no network at all', () =
 test('human output: one line per check with ✓ ✗ ! and the fix', () => {
   const f = vx();
   f.ipForward = '0';
-  f.iptables.forward = ['-P FORWARD ACCEPT'];
+  f.iptables.forward = ['-P FORWARD ACCEPT', '-A FORWARD -j DOCKER-USER'];
   const text = formatFindings(judge(f));
   const lines = text.trimEnd().split('\n');
   assert.ok(lines.includes('✗ IP forwarding is off (net.ipv4.ip_forward=0): containers cannot reach other hosts'));
   assert.equal(lines[lines.indexOf('✗ IP forwarding is off (net.ipv4.ip_forward=0): containers cannot reach other hosts') + 1], '    fix: sysctl -w net.ipv4.ip_forward=1');
-  assert.ok(lines.some((l) => l.startsWith("! weft's accept rules are not in FORWARD")));
+  assert.ok(lines.some((l) => l.startsWith("! FORWARD has 1 rule(s) but weft's accept rules are not in it")));
   assert.ok(lines.includes('✓ bridge weft0 is up with 10.77.172.1/24'));
 });
 
@@ -759,4 +764,50 @@ test('formatDuration', () => {
   assert.equal(formatDuration(75_000), '1m 15s');
   assert.equal(formatDuration((3 * 3600 + 5 * 60) * 1000), '3h 5m');
   assert.equal(formatDuration((49 * 3600) * 1000), '2d 1h');
+});
+
+test('--ping: answered, and a failure explained by the findings on this host', () => {
+  const route = { dst: '10.77.243.5', gateway: '10.77.243.0', dev: 'weft.1', flags: ['onlink'] };
+  const f = vx();
+  f.ping = { target: '10.77.243.5', answered: true, route };
+  const okp = judge(f).find((x) => x.check === 'ping:10.77.243.5')!;
+  assert.equal(okp.ok, true);
+  assert.equal(okp.message, '10.77.243.5 (a container on host h2) answers a ping from this host (via 10.77.243.0 dev weft.1)');
+
+  // unanswered while the route to h2's subnet is missing: the ping finding names that cause
+  const g = vx();
+  g.routes = g.routes.filter((r) => r.dst !== PEER_VX);
+  g.ping = { target: '10.77.243.5', answered: false, route: { dst: '10.77.243.5', gateway: '192.168.132.1', dev: 'eth0' } };
+  const p = judge(g).find((x) => x.check === 'ping:10.77.243.5')!;
+  assert.equal(p.ok, false);
+  assert.equal(p.severity, 'error');
+  assert.equal(
+    p.message,
+    '10.77.243.5 (a container on host h2) does not answer a ping from this host: no route to peer subnet 10.77.243.0/24 (host h2, 192.168.132.12): the agent has not reconciled — check its log',
+  );
+  assert.match(p.fix!, /^ip route replace 10\.77\.243\.0\/24/);
+
+  // unanswered with this host's side in order: look at the other host
+  const h = vx();
+  h.ping = { target: '10.77.243.5', answered: false, route };
+  const q = onlyFailure(h);
+  assert.equal(q.message, "10.77.243.5 (a container on host h2) does not answer a ping from this host, though this host's side looks right (via 10.77.243.0 dev weft.1): run weft doctor on host h2 (192.168.132.12)");
+
+  // an address in no network this host knows
+  const i = vx();
+  i.ping = { target: '172.16.0.9', answered: false, route: { dst: '172.16.0.9', gateway: '192.168.132.1', dev: 'eth0' } };
+  assert.equal(onlyFailure(i).message, "172.16.0.9 does not answer a ping from this host: it is in none of this host's networks or their subnets (10.77.172.0/24)");
+
+  // a local address no container holds
+  const j = vx();
+  j.ping = { target: '10.77.172.99', answered: false, route: { dst: '10.77.172.99', dev: 'weft0' }, endpoints: [{ address: '10.77.172.2/24', container: 'c1', network: 'e2e' }] };
+  assert.equal(onlyFailure(j).message, '10.77.172.99 (a container on this host, bridge weft0) does not answer a ping from this host: no container on this host has that address');
+  // a local container behind a bridge that is down
+  const k = vx();
+  link(k, 'weft0').flags = ['BROADCAST', 'MULTICAST'];
+  k.ping = { target: '10.77.172.2', answered: false, route: { dst: '10.77.172.2', dev: 'weft0' }, endpoints: [{ address: '10.77.172.2/24', container: 'c1', network: 'e2e' }] };
+  assert.equal(
+    judge(k).find((x) => x.check === 'ping:10.77.172.2')!.message,
+    '10.77.172.2 (a container on this host, bridge weft0) does not answer a ping from this host (container c1): bridge weft0 is down: containers of e2e on this host are cut off',
+  );
 });

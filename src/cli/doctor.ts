@@ -21,9 +21,10 @@ export function registerDoctor(program: Command): void {
     .description("check this host's agent, bridge, routes, vxlan entries, forwarding and firewall; name what is wrong")
     .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
     .option('--store <url>', 'store URL for lease and VtepMAC checks (default $WEFT_STORE, else the default SQLite file if present)')
+    .option('--ping <ip>', 'also ping this container address from this host and explain a failure')
     .option('--json', 'print JSON')
     .action(async (o) => {
-      const report = await runDoctor({ api: o.api, storeUrl: o.store });
+      const report = await runDoctor({ api: o.api, storeUrl: o.store, ping: o.ping });
       if (o.json) printJson({ ok: report.ok, findings: report.findings });
       else {
         process.stdout.write(formatFindings(report.findings));

@@ -21,6 +21,8 @@ export interface GatherOptions extends NsOpts {
   api: string;
   /** Store URL; default $WEFT_STORE, else the default SQLite file when it exists here. */
   storeUrl?: string;
+  /** Also ping this container address once from this host and explain a failure. */
+  ping?: string;
   /** Give up on the agent / the store after this long (ms). */
   timeoutMs?: number;
 }
@@ -145,6 +147,7 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
   })();
 
   await Promise.all([agent, store, kernel]);
+  if (o.ping) facts.ping = await pingFacts(o.ping, o.api, facts.agent.status !== undefined, sys);
 
   // rp_filter of conf.all and of the devices traffic from peers arrives on
   const devs = new Set<string>(['all']);
@@ -157,4 +160,28 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
     if (v !== undefined && /^\d+$/.test(v)) facts.rpFilter[d] = Number(v);
   }
   return facts;
+}
+
+async function pingFacts(target: string, api: string, agentUp: boolean, sys: NsOpts): Promise<NonNullable<DoctorFacts['ping']>> {
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(target)) return { target, answered: false, error: `"${target}" is not an IPv4 address` };
+  const out: NonNullable<DoctorFacts['ping']> = { target, answered: false };
+  try {
+    out.route = (await ipJson<RouteFact[]>(['-4', 'route', 'get', target], sys))[0];
+  } catch (e) {
+    out.error = msg(e);
+  }
+  const [cmd, args] = inNetns(sys.netns, 'ping', ['-n', '-q', '-c', '1', '-W', '2', target]);
+  out.answered = (await run(cmd, args, { allowFail: true, timeoutMs: 5000 }).catch(() => ({ code: 1 }))).code === 0;
+  if (agentUp) {
+    try {
+      out.endpoints = (await callAgent<Array<{ address: string; container: string; network: string }>>(api, 'GET', '/endpoints')).map((e) => ({
+        address: e.address,
+        container: e.container,
+        network: e.network,
+      }));
+    } catch {
+      /* the ping verdict does without */
+    }
+  }
+  return out;
 }

@@ -93,7 +93,37 @@ export function judge(f: DoctorFacts): Finding[] {
 
   // 6. each network
   for (const n of st.networks) out.push(...judgeNetwork(f, n, underlay));
+  // 7. --ping
+  if (f.ping) out.push(judgePing(f, out));
   return out;
+}
+
+/** Explains a ping from this host to a container address with what the other checks found. */
+function judgePing(f: DoctorFacts, found: Finding[]): Finding {
+  const p = f.ping!;
+  const st = f.agent.status;
+  const check = `ping:${p.target}`;
+  if (p.error && !p.route) return bad(check, 'error', `cannot ping ${p.target}: ${p.error}`);
+  const inside = (cidr: string) => cidrContains(cidr, p.target);
+  const net = st?.networks.find((n) => inside(n.subnet) || n.peers.some((x) => inside(x.subnet)) || (storeNetwork(f, n.name)?.cidr !== undefined && inside(storeNetwork(f, n.name)!.cidr)));
+  const local = net && inside(net.subnet) ? net : undefined;
+  const peer = net?.peers.find((x) => inside(x.subnet));
+  const where = local ? `a container on this host, bridge ${local.bridge}` : peer ? `a container on host ${peer.hostId ?? peer.publicIp}` : undefined;
+  const via = p.route ? `${p.route.gateway ? `via ${p.route.gateway} ` : ''}dev ${p.route.dev}` : 'no route';
+  if (p.answered) return ok(check, `${p.target}${where ? ` (${where})` : ''} answers a ping from this host (${via})`);
+  const what = `${p.target}${where ? ` (${where})` : ''} does not answer a ping from this host`;
+  if (!st) return bad(check, 'error', `${what}; no agent answers, see above`);
+  if (!net) return bad(check, 'error', `${what}: it is in none of this host's networks or their subnets (${st.networks.map((n) => n.subnet).join(', ') || 'none'})`, 'check the address (weft ps on its host)');
+  if (local) {
+    const ep = p.endpoints?.find((e) => e.address.split('/')[0] === p.target);
+    if (p.endpoints && !ep) return bad(check, 'error', `${what}: no container on this host has that address`, 'weft ps lists the containers attached here');
+    const broken = found.filter((x) => !x.ok && x.severity === 'error' && (x.check === `bridge:${local.bridge}` || x.check.startsWith('mtu:')));
+    return bad(check, 'error', `${what}${ep ? ` (container ${ep.container})` : ''}: ${broken.length ? broken.map((b) => b.message).join('; ') : "this host's side looks right — check the container's interface and firewall"}`);
+  }
+  const subnet = canonicalCidr(peer!.subnet);
+  const broken = found.filter((x) => !x.ok && x.severity === 'error' && (x.check.startsWith(`peer:${net.name}:${subnet}`) || x.check.startsWith('vxlan:') || x.check === 'ip_forward' || x.check === 'iptables' || x.check.startsWith('underlay:')));
+  if (broken.length) return bad(check, 'error', `${what}: ${broken.map((b) => b.message).join('; ')}`, broken.find((b) => b.fix)?.fix);
+  return bad(check, 'error', `${what}, though this host's side looks right (${via}): run weft doctor on host ${peer!.hostId ?? peer!.publicIp} (${peer!.publicIp})`, `on ${peer!.publicIp}: weft doctor --ping ${p.target}`);
 }
 
 function storeNetwork(f: DoctorFacts, name: string): StoreNetworkFacts | undefined {
@@ -131,9 +161,12 @@ function judgeForward(f: DoctorFacts): Finding[] {
         ),
       ];
     }
-    const hidden = (ipt.unreadable ?? []).includes('DOCKER-USER') && (ipt.forward ?? []).some((r) => r.trim() === '-A FORWARD -j DOCKER-USER');
+    const rules = ipt.forward.filter((r) => r.trim().startsWith('-A '));
+    // a pristine FORWARD (policy ACCEPT, no rules) forwards everything: the agent adds nothing there
+    if (rules.length === 0) return [ok('iptables', `FORWARD accepts everything (policy ${policy}, no rules): weft's accept rules are not needed`)];
+    const hidden = (ipt.unreadable ?? []).includes('DOCKER-USER') && rules.some((r) => r.trim() === '-A FORWARD -j DOCKER-USER');
     const unread = hidden ? ' (iptables cannot show DOCKER-USER, which FORWARD jumps to)' : '';
-    return [bad('iptables', 'warn', `weft's accept rules are not in FORWARD${unread}: traffic to ${what} passes only because the FORWARD policy is ${policy}`, `iptables -I FORWARD 1 -j ${FORWARD_CHAIN}   (or restart the agent)`)];
+    return [bad('iptables', 'warn', `FORWARD has ${rules.length} rule(s) but weft's accept rules are not in it${unread}: traffic to ${what} passes only while none of them drops it (policy ${policy})`, `iptables -I FORWARD 1 -j ${FORWARD_CHAIN}   (or restart the agent)`)];
   }
   // a blanket DROP/REJECT ahead of the jump
   if (inForward >= 0 && !viaDockerUser) {

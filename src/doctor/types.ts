@@ -66,6 +66,8 @@ export interface DoctorFacts {
   ipForward?: string;
   /** net.ipv4.conf.<dev>.rp_filter per device ("all" included), as numbers. */
   rpFilter: Record<string, number>;
+  /** `weft doctor --ping IP`: whether one ping from this host was answered, and how the kernel routes it. */
+  ping?: { target: string; answered: boolean; route?: RouteFact; error?: string; endpoints?: Array<{ address: string; container: string; network: string }> };
   /** `iptables -S` of FORWARD, DOCKER-USER and WEFT-FORWARD (filter table); undefined where the chain does not exist. */
   iptables: { error?: string; forward?: string[]; dockerUser?: string[]; weftChain?: string[]; unreadable?: string[] };
 }
