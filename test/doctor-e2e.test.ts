@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { createNetwork } from '../src/config/registry.js';
 import type { Finding } from '../src/doctor/types.js';
 import { openStore } from '../src/store/index.js';
@@ -57,11 +57,24 @@ function doctor(ns: string, args: string[], timeoutMs = 20_000): Promise<DoctorR
 const failing = (r: DoctorRun) => r.findings.filter((f) => !f.ok);
 const describe = (r: DoctorRun) => `exit ${r.code}; stderr: ${r.stderr.trim()}; failing: ${JSON.stringify(failing(r), null, 1)}`;
 
+/** Teardowns still owed: run by after() when the test was cancelled by its timeout before its finally ran. */
+const owed = new Set<() => Promise<void>>();
+after(async () => {
+  for (const t of [...owed]) await t().catch(() => {});
+});
+
 test('weft doctor on a 2-host vxlan test bed: healthy, then names each broken thing', { timeout: 150_000 }, async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-doctor-e2e-'));
   const storeUrl = `sqlite://${path.join(dir, 'weft.db')}`;
   const agents: AgentProcess[] = [];
   let tb: Testbed | undefined;
+  const teardown = async () => {
+    owed.delete(teardown);
+    for (const a of agents) await a.stop('SIGKILL').catch(() => {});
+    await tb?.destroy().catch(() => {});
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  owed.add(teardown);
   try {
     tb = await createTestbed({ prefix: prefix(), hosts: 2 });
     const store = await openStore(storeUrl);
@@ -209,9 +222,7 @@ test('weft doctor on a 2-host vxlan test bed: healthy, then names each broken th
     assert.ok(agentFinding && !agentFinding.ok && agentFinding.severity === 'error', describe(down));
     assert.equal(agentFinding.message, `no agent answers at ${a1.api}: nothing follows peers or renews this host's lease`);
   } finally {
-    for (const a of agents) await a.stop('SIGKILL').catch(() => {});
-    await tb?.destroy().catch(() => {});
-    fs.rmSync(dir, { recursive: true, force: true });
+    await teardown();
     if (tb) {
       const left = (await ipJson<Array<{ name: string }>>(['netns', 'list'])).map((n) => n.name).filter((n) => n === tb!.prefix || n.startsWith(`${tb!.prefix}-`));
       assert.deepEqual(left, [], 'namespaces left behind');
