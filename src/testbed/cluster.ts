@@ -10,6 +10,7 @@ import { enableIpForward } from '../system/sysctl.js';
 import { findUnderlay } from '../system/underlay.js';
 import { attachVeth, hostIfName } from '../system/veth.js';
 import type { Testbed, TestbedHost } from './index.js';
+import { pingAll } from './ping.js';
 
 /**
  * Drives backends directly in test bed hosts, without an agent or a store: leases are made by hand
@@ -92,16 +93,9 @@ export async function reconcileAll(nodes: ClusterNode[], leases: Lease[] = nodes
 }
 
 /** Pings every container from every other container; returns the failures as "from → to". */
-export async function pingMatrix(tb: Testbed, nodes: ClusterNode[]): Promise<string[]> {
-  const all = nodes.flatMap((n) => n.containers);
-  const failures: string[] = [];
-  await Promise.all(
-    all.map(async (src) => {
-      for (const dst of all) {
-        if (dst === src) continue;
-        if (!(await tb.ping(src.ns, dst.ip, { count: 1, timeoutSec: 2 }))) failures.push(`${src.ns} → ${dst.ip}`);
-      }
-    }),
-  );
-  return failures.sort();
+export async function pingMatrix(_tb: Testbed, nodes: ClusterNode[]): Promise<string[]> {
+  const targets = nodes.flatMap((n) => n.containers).map((c) => ({ ns: c.ns, label: c.ns, ip: c.ip }));
+  const ipOf = new Map(targets.map((t) => [t.label, t.ip]));
+  const results = await pingAll(targets);
+  return results.filter((r) => !r.ok).map((r) => `${r.from} → ${ipOf.get(r.to)}`).sort();
 }
