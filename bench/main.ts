@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 /**
  * `npm run bench`: one run, one table.
  *  - throughput (iperf3, one stream) and ping RTT container→container across two hosts for the underlay,
@@ -96,7 +97,6 @@ function pct(xs: number[], p: number): number {
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let log: (line: string) => void = (line) => process.stderr.write(`bench: ${line}\n`);
 let verbose = false;

@@ -4,6 +4,8 @@
  * the network usable on B; a container on A pings and nc's one on B (vxlan); --ip is honoured; exhaustion
  * and an --ip taken on the other host fail `docker run` with weft's message; removal leaves nothing behind.
  */
+import { waitFor } from '../src/testbed/wait.js';
+import { intToIp, parseCidr } from '../src/lease/subnets.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
@@ -57,20 +59,6 @@ function postJson(socket: string, p: string, body: unknown): Promise<any> {
   });
 }
 
-async function waitFor<T>(what: string, fn: () => Promise<T | undefined | false>, ms = 20_000): Promise<T> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 function startAgent(tb: Testbed, h: TestbedHost, d: Dockerd, storeUrl: string, dir: string): Promise<Host> {
   const api = path.join(dir, `${h.id}.api`);
@@ -104,11 +92,7 @@ async function links(h: TestbedHost): Promise<string[]> {
   return r.stdout.split('\n').map((l) => l.split(':')[1]?.trim().split('@')[0] ?? '').filter(Boolean);
 }
 
-function ipPlus(subnet: string, k: number): string {
-  const [a, b, c, d] = subnet.split('/')[0]!.split('.').map(Number);
-  const n = (((a! << 24) | (b! << 16) | (c! << 8) | d!) >>> 0) + k;
-  return [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
+const ipPlus = (subnet: string, k: number) => intToIp(parseCidr(subnet).base + k);
 
 test('docker on two hosts over a weft vxlan network', { timeout: 300_000 }, async (t) => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'wde-'));
@@ -141,13 +125,13 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000 }, asyn
   // ---- create on A; the network appears in the store and on B ----
   await dockerA.dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.40.0.0/16', 'prodnet']);
   assert.equal(await dockerA.dockerOk(['network', 'inspect', '-f', '{{.Driver}} {{.IPAM.Driver}} {{(index .IPAM.Config 0).Subnet}}', 'prodnet']), 'weft weft 10.40.0.0/16');
-  await waitFor('prodnet on B', async () => (await dockerB.docker(['network', 'inspect', '-f', '{{.Driver}}', 'prodnet'])).stdout.trim() === 'weft');
-  const stA = await waitFor('A joined prodnet with B as peer', async () => {
+  await waitFor('prodnet on B', 20_000, async () => (await dockerB.docker(['network', 'inspect', '-f', '{{.Driver}}', 'prodnet'])).stdout.trim() === 'weft');
+  const stA = await waitFor('A joined prodnet with B as peer', 20_000, async () => {
     const s = await getJson(A.api, '/status');
     const n = s.networks.find((x: any) => x.name === 'prodnet');
     return n && n.peers.length === 1 ? n : undefined;
   });
-  const stB = await waitFor('B joined prodnet with A as peer', async () => {
+  const stB = await waitFor('B joined prodnet with A as peer', 20_000, async () => {
     const s = await getJson(B.api, '/status');
     const n = s.networks.find((x: any) => x.name === 'prodnet');
     return n && n.peers.length === 1 ? n : undefined;
@@ -179,7 +163,7 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000 }, asyn
   const B2 = await startAgent(tb, h2, dockerB, storeUrl, dir);
   hosts[1] = B2;
   B = B2;
-  const stB2 = await waitFor('B rejoined prodnet', async () => {
+  const stB2 = await waitFor('B rejoined prodnet', 20_000, async () => {
     const s = await getJson(B2.api, '/status');
     return s.networks.find((x: any) => x.name === 'prodnet' && x.peers.length === 1);
   });
@@ -247,8 +231,8 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000 }, asyn
   assert.notEqual(late.code, 0);
   assert.match(late.stderr, /weft: network prodnet is being removed \(docker network rm on host h1\); it goes away once its last container is gone/);
   await dockerB.dockerOk(['rm', '-f', 'srv']);
-  await waitFor('prodnet gone from B', async () => (await dockerB.docker(['network', 'inspect', 'prodnet'])).code !== 0);
-  await waitFor('agents left prodnet', async () => {
+  await waitFor('prodnet gone from B', 20_000, async () => (await dockerB.docker(['network', 'inspect', 'prodnet'])).code !== 0);
+  await waitFor('agents left prodnet', 20_000, async () => {
     const [a, b] = await Promise.all([getJson(A.api, '/status'), getJson(B.api, '/status')]);
     return a.networks.length === 0 && b.networks.length === 0;
   });

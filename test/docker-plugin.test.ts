@@ -2,6 +2,7 @@
  * The Docker plugin protocol over a real unix socket with Docker-shaped JSON bodies, against a fake
  * DockerBackendOps: two hosts sharing one in-memory "store" (networks, leases, addresses).
  */
+import { waitFor } from '../src/testbed/wait.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
@@ -213,13 +214,7 @@ async function dockerNetworkRm(sock: string, netId: string, poolId: string, gate
   return r;
 }
 
-async function waitFor(cond: () => boolean, ms = 2000) {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
+const waitUntilTrue = (cond: () => boolean) => waitFor('the plugin state', 2000, cond, 10);
 
 test('activation, capabilities, unknown methods and bad requests', async (t) => {
   const { mk } = await setup(t);
@@ -269,15 +264,15 @@ test('create on A, run on A and B, static --ip, conflicts, exhaustion, removal',
   const na = await dockerNetworkCreate(a.socketPath, NET_A, '10.40.0.0/16');
   // gateway is the placeholder (first usable address, pool length); nothing is leased at create time
   assert.equal(na.gateway, '10.40.0.1/16');
-  await waitFor(() => cluster.networks.has('prodnet'));
+  await waitUntilTrue(() => cluster.networks.has('prodnet'));
   assert.equal(cluster.networks.get('prodnet')!.subnet, '10.40.0.0/16');
   assert.deepEqual(cluster.networks.get('prodnet')!.docker, { name: 'prodnet', options: {}, ipamOptions: {} });
   assert.equal(cluster.leases.get('prodnet')!.size, 0);
-  await waitFor(() => a.snapshot().networks[NET_A]?.network === 'prodnet');
+  await waitUntilTrue(() => a.snapshot().networks[NET_A]?.network === 'prodnet');
 
   // the same network created on B (as weft's sync does) maps onto the same weft network
   const nb = await dockerNetworkCreate(b.socketPath, NET_B, '10.40.0.0/16');
-  await waitFor(() => b.snapshot().networks[NET_B]?.network === 'prodnet');
+  await waitUntilTrue(() => b.snapshot().networks[NET_B]?.network === 'prodnet');
 
   // docker run on A: A joins (lease 10.40.0.0/24), first free address .2 with the lease's /24
   const ra = await dockerRun(a.socketPath, NET_A, na.poolId, 'e1'.repeat(32));
@@ -341,7 +336,7 @@ test('exhaustion fails docker run (not network create) with weft\'s message', as
   // one /25 split into /26 leases: two subnets; and --ipam-opt naming the subnet length
   const na = await dockerNetworkCreate(a.socketPath, NET_A, '10.50.0.0/25', { 'weft.subnet-len': '26' });
   const nb = await dockerNetworkCreate(b.socketPath, NET_B, '10.50.0.0/25', { 'weft.subnet-len': '26' });
-  await waitFor(() => cluster.networks.get('tiny')?.subnetLen === 26);
+  await waitUntilTrue(() => cluster.networks.get('tiny')?.subnetLen === 26);
   cluster.leases.get('tiny')!.set('C', 0); // host C holds the first subnet
   cluster.leases.get('tiny')!.set('D', 1); // host D the second
   const r = await post(a.socketPath, '/IpamDriver.RequestAddress', { PoolID: na.poolId, Address: '', Options: {} });

@@ -1,3 +1,4 @@
+import { waitFor } from '../src/testbed/wait.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -24,13 +25,6 @@ function captureLog(): { log: Logger; lines: () => Array<{ level: number; msg: s
 }
 const quiet = pino({ level: 'silent' }) as unknown as Logger;
 
-async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 interface Backing {
   /** A fresh store instance (another "host") on the same backing store. */
@@ -104,7 +98,7 @@ function leaseSuite(kind: string, setup: () => Promise<Backing>, teardown: () =>
       // restart after the lease expired: still ours (grace protects it from others, not from us)
       const short = mgr(await open(), net, 'stable', { ttlSeconds: 2 });
       await short.acquire({ publicIp: '192.168.2.1' });
-      await waitFor('lease expiry', leaseGone(net, first.subnet));
+      await waitFor('lease expiry', 20_000, leaseGone(net, first.subnet));
       const back = await mgr(await open(), net, 'stable').acquire({ publicIp: '192.168.2.9' });
       assert.equal(back.subnet, first.subnet);
       assert.equal(back.publicIp, '192.168.2.9');
@@ -149,7 +143,7 @@ function leaseSuite(kind: string, setup: () => Promise<Backing>, teardown: () =>
     test('an expired subnet is not given to another host within the grace period', async () => {
       const net = await network(1);
       const a = await mgr(await open(), net, 'host-a', { ttlSeconds: 2 }).acquire({ publicIp: '192.168.4.1' });
-      await waitFor('lease expiry', leaseGone(net, a.subnet));
+      await waitFor('lease expiry', 20_000, leaseGone(net, a.subnet));
       await assert.rejects(
         mgr(await open(), net, 'host-b', { graceSeconds: 3600 }).acquire({ publicIp: '192.168.4.2' }),
         (err: Error) => {
@@ -173,7 +167,7 @@ function leaseSuite(kind: string, setup: () => Promise<Backing>, teardown: () =>
       const c = mgr(await open(), net, 'host-c');
       const cLease = await c.acquire({ publicIp: '192.168.5.3' });
       assert.notEqual(cLease.subnet, a.subnet);
-      await waitFor('lease expiry', leaseGone(net, a.subnet));
+      await waitFor('lease expiry', 20_000, leaseGone(net, a.subnet));
       const b = await mgr(await open(), net, 'host-b', { graceSeconds: 0 }).acquire({ publicIp: '192.168.5.2' });
       assert.equal(b.subnet, a.subnet, 'b gets the only free subnet: a\'s');
       await c.release();
@@ -194,7 +188,7 @@ function leaseSuite(kind: string, setup: () => Promise<Backing>, teardown: () =>
       const net = await network(3);
       const keys = networkKeys(admin, net);
       const a = await mgr(await open(), net, 'host-a', { ttlSeconds: 2 }).acquire({ publicIp: '192.168.9.1' });
-      await waitFor('lease expiry', leaseGone(net, a.subnet));
+      await waitFor('lease expiry', 20_000, leaseGone(net, a.subnet));
       // host-b has just written the lease for a's old subnet; its host record follows 100 ms later
       await admin.put(keys.subnet(a.subnet), leaseToJson({ publicIp: '192.168.9.2', backendType: 'vxlan', backendData: {} }), { ttlSeconds: 60 });
       const record = hostRecordToJson({ hostId: 'host-b', subnet: a.subnet, publicIp: '192.168.9.2', expiresAt: Date.now() + 60_000 });
@@ -222,14 +216,14 @@ function leaseSuite(kind: string, setup: () => Promise<Backing>, teardown: () =>
       const seen: Lease[][] = [];
       const w = mgr(await open(), net, 'watcher').watchLeases((all) => seen.push(all));
       try {
-        await waitFor('initial resync', async () => seen.length > 0);
+        await waitFor('initial resync', 20_000, async () => seen.length > 0);
         assert.deepEqual(seen.at(-1), []);
         const m = mgr(await open(), net, 'w1');
         const l = await m.acquire({ publicIp: '192.168.7.1', backendData: { VtepMAC: 'x' } });
-        await waitFor('the new lease with its host id', async () => seen.at(-1)?.some((x) => x.subnet === l.subnet && x.hostId === 'w1') ?? false);
+        await waitFor('the new lease with its host id', 20_000, async () => seen.at(-1)?.some((x) => x.subnet === l.subnet && x.hostId === 'w1') ?? false);
         assert.deepEqual(seen.at(-1)!.map((x) => x.backendData), [{ VtepMAC: 'x' }]);
         await m.release();
-        await waitFor('the release', async () => seen.at(-1)?.length === 0);
+        await waitFor('the release', 20_000, async () => seen.at(-1)?.length === 0);
       } finally {
         w.close();
       }

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 /**
  * The Store contract, run against both implementations: SqliteStore on a temp file and EtcdStore on a real
  * etcd started for the run. Each test works under its own key prefix, so tests share one store per suite.
@@ -13,7 +14,6 @@ import { SqliteStore } from '../src/store/sqlite.js';
 import type { Store, WatchEvent } from '../src/store/types.js';
 import { startEtcd, type TestEtcd } from './helpers/etcd.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Backend {
   name: string;

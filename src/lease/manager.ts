@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { getNetwork } from '../config/registry.js';
 import { networkKeys, type NetworkKeys } from '../store/layout.js';
 import type { Entry, Store, Watch } from '../store/types.js';
@@ -34,7 +35,6 @@ export interface AcquireRequest {
   backendData?: Record<string, unknown>;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * One host's subnet lease in one network. acquire() gives a host the subnet its host record names (even

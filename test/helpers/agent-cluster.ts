@@ -1,3 +1,4 @@
+import { waitFor } from '../../src/testbed/wait.js';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
@@ -21,7 +22,7 @@ export const NETWORK = 'e2e';
 export const LEASE_TTL = 6; // seconds: a removed host's lease expires within a test
 export const GRACE = 2;
 
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export { sleep } from '../../src/testbed/wait.js';
 
 export interface Container extends PingTarget {
   host: string;
@@ -64,17 +65,8 @@ export function weft(args: string[], timeoutMs = 15_000): Promise<RunResult> {
   });
 }
 
-/** Polls `check` every 100 ms until it returns true or `ms` pass; fails with `what` and the last detail. */
-export async function waitUntil(what: string, ms: number, check: () => Promise<boolean | string>): Promise<void> {
-  const until = Date.now() + ms;
-  let last: boolean | string = false;
-  while (Date.now() < until) {
-    last = await check();
-    if (last === true) return;
-    await sleep(100);
-  }
-  assert.fail(`timed out after ${ms} ms waiting for ${what}${typeof last === 'string' ? `: ${last}` : ''}`);
-}
+/** Polls until `check` answers true (or a value); see src/testbed/wait.ts. */
+export const waitUntil = (what: string, ms: number, check: () => Promise<boolean | string>) => waitFor(what, ms, check);
 
 export interface ClusterOptions {
   backend: string;

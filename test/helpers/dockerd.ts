@@ -12,6 +12,7 @@
  * empty --config-file. It is stopped by PID (SIGTERM, then SIGKILL), its containerd too, and its
  * directory and cgroups are removed.
  */
+import { alive } from '../../src/testbed/agents.js';
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, open, readFile, rm, rmdir, stat, symlink, copyFile, writeFile, readdir, chmod } from 'node:fs/promises';
 import { existsSync, rmSync } from 'node:fs';
@@ -96,14 +97,6 @@ function ping(socket: string): Promise<boolean> {
   });
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** True when /proc/PID is gone or a zombie. */
 async function gone(pid: number): Promise<boolean> {
