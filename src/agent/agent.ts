@@ -85,9 +85,9 @@ export class Agent implements NetworkDirectory {
       // Networks created later (by `weft network create` or Docker) are joined as they appear.
       const prefix = this.store.flannelLayout ? 'config' : 'networks/';
       this.watch = this.store.watch(prefix, (ev) => {
-        const touched =
-          ev.type === 'resync' ? true : networkNameOfConfigKey(ev.type === 'put' ? ev.entry.key : ev.key) !== undefined || ev.type === 'put' && ev.entry.key === 'config';
-        if (touched) this.joining = this.joining.then(() => this.syncNetworks());
+        // Only config keys (and resyncs) matter here; leases, addresses and endpoints change far more often.
+        const key = ev.type === 'put' ? ev.entry.key : ev.type === 'delete' ? ev.key : undefined;
+        if (key === undefined || key === 'config' || networkNameOfConfigKey(key) !== undefined) this.joining = this.joining.then(() => this.syncNetworks());
       });
     }
     this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log);
