@@ -1,9 +1,8 @@
+import { runWeft, type CliResult } from '../src/testbed/agents.js';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
 import { LeaseManager } from '../src/lease/manager.js';
@@ -12,22 +11,12 @@ import type { Logger } from '../src/util/log.js';
 
 /** `weft network …` as a user runs it: a real process against a temporary sqlite store. */
 
-const BIN = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'weft');
 let dir = '';
 let storeUrl = '';
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
-function weft(...args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args, ...(args.includes('--store') ? [] : ['--store', storeUrl])], { env: { ...process.env, WEFT_LOG: 'silent' } }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
+function weft(...args: string[]): Promise<CliResult> {
+  return runWeft([...args, ...(args.includes('--store') ? [] : ['--store', storeUrl])], { env: { ...process.env, WEFT_LOG: 'silent' } });
 }
 
 async function ok(...args: string[]): Promise<string> {

@@ -4,6 +4,7 @@
  * the network usable on B; a container on A pings and nc's one on B (vxlan); --ip is honoured; exhaustion
  * and an --ip taken on the other host fail `docker run` with weft's message; removal leaves nothing behind.
  */
+import { WEFT_BIN } from '../src/testbed/agents.js';
 import { waitFor } from '../src/testbed/wait.js';
 import { intToIp, parseCidr } from '../src/lease/subnets.js';
 import { test } from 'node:test';
@@ -12,7 +13,6 @@ import * as http from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { createTestbed, type Testbed, type TestbedHost } from '../src/testbed/index.js';
 import { openStore } from '../src/store/index.js';
@@ -20,8 +20,6 @@ import { LeaseManager } from '../src/lease/manager.js';
 import { listLeases } from '../src/lease/leases.js';
 import { startDockerd, ensureBusyboxImage, run, type Dockerd } from './helpers/dockerd.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const weftBin = path.resolve(here, '..', '..', 'bin', 'weft');
 
 interface Host {
   tb: TestbedHost;
@@ -65,7 +63,7 @@ function startAgent(tb: Testbed, h: TestbedHost, d: Dockerd, storeUrl: string, d
   const log: string[] = [];
   const child = tb.spawn(h.ns, [
     process.execPath,
-    weftBin,
+    WEFT_BIN,
     'agent',
     '--docker',
     '--store', storeUrl,
@@ -138,7 +136,7 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000 }, asyn
   });
   assert.equal(stA.backend, 'vxlan');
   // flannel-style: `weft docker-opts` prints dockerd's --bip/--mtu from this host's lease
-  const opts = await run(process.execPath, [path.resolve(here, '..', '..', 'bin', 'weft'), 'docker-opts', '--api', A.api, '--network', 'prodnet']);
+  const opts = await run(process.execPath, [WEFT_BIN, 'docker-opts', '--api', A.api, '--network', 'prodnet']);
   assert.equal(opts.stderr, '');
   assert.equal(opts.stdout, `--bip=${ipPlus(stA.subnet, 1)}/24 --mtu=${stA.mtu}\n`);
   assert.ok(stA.mtu <= 1450, 'vxlan MTU leaves room for the encapsulation');

@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +10,22 @@ import type { TestbedHost } from './index.js';
 
 /** The weft executable of this checkout (bin/weft), so tests and the demo run the code they ship. */
 export const WEFT_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/weft');
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs this checkout's `weft` CLI; resolves with its exit code and output (never rejects). */
+export function runWeft(args: readonly string[], o: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [WEFT_BIN, ...args], { env: o.env ?? process.env, timeout: o.timeoutMs ?? 0 }, (err, stdout, stderr) => {
+      const c = (err as NodeJS.ErrnoException | null)?.code;
+      resolve({ code: err ? (typeof c === 'number' ? c : 1) : 0, stdout, stderr });
+    });
+  });
+}
 
 export interface AgentProcessOptions {
   storeUrl: string;

@@ -1,6 +1,5 @@
 import { waitFor } from '../../src/testbed/wait.js';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,7 +7,7 @@ import { createNetwork } from '../../src/config/registry.js';
 import { openStore } from '../../src/store/index.js';
 import { cidrWithin } from '../../src/system/cidr.js';
 import { bridgeJson, ipJson } from '../../src/system/ip.js';
-import { AgentProcess, WEFT_BIN } from '../../src/testbed/agents.js';
+import { AgentProcess, runWeft, type CliResult } from '../../src/testbed/agents.js';
 import { createTestbed, type Testbed, type TestbedHost } from '../../src/testbed/index.js';
 import { formatMatrix, pingAll, type PingTarget } from '../../src/testbed/ping.js';
 
@@ -49,21 +48,8 @@ export const neigh = (ns: string, dev: string) => ipJson<Array<{ dst: string; ll
 /** `ip -json route` dst ("default", "10.1.2.0/24" or a bare host address) inside `cidr`? */
 export const routeIn = (dst: string, cidr: string) => dst !== 'default' && cidrWithin(dst.includes('/') ? dst : `${dst}/32`, cidr);
 
-export interface RunResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs this checkout's `weft` CLI (from the root namespace; the agent is reached by its socket). */
-export function weft(args: string[], timeoutMs = 15_000): Promise<RunResult> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [WEFT_BIN, ...args], { timeout: timeoutMs }, (err, stdout, stderr) => {
-      const c = (err as NodeJS.ErrnoException | null)?.code;
-      resolve({ code: err ? (typeof c === 'number' ? c : 1) : 0, stdout, stderr });
-    });
-  });
-}
+export const weft = (args: string[], timeoutMs = 15_000): Promise<CliResult> => runWeft(args, { timeoutMs });
 
 /** Polls until `check` answers true (or a value); see src/testbed/wait.ts. */
 export const waitUntil = (what: string, ms: number, check: () => Promise<boolean | string>) => waitFor(what, ms, check);
