@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { gatewayCidr } from '../src/ipam/addresses.js';
 import { once } from 'node:events';
 import { after, describe, test } from 'node:test';
 import { callAgent } from '../src/agent/client.js';
@@ -35,6 +38,13 @@ function e2e(backend: 'host-gw' | 'vxlan', cidr: string): void {
         for (const s of subnets) assert.ok(cidrWithin(s, cidr), `${s} inside ${cidr}`);
         assert.equal(c.containers.length, 6);
         for (const ct of c.containers) assert.ok(cidrWithin(`${ct.ip}/32`, await c.subnetOf(ct.host)), `${ct.label} ${ct.ip} in its host's lease`);
+        for (const h of c.tb.hosts) {
+          // flannel's subnet.env: the network's own file, and the single file for weft0's network
+          const dir = c.agent(h).stateDir;
+          const env = readFileSync(path.join(dir, NETWORK, 'subnet.env'), 'utf8');
+          assert.match(env, new RegExp(`^FLANNEL_NETWORK=${re(cidr)}\nFLANNEL_SUBNET=${re(gatewayCidr(await c.subnetOf(h)))}\nFLANNEL_MTU=[0-9]+\nFLANNEL_IPMASQ=false\n$`));
+          assert.equal(readFileSync(path.join(dir, 'subnet.env'), 'utf8'), env);
+        }
         await c.assertAllPairs();
       }));
 

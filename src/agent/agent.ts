@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import path from 'node:path';
 import { getNetwork } from '../config/registry.js';
+import { subnetEnvPath } from '../lease/subnet-env.js';
 import { listNetworkNames, networkNameOfConfigKey } from '../store/layout.js';
 import { openStore } from '../store/index.js';
 import type { Store, Watch } from '../store/types.js';
@@ -120,7 +121,7 @@ export class Agent implements NetworkDirectory {
         hostId: this.hostId,
         underlay: this.underlay,
         bridge: this.bridges.get(name),
-        subnetEnvPath: this.subnetEnvPath(name),
+        subnetEnvPaths: this.subnetEnvPaths(name),
         leaseTtlSeconds: this.opts.leaseTtlSeconds,
         graceSeconds: this.opts.graceSeconds,
         ipMasq: this.opts.ipMasq,
@@ -140,9 +141,10 @@ export class Agent implements NetworkDirectory {
     }
   }
 
-  /** flannel's file for the first network; `<state-dir>/<network>/subnet.env` for each. */
-  subnetEnvPath(network: string): string {
-    return path.join(this.opts.stateDir, network, 'subnet.env');
+  /** `<state-dir>/<network>/subnet.env` for each network; flannel's single `<state-dir>/subnet.env` for weft0's. */
+  private subnetEnvPaths(network: string): string[] {
+    const own = subnetEnvPath(this.opts.stateDir, network);
+    return this.bridges.get(network) === 'weft0' ? [own, path.join(this.opts.stateDir, 'subnet.env')] : [own];
   }
 
   get(name?: string): NetworkRunner {

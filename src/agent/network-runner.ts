@@ -9,7 +9,7 @@ import { ensureBridge } from '../system/bridge.js';
 import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept } from '../system/iptables.js';
 import { enableIpForward } from '../system/sysctl.js';
 import type { Logger } from '../util/log.js';
-import { gatewayOf } from '../ipam/addresses.js';
+import { gatewayCidr, gatewayOf } from '../ipam/addresses.js';
 import type { NetworkStatus } from './types.js';
 
 export interface RunnerOptions {
@@ -17,8 +17,8 @@ export interface RunnerOptions {
   hostId: string;
   underlay: Underlay;
   bridge: string;
-  /** Where subnet.env goes. */
-  subnetEnvPath: string;
+  /** Where subnet.env goes (the network's own file; for weft0's network also flannel's single file). */
+  subnetEnvPaths: string[];
   leaseTtlSeconds?: number;
   graceSeconds?: number;
   ipMasq?: boolean;
@@ -56,10 +56,6 @@ export class NetworkRunner {
     return gatewayOf(this.lease.subnet);
   }
 
-  get prefixLength(): number {
-    return Number(this.lease.subnet.split('/')[1]);
-  }
-
   async start(): Promise<void> {
     const { store, hostId, underlay, log } = this.opts;
     this.backend = createBackend({ networkName: this.name, network: this.config, underlay, log });
@@ -73,16 +69,17 @@ export class NetworkRunner {
     this.lease = await this.leases.acquire({ publicIp: underlay.ip, backendType: this.backend.type, backendData });
     log.info({ network: this.name, subnet: this.lease.subnet }, 'lease acquired');
     await enableIpForward();
-    await ensureBridge(this.opts.bridge, `${this.gateway}/${this.prefixLength}`, this.backend.mtu);
+    await ensureBridge(this.opts.bridge, gatewayCidr(this.lease.subnet), this.backend.mtu);
     await this.backend.activate(this.lease);
     await this.ensureForwarding();
     if (this.opts.ipMasq ?? this.config.IPMasq) await ensureMasquerade(this.config.Network);
-    await writeSubnetEnv(this.opts.subnetEnvPath, {
+    const env = {
       network: this.config.Network,
       subnet: this.lease.subnet,
       mtu: this.backend.mtu,
       ipMasq: Boolean(this.opts.ipMasq ?? this.config.IPMasq),
-    });
+    };
+    for (const file of this.opts.subnetEnvPaths) await writeSubnetEnv(file, env);
     this.leases.start((lease) => {
       this.opts.log.warn({ network: this.name, was: this.lease.subnet, now: lease.subnet }, 'LEASE CHANGED on renewal: containers on the old subnet lose connectivity; restart the agent');
     });

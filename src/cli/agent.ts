@@ -1,13 +1,12 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { Agent } from '../agent/agent.js';
-import { callAgent, DEFAULT_API_SOCKET } from '../agent/client.js';
+import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../agent/client.js';
 import { resetHost } from '../agent/reset.js';
 import { DockerApi } from '../adapters/docker/docker-api.js';
 import { dockerContainerResolver } from '../adapters/docker/resolve.js';
+import { WeftError } from '../util/errors.js';
 import { log } from '../util/log.js';
 import { printJson } from './output.js';
-
-const DEFAULT_STATE_DIR = '/var/lib/weft';
 
 /** `weft agent` (the per-host daemon, foreground) and `weft reset`. */
 export function registerAgent(program: Command): void {
@@ -80,7 +79,7 @@ export function registerAgent(program: Command): void {
       try {
         result = await callAgent(o.api, 'POST', '/reset');
       } catch (err) {
-        if (!(err instanceof Error && /no weft agent/.test(err.message))) throw err;
+        if (!(err instanceof WeftError && err.code === NO_AGENT)) throw err;
         result = await resetHost({ storeUrl: o.store, stateDir: o.stateDir, hostId: o.hostId });
       }
       if (o.json) printJson(result);

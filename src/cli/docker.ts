@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
-import * as http from 'node:http';
 import * as path from 'node:path';
+import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../agent/client.js';
+import { gatewayCidr } from '../ipam/addresses.js';
+import { subnetEnvPath } from '../lease/subnet-env.js';
 import { WeftError } from '../util/errors.js';
 
 /**
@@ -10,8 +12,6 @@ import { WeftError } from '../util/errors.js';
  * Asks the agent (GET /status); when no agent answers, reads the subnet.env the agent wrote in its state dir.
  */
 
-export const DEFAULT_STATE_DIR = process.env.WEFT_STATE_DIR ?? '/var/lib/weft';
-const DEFAULT_API = process.env.WEFT_API ?? '/run/weft/weft.sock';
 
 export interface DockerOpts {
   network?: string;
@@ -20,43 +20,6 @@ export interface DockerOpts {
   mtu: number;
   /** Where it came from: "agent" or the subnet.env path. */
   source: string;
-}
-
-function firstUsableWithLen(subnet: string): string {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(subnet.trim());
-  if (!m) throw new WeftError(`not a subnet: ${subnet}`);
-  const b = m.slice(1, 5).map(Number);
-  const len = Number(m[5]);
-  if (b.some((x) => x > 255) || len > 32) throw new WeftError(`not a subnet: ${subnet}`);
-  const n = (((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0) + (len >= 31 ? 0 : 1);
-  return `${[(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.')}/${len}`;
-}
-
-/** GET a JSON path from the agent's unix socket; undefined when no agent listens there. */
-function agentGet(socket: string, urlPath: string): Promise<unknown | undefined> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: socket, method: 'GET', path: urlPath, timeout: 5000 }, (res) => {
-      let text = '';
-      res.on('data', (c) => (text += c));
-      res.on('end', () => {
-        let body: unknown = text;
-        try {
-          body = JSON.parse(text);
-        } catch {
-          /* keep text */
-        }
-        if ((res.statusCode ?? 500) >= 300) {
-          reject(new WeftError((body as { error?: string })?.error ?? `agent answered ${res.statusCode}`));
-        } else resolve(body);
-      });
-    });
-    req.on('timeout', () => req.destroy(new Error(`the agent at ${socket} did not answer`)));
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') resolve(undefined);
-      else reject(err);
-    });
-    req.end();
-  });
 }
 
 /** Parses flannel's subnet.env text. */
@@ -74,8 +37,11 @@ interface StatusShape {
 }
 
 export async function dockerOpts(o: { network?: string; api?: string; stateDir?: string }): Promise<DockerOpts> {
-  const api = o.api ?? DEFAULT_API;
-  const status = (await agentGet(api, '/status')) as StatusShape | undefined;
+  const api = o.api ?? DEFAULT_API_SOCKET;
+  const status = await callAgent<StatusShape>(api, 'GET', '/status', undefined, { timeoutMs: 5000 }).catch((err: unknown) => {
+    if (err instanceof WeftError && err.code === NO_AGENT) return undefined;
+    throw err;
+  });
   if (status) {
     const nets = status.networks ?? [];
     const net = o.network ? nets.find((n) => n.name === o.network) : nets[0];
@@ -86,11 +52,11 @@ export async function dockerOpts(o: { network?: string; api?: string; stateDir?:
           : 'this host has not joined any network yet',
       );
     }
-    return { network: net.name, subnet: net.subnet, bip: firstUsableWithLen(net.subnet), mtu: net.mtu, source: 'agent' };
+    return { network: net.name, subnet: net.subnet, bip: gatewayCidr(net.subnet), mtu: net.mtu, source: 'agent' };
   }
   const dir = o.stateDir ?? DEFAULT_STATE_DIR;
   const candidates = o.network
-    ? [path.join(dir, o.network, 'subnet.env'), path.join(dir, `${o.network}.env`), path.join(dir, 'networks', o.network, 'subnet.env')]
+    ? [subnetEnvPath(dir, o.network), path.join(dir, `${o.network}.env`), path.join(dir, 'networks', o.network, 'subnet.env')]
     : [path.join(dir, 'subnet.env'), '/run/flannel/subnet.env'];
   for (const file of candidates) {
     let text: string;
@@ -119,7 +85,7 @@ export function registerDocker(program: Command): void {
     .command('docker-opts')
     .description("print dockerd options (--bip, --mtu) for this host's lease, like flannel's DOCKER_NETWORK_OPTIONS")
     .option('--network <name>', 'network (default: the host\'s first network)')
-    .option('--api <sock>', 'agent API socket', DEFAULT_API)
+    .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
     .option('--state-dir <dir>', 'where the agent keeps subnet.env (used when no agent answers)', DEFAULT_STATE_DIR)
     .option('--env', 'print DOCKER_NETWORK_OPTIONS="..." (for an environment file)')
     .action(async (opts: { network?: string; api: string; stateDir: string; env?: boolean }) => {

@@ -1,5 +1,5 @@
 import type { NetworkStatus } from '../agent/types.js';
-import { gatewayOf } from '../ipam/addresses.js';
+import { gatewayCidr } from '../ipam/addresses.js';
 import { VXLAN_OVERHEAD } from '../backends/vxlan.js';
 import { canonicalCidr, cidrContains, cidrWithin, networkAddress } from '../system/cidr.js';
 import { FORWARD_CHAIN } from '../system/iptables.js';
@@ -221,7 +221,7 @@ function judgeNetwork(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undef
 
   // bridge
   const br = f.links.find((l) => l.ifname === n.bridge);
-  const gw = `${gatewayOf(n.subnet)}/${n.subnet.split('/')[1]}`;
+  const gw = gatewayCidr(n.subnet);
   if (!br) out.push(bad(`bridge:${n.bridge}`, 'error', `bridge ${n.bridge} is missing: containers of ${n.name} on this host are cut off`, 'restart the agent (it recreates the bridge), then re-attach the containers'));
   else if (!isUp(br)) out.push(bad(`bridge:${n.bridge}`, 'error', `bridge ${n.bridge} is down: containers of ${n.name} on this host are cut off`, `ip link set ${n.bridge} up`));
   else if (!ipv4(br).some((a) => `${a.local}/${a.prefixlen}` === gw))

@@ -6,6 +6,11 @@ export function gatewayOf(subnet: string): string {
   return intToIp(parseCidr(subnet).base + 1);
 }
 
+/** The gateway with the subnet's prefix length ("10.5.72.1/24"): the bridge's address, flannel's FLANNEL_SUBNET, dockerd's --bip. */
+export function gatewayCidr(subnet: string): string {
+  return `${gatewayOf(subnet)}/${parseCidr(subnet).len}`;
+}
+
 /**
  * Which addresses of a leased subnet containers may have (pure). The network address, the first usable
  * address (the gateway: the host bridge owns it) and the broadcast address are never handed out.

@@ -1,7 +1,6 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { gatewayOf } from '../ipam/addresses.js';
-import { parseCidr } from './subnets.js';
+import { dirname, join } from 'node:path';
+import { gatewayCidr } from '../ipam/addresses.js';
 
 /** flannel's /run/flannel/subnet.env, which CNI's flannel plugin and docker setups read. */
 
@@ -18,10 +17,15 @@ export interface SubnetEnv {
 export function formatSubnetEnv(env: SubnetEnv): string {
   return [
     `FLANNEL_NETWORK=${env.network}`,
-    `FLANNEL_SUBNET=${gatewayOf(env.subnet)}/${parseCidr(env.subnet).len}`,
+    `FLANNEL_SUBNET=${gatewayCidr(env.subnet)}`,
     `FLANNEL_MTU=${env.mtu}`,
     `FLANNEL_IPMASQ=${env.ipMasq}`,
   ].join('\n') + '\n';
+}
+
+/** Where the agent writes a network's subnet.env: `<state-dir>/<network>/subnet.env`. */
+export function subnetEnvPath(stateDir: string, network: string): string {
+  return join(stateDir, network, 'subnet.env');
 }
 
 /** Writes the file atomically (temp file + rename), creating its directory. */
