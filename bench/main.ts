@@ -1,3 +1,4 @@
+import '../src/backends/all.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 /**
  * `npm run bench`: one run, one table.

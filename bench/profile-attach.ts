@@ -5,6 +5,7 @@
  *   node dist/bench/profile-attach.js [N (10)]
  * Cleans up like bench/main.ts: its own prefix, processes stopped by PID.
  */
+import '../src/backends/all.js';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';

@@ -3,7 +3,8 @@ import { after, before, test } from 'node:test';
 import type { NetworkConfig } from '../src/config/types.js';
 import { ipJson } from '../src/system/ip.js';
 import { createTestbed, type Testbed } from '../src/testbed/index.js';
-import { createBackend } from '../src/backends/registry.js';
+import { createBackend } from '../src/backends/all.js';
+import { testBackendContext } from '../src/testbed/cluster.js';
 import { findUnderlay } from '../src/system/underlay.js';
 import { log } from '../src/util/log.js';
 import { addClusterNode, buildCluster, pingMatrix, reconcileAll, type ClusterNode } from '../src/testbed/cluster.js';
@@ -47,7 +48,7 @@ test('host-gw: a restarted agent (new backend object) changes nothing', async ()
   const n1 = nodes[0]!;
   const before = await routes(n1.host.ns);
   const sys = { netns: n1.host.ns };
-  const fresh = createBackend({ networkName: 'testnet', network, underlay: await findUnderlay({}, sys), log }, sys);
+  const fresh = createBackend(testBackendContext(network, await findUnderlay({}, sys), log, sys));
   await fresh.init();
   await fresh.activate(n1.lease);
   await fresh.reconcile(nodes.map((n) => n.lease));

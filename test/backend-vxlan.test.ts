@@ -5,7 +5,8 @@ import { after, before, test } from 'node:test';
 import type { NetworkConfig } from '../src/config/types.js';
 import { bridgeJson, getLink, ipJson } from '../src/system/ip.js';
 import { createTestbed, type Testbed } from '../src/testbed/index.js';
-import { createBackend } from '../src/backends/registry.js';
+import { createBackend } from '../src/backends/all.js';
+import { testBackendContext } from '../src/testbed/cluster.js';
 import { findUnderlay } from '../src/system/underlay.js';
 import { log } from '../src/util/log.js';
 import { addClusterNode, buildCluster, pingMatrix, reconcileAll, type ClusterNode } from '../src/testbed/cluster.js';
@@ -138,7 +139,7 @@ test('vxlan: reconcile twice changes nothing', async () => {
 test('vxlan: a restarted agent (new backend object) adopts the device and changes nothing', async () => {
   const n1 = nodes[0]!;
   const before = await state(n1.host.ns);
-  const fresh = createBackend({ networkName: 'testnet', network, underlay: await findUnderlay({}, { netns: n1.host.ns }), log }, { netns: n1.host.ns });
+  const fresh = createBackend(testBackendContext(network, await findUnderlay({}, { netns: n1.host.ns }), log, { netns: n1.host.ns }));
   assert.deepEqual(await fresh.init(), n1.lease.backendData, 'same VtepMAC after restart');
   await fresh.activate(n1.lease);
   await fresh.reconcile(nodes.map((n) => n.lease));

@@ -71,7 +71,7 @@ test('bad input: one line on stderr, non-zero exit', async () => {
   await fails(/^weft: invalid network config: Network "10\.9\.1\.0\/16": host bits are set/, 'network', 'create', 'x', '--subnet', '10.9.1.0/16');
   await fails(/^weft: invalid network config: Network "nonsense": not an IPv4 CIDR/, 'network', 'create', 'x', '--subnet', 'nonsense');
   await fails(/^weft: invalid network config: SubnetLen 8: must be longer than the network's prefix \/16$/, 'network', 'create', 'x', '--subnet', '10.9.0.0/16', '--subnet-len', '8');
-  await fails(/^weft: invalid network config: Backend\.Type "gre": unknown backend type/, 'network', 'create', 'x', '--subnet', '10.9.0.0/16', '--backend', 'gre');
+  await fails(/^weft: unknown backend type "gre" \(this weft has: host-gw, vxlan[,)]/, 'network', 'create', 'x', '--subnet', '10.9.0.0/16', '--backend', 'gre');
   await fails(/^weft: invalid network config: Backend\.VNI 99999999: VNI out of range/, 'network', 'create', 'x', '--subnet', '10.9.0.0/16', '--vni', '99999999');
   await fails(/--vni must be a whole number, got "abc"/, 'network', 'create', 'x', '--subnet', '10.9.0.0/16', '--vni', 'abc');
   await fails(/^weft: network "blue" already exists in sqlite:/, 'network', 'create', 'blue', '--subnet', '10.9.0.0/16');

@@ -1,3 +1,4 @@
+import '../src/backends/all.js';
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Etcd3 } from 'etcd3';

@@ -167,7 +167,7 @@ test('a device type the kernel lacks fails naming the kernel feature', async () 
     await run('ip', ['-n', ns, 'link', 'del', 'wtprobe0']);
     return;
   }
-  await assert.rejects(createLink('dummy', ['link add wtdummy0 type dummy'], { netns: ns }), (e: unknown) => {
+  await assert.rejects(createLink('dummy', { name: 'wtdummy0' }, { netns: ns }), (e: unknown) => {
     assert.ok(e instanceof WeftError);
     assert.match(e.message, /kernel has no dummy support \(module dummy, CONFIG_DUMMY\)/);
     return true;

@@ -1,7 +1,9 @@
 import type http from 'node:http';
+import '../backends/all.js';
 import path from 'node:path';
 import { getNetwork } from '../config/registry.js';
 import { subnetEnvPath } from '../lease/subnet-env.js';
+import { listLeases } from '../lease/leases.js';
 import { listNetworkNames, networkNameOfConfigKey } from '../store/layout.js';
 import { openStore } from '../store/index.js';
 import type { Store, Watch } from '../store/types.js';
@@ -32,6 +34,8 @@ export interface AgentOptions {
   ipMasq?: boolean;
   /** Extra ways to find a container (the Docker adapter adds container ids/names). */
   resolvers?: ContainerResolver[];
+  /** Seconds between resyncs of kernel state and endpoint records (default 30). */
+  resyncSeconds?: number;
   /** Extra API routes (the Docker plugin, metrics, web page). */
   routes?: (agent: Agent) => Route[];
   forwardParents?: string[];
@@ -50,6 +54,10 @@ export class Agent implements NetworkDirectory {
   private server?: http.Server;
   private watch?: Watch;
   private joining = Promise.resolve();
+  /** Networks whose join failed, with when to try again (backoff doubles up to a minute). */
+  private readonly retries = new Map<string, { at: number; delayMs: number; timer: NodeJS.Timeout }>();
+  private stopped = false;
+  private repairTimer?: NodeJS.Timeout;
   private readonly bridges: BridgeNames;
   private readonly log: Logger;
 
@@ -61,7 +69,7 @@ export class Agent implements NetworkDirectory {
   ) {
     this.log = (opts.log ?? rootLog).child({ hostId });
     this.bridges = new BridgeNames(opts.stateDir);
-    this.endpoints = new Endpoints(store, hostId, this, opts.resolvers);
+    this.endpoints = new Endpoints(store, hostId, this, opts.resolvers, this.log);
   }
 
   static async start(opts: AgentOptions): Promise<Agent> {
@@ -80,6 +88,8 @@ export class Agent implements NetworkDirectory {
 
   private async begin(): Promise<void> {
     this.log.info({ underlay: this.underlay, store: this.store.url }, 'agent starting');
+    // The API answers at once: `weft status` says why a network is not joined yet (store down, subnet full).
+    this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log);
     const wanted = this.opts.networks;
     for (const name of wanted ?? (await listNetworkNames(this.store))) await this.join(name);
     if (!wanted) {
@@ -91,22 +101,61 @@ export class Agent implements NetworkDirectory {
         if (key === undefined || key === 'config' || networkNameOfConfigKey(key) !== undefined) this.joining = this.joining.then(() => this.syncNetworks());
       });
     }
-    this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log);
+    // Store and kernel agree on endpoints: now, and on every resync.
+    await this.repairEndpoints();
+    this.repairTimer = setInterval(() => void this.repairEndpoints(), (this.opts.resyncSeconds ?? 30) * 1000);
+    this.repairTimer.unref();
     this.log.info({ api: this.opts.api, networks: [...this.runners.keys()] }, 'agent ready');
   }
 
+  private async repairEndpoints(): Promise<void> {
+    for (const r of this.all()) {
+      await this.endpoints.reconcile(r).catch((err) => this.log.warn({ err, network: r.name }, 'endpoint reconcile failed; retried on the next resync'));
+    }
+  }
+
+  /**
+   * Joins networks that appeared. A network whose config vanished is NOT torn down: a deleted or corrupt
+   * config key is not a removal (that is `weft network rm`, which deletes the leases too); the data plane
+   * keeps forwarding and is adopted again when the config comes back.
+   */
   private async syncNetworks(): Promise<void> {
-    const names = new Set(await listNetworkNames(this.store));
+    let names: Set<string>;
+    try {
+      names = new Set(await listNetworkNames(this.store));
+    } catch (err) {
+      this.log.error({ err }, 'cannot list networks in the store; keeping every network as it is');
+      return;
+    }
     for (const n of names) if (!this.runners.has(n)) await this.join(n);
     for (const [n, runner] of this.runners) {
-      if (!names.has(n)) {
-        this.log.info({ network: n }, 'network removed from the store: leaving it');
+      if (names.has(n)) {
+        await this.checkConfig(n, runner);
+        continue;
+      }
+      const leases = await listLeases(this.store, n).catch(() => undefined);
+      if (leases && leases.length === 0) {
+        this.log.info({ network: n }, 'network removed from the store (config and leases gone): leaving it');
         this.runners.delete(n);
         await runner.stop();
         await runner.backend.teardown().catch((err) => this.log.warn({ err }, 'teardown failed'));
         await removeBridge(this.bridges.get(n)).catch(() => {});
         this.bridges.forget(n);
+      } else {
+        this.log.error({ network: n }, `!!! the config of network ${n} is missing or unreadable in the store, but its leases remain: keeping its data plane as it is (remove a network with \`weft network rm\`)`);
       }
+    }
+  }
+
+  /** Says loudly when a running network's config turned unreadable or changed (applied at the next agent start). */
+  private async checkConfig(name: string, runner: NetworkRunner): Promise<void> {
+    try {
+      const now = await getNetwork(this.store, name);
+      if (JSON.stringify(now) !== JSON.stringify(runner.config)) {
+        this.log.warn({ network: name, was: runner.config, now }, `the config of network ${name} changed in the store; this host keeps running it as it was until the agent restarts`);
+      }
+    } catch (err) {
+      this.log.error({ network: name, err: (err as Error).message }, `!!! the config of network ${name} is unreadable in the store: keeping its data plane as it is`);
     }
   }
 
@@ -121,7 +170,10 @@ export class Agent implements NetworkDirectory {
         hostId: this.hostId,
         underlay: this.underlay,
         bridge: this.bridges.get(name),
+        stateDir: this.opts.stateDir,
         subnetEnvPaths: this.subnetEnvPaths(name),
+        resyncSeconds: this.opts.resyncSeconds,
+        onReaddressed: (r, was) => void this.endpoints.readdress(r, was.subnet).catch((err) => this.log.error({ err, network: r.name }, 're-addressing containers failed')),
         leaseTtlSeconds: this.opts.leaseTtlSeconds,
         graceSeconds: this.opts.graceSeconds,
         ipMasq: this.opts.ipMasq,
@@ -131,14 +183,42 @@ export class Agent implements NetworkDirectory {
       await runner.start();
       this.runners.set(name, runner);
       this.failed.delete(name);
+      this.clearRetry(name);
       return runner;
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
       this.failed.set(name, msg);
-      this.log.error({ network: name, err: msg }, 'cannot join network');
-      if (this.opts.networks) throw err;
+      this.log.error({ network: name, err: msg }, 'cannot join network; retrying with backoff');
+      this.scheduleRetry(name);
       return undefined;
     }
+  }
+
+  /** A failed join is tried again after 1 s, 2 s, 4 s … up to a minute (a subnet may free up, the store may come back). */
+  private scheduleRetry(name: string): void {
+    if (this.stopped) return;
+    const prev = this.retries.get(name);
+    const delayMs = Math.min(60_000, prev ? prev.delayMs * 2 : 1000);
+    if (prev) clearTimeout(prev.timer);
+    const timer = setTimeout(() => {
+      this.joining = this.joining.then(async () => {
+        if (this.stopped || this.runners.has(name)) return;
+        if (!this.opts.networks && !(await listNetworkNames(this.store).catch(() => [name])).includes(name)) {
+          this.failed.delete(name);
+          this.clearRetry(name);
+          return;
+        }
+        await this.join(name);
+      });
+    }, delayMs);
+    timer.unref();
+    this.retries.set(name, { at: Date.now() + delayMs, delayMs, timer });
+  }
+
+  private clearRetry(name: string): void {
+    const r = this.retries.get(name);
+    if (r) clearTimeout(r.timer);
+    this.retries.delete(name);
   }
 
   /** `<state-dir>/<network>/subnet.env` for each network; flannel's single `<state-dir>/subnet.env` for weft0's. */
@@ -194,6 +274,9 @@ export class Agent implements NetworkDirectory {
 
   /** Stops following the store and serving the API; the data plane stays. */
   async stop(): Promise<void> {
+    this.stopped = true;
+    for (const name of [...this.retries.keys()]) this.clearRetry(name);
+    if (this.repairTimer) clearInterval(this.repairTimer);
     this.watch?.close();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server?.closeAllConnections?.();
@@ -204,6 +287,7 @@ export class Agent implements NetworkDirectory {
 
   /** Detaches every container, gives every lease back and removes bridges, devices and rules. */
   async reset(): Promise<{ networks: string[] }> {
+    this.stopped = true;
     this.watch?.close();
     const names = [...this.runners.keys()];
     for (const ep of await this.endpoints.list()) await this.endpoints.detach({ container: ep.owner, network: ep.network }).catch(() => {});

@@ -1,11 +1,16 @@
 import { createHash } from 'node:crypto';
+import { endpointDriver } from '../backends/endpoints/registry.js';
+import type { EndpointDriver } from '../backends/endpoints/types.js';
 import { Ipam } from '../ipam/ipam.js';
 import { networkKeys } from '../store/layout.js';
 import type { Store } from '../store/types.js';
-import { ExecError } from '../system/exec.js';
+import { kernelFailure } from '../system/exec.js';
+import { getLink, listInterfaces } from '../system/ip.js';
 import { resolveNetns, type NetnsRef } from '../system/netns.js';
-import { attachVeth, detachVeth, hostIfName, listNetnsInterfaces, nextIfName } from '../system/veth.js';
+import { hostIfName, listNetnsInterfaces, netnsAlive, nextIfName } from '../system/veth.js';
 import { WeftError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { KeyedLock } from '../util/keyed-lock.js';
 import type { NetworkRunner } from './network-runner.js';
 import type { AttachRequest, DetachRequest, Endpoint } from './types.js';
 
@@ -21,28 +26,50 @@ export type ContainerResolver = (container: string) => Promise<ResolvedContainer
 
 /** The networks running on this host, as the agent holds them. */
 export interface NetworkDirectory {
-  /** The named network, or the only/first one when no name is given; WeftError when unknown. */
+  /** The named network, or the default one when no name is given; WeftError when unknown. */
   get(name?: string): NetworkRunner;
   all(): NetworkRunner[];
 }
+
+/** An endpoint record as stored: the API's Endpoint plus the owner key it was made for. */
+export type StoredEndpoint = Endpoint & { owner: string };
 
 export function resolveBuiltin(container: string): ResolvedContainer {
   const netns = resolveNetns(container);
   return { netns, key: 'name' in netns ? `netns:${netns.name}` : `pid:${netns.pid}` };
 }
 
+/** The namespace an owner key names, when it names one weft can reach again (netns names and PIDs). */
+function netnsOfOwner(owner: string): NetnsRef | undefined {
+  const m = /^(netns|pid):(.+)$/.exec(owner);
+  if (!m) return undefined;
+  return m[1] === 'netns' ? { name: m[2]! } : { pid: Number(m[2]) };
+}
+
+/** What a reconcile of endpoint records against the kernel did (logged, and returned for tests). */
+export interface EndpointRepair {
+  recreated: string[];
+  released: string[];
+  removedInterfaces: string[];
+  releasedAddresses: string[];
+}
+
 /**
- * Attaching containers to networks on this host: address from IPAM, a veth made in place (two `ip -batch`
- * processes), and an endpoint record in the store so `weft ps`, detach and restarts find it again.
+ * Attaching containers to networks on this host: address from IPAM, the container's interface from the
+ * network's endpoint driver, and an endpoint record in the store so `weft ps`, detach and restarts find it.
+ * Calls for one (container, network) run one after the other, so a repeated or concurrent attach returns
+ * the same endpoint and never tears down another call's work.
  */
 export class Endpoints {
   private readonly ipam: Ipam;
+  private readonly locks = new KeyedLock();
 
   constructor(
     private readonly store: Store,
     private readonly hostId: string,
     private readonly networks: NetworkDirectory,
     private readonly resolvers: ContainerResolver[] = [],
+    private readonly log?: Logger,
   ) {
     this.ipam = new Ipam(store);
   }
@@ -59,36 +86,57 @@ export class Endpoints {
     }
   }
 
+  private driver(net: NetworkRunner): EndpointDriver {
+    return endpointDriver(net.module.endpointDriver);
+  }
+
   async attach(req: AttachRequest): Promise<Endpoint> {
-    if (!req.container) throw new WeftError('attach needs a container');
     const net = this.networks.get(req.network);
     const target = await this.resolve(req.container);
     const id = endpointId(target.key, net.name);
+    return this.locks.run(id, () => this.attachLocked(req, net, target, id));
+  }
+
+  private async attachLocked(req: AttachRequest, net: NetworkRunner, target: ResolvedContainer, id: string): Promise<Endpoint> {
     const key = networkKeys(this.store, net.name).endpoint(this.hostId, id);
     const existing = await this.store.get(key);
     if (existing) {
-      const ep = JSON.parse(existing.value) as Endpoint;
-      if (req.address && stripLen(req.address) !== stripLen(ep.address)) {
-        throw new WeftError(`${req.container} is already attached to ${net.name} with ${ep.address}; detach it first`);
+      const ep = parseEndpoint(existing.value);
+      if (ep) {
+        if (req.address && stripLen(req.address) !== stripLen(ep.address)) {
+          throw new WeftError(`${req.container} is already attached to ${net.name} with ${ep.address}; detach it first`);
+        }
+        const driver = this.driver(net);
+        if (await driver.exists({ hostIf: ep.hostIf, ifname: ep.ifname, netns: target.netns })) return publicView(ep);
+        // The record outlived its interface (a crash mid-attach, an interface deleted by hand): make it again.
+        this.log?.warn({ network: net.name, container: req.container, address: ep.address }, 'endpoint record without its interface: re-creating the interface');
+        return publicView(await this.create(net, target, id, { ...req, address: ep.address, ifname: req.ifname ?? ep.ifname }, ep.address));
       }
-      return ep;
     }
-    const alloc = await this.ipam.allocate({ network: net.name, subnet: net.lease.subnet, owner: target.key, address: req.address });
+    return publicView(await this.create(net, target, id, req));
+  }
+
+  /** Allocates, creates the interface and writes the record; on failure undoes exactly what it did. */
+  private async create(net: NetworkRunner, target: ResolvedContainer, id: string, req: AttachRequest, keepAddress?: string): Promise<StoredEndpoint> {
+    const plan = net.plan;
+    const alloc = await this.ipam.allocate({ network: net.name, subnet: plan.pool, owner: target.key, address: keepAddress ?? req.address });
     const hostIf = hostIfName(target.key, net.name);
+    const driver = this.driver(net);
+    let made = false;
     try {
-      const veth = (ifname: string) =>
-        attachVeth({
+      const join = (ifname: string) =>
+        driver.join({
           netns: target.netns,
           ifname,
+          hostIf,
           address: alloc.cidr,
-          gateway: alloc.gateway,
+          gateway: plan.gateway,
           // eth0 carries the default route; a further network's interface (ethweN) only routes that network
           routeTo: ifname === 'eth0' ? 'default' : net.config.Network,
           mtu: net.backend.mtu,
           // The MAC follows the address: whoever gets an address next has the MAC that neighbours cached for it.
           mac: macForAddress(alloc.address),
-          bridge: net.status().bridge,
-          hostIf,
+          bridge: net.bridge,
         });
       // Listing a named namespace's interfaces costs an `ip` process (~4–6 ms, a third of an attach): guess
       // eth0 (a fresh container has none) and list only when the kernel says the name exists.
@@ -96,14 +144,15 @@ export class Endpoints {
       let ifname = guess;
       let mac: string;
       try {
-        ({ mac } = await veth(guess));
+        ({ mac } = await join(guess));
       } catch (err) {
-        if (req.ifname || !(err instanceof ExecError && /File exists/.test(err.stderr))) throw err;
+        if (req.ifname || kernelFailure(err) !== 'exists') throw err;
         ifname = await this.freeIfname(target.netns);
         if (ifname === guess) throw err; // the name was free: the clash was the host side
-        ({ mac } = await veth(ifname));
+        ({ mac } = await join(ifname));
       }
-      const ep: Endpoint = {
+      made = true;
+      const ep: StoredEndpoint = {
         id,
         container: req.container,
         network: net.name,
@@ -112,24 +161,24 @@ export class Endpoints {
         hostIf,
         address: alloc.cidr,
         mac,
-        gateway: alloc.gateway,
+        ...(plan.gateway ? { gateway: plan.gateway } : {}),
         ...(req.name ? { name: req.name } : {}),
+        owner: target.key,
       };
-      await this.store.put(key, JSON.stringify({ ...ep, owner: target.key }));
+      await this.store.put(networkKeys(this.store, net.name).endpoint(this.hostId, id), JSON.stringify(ep));
       return ep;
     } catch (err) {
-      await this.ipam.release({ network: net.name, subnet: net.lease.subnet, owner: target.key });
-      if (err instanceof ExecError && /File exists/.test(err.stderr)) {
-        throw new WeftError(`cannot attach ${req.container}: an interface of that name already exists (${err.stderr.trim()})`);
+      if (made) await driver.leave({ hostIf, ifname: req.ifname ?? 'eth0', netns: target.netns }).catch(() => false);
+      if (!keepAddress) await this.ipam.release({ network: net.name, subnet: plan.pool, owner: target.key }).catch(() => []);
+      if (kernelFailure(err) === 'exists') {
+        throw new WeftError(`cannot attach ${req.container}: an interface of that name already exists (${(err as Error).message.trim()})`);
       }
       throw err;
     }
   }
 
   async detach(req: DetachRequest): Promise<Endpoint[]> {
-    const mine = (await this.list()).filter(
-      (e) => (e.container === req.container || e.owner === req.container) && (!req.network || e.network === req.network),
-    );
+    let mine = (await this.list()).filter((e) => (e.container === req.container || e.owner === req.container) && (!req.network || e.network === req.network));
     if (mine.length === 0) {
       // The user may name the container differently than at attach time (a PID for a netns, say).
       let key: string | undefined;
@@ -138,30 +187,103 @@ export class Endpoints {
       } catch {
         /* unknown container: reported below */
       }
-      mine.push(...(await this.list()).filter((e) => e.owner === key && (!req.network || e.network === req.network)));
+      mine = (await this.list()).filter((e) => e.owner === key && (!req.network || e.network === req.network));
     }
     if (mine.length === 0) {
       throw new WeftError(`${req.container} is not attached${req.network ? ` to ${req.network}` : ''} on this host`);
     }
-    for (const ep of mine) {
-      await detachVeth(ep.hostIf);
-      const net = this.networks.get(ep.network);
-      await this.ipam.release({ network: ep.network, subnet: net.lease.subnet, owner: ep.owner });
-      await this.store.delete(networkKeys(this.store, ep.network).endpoint(this.hostId, ep.id));
-    }
-    return mine.map(({ owner: _owner, ...ep }) => ep);
+    const out: Endpoint[] = [];
+    for (const ep of mine) out.push(await this.locks.run(ep.id, () => this.remove(ep)));
+    return out;
   }
 
-  /** This host's endpoints in every network it runs. */
-  async list(networks?: string[]): Promise<Array<Endpoint & { owner: string }>> {
+  /** Removes one endpoint: interface, address, record (in that order: a failure leaves a record to retry). */
+  private async remove(ep: StoredEndpoint): Promise<Endpoint> {
+    const net = this.networks.all().find((n) => n.name === ep.network);
+    const driver = net ? this.driver(net) : endpointDriver();
+    await driver.leave({ hostIf: ep.hostIf, ifname: ep.ifname, netns: netnsOfOwner(ep.owner) });
+    if (net) await this.ipam.release({ network: ep.network, subnet: net.plan.pool, owner: ep.owner });
+    await this.store.delete(networkKeys(this.store, ep.network).endpoint(this.hostId, ep.id));
+    return publicView(ep);
+  }
+
+  /** This host's endpoints in every network it runs (or the named ones). Unreadable records are skipped. */
+  async list(networks?: string[]): Promise<StoredEndpoint[]> {
     const names = networks ?? this.networks.all().map((n) => n.name);
-    const out: Array<Endpoint & { owner: string }> = [];
+    const out: StoredEndpoint[] = [];
     for (const n of names) {
       for (const e of await this.store.list(networkKeys(this.store, n).endpointsPrefix(this.hostId))) {
-        out.push(JSON.parse(e.value) as Endpoint & { owner: string });
+        const ep = parseEndpoint(e.value);
+        if (ep) out.push(ep);
       }
     }
     return out;
+  }
+
+  /**
+   * Makes store and kernel agree for one network: a record whose interface is gone is re-created when its
+   * container still exists and released otherwise; an address no record owns is released; a host-side
+   * interface of this network that no record names is deleted. Runs at start and on every resync.
+   */
+  async reconcile(net: NetworkRunner): Promise<EndpointRepair> {
+    const repair: EndpointRepair = { recreated: [], released: [], removedInterfaces: [], releasedAddresses: [] };
+    const driver = this.driver(net);
+    const records = await this.list([net.name]);
+    for (const ep of records) {
+      await this.locks.run(ep.id, async () => {
+        const netns = netnsOfOwner(ep.owner);
+        if (await driver.exists({ hostIf: ep.hostIf, ifname: ep.ifname, netns })) return;
+        if (netns && (await netnsAlive(netns))) {
+          try {
+            await this.create(net, { netns, key: ep.owner }, ep.id, { container: ep.container, network: ep.network, ifname: ep.ifname, ...(ep.name ? { name: ep.name } : {}) }, ep.address);
+            repair.recreated.push(`${ep.container} ${ep.address}`);
+            return;
+          } catch (err) {
+            this.log?.warn({ err, container: ep.container }, 'could not re-create a lost endpoint interface; releasing it');
+          }
+        }
+        await this.remove(ep).catch(() => undefined);
+        repair.released.push(`${ep.container} ${ep.address}`);
+      });
+    }
+    // addresses allocated by a crash between IPAM and the record
+    const owners = new Set((await this.list([net.name])).map((e) => e.owner));
+    for (const a of await this.ipam.list({ network: net.name, subnet: net.plan.pool })) {
+      if (a.owner && !owners.has(a.owner) && !a.owner.startsWith('docker:') && !a.owner.startsWith('cni:') && /^(netns|pid):/.test(a.owner)) {
+        await this.ipam.release({ network: net.name, subnet: net.plan.pool, owner: a.owner });
+        repair.releasedAddresses.push(a.address);
+      }
+    }
+    // host ends of this network's veths that no record names (vw + 8 hex of (container, network))
+    if (net.bridge) {
+      const named = new Set((await this.list([net.name])).map((e) => e.hostIf));
+      for (const ifname of await listInterfaces()) {
+        if (!/^vw[0-9a-f]{8}$/.test(ifname) || named.has(ifname)) continue;
+        const link = await getLink(ifname);
+        if (link?.master === net.bridge) {
+          await driver.leave({ hostIf: ifname, ifname: 'eth0' }).catch(() => false);
+          repair.removedInterfaces.push(ifname);
+        }
+      }
+    }
+    const changed = repair.recreated.length + repair.released.length + repair.removedInterfaces.length + repair.releasedAddresses.length;
+    if (changed) this.log?.warn({ network: net.name, ...repair }, 'endpoints reconciled with the kernel');
+    return repair;
+  }
+
+  /** After the lease changed: every container of the network gets a new address in the new subnet. */
+  async readdress(net: NetworkRunner, oldPool: string): Promise<void> {
+    for (const ep of await this.list([net.name])) {
+      await this.locks.run(ep.id, async () => {
+        const netns = netnsOfOwner(ep.owner);
+        await this.driver(net).leave({ hostIf: ep.hostIf, ifname: ep.ifname, netns });
+        await this.ipam.release({ network: net.name, subnet: oldPool, owner: ep.owner }).catch(() => []);
+        await this.store.delete(networkKeys(this.store, net.name).endpoint(this.hostId, ep.id));
+        if (!netns) return;
+        const made = await this.create(net, { netns, key: ep.owner }, ep.id, { container: ep.container, network: net.name, ifname: ep.ifname, ...(ep.name ? { name: ep.name } : {}) });
+        this.log?.warn({ network: net.name, container: ep.container, was: ep.address, now: made.address }, 'container re-addressed after the lease changed');
+      });
+    }
   }
 
   private async freeIfname(netns: NetnsRef): Promise<string> {
@@ -184,4 +306,20 @@ export function macForAddress(ip: string): string {
 
 function stripLen(a: string): string {
   return a.split('/')[0]!;
+}
+
+function publicView(ep: StoredEndpoint): Endpoint {
+  const { owner: _owner, ...rest } = ep;
+  return rest;
+}
+
+/** A stored endpoint record, or undefined when the value is not one (rot, another tool). */
+function parseEndpoint(value: string): StoredEndpoint | undefined {
+  try {
+    const v = JSON.parse(value) as Partial<StoredEndpoint>;
+    if (typeof v.id !== 'string' || typeof v.hostIf !== 'string' || typeof v.address !== 'string' || typeof v.owner !== 'string' || typeof v.network !== 'string') return undefined;
+    return { ifname: 'eth0', mac: '', container: v.owner, hostId: '', ...v } as StoredEndpoint;
+  } catch {
+    return undefined;
+  }
 }

@@ -1,15 +1,17 @@
-import type { Backend, Underlay } from '../backends/types.js';
-import { createBackend } from '../backends/registry.js';
+import { mkdirSync, chmodSync } from 'node:fs';
+import path from 'node:path';
+import { addressPlan, backendModule } from '../backends/registry.js';
+import type { AddressPlan, Backend, BackendModule, EndpointInfo, Underlay } from '../backends/types.js';
 import type { NetworkConfig } from '../config/types.js';
 import { LeaseManager } from '../lease/manager.js';
 import { writeSubnetEnv } from '../lease/subnet-env.js';
 import type { Lease } from '../lease/types.js';
+import { networkKeys } from '../store/layout.js';
 import type { Store, Watch } from '../store/types.js';
 import { ensureBridge } from '../system/bridge.js';
 import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept } from '../system/iptables.js';
 import { enableIpForward } from '../system/sysctl.js';
 import type { Logger } from '../util/log.js';
-import { gatewayCidr, gatewayOf } from '../ipam/addresses.js';
 import type { NetworkStatus } from './types.js';
 
 export interface RunnerOptions {
@@ -17,6 +19,8 @@ export interface RunnerOptions {
   hostId: string;
   underlay: Underlay;
   bridge: string;
+  /** The agent's state dir; the network's own is `<stateDir>/<network>` (mode 0700). */
+  stateDir: string;
   /** Where subnet.env goes (the network's own file; for weft0's network also flannel's single file). */
   subnetEnvPaths: string[];
   leaseTtlSeconds?: number;
@@ -26,39 +30,76 @@ export interface RunnerOptions {
   forwardParents?: string[];
   /** Seconds between reconciles that run without a store change (default 30). */
   resyncSeconds?: number;
+  /** Told when the lease changed on renewal and the host side was re-addressed (the agent re-attaches containers). */
+  onReaddressed?: (runner: NetworkRunner, was: Lease) => void;
   log: Logger;
 }
 
 /**
- * Runs one network on this host: lease → bridge → backend → follow peers. Reconciles are serialised and
- * coalesced: a burst of lease changes leads to one reconcile with the latest set.
+ * Runs one network on this host: lease → bridge (when the backend wants one) → backend → follow peers.
+ * Reconciles are serialised and coalesced: a burst of lease changes leads to one reconcile with the latest set.
  */
 export class NetworkRunner {
   lease!: Lease;
   peers: Lease[] = [];
   backend!: Backend;
+  readonly module: BackendModule;
   private leases!: LeaseManager;
-  private watch?: Watch;
+  private watches: Watch[] = [];
   private resyncTimer?: NodeJS.Timeout;
   private lastAll: Lease[] = [];
-  private pending?: Lease[];
+  private endpoints = new Map<string, EndpointInfo>();
+  private dirty = false;
   private running?: Promise<void>;
-  /** Resolves when the first reconcile after start has been applied (tests and demo wait on it). */
+  private readonly abort = new AbortController();
+  /** Reconciles applied so far (tests and the demo wait on it). */
   reconciles = 0;
+  /** The last reconcile's error, shown by `weft status` until one succeeds. */
+  lastError?: string;
 
   constructor(
     readonly name: string,
     readonly config: NetworkConfig,
     private readonly opts: RunnerOptions,
-  ) {}
+  ) {
+    this.module = backendModule(config.Backend.Type);
+  }
 
-  get gateway(): string {
-    return gatewayOf(this.lease.subnet);
+  /** Where containers of this host take addresses and which gateway they use. */
+  get plan(): AddressPlan {
+    return addressPlan(this.lease, this.config);
+  }
+
+  /** The containers' gateway (no prefix length), or undefined when the backend gives them none. */
+  get gateway(): string | undefined {
+    return this.plan.gateway;
+  }
+
+  /** The host bridge's name, or undefined when containers hang off none (macvlan). */
+  get bridge(): string | undefined {
+    return this.module.wantsBridge === false ? undefined : this.opts.bridge;
+  }
+
+  /** This network's own state dir (keys, generated configs), made 0700. */
+  private stateDir(): string {
+    const dir = path.join(this.opts.stateDir, this.name);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+    return dir;
   }
 
   async start(): Promise<void> {
     const { store, hostId, underlay, log } = this.opts;
-    this.backend = createBackend({ networkName: this.name, network: this.config, underlay, log });
+    this.backend = this.module.create({
+      networkName: this.name,
+      network: this.config,
+      underlay,
+      log,
+      stateDir: this.stateDir(),
+      bridge: this.opts.bridge,
+      hostId,
+      sys: {},
+    });
     const backendData = await this.backend.init();
     this.leases = new LeaseManager(store, this.name, {
       hostId,
@@ -69,32 +110,60 @@ export class NetworkRunner {
     this.lease = await this.leases.acquire({ publicIp: underlay.ip, backendType: this.backend.type, backendData });
     log.info({ network: this.name, subnet: this.lease.subnet }, 'lease acquired');
     await enableIpForward();
-    await ensureBridge(this.opts.bridge, gatewayCidr(this.lease.subnet), this.backend.mtu);
-    await this.backend.activate(this.lease);
-    await this.ensureForwarding();
-    if (this.opts.ipMasq ?? this.config.IPMasq) await ensureMasquerade(this.config.Network);
-    const env = {
-      network: this.config.Network,
-      subnet: this.lease.subnet,
-      mtu: this.backend.mtu,
-      ipMasq: Boolean(this.opts.ipMasq ?? this.config.IPMasq),
-    };
-    for (const file of this.opts.subnetEnvPaths) await writeSubnetEnv(file, env);
-    this.leases.start((lease) => {
-      this.opts.log.warn({ network: this.name, was: this.lease.subnet, now: lease.subnet }, 'LEASE CHANGED on renewal: containers on the old subnet lose connectivity; restart the agent');
-    });
-    this.watch = this.leases.watchLeases((all) => this.onLeases(all));
+    await this.applyLease();
+    await this.backend.start?.(this.abort.signal);
+    this.leases.start((lease) => void this.onLeaseChanged(lease));
+    const keys = networkKeys(store, this.name);
+    this.watches.push(this.leases.watchLeases((all) => this.onLeases(all)));
+    if (this.module.wantsEndpoints) this.watches.push(store.watch(keys.endpointsRoot, (ev) => this.onEndpointEvent(ev)));
     // Reconcile now and then even without store changes: repairs routes someone deleted by hand.
-    this.resyncTimer = setInterval(() => this.onLeases(this.lastAll), (this.opts.resyncSeconds ?? 30) * 1000);
+    this.resyncTimer = setInterval(() => this.kick(), (this.opts.resyncSeconds ?? 30) * 1000);
     this.resyncTimer.unref();
   }
 
-  /** Stops following the store. The data plane stays as it is (an agent restart must not cut traffic). */
+  /** Everything on this host that depends on the lease: bridge address, backend, forwarding, NAT, subnet.env. */
+  private async applyLease(): Promise<void> {
+    const plan = this.plan;
+    if (this.bridge && plan.gateway) {
+      const len = plan.prefixLen ?? Number(plan.pool.split('/')[1]);
+      await ensureBridge(this.bridge, `${plan.gateway}/${len}`, this.backend.mtu);
+    }
+    await this.backend.activate(this.lease);
+    await this.ensureForwarding();
+    const ipMasq = Boolean(this.opts.ipMasq ?? this.config.IPMasq);
+    if (ipMasq) await ensureMasquerade(this.config.Network);
+    const env = { network: this.config.Network, subnet: this.lease.subnet, mtu: this.backend.mtu, ipMasq };
+    for (const file of this.opts.subnetEnvPaths) await writeSubnetEnv(file, env);
+  }
+
+  /**
+   * The renewal found our subnet gone (expired and re-leased while we were cut off) and leased another:
+   * re-address the bridge, the backend, subnet.env and the peer filter, then let the agent re-attach the
+   * containers with addresses in the new subnet.
+   */
+  private async onLeaseChanged(lease: Lease): Promise<void> {
+    const was = this.lease;
+    this.opts.log.warn({ network: this.name, was: was.subnet, now: lease.subnet }, `!!! LEASE CHANGED on renewal: ${was.subnet} → ${lease.subnet}; re-addressing this host and its containers`);
+    this.lease = lease;
+    try {
+      await this.applyLease();
+      this.opts.onReaddressed?.(this, was);
+      this.kick();
+    } catch (err) {
+      this.lastError = `re-addressing to ${lease.subnet} failed: ${(err as Error).message}`;
+      this.opts.log.error({ err, network: this.name }, 're-addressing after a lease change failed; retried on the next reconcile');
+    }
+  }
+
+  /** Stops following the store and the backend's processes. Kernel state stays (a restart must not cut traffic). */
   async stop(): Promise<void> {
-    this.watch?.close();
+    for (const w of this.watches) w.close();
+    this.watches = [];
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     this.leases?.stop();
+    this.abort.abort();
     await this.running;
+    await this.backend?.stop?.();
   }
 
   /** Gives the lease back and removes what the backend made (`weft reset`). */
@@ -105,19 +174,54 @@ export class NetworkRunner {
   }
 
   status(): NetworkStatus {
+    let backendStatus;
+    try {
+      backendStatus = this.backend.status();
+    } catch (err) {
+      backendStatus = { healthy: false, detail: `status failed: ${(err as Error).message}` };
+    }
     return {
       name: this.name,
       subnet: this.lease.subnet,
       backend: this.backend.type,
-      bridge: this.opts.bridge,
+      bridge: this.bridge ?? '',
       mtu: this.backend.mtu,
+      ...(this.gateway ? { gateway: this.gateway } : {}),
+      leaseExpiresAt: this.lease.expiresAt,
+      status: backendStatus,
+      ...(this.lastError ? { error: this.lastError } : {}),
       peers: this.peers.map((p) => ({ subnet: p.subnet, publicIp: p.publicIp, hostId: p.hostId })),
     };
   }
 
   private onLeases(all: Lease[]): void {
     this.lastAll = all;
-    this.pending = all.filter((l) => l.subnet !== this.lease.subnet);
+    this.kick();
+  }
+
+  private onEndpointEvent(ev: Parameters<Parameters<Store['watch']>[1]>[0]): void {
+    const keys = networkKeys(this.opts.store, this.name);
+    const put = (key: string, value: string) => {
+      try {
+        const e = JSON.parse(value) as { hostId?: unknown; address?: unknown; mac?: unknown; name?: unknown };
+        if (typeof e.hostId === 'string' && typeof e.address === 'string' && typeof e.mac === 'string') {
+          this.endpoints.set(key, { hostId: e.hostId, address: e.address, mac: e.mac, ...(typeof e.name === 'string' ? { name: e.name } : {}) });
+        }
+      } catch {
+        /* not an endpoint record: ignored */
+      }
+    };
+    if (ev.type === 'resync') {
+      this.endpoints.clear();
+      for (const e of ev.entries) if (e.key.startsWith(keys.endpointsRoot)) put(e.key, e.value);
+    } else if (ev.type === 'put') put(ev.entry.key, ev.entry.value);
+    else if (!this.endpoints.delete(ev.key)) return;
+    this.kick();
+  }
+
+  /** Asks for a reconcile with the latest state; one runs at a time and a burst becomes one more. */
+  kick(): void {
+    this.dirty = true;
     if (!this.running) this.running = this.drain();
   }
 
@@ -127,15 +231,17 @@ export class NetworkRunner {
   }
 
   private async drain(): Promise<void> {
-    while (this.pending) {
-      const peers = this.pending;
-      this.pending = undefined;
+    while (this.dirty) {
+      this.dirty = false;
+      const peers = this.lastAll.filter((l) => l.subnet !== this.lease.subnet);
       try {
         await this.ensureForwarding();
-        await this.backend.reconcile(peers);
+        await this.backend.reconcile(peers, this.module.wantsEndpoints ? [...this.endpoints.values()] : undefined);
         this.peers = peers;
         this.reconciles++;
+        this.lastError = undefined;
       } catch (err) {
+        this.lastError = `reconcile failed: ${(err as Error).message}`;
         this.opts.log.error({ err, network: this.name }, 'reconcile failed; will retry on the next change');
       }
     }

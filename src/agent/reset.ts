@@ -1,4 +1,6 @@
+import '../backends/all.js';
 import { createBackend } from '../backends/registry.js';
+import { networkKeys } from '../store/layout.js';
 import { getNetwork } from '../config/registry.js';
 import { LeaseManager } from '../lease/manager.js';
 import { listNetworkNames } from '../store/layout.js';
@@ -24,11 +26,17 @@ export async function resetHost(o: { storeUrl?: string; stateDir: string; hostId
   try {
     for (const name of names) {
       await new LeaseManager(store, name, { hostId }).release();
-      if (underlay) {
-        const network = await getNetwork(store, name);
-        await createBackend({ networkName: name, network, underlay, log })
-          .teardown()
-          .catch((err) => log.warn({ err, network: name }, 'backend teardown failed'));
+      // this host's endpoint records go with its veths (a later attach must not find a stale record)
+      for (const e of await store.list(networkKeys(store, name).endpointsPrefix(hostId))) await store.delete(e.key);
+      const network = await getNetwork(store, name).catch(() => undefined);
+      if (network) {
+        // without a default route the underlay is unknown; teardown needs only the device names then
+        const u = underlay ?? { iface: '', ip: '', mtu: 1500 };
+        try {
+          await createBackend({ networkName: name, network, underlay: u, log, stateDir: o.stateDir, bridge: '', hostId, sys: {} }).teardown();
+        } catch (err) {
+          log.warn({ err, network: name }, 'backend teardown failed');
+        }
       }
     }
   } finally {

@@ -1,3 +1,5 @@
+import type { BackendStatus } from '../backends/types.js';
+
 /** Shapes of the agent's HTTP API (unix socket); the CLI, Docker plugin and CNI plugin all speak these. */
 
 export interface AttachRequest {
@@ -24,7 +26,8 @@ export interface Endpoint {
   /** Address with prefix length, e.g. "10.5.72.2/24". */
   address: string;
   mac: string;
-  gateway: string;
+  /** The container's gateway; absent when the backend gives none. */
+  gateway?: string;
   name?: string;
 }
 
@@ -37,8 +40,17 @@ export interface NetworkStatus {
   name: string;
   subnet: string;
   backend: string;
+  /** The host bridge ('' when the backend uses none). */
   bridge: string;
   mtu: number;
+  /** The containers' gateway. */
+  gateway?: string;
+  /** When this host's lease runs out unless renewed (ms since epoch). */
+  leaseExpiresAt?: number;
+  /** The backend's own health and details. */
+  status?: BackendStatus;
+  /** Why the last reconcile failed, until one succeeds. */
+  error?: string;
   peers: Array<{ subnet: string; publicIp: string; hostId?: string }>;
 }
 

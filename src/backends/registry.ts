@@ -1,31 +1,36 @@
-import type { NsOpts } from '../system/netns.js';
-import { WeftError } from '../util/errors.js';
-import { HostGwBackend } from './host-gw.js';
-import { BACKEND_TYPES, type Backend, type BackendContext } from './types.js';
-import { VxlanBackend } from './vxlan.js';
+import { backendTypes, registerBackendSpec } from '../config/backend-spec.js';
+import { requireBackendType } from '../config/network.js';
+import type { Lease } from '../lease/types.js';
+import type { NetworkConfig } from '../config/types.js';
+import { gatewayOf } from '../ipam/addresses.js';
+import type { AddressPlan, Backend, BackendContext, BackendModule } from './types.js';
 
-/** A backend factory; `sys.netns` makes it act on another namespace (tests drive hosts from outside). */
-export type ScopedBackendFactory = (ctx: BackendContext, sys: NsOpts) => Backend;
+const modules = new Map<string, BackendModule>();
 
-const factories = new Map<string, ScopedBackendFactory>([
-  ['host-gw', (ctx, sys) => new HostGwBackend(ctx, sys)],
-  ['vxlan', (ctx, sys) => new VxlanBackend(ctx, sys)],
-]);
-
-/** Lets another module add a backend type (udp, wireguard, …) without editing this file. */
-export function registerBackend(type: string, factory: ScopedBackendFactory): void {
-  factories.set(type, factory);
+/** Called by each backend folder's index.ts at import time (src/backends/all.ts imports them all). */
+export function registerBackend(module: BackendModule): void {
+  modules.set(module.type, module);
+  registerBackendSpec(module);
 }
 
+/** The module of a backend type; WeftError naming the registered ones when unknown. */
+export function backendModule(type: string): BackendModule {
+  requireBackendType(type);
+  return modules.get(type)!;
+}
+
+/** Every registered backend type, in registration order. */
 export function implementedBackends(): string[] {
-  return [...factories.keys()];
+  return backendTypes();
 }
 
-/** The backend for `ctx.network.Backend.Type`. */
-export function createBackend(ctx: BackendContext, sys: NsOpts = {}): Backend {
-  const type = ctx.network.Backend?.Type;
-  const f = factories.get(type);
-  if (f) return f(ctx, sys);
-  if ((BACKEND_TYPES as readonly string[]).includes(type)) throw new WeftError(`backend ${type} is not implemented yet`, 'ENOTIMPL');
-  throw new WeftError(`unknown backend type "${type}" (known: ${BACKEND_TYPES.join(', ')})`, 'EBADBACKEND');
+/** The runtime backend for `ctx.network.Backend.Type`. */
+export function createBackend(ctx: BackendContext): Backend {
+  return backendModule(ctx.network.Backend.Type).create(ctx);
+}
+
+/** Where containers of this host take addresses (the module's plan, else the host's lease). */
+export function addressPlan(own: Lease, network: NetworkConfig): AddressPlan {
+  const m = backendModule(network.Backend.Type);
+  return m.addressPlan ? m.addressPlan(own, network) : { pool: own.subnet, gateway: gatewayOf(own.subnet) };
 }

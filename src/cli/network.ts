@@ -1,3 +1,4 @@
+import '../backends/all.js';
 import { InvalidArgumentError, type Command } from 'commander';
 import { createNetwork, getNetwork, listNetworks, removeNetwork } from '../config/registry.js';
 import type { NetworkConfig } from '../config/types.js';

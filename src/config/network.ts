@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { BACKEND_TYPES } from '../backends/types.js';
+import { backendSpec, backendTypes } from './backend-spec.js';
 import { WeftError } from '../util/errors.js';
 import { blockSize, containsAddress, intToIp, ipToInt, isIPv4, lastAddress, networkOf, parseCidrLoose } from '../lease/subnets.js';
 import type { BackendConfig, NetworkConfig } from './types.js';
@@ -18,20 +18,7 @@ export function defaultSubnetLen(networkPrefix: number): number {
 export const DEFAULT_BACKEND = 'vxlan';
 /** Longest subnet a host may lease: a /30 still has two usable addresses (bridge + one container). */
 export const MAX_SUBNET_LEN = 30;
-export const MAX_VNI = 2 ** 24 - 1;
-/** Per-backend defaults filled in when the config leaves them out. */
-const BACKEND_DEFAULTS: Record<string, Partial<BackendConfig>> = {
-  vxlan: { VNI: 1, Port: 8472 },
-  udp: { Port: 8285 },
-};
-
-const backendSchema = z.looseObject({
-  Type: z.string().refine((t) => (BACKEND_TYPES as readonly string[]).includes(t), {
-    message: `unknown backend type (known: ${BACKEND_TYPES.join(', ')})`,
-  }),
-  VNI: z.number().int().min(0).max(MAX_VNI, { message: `VNI out of range (0–${MAX_VNI})` }).optional(),
-  Port: z.number().int().min(1).max(65535, { message: 'port out of range (1–65535)' }).optional(),
-});
+const backendSchema = z.looseObject({ Type: z.string() });
 
 const schema = z
   .looseObject({
@@ -102,10 +89,36 @@ export function parseNetworkConfig(input: string | unknown): NetworkConfig {
     throw new WeftError(`invalid network config: ${shown}: ${issue.message}`);
   }
   const { Network, SubnetLen, SubnetMin, SubnetMax, Backend, IPMasq, ...extras } = res.data;
-  const backend: BackendConfig = { Type: DEFAULT_BACKEND, ...(Backend ?? {}) };
-  for (const [k, v] of Object.entries(BACKEND_DEFAULTS[backend.Type] ?? {})) if (backend[k] === undefined) backend[k] = v;
+  const backend = backendConfig({ Type: DEFAULT_BACKEND, ...(Backend ?? {}) }, raw);
   // flannel's field order, absent optional fields left out, unknown fields kept at the end
   const ordered = { Network, SubnetLen: SubnetLen ?? defaultSubnetLen(parseCidrLoose(Network)!.len), SubnetMin, SubnetMax, Backend: backend, IPMasq };
   for (const k of Object.keys(ordered) as Array<keyof typeof ordered>) if (ordered[k] === undefined) delete ordered[k];
   return { ...ordered, ...extras } as NetworkConfig;
+}
+
+/**
+ * The Backend part checked against its module's schema and completed with its defaults. A type no module
+ * registered is kept as it is here (a newer weft may have written it); creating a network and running one
+ * refuse it (see requireBackendType).
+ */
+function backendConfig(backend: BackendConfig, raw: unknown): BackendConfig {
+  const spec = backendSpec(backend.Type);
+  if (!spec) return backend;
+  if (spec.configSchema) {
+    const res = spec.configSchema.safeParse(backend);
+    if (!res.success) {
+      const issue = res.error.issues[0]!;
+      const path = ['Backend', ...issue.path];
+      const value = valueAt(raw, path);
+      throw new WeftError(`invalid network config: ${path.map(String).join('.')}${value === undefined ? '' : ` ${JSON.stringify(value)}`}: ${issue.message}`);
+    }
+  }
+  const out: BackendConfig = { ...backend };
+  for (const [k, v] of Object.entries(spec.defaults ?? {})) if (out[k] === undefined) out[k] = v;
+  return out;
+}
+
+/** Refuses a backend type no module registered, naming the ones that are. */
+export function requireBackendType(type: string): void {
+  if (!backendSpec(type)) throw new WeftError(`unknown backend type "${type}" (this weft has: ${backendTypes().join(', ') || 'none registered'})`, 'EBADBACKEND');
 }

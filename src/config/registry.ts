@@ -3,7 +3,8 @@ import { cidrsOverlap, parseCidr } from '../lease/subnets.js';
 import { listNetworkNames, networkKeys } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { WeftError } from '../util/errors.js';
-import { parseNetworkConfig } from './network.js';
+import { backendSpec } from './backend-spec.js';
+import { DEFAULT_BACKEND, parseNetworkConfig, requireBackendType } from './network.js';
 import type { NetworkConfig } from './types.js';
 
 /** The networks of a store: create (with the cross-network checks), read, list, remove. */
@@ -43,8 +44,8 @@ export async function listNetworks(store: Store): Promise<NetworkInfo[]> {
 
 /**
  * Validates `input` (flannel's config JSON as an object), refuses a duplicate name, a Network overlapping
- * another network of the store and a VNI another network uses, then stores it. A vxlan network without a
- * VNI gets the lowest one no other network uses.
+ * another network of the store and what its backend module calls a conflict (a VNI another network uses),
+ * then stores it. The backend module fills in cluster-unique ids it needs (a vxlan network's VNI).
  */
 export async function createNetwork(store: Store, name: string, input: Record<string, unknown>): Promise<NetworkConfig> {
   const keys = networkKeys(store, name);
@@ -54,22 +55,20 @@ export async function createNetwork(store: Store, name: string, input: Record<st
   }
   if (existing.some((n) => n.name === name)) throw new WeftError(`network "${name}" already exists in ${store.url}`);
   const raw: Record<string, unknown> = { ...input };
-  const backend = { ...((raw.Backend as Record<string, unknown> | undefined) ?? {}) };
-  if ((backend.Type ?? 'vxlan') === 'vxlan' && backend.VNI === undefined) {
-    const used = new Set(existing.map((n) => n.config.Backend.VNI));
-    let vni = 1;
-    while (used.has(vni)) vni++;
-    raw.Backend = { ...backend, VNI: vni };
-  }
+  const type = String((raw.Backend as Record<string, unknown> | undefined)?.Type ?? DEFAULT_BACKEND);
+  requireBackendType(type);
+  const spec = backendSpec(type)!;
+  const others = existing.map((n) => n.config.Backend).filter((o) => o.Type === type);
+  // ids are filled in before defaults: a VNI the user left out is the lowest free one, not the default 1
+  if (spec.allocateIds) raw.Backend = spec.allocateIds({ Type: type, ...((raw.Backend as Record<string, unknown>) ?? {}) }, others);
   const config = parseNetworkConfig(raw);
   const cidr = parseCidr(config.Network);
   for (const other of existing) {
     if (cidrsOverlap(cidr, parseCidr(other.config.Network))) {
       throw new WeftError(`network ${config.Network} overlaps network "${other.name}" (${other.config.Network})`);
     }
-    if (config.Backend.VNI !== undefined && other.config.Backend.VNI === config.Backend.VNI) {
-      throw new WeftError(`VNI ${config.Backend.VNI} is already used by network "${other.name}"; pick another with --vni`);
-    }
+    const why = other.config.Backend.Type === type ? spec.conflict?.(config.Backend, { name: other.name, backend: other.config.Backend }) : undefined;
+    if (why) throw new WeftError(why);
   }
   const written = await store.compareAndSwap(keys.config, 0, JSON.stringify(config));
   if (!written) throw new WeftError(`network "${name}" already exists in ${store.url}`);

@@ -1,3 +1,4 @@
+import '../backends/all.js';
 import fs from 'node:fs';
 import path from 'node:path';
 import { createNetwork } from '../config/registry.js';

@@ -1,6 +1,8 @@
 import type { NetworkStatus } from '../agent/types.js';
 import { gatewayCidr } from '../ipam/addresses.js';
-import { VXLAN_OVERHEAD } from '../backends/vxlan.js';
+import { backendModule } from '../backends/all.js';
+import { bad, ipv4, isUp, ok } from '../backends/findings.js';
+import type { BackendCheckInput } from '../backends/types.js';
 import { canonicalCidr, cidrContains, cidrWithin, networkAddress } from '../system/cidr.js';
 import { FORWARD_CHAIN } from '../system/iptables.js';
 import type { IpLink } from '../system/ip.js';
@@ -11,18 +13,6 @@ import type { DoctorFacts, Finding, RouteFact, StoreNetworkFacts } from './types
  * the cause as the user would put it ("bridge weft0 is down") and, where there is one, the fix.
  */
 
-const ok = (check: string, message: string): Finding => ({ check, ok: true, severity: 'info', message });
-const bad = (check: string, severity: 'error' | 'warn', message: string, fix?: string): Finding => ({
-  check,
-  ok: false,
-  severity,
-  message,
-  ...(fix ? { fix } : {}),
-});
-
-const routeDst = (dst: string) => (dst === 'default' ? dst : canonicalCidr(dst.includes('/') ? dst : `${dst}/32`));
-const isUp = (l: IpLink) => l.flags?.includes('UP') ?? false;
-const ipv4 = (l: IpLink) => (l.addr_info ?? []).filter((a) => a.family === 'inet');
 
 /** "3h 5m", "42s", "2d 1h" */
 export function formatDuration(ms: number): string {
@@ -238,141 +228,39 @@ function judgeNetwork(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undef
     if (!tooBig.length) out.push(ok(`mtu:${n.bridge}`, `MTU of ${n.bridge} and its ports is at most the backend's (${n.mtu})`));
   }
 
-  if (n.backend === 'vxlan') out.push(...judgeVxlan(f, n, sn, underlay));
-  else if (n.backend === 'host-gw') out.push(...judgeHostGw(f, n, underlay));
-  else out.push(ok(`backend:${n.name}`, `backend ${n.backend}: no kernel checks for it yet`));
+  const checks = backendChecks(n.backend);
+  if (checks) out.push(...checks(backendInput(f, n, sn, underlay)));
+  else out.push(ok(`backend:${n.name}`, `backend ${n.backend}: no kernel checks for it`));
   return out;
 }
 
-function peerName(p: { publicIp: string; hostId?: string }): string {
-  return p.hostId ? `peer ${p.hostId} (${p.publicIp})` : `peer ${p.publicIp}`;
-}
-function hostWords(p: { publicIp: string; hostId?: string }): string {
-  return p.hostId ? `host ${p.hostId}, ${p.publicIp}` : `host ${p.publicIp}`;
+
+
+
+
+
+/** The backend module's doctor checks, or undefined when it has none (or this weft does not know the type). */
+function backendChecks(type: string): ((input: BackendCheckInput) => Finding[]) | undefined {
+  try {
+    return backendModule(type).doctor;
+  } catch {
+    return undefined;
+  }
 }
 
-function findRoute(routes: RouteFact[], subnet: string): RouteFact[] {
-  const want = canonicalCidr(subnet);
-  return routes.filter((r) => r.dst !== 'default' && routeDst(r.dst) === want);
-}
-
-/** rp_filter in effect on a device: the larger of conf.all and conf.<dev> (1 = strict). */
-function rpFilter(f: DoctorFacts, dev: string): number | undefined {
-  const a = f.rpFilter.all;
-  const d = f.rpFilter[dev];
-  if (a === undefined && d === undefined) return undefined;
-  return Math.max(a ?? 0, d ?? 0);
-}
-
-function rpFinding(f: DoctorFacts, n: NetworkStatus, dev: string, unrouted: string[]): Finding {
-  const rp = rpFilter(f, dev);
-  const check = `rp_filter:${dev}`;
-  if (rp === 1 && unrouted.length)
-    return bad(check, 'warn', `rp_filter is strict (1) on ${dev} and there is no route back to ${unrouted.join(', ')}: packets from there are dropped on arrival too`, 'fix the routes above (or: sysctl -w net.ipv4.conf.all.rp_filter=2)');
-  return ok(check, `rp_filter=${rp ?? '?'} on ${dev}${rp === 1 ? ' (strict: fine while every peer route is in place)' : ''}`);
-}
-
-function judgeVxlan(f: DoctorFacts, n: NetworkStatus, sn: StoreNetworkFacts | undefined, underlay: IpLink | undefined): Finding[] {
-  const out: Finding[] = [];
+/** What a backend module's checks see of one network. */
+function backendInput(f: DoctorFacts, n: NetworkStatus, sn: StoreNetworkFacts | undefined, underlay: IpLink | undefined): BackendCheckInput {
   const st = f.agent.status!;
-  const vxlans = f.links.filter((l) => l.linkinfo?.info_kind === 'vxlan' && l.ifname.startsWith('weft.'));
-  let dev: IpLink | undefined;
-  let devName: string | undefined;
-  if (sn) {
-    devName = `weft.${sn.backend.VNI ?? 1}`;
-    dev = f.links.find((l) => l.ifname === devName);
-  } else {
-    const vxNets = st.networks.filter((x) => x.backend === 'vxlan');
-    if (vxNets.length === 1 && vxlans.length === 1) {
-      dev = vxlans[0];
-      devName = dev!.ifname;
-    }
-  }
-  if (!devName) {
-    out.push(bad(`vxlan:${n.name}`, 'warn', `cannot tell which vxlan device serves ${n.name} without the store (pass --store URL)`));
-    return out;
-  }
-  const check = `vxlan:${devName}`;
-  if (!dev) {
-    out.push(bad(check, 'error', `vxlan device ${devName} is missing: no traffic of ${n.name} reaches other hosts`, 'restart the agent (it recreates the device)'));
-    return out;
-  }
-  const d = dev.linkinfo?.info_data ?? {};
-  const maxMtu = (underlay?.mtu ?? dev.mtu + VXLAN_OVERHEAD) - VXLAN_OVERHEAD;
-  let devOk = true;
-  if (!isUp(dev)) {
-    out.push(bad(check, 'error', `vxlan device ${devName} is down: no traffic of ${n.name} reaches other hosts`, `ip link set ${devName} up`));
-    devOk = false;
-  }
-  if (d.local !== undefined && d.local !== st.publicIp) {
-    out.push(bad(`${check}:local`, 'error', `vxlan device ${devName} sends from ${d.local}, but this host's address is ${st.publicIp}: peers drop its packets`, 'restart the agent (it recreates the device)'));
-    devOk = false;
-  }
-  if (dev.mtu > maxMtu) {
-    out.push(bad(`mtu:${devName}`, 'error', `MTU of ${devName} (${dev.mtu}) is larger than the underlay's (${underlay?.mtu}) minus VXLAN's ${VXLAN_OVERHEAD} bytes: large packets are dropped`, `ip link set ${devName} mtu ${maxMtu}`));
-    devOk = false;
-  }
-  if (devOk) out.push(ok(check, `vxlan device ${devName} is up (VNI ${d.id ?? '?'}, local ${d.local ?? '?'}, MTU ${dev.mtu})`));
-
-  const neigh = f.neigh[devName] ?? [];
-  const fdb = f.fdb[devName] ?? [];
-  const unrouted: string[] = [];
-  for (const p of n.peers) {
-    const subnet = canonicalCidr(p.subnet);
-    const gw = networkAddress(subnet);
-    const pc = `peer:${n.name}:${subnet}`;
-    const lease = sn?.leases.find((l) => canonicalCidr(l.subnet) === subnet);
-    const leaseMac = lease ? String(lease.backendData?.VtepMAC ?? '').toLowerCase() : undefined;
-    const nb = neigh.find((x) => x.dst === gw);
-    const mac = leaseMac || nb?.lladdr?.toLowerCase();
-    const problems: Finding[] = [];
-    const routes = findRoute(f.routes, subnet);
-    const good = routes.find((r) => r.dev === devName && r.gateway === gw);
-    if (!good) {
-      unrouted.push(subnet);
-      if (routes.length)
-        problems.push(bad(`${pc}:route`, 'error', `route to peer subnet ${subnet} (${hostWords(p)}) goes ${routes.map((r) => `${r.gateway ? `via ${r.gateway} ` : ''}dev ${r.dev}`).join(', ')}, not via ${gw} dev ${devName}: the agent has not reconciled — check its log`, `ip route replace ${subnet} via ${gw} dev ${devName} onlink`));
-      else problems.push(bad(`${pc}:route`, 'error', `no route to peer subnet ${subnet} (${hostWords(p)}): the agent has not reconciled — check its log`, `ip route replace ${subnet} via ${gw} dev ${devName} onlink   (the agent repairs it within 30 s)`));
-    }
-    if (!nb || (mac && nb.lladdr?.toLowerCase() !== mac))
-      problems.push(bad(`${pc}:neigh`, 'error', `vxlan: neighbour entry for peer ${p.hostId ?? p.publicIp}'s gateway ${gw}${mac ? ` (→ ${mac})` : ''} missing on ${devName}: packets to ${subnet} cannot be addressed`, mac ? `ip neigh replace ${gw} lladdr ${mac} dev ${devName} nud permanent` : 'restart the agent'));
-    if (mac && !fdb.some((e) => e.mac.toLowerCase() === mac && e.dst === p.publicIp))
-      problems.push(bad(`${pc}:fdb`, 'error', `vxlan: fdb entry for peer ${p.hostId ?? p.publicIp}'s VtepMAC (${mac} → ${p.publicIp}) missing on ${devName}: packets to ${subnet} are not sent to ${p.publicIp}`, `bridge fdb replace ${mac} dev ${devName} dst ${p.publicIp} self permanent`));
-    if (leaseMac === '') problems.push(bad(`${pc}:lease`, 'error', `${peerName(p)} publishes no VtepMAC in its lease: it cannot be reached over vxlan`, 'check the agent on that host'));
-    if (problems.length) out.push(...problems);
-    else out.push(ok(pc, `${peerName(p)}: route to ${subnet} via ${devName}, neighbour and fdb entry in place`));
-  }
-  out.push(rpFinding(f, n, devName, unrouted));
-  return out;
-}
-
-function judgeHostGw(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undefined): Finding[] {
-  const out: Finding[] = [];
-  const st = f.agent.status!;
-  const prefixes = underlay ? ipv4(underlay).map((a) => canonicalCidr(`${a.local}/${a.prefixlen}`)) : [];
-  const unrouted: string[] = [];
-  const cidr = storeNetwork(f, n.name)?.cidr;
-  for (const p of n.peers) {
-    const subnet = canonicalCidr(p.subnet);
-    const pc = `peer:${n.name}:${subnet}`;
-    if (cidr && !cidrWithin(subnet, cidr)) {
-      out.push(bad(pc, 'warn', `${peerName(p)} holds ${subnet}, outside the network ${cidr}: ignored`));
-      continue;
-    }
-    if (!prefixes.some((pre) => cidrContains(pre, p.publicIp))) {
-      unrouted.push(subnet);
-      out.push(bad(pc, 'error', `${peerName(p)} is not on this host's L2 segment (${prefixes.join(', ') || `no IPv4 on ${st.iface}`}): host-gw cannot route to it — use vxlan`, `weft network create NAME --subnet CIDR --backend vxlan`));
-      continue;
-    }
-    const routes = findRoute(f.routes, subnet);
-    const good = routes.find((r) => r.gateway === p.publicIp && r.dev === st.iface);
-    if (good) out.push(ok(pc, `${peerName(p)}: route to ${subnet} via ${p.publicIp} dev ${st.iface}`));
-    else {
-      unrouted.push(subnet);
-      const other = routes.length ? ` (the route there goes ${routes.map((r) => `${r.gateway ? `via ${r.gateway} ` : ''}dev ${r.dev}`).join(', ')})` : '';
-      out.push(bad(pc, 'error', `no route to peer subnet ${subnet} (${hostWords(p)})${other}: the agent has not reconciled — check its log`, `ip route replace ${subnet} via ${p.publicIp} dev ${st.iface}   (the agent repairs it within 30 s)`));
-    }
-  }
-  out.push(rpFinding(f, n, st.iface, unrouted));
-  return out;
+  return {
+    network: n,
+    ...(sn ? { store: { config: { Network: sn.cidr, Backend: sn.backend }, leases: sn.leases } } : {}),
+    publicIp: st.publicIp,
+    underlayIface: st.iface,
+    links: f.links,
+    underlay,
+    routes: f.routes,
+    neigh: f.neigh,
+    fdb: f.fdb,
+    rpFilter: f.rpFilter,
+  };
 }

@@ -63,16 +63,20 @@ export class NetworkKeys {
   ipamAddress(subnet: string, ip: string): string {
     return `${this.ipamSubnetPrefix(subnet)}${ip}`;
   }
+  /** Every host's endpoints: `endpoints/`. */
+  get endpointsRoot(): string {
+    return `${this.root}endpoints/`;
+  }
   /** Endpoints (attached containers) of one host: `endpoints/<hostId>/<endpointId>`. */
   endpointsPrefix(hostId: string): string {
-    return `${this.root}endpoints/${checkName('host id', hostId)}/`;
+    return `${this.endpointsRoot}${checkName('host id', hostId)}/`;
   }
   endpoint(hostId: string, id: string): string {
     return `${this.endpointsPrefix(hostId)}${id}`;
   }
   /** Every prefix holding this network's data (what `network rm --force` deletes). */
   get ownedPrefixes(): string[] {
-    return this.root ? [this.root] : [this.subnetsPrefix, this.hostsPrefix, this.ipamPrefix, `${this.root}endpoints/`, this.config];
+    return this.root ? [this.root] : [this.subnetsPrefix, this.hostsPrefix, this.ipamPrefix, this.endpointsRoot, this.config];
   }
 }
 

@@ -1,8 +1,10 @@
 import { spawn } from 'node:child_process';
-import { WeftError } from '../util/errors.js';
-
-/** A command that failed: carries the command line, exit code and stderr. */
-export class ExecError extends WeftError {
+/**
+ * A command that failed: carries the command line, exit code and stderr. Not a WeftError: a kernel or tool
+ * failure is the host's problem, not the user's input (the API answers 500 and logs the command).
+ */
+export class ExecError extends Error {
+  readonly code = 'EEXEC';
   constructor(
     readonly cmd: string,
     readonly args: readonly string[],
@@ -10,7 +12,7 @@ export class ExecError extends WeftError {
     readonly stderr: string,
     readonly stdout = '',
   ) {
-    super(`${[cmd, ...args].join(' ')} failed (exit ${exitCode ?? 'signal'}): ${stderr.trim() || stdout.trim() || 'no output'}`, 'EEXEC');
+    super(`${[cmd, ...args].join(' ')} failed (exit ${exitCode ?? 'signal'}): ${stderr.trim() || stdout.trim() || 'no output'}`);
     this.name = 'ExecError';
   }
 }
@@ -55,4 +57,16 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
       child.stdin!.end(opts.input);
     }
   });
+}
+
+/** What went wrong in a kernel call, classified once here (no stderr regexes elsewhere). */
+export type KernelFailure = 'exists' | 'missing' | 'unsupported' | 'permission' | 'other';
+
+export function kernelFailure(err: unknown): KernelFailure {
+  const text = err instanceof ExecError ? `${err.stderr}\n${err.stdout}` : err instanceof Error ? err.message : String(err);
+  if (/File exists|already exists|Address already in use/i.test(text)) return 'exists';
+  if (/does not exist|Cannot find device|No such device|No such process|not found|No such file/i.test(text)) return 'missing';
+  if (/Unknown device type|Operation not supported|not supported|Protocol not available/i.test(text)) return 'unsupported';
+  if (/Operation not permitted|Permission denied/i.test(text)) return 'permission';
+  return 'other';
 }

@@ -1,6 +1,9 @@
+import os from 'node:os';
 import { pino } from 'pino';
-import { createBackend } from '../backends/registry.js';
-import type { Backend, BackendContext } from '../backends/types.js';
+import { createBackend } from '../backends/all.js';
+import type { Backend, BackendContext, Underlay } from '../backends/types.js';
+import type { NsOpts } from '../system/netns.js';
+import type { Logger } from '../util/log.js';
 import type { NetworkConfig } from '../config/types.js';
 import type { Lease } from '../lease/types.js';
 import { ensureBridge } from '../system/bridge.js';
@@ -54,13 +57,17 @@ function subnetFor(network: string, n: number): string {
   return `${a}.${b}.${n}.0/24`;
 }
 
+/** A backend context for driving a backend directly in a test namespace (no agent, state in a temp dir). */
+export function testBackendContext(network: NetworkConfig, underlay: Underlay, log: Logger, sys: NsOpts): BackendContext {
+  return { networkName: 'testnet', network, underlay, log, stateDir: os.tmpdir(), bridge: 'weft0', hostId: 'test', sys };
+}
+
 /** Sets up one host: forwarding, bridge, backend init + activate, containers attached. Does not reconcile. */
 export async function addClusterNode(tb: Testbed, host: TestbedHost, o: ClusterOptions): Promise<ClusterNode> {
   const sys = { netns: host.ns };
   const logs: Array<Record<string, any>> = [];
   const underlay = await findUnderlay({}, sys);
-  const ctx: BackendContext = { networkName: 'testnet', network: o.network, underlay, log: capturingLogger(logs) };
-  const backend = createBackend(ctx, sys);
+  const backend = createBackend(testBackendContext(o.network, underlay, capturingLogger(logs), sys));
   const n = Number(host.id.slice(1));
   const subnet = subnetFor(o.network.Network, n);
   await enableIpForward(sys);

@@ -1,3 +1,4 @@
+import '../../src/backends/all.js';
 import { waitFor } from '../../src/testbed/wait.js';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';

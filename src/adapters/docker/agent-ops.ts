@@ -11,7 +11,7 @@ import { listLeases } from '../../lease/leases.js';
 import type { Lease } from '../../lease/types.js';
 import { networkKeys } from '../../store/layout.js';
 import type { Store } from '../../store/types.js';
-import { createVethPair, detachVeth } from '../../system/veth.js';
+import { endpointDriver } from '../../backends/endpoints/registry.js';
 import { WeftError } from '../../util/errors.js';
 import { blockContains, parseBlock, parseIp } from './cidr.js';
 import type { DockerApi } from './docker-api.js';
@@ -22,9 +22,14 @@ export interface RunnerLike {
   readonly name: string;
   readonly config: NetworkConfig;
   readonly lease: Lease;
-  readonly gateway: string;
+  readonly gateway: string | undefined;
+  /** The host bridge, when the backend has one. */
+  readonly bridge: string | undefined;
   readonly backend: { readonly mtu: number };
-  status(): { bridge: string };
+  /** How containers of this backend join (veth-bridge, macvlan, …). */
+  readonly module: { readonly endpointDriver?: string };
+  /** Where this host's containers take addresses. */
+  readonly plan: { readonly pool: string };
 }
 
 /** What the Docker adapter uses of the agent (src/agent/agent.ts's Agent has these). */
@@ -137,8 +142,8 @@ export class AgentDockerOps implements DockerBackendOps {
       name,
       network: runner.config.Network,
       subnet: runner.lease.subnet,
-      gateway: runner.gateway,
-      bridge: runner.status().bridge,
+      gateway: runner.gateway ?? '',
+      bridge: runner.bridge ?? '',
       mtu: runner.backend.mtu,
     };
   }
@@ -171,7 +176,7 @@ export class AgentDockerOps implements DockerBackendOps {
 
   async allocateAddress(name: string, req: { address?: string; owner: string }): Promise<string> {
     const runner = await this.runner(name, true);
-    const own = runner.lease.subnet;
+    const own = runner.plan.pool;
     const me = this.agent.hostId;
     if (req.address) {
       const n = parseIp(req.address);
@@ -199,7 +204,7 @@ export class AgentDockerOps implements DockerBackendOps {
   async releaseAddress(name: string, ip: string): Promise<void> {
     const runner = this.agent.runners.get(name);
     if (!runner) return; // the network (and its addresses) is gone
-    await this.ipam.release({ network: name, subnet: runner.lease.subnet, address: ip });
+    await this.ipam.release({ network: name, subnet: runner.plan.pool, address: ip });
     const rec = await this.record(name);
     if (rec?.removing) await this.removeNetwork(name);
   }
@@ -217,14 +222,19 @@ export class AgentDockerOps implements DockerBackendOps {
   async createVeth(name: string, req: { endpointId: string; mac: string }): Promise<{ hostIf: string; peerIf: string; mac: string }> {
     const runner = await this.runner(name, true);
     const id = req.endpointId.replace(/[^0-9a-zA-Z]/g, '').slice(0, 11);
-    const hostIf = `wd${id}`;
-    const peerIf = `wp${id}`;
-    await detachVeth(hostIf).catch(() => false); // a leftover of a crashed run
-    return createVethPair(hostIf, peerIf, { bridge: runner.status().bridge, mtu: runner.backend.mtu, mac: req.mac });
+    const made = await endpointDriver(runner.module.endpointDriver).prepare({
+      hostIf: `wd${id}`,
+      peerIf: `wp${id}`,
+      bridge: runner.bridge,
+      mtu: runner.backend.mtu,
+      mac: req.mac,
+    });
+    return { hostIf: made.hostIf, peerIf: made.ifname, mac: made.mac };
   }
 
-  async deleteVeth(_name: string, hostIf: string): Promise<void> {
-    await detachVeth(hostIf);
+  async deleteVeth(name: string, hostIf: string): Promise<void> {
+    const runner = this.agent.runners.get(name);
+    await endpointDriver(runner?.module.endpointDriver).leave({ hostIf, ifname: hostIf });
   }
 
   /**

@@ -1,0 +1,7 @@
+/** Every backend and endpoint driver weft has: one import line each (each registers itself). */
+import './endpoints/veth-bridge.js';
+import './host-gw/index.js';
+import './vxlan/index.js';
+
+export { backendModule, createBackend, implementedBackends } from './registry.js';
+export { endpointDriver } from './endpoints/registry.js';

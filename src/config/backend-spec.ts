@@ -1,0 +1,53 @@
+import type { z } from 'zod';
+import type { BackendConfig } from './types.js';
+
+/**
+ * The pure half of a backend module: what config validation, `weft network create` and the Docker plugin
+ * need to know about a data plane without touching the kernel. Backend modules (src/backends/<name>/)
+ * register it through src/backends/registry.ts; this layer only keeps the table.
+ */
+
+/** A `weft network create` option a backend takes: `--vni 7` sets Backend.VNI = 7. */
+export interface BackendOption {
+  /** Flag without dashes, e.g. "vni". Also the Docker `-o` key (with or without a "weft." prefix). */
+  flag: string;
+  /** The Backend config field it sets, e.g. "VNI". */
+  field: string;
+  description: string;
+  kind: 'int' | 'string' | 'strings';
+}
+
+export interface BackendSpec {
+  /** flannel's name where flannel has one: host-gw, vxlan, udp, … */
+  type: string;
+  /** One line for `weft network create --help` and docs. */
+  description: string;
+  /** zod schema of the Backend fields this backend owns (besides Type); unknown fields are kept. */
+  configSchema?: z.ZodType;
+  /** Defaults filled in when the config leaves a field out. */
+  defaults?: Partial<BackendConfig>;
+  /** Fill in cluster-unique ids (a VNI) given the Backend configs of the store's other networks. */
+  allocateIds?(config: BackendConfig, others: BackendConfig[]): BackendConfig;
+  /** Why `config` cannot coexist with another network of the same type (e.g. the same VNI): the whole message, or undefined. */
+  conflict?(config: BackendConfig, other: { name: string; backend: BackendConfig }): string | undefined;
+  /** Bytes of encapsulation: container MTU = underlay MTU − overhead. */
+  mtuOverhead: number;
+  /** Options of `weft network create` and Docker's `-o` that map to Backend fields. */
+  options?: BackendOption[];
+}
+
+const specs = new Map<string, BackendSpec>();
+
+export function registerBackendSpec(spec: BackendSpec): void {
+  specs.set(spec.type, spec);
+}
+
+/** The registered spec of a backend type, or undefined. */
+export function backendSpec(type: string): BackendSpec | undefined {
+  return specs.get(type);
+}
+
+/** Every registered backend type, in registration order. */
+export function backendTypes(): string[] {
+  return [...specs.keys()];
+}
