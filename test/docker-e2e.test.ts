@@ -4,10 +4,10 @@
  * the network usable on B; a container on A pings and nc's one on B (vxlan); --ip is honoured; exhaustion
  * and an --ip taken on the other host fail `docker run` with weft's message; removal leaves nothing behind.
  */
+import { intToIp, parseCidr } from '../src/net/ipv4.js';
 import '../src/backends/all.js';
 import { WEFT_BIN } from '../src/testbed/agents.js';
 import { waitFor } from '../src/testbed/wait.js';
-import { intToIp, parseCidr } from '../src/lease/subnets.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as http from 'node:http';

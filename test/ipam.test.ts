@@ -1,10 +1,10 @@
+import { ipToInt } from '../src/net/ipv4.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Ipam } from '../src/ipam/ipam.js';
-import { ipToInt } from '../src/lease/subnets.js';
 import { openStore } from '../src/store/index.js';
 import type { Store } from '../src/store/types.js';
 import { startEtcd, type TestEtcd } from './helpers/etcd.js';

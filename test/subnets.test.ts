@@ -1,3 +1,6 @@
+import { cidrsOverlap, intToIp, ipToInt, parseCidr } from '../src/net/ipv4.js';
+import { keyToSubnet, subnetToKey } from '../src/store/layout.js';
+import { SubnetRange } from '../src/lease/subnets.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -5,7 +8,6 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { AddressPool, gatewayOf } from '../src/ipam/addresses.js';
 import { formatSubnetEnv, writeSubnetEnv } from '../src/lease/subnet-env.js';
-import { cidrsOverlap, intToIp, ipToInt, keyToSubnet, parseCidr, SubnetRange, subnetToKey } from '../src/lease/subnets.js';
 import { FLANNEL_NETWORK_NAME, networkKeys } from '../src/store/layout.js';
 import type { Store } from '../src/store/types.js';
 

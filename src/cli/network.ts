@@ -1,9 +1,10 @@
+import { SubnetRange } from '../lease/subnets.js';
 import '../backends/all.js';
 import { InvalidArgumentError, type Command } from 'commander';
-import { createNetwork, getNetwork, listNetworks, removeNetwork } from '../config/registry.js';
+import { createNetwork, getNetwork, listNetworks } from '../config/registry.js';
+import { removeNetwork } from '../lease/remove-network.js';
 import type { NetworkConfig } from '../config/types.js';
 import { listLeases } from '../lease/leases.js';
-import { SubnetRange } from '../lease/subnets.js';
 import { openStore } from '../store/index.js';
 import { canonicalNetworkName, FLANNEL_NETWORK_NAME } from '../store/layout.js';
 import type { Store } from '../store/types.js';

@@ -1,7 +1,7 @@
+import { blockSize, containsAddress, intToIp, ipToInt, isIPv4, lastAddress, networkOf, parseCidrLoose } from '../net/ipv4.js';
 import { z } from 'zod';
 import { backendSpec, backendTypes } from './backend-spec.js';
 import { WeftError } from '../util/errors.js';
-import { blockSize, containsAddress, intToIp, ipToInt, isIPv4, lastAddress, networkOf, parseCidrLoose } from '../lease/subnets.js';
 import type { BackendConfig, NetworkConfig } from './types.js';
 
 /**

@@ -1,5 +1,4 @@
-import { describeHolders, listLeases } from '../lease/leases.js';
-import { cidrsOverlap, parseCidr } from '../lease/subnets.js';
+import { cidrsOverlap, parseCidr } from '../net/ipv4.js';
 import { listNetworkNames, networkKeys } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { WeftError } from '../util/errors.js';
@@ -73,19 +72,4 @@ export async function createNetwork(store: Store, name: string, input: Record<st
   const written = await store.compareAndSwap(keys.config, 0, JSON.stringify(config));
   if (!written) throw new WeftError(`network "${name}" already exists in ${store.url}`);
   return config;
-}
-
-/** Removes a network and everything under it; refused while leases are held unless `force`. */
-export async function removeNetwork(store: Store, name: string, opts: { force?: boolean } = {}): Promise<void> {
-  await getNetwork(store, name);
-  const leases = await listLeases(store, name);
-  if (leases.length && !opts.force) {
-    throw new WeftError(
-      `network "${name}" has ${leases.length} live lease${leases.length === 1 ? '' : 's'} (${describeHolders(leases)}); stop those agents or use --force`,
-    );
-  }
-  const keys = networkKeys(store, name);
-  for (const prefix of keys.ownedPrefixes) {
-    for (const e of await store.list(prefix)) await store.delete(e.key);
-  }
 }

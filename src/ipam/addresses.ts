@@ -1,5 +1,5 @@
+import { type Cidr, containsAddress, intToIp, ipToInt, isIPv4, lastAddress, parseCidr } from '../net/ipv4.js';
 import { WeftError } from '../util/errors.js';
-import { containsAddress, intToIp, ipToInt, isIPv4, lastAddress, parseCidr, type Cidr } from '../lease/subnets.js';
 
 /** The first usable address of a subnet: the host bridge's address and the containers' gateway. */
 export function gatewayOf(subnet: string): string {

@@ -1,7 +1,7 @@
+import { ipToInt } from '../net/ipv4.js';
 import { networkKeys } from '../store/layout.js';
 import type { Entry, Store } from '../store/types.js';
 import { WeftError } from '../util/errors.js';
-import { ipToInt } from '../lease/subnets.js';
 import { AddressPool } from './addresses.js';
 
 /**

@@ -1,5 +1,5 @@
+import { keyToSubnet } from '../store/layout.js';
 import type { Entry } from '../store/types.js';
-import { keyToSubnet } from './subnets.js';
 import type { Lease } from './types.js';
 
 /**

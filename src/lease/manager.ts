@@ -1,3 +1,5 @@
+import { keyToSubnet } from '../store/layout.js';
+import { SubnetRange } from './subnets.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { getNetwork } from '../config/registry.js';
 import { networkKeys, type NetworkKeys } from '../store/layout.js';
@@ -6,7 +8,6 @@ import { WeftError } from '../util/errors.js';
 import { log as rootLog, type Logger } from '../util/log.js';
 import { holdersBySubnet, hostRecordFromEntry, hostRecordToJson, leaseFromEntry, leaseToJson, type HostRecord } from './codec.js';
 import { describeHolders, leasesFrom, watchLeases } from './leases.js';
-import { keyToSubnet, SubnetRange } from './subnets.js';
 import type { Lease } from './types.js';
 
 /** flannel's lease TTL. */

@@ -1,5 +1,5 @@
 import { WeftError } from '../util/errors.js';
-import { subnetToKey } from '../lease/subnets.js';
+import { intToIp, networkOf, parseCidr, parseCidrLoose } from '../net/ipv4.js';
 import type { Store } from './types.js';
 
 /**
@@ -17,6 +17,22 @@ import type { Store } from './types.js';
  */
 
 export const NETWORKS_PREFIX = 'networks/';
+
+/** "10.5.72.0/24" → "10.5.72.0-24" (flannel's subnet key). */
+export function subnetToKey(subnet: string): string {
+  const c = parseCidr(subnet);
+  return `${intToIp(c.base)}-${c.len}`;
+}
+
+/** "10.5.72.0-24" → "10.5.72.0/24"; undefined for anything that is not a subnet key. */
+export function keyToSubnet(key: string): string | undefined {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})$/.exec(key);
+  if (!m) return undefined;
+  const text = `${m[1]}/${m[2]}`;
+  const c = parseCidrLoose(text);
+  if (!c || networkOf(c.ip, c.len) !== c.ip) return undefined;
+  return text;
+}
 export const FLANNEL_NETWORK_NAME = 'default';
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;

@@ -1,5 +1,5 @@
+import { parseCidrLoose } from '../net/ipv4.js';
 import { WeftError } from '../util/errors.js';
-import { parseCidrLoose } from '../lease/subnets.js';
 import { getLink, ipBatch } from './ip.js';
 import type { NsOpts } from './netns.js';
 

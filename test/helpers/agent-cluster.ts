@@ -1,3 +1,4 @@
+import { cidrWithin } from '../../src/net/ipv4.js';
 import '../../src/backends/all.js';
 import { waitFor } from '../../src/testbed/wait.js';
 import assert from 'node:assert/strict';
@@ -6,7 +7,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { createNetwork } from '../../src/config/registry.js';
 import { openStore } from '../../src/store/index.js';
-import { cidrWithin } from '../../src/system/cidr.js';
 import { bridgeJson, ipJson } from '../../src/system/ip.js';
 import { AgentProcess, runWeft, type CliResult } from '../../src/testbed/agents.js';
 import { createTestbed, type Testbed, type TestbedHost } from '../../src/testbed/index.js';

@@ -20,6 +20,8 @@
  * - Every call is serialised, and the plugin's own state (pools, networks, endpoints) is saved after each
  *   change, because Docker never replays CreateNetwork/CreateEndpoint after a plugin restart.
  */
+import { containsAddress, formatCidr, stripPrefix, tryParseCidr, tryParseIp } from '../../net/ipv4.js';
+import { gatewayOf } from '../../ipam/addresses.js';
 import * as http from 'node:http';
 import { mkdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
@@ -39,7 +41,6 @@ import {
   type RequestAddressRequest,
   type RequestPoolRequest,
 } from './protocol.js';
-import { blockContains, firstUsable, formatBlock, parseBlock, parseIp, stripPrefix } from './cidr.js';
 import type { EndpointRecord, NetworkRecord, PluginState, StateStore } from './state.js';
 
 export const DEFAULT_PLUGIN_NAME = 'weft';
@@ -288,12 +289,12 @@ export class DockerPlugin {
       );
     }
     if (b.SubPool) throw new PluginError('--ip-range is not supported: weft gives each host its own part of the subnet');
-    const block = parseBlock(b.Pool);
+    const block = tryParseCidr(b.Pool);
     if (!block) throw new PluginError(`invalid subnet "${b.Pool}" (expected a.b.c.d/len without host bits)`);
     if (block.len > 30) throw new PluginError(`subnet ${b.Pool} is too small for weft (at most /30)`);
     const options = stringOptions(b.Options);
     const opts = parseWeftOptions(options);
-    const pool = formatBlock(block);
+    const pool = formatCidr(block);
     const poolId = pool;
     for (const n of Object.values(this.state.networks)) {
       if (n.pool === pool && this.state.pools[poolId]) {
@@ -324,20 +325,20 @@ export class DockerPlugin {
 
   private async requestAddress(b: RequestAddressRequest): Promise<unknown> {
     const pool = this.poolOf(b.PoolID);
-    const block = parseBlock(pool.pool)!;
+    const block = tryParseCidr(pool.pool)!;
     const opts = stringOptions(b.Options);
     if (opts[REQUEST_ADDRESS_TYPE] === GATEWAY_ADDRESS_TYPE) {
       // Docker's per-network gateway: a placeholder (see the header). Each container's real gateway is its host's bridge (Join).
-      const gw = b.Address ? stripPrefix(b.Address) : firstUsable(block);
-      const n = parseIp(gw);
-      if (n === undefined || !blockContains(block, n)) throw new PluginError(`gateway ${b.Address} is not inside ${pool.pool}`);
+      const gw = b.Address ? stripPrefix(b.Address) : gatewayOf(formatCidr(block));
+      const n = tryParseIp(gw);
+      if (n === undefined || !containsAddress(block, n)) throw new PluginError(`gateway ${b.Address} is not inside ${pool.pool}`);
       return { Address: `${gw}/${block.len}`, Data: {} };
     }
     const requested = b.Address ? stripPrefix(b.Address) : undefined;
     if (requested !== undefined) {
-      const n = parseIp(requested);
+      const n = tryParseIp(requested);
       if (n === undefined) throw new PluginError(`invalid address "${b.Address}"`);
-      if (!blockContains(block, n)) throw new PluginError(`address ${requested} is not inside the network's subnet ${pool.pool}`);
+      if (!containsAddress(block, n)) throw new PluginError(`address ${requested} is not inside the network's subnet ${pool.pool}`);
     }
     const net = await this.networkForPool(b.PoolID);
     if (!net.dockerName && !net.network) {
@@ -357,7 +358,7 @@ export class DockerPlugin {
     const pool = this.state.pools[b.PoolID];
     if (!pool) return {};
     const ip = stripPrefix(b.Address);
-    if (ip === firstUsable(parseBlock(pool.pool)!)) return {}; // the gateway placeholder
+    if (ip === gatewayOf(pool.pool)) return {}; // the gateway placeholder
     const net = Object.values(this.state.networks).find((n) => n.poolId === b.PoolID);
     const name = net?.network ?? pool.network;
     if (name) await this.opts.ops.releaseAddress(name, ip);
