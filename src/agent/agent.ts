@@ -9,6 +9,7 @@ import { openStore } from '../store/index.js';
 import type { Store, Watch } from '../store/types.js';
 import type { Underlay } from '../backends/types.js';
 import { removeBridge } from '../system/bridge.js';
+import { removeAntispoof } from '../system/antispoof.js';
 import { removeAllWeftRules } from '../system/iptables.js';
 import { findUnderlay } from '../system/underlay.js';
 import { WeftError } from '../util/errors.js';
@@ -298,6 +299,7 @@ export class Agent implements NetworkDirectory {
     }
     this.runners.clear();
     await removeAllWeftRules();
+    await removeAntispoof();
     return { networks: names };
   }
 }

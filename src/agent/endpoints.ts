@@ -52,6 +52,8 @@ export interface EndpointRepair {
   released: string[];
   removedInterfaces: string[];
   releasedAddresses: string[];
+  /** Ports whose source filter was repaired. */
+  filters?: string[];
 }
 
 /**
@@ -266,7 +268,14 @@ export class Endpoints {
         }
       }
     }
-    const changed = repair.recreated.length + repair.released.length + repair.removedInterfaces.length + repair.releasedAddresses.length;
+    // every port's source filter matches its record (a rule deleted by hand, an agent crash mid-attach)
+    if (driver.reconcileSources) {
+      const eps = (await this.list([net.name])).filter((e) => e.mac);
+      const others = (await this.list()).filter((e) => e.network !== net.name && e.mac);
+      const fixed = await driver.reconcileSources([...eps, ...others].map((e) => ({ hostIf: e.hostIf, ip: stripLen(e.address), mac: e.mac })), /^vw[0-9a-f]{8}$/);
+      if (fixed.length) repair.filters = fixed;
+    }
+    const changed = repair.recreated.length + repair.released.length + repair.removedInterfaces.length + repair.releasedAddresses.length + (repair.filters?.length ?? 0);
     if (changed) this.log?.warn({ network: net.name, ...repair }, 'endpoints reconciled with the kernel');
     return repair;
   }

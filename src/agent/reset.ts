@@ -7,6 +7,7 @@ import { listNetworkNames } from '../store/layout.js';
 import { openStore } from '../store/index.js';
 import { removeBridge } from '../system/bridge.js';
 import { listInterfaces } from '../system/ip.js';
+import { removeAntispoof } from '../system/antispoof.js';
 import { removeAllWeftRules } from '../system/iptables.js';
 import { findUnderlay } from '../system/underlay.js';
 import { detachVeth } from '../system/veth.js';
@@ -50,5 +51,6 @@ export async function resetHost(o: { storeUrl?: string; stateDir: string; hostId
     bridges.forget(network);
   }
   await removeAllWeftRules();
+  await removeAntispoof();
   return { networks: names };
 }

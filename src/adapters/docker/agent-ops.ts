@@ -220,7 +220,7 @@ export class AgentDockerOps implements DockerBackendOps {
     }
   }
 
-  async createVeth(name: string, req: { endpointId: string; mac: string }): Promise<{ hostIf: string; peerIf: string; mac: string }> {
+  async createVeth(name: string, req: { endpointId: string; mac: string; address: string }): Promise<{ hostIf: string; peerIf: string; mac: string }> {
     const runner = await this.runner(name, true);
     const id = req.endpointId.replace(/[^0-9a-zA-Z]/g, '').slice(0, 11);
     const made = await endpointDriver(runner.module.endpointDriver).prepare({
@@ -229,6 +229,7 @@ export class AgentDockerOps implements DockerBackendOps {
       bridge: runner.bridge,
       mtu: runner.backend.mtu,
       mac: req.mac,
+      address: req.address,
     });
     return { hostIf: made.hostIf, peerIf: made.ifname, mac: made.mac };
   }
