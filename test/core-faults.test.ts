@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
 import { callAgent } from '../src/agent/client.js';
 import type { Endpoint } from '../src/agent/types.js';
@@ -87,6 +88,38 @@ for (const backend of ['vxlan', 'host-gw'] as const) {
       }),
     );
 
+    test('a deleted network config never tears down a working data plane; putting it back changes nothing', { timeout: 60_000 }, () =>
+      withCluster({ backend, cidr: backend === 'vxlan' ? '10.237.0.0/16' : '10.238.0.0/16', hosts: 2, containersPerHost: 1 }, async (c) => {
+        const [a] = c.on('h1');
+        const [b] = c.on('h2');
+        await waitUntil('h1 reaches h2 before', 15_000, async () => (await nsExec(a!.ns, ['ping', '-n', '-q', '-c', '1', '-W', '1', b!.ip], { allowFail: true })).code === 0);
+        const store = await openStore(c.storeUrl);
+        try {
+          const key = networkKeys(store, NETWORK).config;
+          const saved = (await store.get(key))!.value;
+          await store.delete(key);
+          const h1 = c.tb.hosts[0]!;
+          // the agents notice and say so loudly, and keep everything
+          await waitUntil('the agent logs the missing config', 15_000, async () => readFileSync(c.agent(h1).logFile, 'utf8').includes('is missing or unreadable'));
+          assert.equal((await nsExec(h1.ns, ['ip', 'link', 'show', 'weft0'], { allowFail: true })).code, 0, 'weft0 still there');
+          const ping = await nsExec(a!.ns, ['ping', '-n', '-q', '-c', '10', '-i', '0.2', '-W', '1', b!.ip], { allowFail: true });
+          assert.match(ping.stdout, / 0% packet loss/, `forwarding goes on without the config: ${ping.stdout}`);
+          // corrupt JSON is no removal either
+          await store.put(key, '{"Network": broken');
+          await waitUntil('the agent logs the unreadable config', 15_000, async () => readFileSync(c.agent(h1).logFile, 'utf8').includes('is unreadable in the store'));
+          await store.put(key, saved);
+        } finally {
+          await store.close();
+        }
+        const st = await c.agent('h1').status();
+        assert.equal(st?.networks.length, 1, 'the network is still joined');
+        const ping = await nsExec(a!.ns, ['ping', '-n', '-q', '-c', '5', '-i', '0.2', '-W', '1', b!.ip], { allowFail: true });
+        assert.match(ping.stdout, / 0% packet loss/, `after the restore: ${ping.stdout}`);
+        const ps = await weft(['ps', '--json', '--api', c.agent('h1').api]);
+        assert.equal(JSON.parse(ps.stdout).length, 1, 'the container is still listed');
+      }),
+    );
+
     test('records and kernel agree: a lost interface is re-created, a stray one removed, attach repairs', { timeout: 60_000 }, () =>
       withCluster({ backend, cidr: backend === 'vxlan' ? '10.235.0.0/16' : '10.236.0.0/16', hosts: 1, containersPerHost: 1 }, async (c) => {
         const h1 = c.tb.hosts[0]!;
@@ -116,3 +149,24 @@ for (const backend of ['vxlan', 'host-gw'] as const) {
     );
   });
 }
+
+describe('a join that failed is retried', { timeout: 120_000, skip: needsRoot() }, () => {
+  test('a host refused because the network was full joins once a subnet is freed, and says why meanwhile', { timeout: 100_000 }, () =>
+    withCluster({ backend: 'host-gw', cidr: '10.239.0.0/22', hosts: 2, containersPerHost: 0, subnetMin: '10.239.0.0', subnetMax: '10.239.1.0' }, async (c) => {
+      // the two subnets are held by h1 and h2; a third host cannot join
+      const h3 = await c.tb.addHost();
+      const a3 = await c.startAgent(h3);
+      await waitUntil('h3 reports why it is not joined', 20_000, async () => {
+        const st = await a3.status();
+        return /is full/.test(st?.failed?.[NETWORK] ?? '') || JSON.stringify(st?.failed ?? {});
+      });
+      // h1 leaves for good: its lease is given back
+      const r = await weft(['reset', '--api', c.agent('h1').api]);
+      assert.equal(r.code, 0, r.stderr);
+      await waitUntil('h3 joined with the freed subnet', 60_000, async () => {
+        const st = await a3.status();
+        return (st?.networks.length === 1 && !st.failed?.[NETWORK]) || JSON.stringify(st?.failed ?? {});
+      });
+    }),
+  );
+});

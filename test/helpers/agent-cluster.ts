@@ -60,6 +60,11 @@ export interface ClusterOptions {
   cidr: string;
   hosts: number;
   containersPerHost: number;
+  /** Narrow the leasable range (flannel's SubnetMin/SubnetMax). */
+  subnetMin?: string;
+  subnetMax?: string;
+  /** More fields of the Backend config (e.g. a VNI). */
+  backendConfig?: Record<string, unknown>;
 }
 
 const live = new Set<Cluster>();
@@ -88,7 +93,12 @@ export class Cluster {
       tb = await createTestbed({ hosts: o.hosts });
       const store = await openStore(storeUrl);
       try {
-        await createNetwork(store, NETWORK, { Network: o.cidr, Backend: { Type: o.backend } });
+        await createNetwork(store, NETWORK, {
+          Network: o.cidr,
+          Backend: { Type: o.backend, ...o.backendConfig },
+          ...(o.subnetMin ? { SubnetMin: o.subnetMin } : {}),
+          ...(o.subnetMax ? { SubnetMax: o.subnetMax } : {}),
+        });
       } finally {
         await store.close();
       }
