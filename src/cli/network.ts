@@ -1,4 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
+import { implementedBackends } from '../backends/registry.js';
+import { checkUnderlayOverlap } from '../config/ranges.js';
 import { createNetwork, getNetwork, listNetworks, removeNetwork } from '../config/registry.js';
 import type { NetworkConfig } from '../config/types.js';
 import { listLeases } from '../lease/leases.js';
@@ -6,6 +8,8 @@ import { SubnetRange } from '../lease/subnets.js';
 import { openStore } from '../store/index.js';
 import { canonicalNetworkName, FLANNEL_NETWORK_NAME } from '../store/layout.js';
 import type { Store } from '../store/types.js';
+import { ipJson } from '../system/ip.js';
+import { WeftError } from '../util/errors.js';
 import { printJson, printTable } from './output.js';
 
 /** `weft network create|ls|inspect|rm` — networks in the store (no agent needed). */
@@ -40,6 +44,24 @@ function backendExtras(config: NetworkConfig): string {
     .join(' ');
 }
 
+/**
+ * This host's routes other than the default one and weft's own (bridges weftN, vxlan weft.N): its connected
+ * segments and the ways to its peers, which a container network must not shadow. Empty when `ip` is missing.
+ */
+async function checkHostRoutes(network: string): Promise<void> {
+  const routes = await ipJson<Array<{ dst: string; dev?: string }>>(['-4', 'route', 'show']).catch(() => []);
+  for (const r of routes) {
+    if (r.dst === 'default' || /^weft/.test(r.dev ?? '')) continue;
+    try {
+      checkUnderlayOverlap(network, [r.dst], `this host${r.dev ? ` (dev ${r.dev})` : ''}`);
+    } catch (err) {
+      // an invalid --subnet is left to createNetwork, which names the field
+      if (err instanceof WeftError && err.code === 'EUNDERLAY') throw err;
+      return;
+    }
+  }
+}
+
 export function registerNetwork(program: Command): void {
   const network = program.command('network').description('create, list, inspect and remove networks');
 
@@ -55,6 +77,8 @@ export function registerNetwork(program: Command): void {
     .option('--vni <n>', 'VXLAN network identifier (default: 1, or the lowest one no other network uses)', toInt('--vni'))
     .option('--port <n>', 'backend UDP port', toInt('--port'))
     .option('--ip-masq', 'masquerade traffic leaving the network')
+    .option('--default', 'the network `weft attach` uses when --network is not given and a host has several')
+    .option('--ignore-host-routes', "skip the check that the network overlaps none of this host's routes (when this host is no weft host)")
     .option('--store <url>', STORE_HELP)
     .option('--json', 'print JSON')
     .action(async (name: string, o) => {
@@ -66,8 +90,10 @@ export function registerNetwork(program: Command): void {
       if (o.subnetMin !== undefined) input.SubnetMin = o.subnetMin;
       if (o.subnetMax !== undefined) input.SubnetMax = o.subnetMax;
       if (o.ipMasq) input.IPMasq = true;
+      // the store cannot see hosts' routes: check this host's now (each agent checks its own when it joins)
+      if (!o.ignoreHostRoutes) await checkHostRoutes(o.subnet);
       await withStore(o.store, async (store) => {
-        const config = await createNetwork(store, name, input);
+        const config = await createNetwork(store, name, input, { backends: implementedBackends(), default: o.default });
         if (o.json) return printJson({ name, config });
         process.stdout.write(
           `created network ${name}: ${config.Network}, ${subnetCount(config)} /${config.SubnetLen} subnets, ${config.Backend.Type} ${backendExtras(config)}`.trimEnd() + '\n',

@@ -4,6 +4,7 @@ import { listNetworkNames, networkKeys } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { WeftError } from '../util/errors.js';
 import { parseNetworkConfig } from './network.js';
+import { checkReservedRanges } from './ranges.js';
 import type { NetworkConfig } from './types.js';
 
 /** The networks of a store: create (with the cross-network checks), read, list, remove. */
@@ -41,12 +42,20 @@ export async function listNetworks(store: Store): Promise<NetworkInfo[]> {
   return out;
 }
 
+export interface CreateOptions {
+  /** Backend types this build implements (backends/registry's implementedBackends()); others are refused. */
+  backends?: readonly string[];
+  /** Mark the network as the default of `weft attach` without --network (only one network may be). */
+  default?: boolean;
+}
+
 /**
  * Validates `input` (flannel's config JSON as an object), refuses a duplicate name, a Network overlapping
- * another network of the store and a VNI another network uses, then stores it. A vxlan network without a
- * VNI gets the lowest one no other network uses.
+ * a reserved range (loopback, multicast, …) or another network of the store, a VNI another network uses,
+ * a backend not implemented and a second default network, then stores it. A vxlan network without a VNI
+ * gets the lowest one no other network uses.
  */
-export async function createNetwork(store: Store, name: string, input: Record<string, unknown>): Promise<NetworkConfig> {
+export async function createNetwork(store: Store, name: string, input: Record<string, unknown>, opts: CreateOptions = {}): Promise<NetworkConfig> {
   const keys = networkKeys(store, name);
   const existing = await listNetworks(store);
   if (store.flannelLayout && existing.length) {
@@ -61,7 +70,13 @@ export async function createNetwork(store: Store, name: string, input: Record<st
     while (used.has(vni)) vni++;
     raw.Backend = { ...backend, VNI: vni };
   }
+  if (opts.default) raw.Default = true;
   const config = parseNetworkConfig(raw);
+  checkReservedRanges(config.Network);
+  const type = config.Backend.Type;
+  if (opts.backends && !opts.backends.includes(type)) {
+    throw new WeftError(`backend ${type} is not implemented yet: use ${opts.backends.join(' or ')} (--backend)`, 'ENOTIMPL');
+  }
   const cidr = parseCidr(config.Network);
   for (const other of existing) {
     if (cidrsOverlap(cidr, parseCidr(other.config.Network))) {
@@ -69,6 +84,9 @@ export async function createNetwork(store: Store, name: string, input: Record<st
     }
     if (config.Backend.VNI !== undefined && other.config.Backend.VNI === config.Backend.VNI) {
       throw new WeftError(`VNI ${config.Backend.VNI} is already used by network "${other.name}"; pick another with --vni`);
+    }
+    if (config.Default && other.config.Default) {
+      throw new WeftError(`network "${other.name}" is already the default; create this one without --default`);
     }
   }
   const written = await store.compareAndSwap(keys.config, 0, JSON.stringify(config));
