@@ -9,7 +9,6 @@ import { openStore } from '../store/index.js';
 import { canonicalNetworkName, FLANNEL_NETWORK_NAME } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { ipJson } from '../system/ip.js';
-import { WeftError } from '../util/errors.js';
 import { printJson, printTable } from './output.js';
 
 /** `weft network create|ls|inspect|rm` — networks in the store (no agent needed). */
@@ -48,17 +47,11 @@ function backendExtras(config: NetworkConfig): string {
  * This host's routes other than the default one and weft's own (bridges weftN, vxlan weft.N): its connected
  * segments and the ways to its peers, which a container network must not shadow. Empty when `ip` is missing.
  */
-async function checkHostRoutes(network: string): Promise<void> {
+async function checkHostRoutes(config: NetworkConfig): Promise<void> {
   const routes = await ipJson<Array<{ dst: string; dev?: string }>>(['-4', 'route', 'show']).catch(() => []);
   for (const r of routes) {
     if (r.dst === 'default' || /^weft/.test(r.dev ?? '')) continue;
-    try {
-      checkUnderlayOverlap(network, [r.dst], `this host${r.dev ? ` (dev ${r.dev})` : ''}`);
-    } catch (err) {
-      // an invalid --subnet is left to createNetwork, which names the field
-      if (err instanceof WeftError && err.code === 'EUNDERLAY') throw err;
-      return;
-    }
+    checkUnderlayOverlap(config.Network, [r.dst], `this host${r.dev ? ` (dev ${r.dev})` : ''}`);
   }
 }
 
@@ -90,10 +83,13 @@ export function registerNetwork(program: Command): void {
       if (o.subnetMin !== undefined) input.SubnetMin = o.subnetMin;
       if (o.subnetMax !== undefined) input.SubnetMax = o.subnetMax;
       if (o.ipMasq) input.IPMasq = true;
-      // the store cannot see hosts' routes: check this host's now (each agent checks its own when it joins)
-      if (!o.ignoreHostRoutes) await checkHostRoutes(o.subnet);
       await withStore(o.store, async (store) => {
-        const config = await createNetwork(store, name, input, { backends: implementedBackends(), default: o.default });
+        const config = await createNetwork(store, name, input, {
+          backends: implementedBackends(),
+          default: o.default,
+          // the store cannot see hosts' routes: check this host's now (each agent checks its own when it joins)
+          ...(o.ignoreHostRoutes ? {} : { check: checkHostRoutes }),
+        });
         if (o.json) return printJson({ name, config });
         process.stdout.write(
           `created network ${name}: ${config.Network}, ${subnetCount(config)} /${config.SubnetLen} subnets, ${config.Backend.Type} ${backendExtras(config)}`.trimEnd() + '\n',

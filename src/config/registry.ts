@@ -47,6 +47,8 @@ export interface CreateOptions {
   backends?: readonly string[];
   /** Mark the network as the default of `weft attach` without --network (only one network may be). */
   default?: boolean;
+  /** A further check of the validated config before it is stored (the CLI checks the host's routes). */
+  check?: (config: NetworkConfig) => void | Promise<void>;
 }
 
 /**
@@ -77,6 +79,7 @@ export async function createNetwork(store: Store, name: string, input: Record<st
   if (opts.backends && !opts.backends.includes(type)) {
     throw new WeftError(`backend ${type} is not implemented yet: use ${opts.backends.join(' or ')} (--backend)`, 'ENOTIMPL');
   }
+  await opts.check?.(config);
   const cidr = parseCidr(config.Network);
   for (const other of existing) {
     if (cidrsOverlap(cidr, parseCidr(other.config.Network))) {
