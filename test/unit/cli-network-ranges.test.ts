@@ -1,14 +1,12 @@
 /**
  * `weft network create` refuses ranges containers cannot use, backends that are not implemented and a
- * second default network; checkUnderlayOverlap (the agent's join-time check) refuses a network that would
- * shadow a host route. No root needed (SQLite store in a temp dir).
+ * second default network. No root needed (SQLite store in a temp dir).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { checkUnderlayOverlap } from '../../src/config/ranges.js';
 import { runWeft } from '../../src/testbed/agents.js';
 
 test('reserved ranges, unimplemented backends and a second default network are refused', async () => {
@@ -49,11 +47,4 @@ test('reserved ranges, unimplemented backends and a second default network are r
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
-});
-
-test('checkUnderlayOverlap refuses a network overlapping a host route, ignores the default route', () => {
-  assert.throws(() => checkUnderlayOverlap('192.168.79.0/24', ['10.0.0.0/8', '192.168.79.0/24']), /network 192\.168\.79\.0\/24 overlaps 192\.168\.79\.0\/24, a route of this host's underlay/);
-  assert.throws(() => checkUnderlayOverlap('192.168.0.0/16', ['192.168.79.7']), /overlaps 192\.168\.79\.7/);
-  assert.throws(() => checkUnderlayOverlap('10.5.0.0/16', ['10.5.3.9/24'], 'host h1'), /a route of host h1/);
-  assert.doesNotThrow(() => checkUnderlayOverlap('10.5.0.0/16', ['default', '0.0.0.0/0', '192.168.79.0/24', '10.6.0.0/16', 'garbage']));
 });
