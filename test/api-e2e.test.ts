@@ -157,7 +157,7 @@ test('hostile API bodies get 400/413 from a real agent, which keeps running', { 
 test('a second agent on the host is refused, naming the PID that holds the lock', { skip }, async () => {
   const stateDir = path.join(dir, 'one');
   const api = path.join(dir, 'one', 'weft.sock');
-  await weftRoot(['network', 'create', 'solo', '--subnet', '10.77.0.0/16', '--backend', 'host-gw', '--ignore-host-routes']);
+  await weftRoot(['network', 'create', 'solo', '--subnet', '10.77.0.0/16', '--backend', 'host-gw']);
   const first = await startAgent({ stateDir, api });
   try {
     await waitFor('the first agent to join', 15_000, async () => (await callAgent<AgentStatus>(api, 'GET', '/status')).networks.length === 1);
@@ -199,7 +199,7 @@ test('under umask 000: socket 0660, state dir 0700, files 0600 (subnet.env 0644)
   const old = process.umask(0);
   let a: Agent | undefined;
   try {
-    await weftRoot(['network', 'create', 'perm', '--subnet', '10.78.0.0/16', '--backend', 'host-gw', '--ignore-host-routes']);
+    await weftRoot(['network', 'create', 'perm', '--subnet', '10.78.0.0/16', '--backend', 'host-gw']);
     const stateDir = path.join(dir, 'perm-state');
     a = await startAgent({ stateDir, api: path.join(apiDir, 'weft.sock') });
     await waitFor('the agent to join', 15_000, async () => (await callAgent<AgentStatus>(a!.api, 'GET', '/status')).networks.length === 1);
@@ -238,18 +238,18 @@ test('attach without --network: the only network, else the --default one, else a
     const c1 = await tb.addContainer(host, 'c1');
     const c2 = await tb.addContainer(host, 'c2');
     const c3 = await tb.addContainer(host, 'c3');
-    assert.equal((await weftRoot(['network', 'create', 'zeta', '--subnet', '10.81.0.0/16', '--backend', 'host-gw', '--ignore-host-routes'])).code, 0);
+    assert.equal((await weftRoot(['network', 'create', 'zeta', '--subnet', '10.81.0.0/16', '--backend', 'host-gw'])).code, 0);
     await waitFor('zeta joined', 15_000, async () => (await statusNets()) === 'zeta');
     const one = await weftIn(['attach', c1, '--api', api, '--json']).done;
     assert.equal(one.code, 0, one.out);
     assert.equal((JSON.parse(one.out) as Endpoint).network, 'zeta', 'the only network');
     // a network whose name sorts first must not become the default
-    assert.equal((await weftRoot(['network', 'create', 'alpha', '--subnet', '10.82.0.0/16', '--backend', 'host-gw', '--ignore-host-routes'])).code, 0);
+    assert.equal((await weftRoot(['network', 'create', 'alpha', '--subnet', '10.82.0.0/16', '--backend', 'host-gw'])).code, 0);
     await waitFor('alpha joined', 15_000, async () => (await statusNets()) === 'alpha,zeta');
     const several = await weftIn(['attach', c2, '--api', api]).done;
     assert.equal(several.code, 1);
     assert.match(several.out, /^weft: several networks: pass --network NAME \(one of: alpha, zeta\), or create one with --default\n$/);
-    assert.equal((await weftRoot(['network', 'create', 'mid', '--subnet', '10.83.0.0/16', '--backend', 'host-gw', '--default', '--ignore-host-routes'])).code, 0);
+    assert.equal((await weftRoot(['network', 'create', 'mid', '--subnet', '10.83.0.0/16', '--backend', 'host-gw', '--default'])).code, 0);
     await waitFor('mid joined', 15_000, async () => (await statusNets()) === 'alpha,mid,zeta');
     const dflt = await weftIn(['attach', c3, '--api', api, '--json']).done;
     assert.equal(dflt.code, 0, dflt.out);
