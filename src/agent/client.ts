@@ -16,7 +16,7 @@ export const AGENT_TIMEOUT = 'EAGENTTIMEOUT';
 export const DEFAULT_TIMEOUT_SECONDS = 60;
 
 export interface CallOptions {
-  /** Give up after this long (whole request, not idle time); none: wait for as long as the agent works. */
+  /** Give up after this long (whole request, not idle time); default DEFAULT_TIMEOUT_SECONDS, 0: never. */
   timeoutMs?: number;
   /** How to check on the request if it times out, for the message ("weft ps"). */
   checkWith?: string;
@@ -28,6 +28,7 @@ export interface CallOptions {
  */
 export function callAgent<T>(socketPath: string, method: 'GET' | 'POST', path: string, body?: unknown, o: CallOptions = {}): Promise<T> {
   const payload = body === undefined ? undefined : JSON.stringify(body);
+  const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_SECONDS * 1000;
   return new Promise<T>((resolve, reject) => {
     const req = http.request(
       {
@@ -60,16 +61,16 @@ export function callAgent<T>(socketPath: string, method: 'GET' | 'POST', path: s
         });
       },
     );
-    const timer = o.timeoutMs
+    const timer = timeoutMs
       ? setTimeout(() => {
           const check = o.checkWith ? `; check with '${o.checkWith}' before retrying` : '';
           req.destroy(
             new WeftError(
-              `the agent at ${socketPath} did not answer ${method} ${path} within ${formatSeconds(o.timeoutMs!)}; it may still complete the request${check} (wait longer with --timeout SECONDS)`,
+              `the agent at ${socketPath} did not answer ${method} ${path} within ${formatSeconds(timeoutMs)}; it may still complete the request${check} (wait longer with --timeout SECONDS)`,
               AGENT_TIMEOUT,
             ),
           );
-        }, o.timeoutMs)
+        }, timeoutMs)
       : undefined;
     req.on('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);

@@ -174,3 +174,18 @@ test('a socket another process answers on is refused; a dead one is replaced; a 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('--api-group: the socket gets that group, still 0660', { skip: process.getuid?.() === 0 ? false : 'chown to another group needs root' }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-api-'));
+  const sock = path.join(dir, 'api.sock');
+  const server = await serveApi(sock, [], log, { gid: 65534 });
+  try {
+    const st = fs.statSync(sock);
+    assert.equal(st.gid, 65534);
+    assert.equal(st.uid, 0);
+    assert.equal(st.mode & 0o777, 0o660);
+  } finally {
+    await new Promise((r) => server.close(r));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
