@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { isIPv4, parseCidrLoose } from '../lease/subnets.js';
 import { checkName } from '../store/layout.js';
 import { WeftError } from '../util/errors.js';
+import type { AttachRequest, DetachRequest } from './types.js';
 
 /**
  * zod schemas of every API request body (the shapes are in ./types.ts). Everything that arrives on the
@@ -81,6 +82,11 @@ export const detachRequestSchema = z.strictObject({
   container: containerRef,
   network: networkName.optional(),
 });
+
+// The schemas parse into the request types of ./types.ts (a compile error here when the two drift apart).
+type Parses<S extends z.ZodType, T> = z.infer<S> extends T ? true : false;
+type Assert<T extends true> = T;
+export type SchemasMatchTypes = [Assert<Parses<typeof attachRequestSchema, AttachRequest>>, Assert<Parses<typeof detachRequestSchema, DetachRequest>>];
 
 /** Routes that take no body accept none, `{}` or `null`. */
 export const emptyRequestSchema = z.union([z.undefined(), z.null(), z.strictObject({})]);

@@ -140,6 +140,7 @@ export function registerNetwork(program: Command): void {
         if (config.SubnetMax) line('SubnetMax', config.SubnetMax);
         line('Backend', `${config.Backend.Type} ${backendExtras(config)}`.trimEnd());
         line('IPMasq', String(config.IPMasq ?? false));
+        if (config.Default) line('Default', 'yes (`weft attach` without --network uses it)');
         line('Leases', `${leases.length} of ${subnets}`);
         if (leases.length) {
           process.stdout.write('\n');
