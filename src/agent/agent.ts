@@ -18,7 +18,9 @@ import { serveApi, type Route } from './api.js';
 import { BridgeNames } from './bridges.js';
 import { Endpoints, type ContainerResolver, type NetworkDirectory } from './endpoints.js';
 import { resolveHostId } from './host-id.js';
+import { lockAgent, type HeldLock } from './lock.js';
 import { NetworkRunner } from './network-runner.js';
+import { attachRequestSchema, detachRequestSchema } from './schemas.js';
 import type { AgentStatus, AttachRequest, DetachRequest } from './types.js';
 
 export interface AgentOptions {
@@ -27,6 +29,8 @@ export interface AgentOptions {
   publicIp?: string;
   stateDir: string;
   api: string;
+  /** Group id given the API socket (`--api-group`); the socket is 0660, owned by root. */
+  apiGid?: number;
   hostId?: string;
   /** Join only these networks; default: every network in the store, including ones created later. */
   networks?: string[];
@@ -61,6 +65,8 @@ export class Agent implements NetworkDirectory {
   private repairTimer?: NodeJS.Timeout;
   private readonly bridges: BridgeNames;
   private readonly log: Logger;
+  /** One agent per host: the state dir and API socket locks (./lock.ts), held until stop(). */
+  private locks: HeldLock[] = [];
 
   private constructor(
     readonly store: Store,
@@ -74,10 +80,19 @@ export class Agent implements NetworkDirectory {
   }
 
   static async start(opts: AgentOptions): Promise<Agent> {
-    const underlay = await findUnderlay({ iface: opts.iface, publicIp: opts.publicIp });
-    const hostId = resolveHostId(opts.hostId, opts.stateDir);
-    const store = await openStore(opts.storeUrl);
-    const agent = new Agent(store, hostId, underlay, opts);
+    // Before anything else: a second agent on this host must be refused before it changes anything.
+    const locks = await lockAgent(opts.stateDir, opts.api);
+    let agent: Agent;
+    try {
+      const underlay = await findUnderlay({ iface: opts.iface, publicIp: opts.publicIp });
+      const hostId = resolveHostId(opts.hostId, opts.stateDir);
+      const store = await openStore(opts.storeUrl);
+      agent = new Agent(store, hostId, underlay, opts);
+    } catch (err) {
+      for (const l of locks) await l.release();
+      throw err;
+    }
+    agent.locks = locks;
     try {
       await agent.begin();
     } catch (err) {
@@ -90,7 +105,7 @@ export class Agent implements NetworkDirectory {
   private async begin(): Promise<void> {
     this.log.info({ underlay: this.underlay, store: this.store.url }, 'agent starting');
     // The API answers at once: `weft status` says why a network is not joined yet (store down, subnet full).
-    this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log);
+    this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log, { gid: this.opts.apiGid });
     const wanted = this.opts.networks;
     for (const name of wanted ?? (await listNetworkNames(this.store))) await this.join(name);
     if (!wanted) {
@@ -235,9 +250,21 @@ export class Agent implements NetworkDirectory {
       const why = this.failed.get(name);
       throw new WeftError(why ? `network ${name} is not running on this host: ${why}` : `unknown network "${name}" (this host runs: ${[...this.runners.keys()].join(', ') || 'none'})`);
     }
-    const first = this.runners.values().next().value;
-    if (!first) throw new WeftError('this host runs no network yet: create one with `weft network create NAME --subnet CIDR`');
-    return first;
+    return this.defaultNetwork();
+  }
+
+  /**
+   * The network of a request that names none: the only network this host knows, else the one created with
+   * `--default`. Never "the first": that would change when a network whose name sorts first is added.
+   */
+  private defaultNetwork(): NetworkRunner {
+    const known = new Set([...this.runners.keys(), ...this.failed.keys()]);
+    if (!known.size) throw new WeftError('this host runs no network yet: create one with `weft network create NAME --subnet CIDR`');
+    const marked = this.all().filter((r) => r.config.Default === true);
+    if (known.size === 1 && this.runners.size === 1) return this.all()[0]!;
+    if (marked.length === 1) return marked[0]!;
+    if (known.size === 1) return this.get([...known][0]);
+    throw new WeftError(`several networks: pass --network NAME (one of: ${[...known].sort().join(', ')}), or create one with --default`);
   }
 
   all(): NetworkRunner[] {
@@ -259,8 +286,8 @@ export class Agent implements NetworkDirectory {
       { method: 'GET', path: '/status', handler: () => this.status() },
       { method: 'GET', path: '/peers', handler: () => this.all().map((r) => ({ network: r.name, peers: r.status().peers })) },
       { method: 'GET', path: '/endpoints', handler: async () => (await this.endpoints.list()).map(({ owner: _o, ...ep }) => ep) },
-      { method: 'POST', path: '/attach', handler: (body) => this.endpoints.attach(body as AttachRequest) },
-      { method: 'POST', path: '/detach', handler: (body) => this.endpoints.detach(body as DetachRequest) },
+      { method: 'POST', path: '/attach', body: attachRequestSchema, handler: (body) => this.endpoints.attach(body as AttachRequest) },
+      { method: 'POST', path: '/detach', body: detachRequestSchema, handler: (body) => this.endpoints.detach(body as DetachRequest) },
       {
         method: 'POST',
         path: '/reset',
@@ -284,6 +311,7 @@ export class Agent implements NetworkDirectory {
     await this.joining;
     for (const r of this.runners.values()) await r.stop();
     await this.store.close();
+    for (const l of this.locks.splice(0)) await l.release();
   }
 
   /** Detaches every container, gives every lease back and removes bridges, devices and rules. */

@@ -2,6 +2,7 @@ import { mkdirSync, chmodSync } from 'node:fs';
 import path from 'node:path';
 import { addressPlan, backendModule } from '../backends/registry.js';
 import type { AddressPlan, Backend, BackendModule, EndpointInfo, Underlay } from '../backends/types.js';
+import { checkUnderlayOverlap } from '../config/ranges.js';
 import type { NetworkConfig } from '../config/types.js';
 import { LeaseManager } from '../lease/manager.js';
 import { writeSubnetEnv, type SubnetEnv } from '../lease/subnet-env.js';
@@ -11,11 +12,14 @@ import type { Store, Watch } from '../store/types.js';
 import { ensureBridge } from '../system/bridge.js';
 import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept } from '../system/iptables.js';
 import { enableIpForward } from '../system/sysctl.js';
+import { connectedPrefixes } from '../system/underlay.js';
 import type { Logger } from '../util/log.js';
 import type { NetworkStatus } from './types.js';
 
 /** What the runner changes on the host outside the backend (injectable: unit tests record instead of touching the kernel). */
 export interface HostOps {
+  /** The IPv4 prefixes on the underlay interface ([] when unreadable). */
+  connectedPrefixes(iface: string): Promise<string[]>;
   enableIpForward(): Promise<unknown>;
   ensureBridge(name: string, gatewayCidr: string, mtu: number): Promise<unknown>;
   /** Accept rules for the network's forwarded traffic where something could drop it. */
@@ -25,6 +29,7 @@ export interface HostOps {
 }
 
 export const realHostOps: HostOps = {
+  connectedPrefixes: (iface) => connectedPrefixes(iface).catch(() => []),
   enableIpForward: () => enableIpForward(),
   ensureBridge: (name, gw, mtu) => ensureBridge(name, gw, mtu),
   async ensureForwarding(cidr, parents) {
@@ -130,6 +135,8 @@ export class NetworkRunner {
       hostId,
       sys: {},
     });
+    // a network overlapping this host's own routes would shadow its traffic (refused at create on the creating host; checked here on every host)
+    checkUnderlayOverlap(this.config.Network, await this.host.connectedPrefixes(underlay.iface), `this host's underlay ${underlay.iface}`);
     const backendData = await this.backend.init();
     this.leases = new LeaseManager(store, this.name, {
       hostId,

@@ -24,4 +24,6 @@ export interface NetworkConfig {
   Backend: BackendConfig;
   /** Masquerade traffic leaving the network (flannel's --ip-masq, per network). */
   IPMasq?: boolean;
+  /** weft: the network `weft attach` uses when none is named and the host has several (`network create --default`). */
+  Default?: boolean;
 }

@@ -75,6 +75,7 @@ function recordingHost(): HostOps & { calls: Call[] } {
   const calls: Call[] = [];
   return {
     calls,
+    connectedPrefixes: async () => ['192.168.9.0/24'],
     enableIpForward: async () => void calls.push({ op: 'ip_forward' }),
     ensureBridge: async (name, gw, mtu) => void calls.push({ op: 'bridge', arg: `${name} ${gw} ${mtu}` }),
     ensureForwarding: async (cidr) => void calls.push({ op: 'forwarding', arg: cidr }),

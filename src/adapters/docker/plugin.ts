@@ -23,12 +23,15 @@
 import { containsAddress, formatCidr, stripPrefix, tryParseCidr, tryParseIp } from '../../net/ipv4.js';
 import { gatewayOf } from '../../ipam/addresses.js';
 import * as http from 'node:http';
-import { mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { readBody, removeStaleSocket } from '../../agent/api.js';
+import { describeIssue, MAX_BODY_BYTES } from '../../agent/schemas.js';
 import {
   GATEWAY_ADDRESS_TYPE,
   PLUGIN_CONTENT_TYPE,
+  PLUGIN_REQUEST_SCHEMAS,
   REQUEST_ADDRESS_TYPE,
   type CreateEndpointRequest,
   type CreateNetworkRequest,
@@ -45,6 +48,7 @@ import type { EndpointRecord, NetworkRecord, PluginState, StateStore } from './s
 
 export const DEFAULT_PLUGIN_NAME = 'weft';
 export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
+const PLUGIN_SOCKET_MODE = 0o600;
 
 /** Options a user can give with `--ipam-opt` or `-o` (both spellings: with and without the `weft.` prefix). */
 export interface WeftNetworkOptions {
@@ -215,12 +219,19 @@ export class DockerPlugin {
   async start(): Promise<void> {
     this.state = await this.opts.state.load();
     mkdirSync(path.dirname(this.socketPath), { recursive: true });
-    rmSync(this.socketPath, { force: true });
+    await removeStaleSocket(this.socketPath);
     const server = http.createServer((req, res) => void this.serve(req, res));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.socketPath, () => resolve());
+      // dockerd (root) is the only caller: the socket is 0600 from the moment it exists
+      const old = process.umask(0o177);
+      try {
+        server.listen(this.socketPath, () => resolve());
+      } finally {
+        process.umask(old);
+      }
     });
+    chmodSync(this.socketPath, PLUGIN_SOCKET_MODE);
     this.server = server;
   }
 
@@ -247,7 +258,13 @@ export class DockerPlugin {
   async call(method: string, body: unknown, internal = true): Promise<{ status: number; body: unknown }> {
     const h = this.handlers[method] ?? (internal ? this.internal[method] : undefined);
     if (!h) return { status: 404, body: { Err: `weft: unknown plugin method ${method}` } };
-    const run = this.queue.then(() => h(body ?? {}));
+    const schema = PLUGIN_REQUEST_SCHEMAS[method];
+    const input = body === undefined ? {} : body;
+    const checked = schema ? schema.safeParse(input) : { success: true as const, data: input };
+    if (!checked.success) {
+      return { status: 400, body: { Err: `weft: invalid ${method.slice(1)} request: ${describeIssue(checked.error, input)}` } };
+    }
+    const run = this.queue.then(() => h(checked.data));
     this.queue = run.catch(() => {});
     try {
       return { status: 200, body: (await run) ?? {} };
@@ -259,17 +276,28 @@ export class DockerPlugin {
   }
 
   private async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const raw = Buffer.concat(chunks).toString('utf8');
-    let body: unknown = {};
-    let out: { status: number; body: unknown };
+    let raw: string;
     try {
-      body = raw.trim() ? JSON.parse(raw) : {};
-      out = await this.call(new URL(req.url ?? '/', 'http://docker').pathname, body, false);
+      raw = await readBody(req, MAX_BODY_BYTES);
+    } catch (err) {
+      // over the limit: answered unread, and the connection closed so the rest is never buffered
+      const text = JSON.stringify({ Err: `weft: ${(err as Error).message}` });
+      res.writeHead((err as { code?: string }).code === 'ETOOLARGE' ? 413 : 400, {
+        'content-type': PLUGIN_CONTENT_TYPE,
+        'content-length': Buffer.byteLength(text),
+        connection: 'close',
+      });
+      res.end(text, () => req.socket.destroy());
+      return;
+    }
+    let out: { status: number; body: unknown } | undefined;
+    let body: unknown;
+    try {
+      body = raw.trim() ? JSON.parse(raw) : undefined;
     } catch {
       out = { status: 400, body: { Err: 'weft: request body is not JSON' } };
     }
+    out ??= await this.call(new URL(req.url ?? '/', 'http://docker').pathname, body, false);
     const text = JSON.stringify(out.body);
     res.writeHead(out.status, { 'content-type': PLUGIN_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) });
     res.end(text);
