@@ -2,7 +2,7 @@ import { bindSource, reconcileSources, unbindSource } from '../../system/antispo
 import { kernelFailure } from '../../system/exec.js';
 import { getLink } from '../../system/ip.js';
 import { KernelBatch } from '../../system/ops.js';
-import { attachVeth, createVethPair, detachVeth } from '../../system/veth.js';
+import { configureContainerEnd, createVethInPlace, createVethPair, detachVeth } from '../../system/veth.js';
 import { WeftError } from '../../util/errors.js';
 import { registerEndpointDriver } from './registry.js';
 import type { EndpointDriver, EndpointRef, JoinSpec } from './types.js';
@@ -18,8 +18,7 @@ export const vethBridge: EndpointDriver = {
   async join(s: JoinSpec) {
     if (!s.bridge) throw new WeftError('veth-bridge: the network has no host bridge');
     const sys = { netns: s.hostNetns };
-    await bindSource({ hostIf: s.hostIf, ip: s.address.split('/')[0]!, mac: s.mac }, sys);
-    const { mac } = await attachVeth({
+    const o = {
       netns: s.netns,
       ifname: s.ifname,
       address: s.address,
@@ -30,11 +29,20 @@ export const vethBridge: EndpointDriver = {
       bridge: s.bridge,
       hostIf: s.hostIf,
       hostNetns: s.hostNetns,
-    }).catch(async (e: unknown) => {
+    };
+    // The port's source filter and the veth are made side by side (two processes at once); the container
+    // end stays down, so nothing leaves the container until both are in place.
+    const [bound, made] = await Promise.allSettled([bindSource({ hostIf: s.hostIf, ip: s.address.split('/')[0]!, mac: s.mac }, sys), createVethInPlace(o)]);
+    try {
+      if (bound.status === 'rejected') throw bound.reason;
+      if (made.status === 'rejected') throw made.reason;
+      await configureContainerEnd(o);
+    } catch (e) {
+      if (made.status === 'fulfilled') await detachVeth(s.hostIf, sys).catch(() => false);
       await unbindSource(s.hostIf, sys).catch(() => undefined);
       throw e;
-    });
-    return { mac };
+    }
+    return { mac: made.value.mac };
   },
 
   async prepare(s) {
