@@ -10,7 +10,7 @@ import type { Lease } from '../lease/types.js';
 import { networkKeys } from '../store/layout.js';
 import type { Store, Watch } from '../store/types.js';
 import { ensureBridge } from '../system/bridge.js';
-import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept } from '../system/iptables.js';
+import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept, removeMasquerade } from '../system/iptables.js';
 import { enableIpForward } from '../system/sysctl.js';
 import { connectedPrefixes } from '../system/underlay.js';
 import type { Logger } from '../util/log.js';
@@ -25,6 +25,8 @@ export interface HostOps {
   /** Accept rules for the network's forwarded traffic where something could drop it. */
   ensureForwarding(cidr: string, parents?: string[]): Promise<void>;
   ensureMasquerade(cidr: string): Promise<void>;
+  /** Removes the network's masquerade rules (an agent restarted without --ip-masq). */
+  removeMasquerade(cidr: string): Promise<void>;
   writeSubnetEnv(file: string, env: SubnetEnv): Promise<void>;
 }
 
@@ -36,6 +38,7 @@ export const realHostOps: HostOps = {
     if (await forwardNeedsAccept()) await ensureForwardAccept(cidr, { parents });
   },
   ensureMasquerade: (cidr) => ensureMasquerade(cidr),
+  removeMasquerade: (cidr) => removeMasquerade(cidr),
   writeSubnetEnv: (file, env) => writeSubnetEnv(file, env),
 };
 
@@ -169,6 +172,7 @@ export class NetworkRunner {
     await this.ensureForwarding();
     const ipMasq = Boolean(this.opts.ipMasq ?? this.config.IPMasq);
     if (ipMasq) await this.host.ensureMasquerade(this.config.Network);
+    else await this.host.removeMasquerade(this.config.Network);
     const env = { network: this.config.Network, subnet: this.lease.subnet, mtu: this.backend.mtu, ipMasq };
     for (const file of this.opts.subnetEnvPaths) await this.host.writeSubnetEnv(file, env);
   }

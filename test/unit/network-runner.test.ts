@@ -80,6 +80,7 @@ function recordingHost(): HostOps & { calls: Call[] } {
     ensureBridge: async (name, gw, mtu) => void calls.push({ op: 'bridge', arg: `${name} ${gw} ${mtu}` }),
     ensureForwarding: async (cidr) => void calls.push({ op: 'forwarding', arg: cidr }),
     ensureMasquerade: async (cidr) => void calls.push({ op: 'masq', arg: cidr }),
+    removeMasquerade: async (cidr) => void calls.push({ op: 'no-masq', arg: cidr }),
     writeSubnetEnv: async (file, env) => void calls.push({ op: 'subnet.env', arg: `${path.basename(path.dirname(file))} ${env.subnet} ${env.mtu}` }),
   };
 }
@@ -127,9 +128,10 @@ test('start: lease, bridge with the gateway and the backend MTU, activate, start
     assert.deepEqual(backend.calls.map((c) => c.op), ['init', 'activate', 'start']);
     assert.deepEqual(backend.calls[1]!.arg, subnet);
     const gw = subnet.replace(/0\/24$/, '1/24');
-    assert.deepEqual(host.calls.map((c) => c.op).slice(0, 4), ['ip_forward', 'bridge', 'forwarding', 'subnet.env']);
+    // without --ip-masq a masquerade rule left by an earlier run is removed
+    assert.deepEqual(host.calls.map((c) => c.op).slice(0, 5), ['ip_forward', 'bridge', 'forwarding', 'no-masq', 'subnet.env']);
     assert.equal(host.calls[1]!.arg, `weft0 ${gw} 1400`);
-    assert.equal(host.calls[3]!.arg, `n1 ${subnet} 1400`);
+    assert.equal(host.calls[4]!.arg, `n1 ${subnet} 1400`);
     assert.equal(fs.statSync(path.join(dir, 'n1')).mode & 0o777, 0o700, "the network's state dir is 0700");
     assert.equal(runner.status().status?.detail, 'recording');
   } finally {
