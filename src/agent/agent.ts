@@ -1,6 +1,7 @@
 import type http from 'node:http';
 import path from 'node:path';
 import { getNetwork } from '../config/registry.js';
+import { DnsService, type DnsServiceOptions } from '../dns/service.js';
 import { subnetEnvPath } from '../lease/subnet-env.js';
 import { listNetworkNames, networkNameOfConfigKey } from '../store/layout.js';
 import { openStore } from '../store/index.js';
@@ -35,6 +36,8 @@ export interface AgentOptions {
   /** Extra API routes (the Docker plugin, metrics, web page). */
   routes?: (agent: Agent) => Route[];
   forwardParents?: string[];
+  /** Name service (src/dns): domain, upstreams, enabled, … (store, host id and log come from the agent). */
+  dns?: Omit<DnsServiceOptions, 'store' | 'hostId' | 'log'>;
   log?: Logger;
 }
 
@@ -47,6 +50,7 @@ export class Agent implements NetworkDirectory {
   /** Networks that could not be joined, with the reason (shown by `weft status`). */
   readonly failed = new Map<string, string>();
   readonly endpoints: Endpoints;
+  readonly dns: DnsService;
   private server?: http.Server;
   private watch?: Watch;
   private joining = Promise.resolve();
@@ -62,6 +66,8 @@ export class Agent implements NetworkDirectory {
     this.log = (opts.log ?? rootLog).child({ hostId });
     this.bridges = new BridgeNames(opts.stateDir);
     this.endpoints = new Endpoints(store, hostId, this, opts.resolvers);
+    this.dns = new DnsService({ ...opts.dns, store, hostId, log: this.log });
+    this.endpoints.dns = this.dns;
   }
 
   static async start(opts: AgentOptions): Promise<Agent> {
@@ -102,6 +108,7 @@ export class Agent implements NetworkDirectory {
       if (!names.has(n)) {
         this.log.info({ network: n }, 'network removed from the store: leaving it');
         this.runners.delete(n);
+        await this.dns.stopNetwork(n);
         await runner.stop();
         await runner.backend.teardown().catch((err) => this.log.warn({ err }, 'teardown failed'));
         await removeBridge(this.bridges.get(n)).catch(() => {});
@@ -131,6 +138,7 @@ export class Agent implements NetworkDirectory {
       await runner.start();
       this.runners.set(name, runner);
       this.failed.delete(name);
+      await this.dns.startNetwork(name, runner.gateway, config.Network); // never throws
       return runner;
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
@@ -198,6 +206,7 @@ export class Agent implements NetworkDirectory {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server?.closeAllConnections?.();
     await this.joining;
+    await this.dns.stop();
     for (const r of this.runners.values()) await r.stop();
     await this.store.close();
   }
@@ -207,6 +216,7 @@ export class Agent implements NetworkDirectory {
     this.watch?.close();
     const names = [...this.runners.keys()];
     for (const ep of await this.endpoints.list()) await this.endpoints.detach({ container: ep.owner, network: ep.network }).catch(() => {});
+    await this.dns.stop();
     for (const [name, r] of this.runners) {
       await r.release();
       await removeBridge(this.bridges.get(name)).catch(() => {});

@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import type { DnsService } from '../dns/service.js';
+import { normalizeName } from '../dns/records.js';
 import { Ipam } from '../ipam/ipam.js';
 import { networkKeys } from '../store/layout.js';
 import type { Store } from '../store/types.js';
@@ -37,6 +39,8 @@ export function resolveBuiltin(container: string): ResolvedContainer {
  */
 export class Endpoints {
   private readonly ipam: Ipam;
+  /** Name service hooks (src/dns): register --name and write resolv.conf after attach, undo after detach. */
+  dns?: Pick<DnsService, 'attached' | 'detached'>;
 
   constructor(
     private readonly store: Store,
@@ -61,6 +65,7 @@ export class Endpoints {
 
   async attach(req: AttachRequest): Promise<Endpoint> {
     if (!req.container) throw new WeftError('attach needs a container');
+    if (req.name) normalizeName(req.name); // an invalid DNS name fails before anything is made
     const net = this.networks.get(req.network);
     const target = await this.resolve(req.container);
     const id = endpointId(target.key, net.name);
@@ -116,6 +121,7 @@ export class Endpoints {
         ...(req.name ? { name: req.name } : {}),
       };
       await this.store.put(key, JSON.stringify({ ...ep, owner: target.key }));
+      await this.dns?.attached({ ...ep, owner: target.key }); // never throws
       return ep;
     } catch (err) {
       await this.ipam.release({ network: net.name, subnet: net.lease.subnet, owner: target.key });
@@ -148,6 +154,7 @@ export class Endpoints {
       const net = this.networks.get(ep.network);
       await this.ipam.release({ network: ep.network, subnet: net.lease.subnet, owner: ep.owner });
       await this.store.delete(networkKeys(this.store, ep.network).endpoint(this.hostId, ep.id));
+      await this.dns?.detached(ep); // never throws
     }
     return mine.map(({ owner: _owner, ...ep }) => ep);
   }
