@@ -55,7 +55,8 @@ export class DnsServer {
         this.forwarder = new Forwarder({ upstreams: this.o.upstreams, timeoutMs: this.o.forwardTimeoutMs });
         await this.forwarder.start();
       }
-      const udp = dgram.createSocket({ type: 'udp4' });
+      // A larger receive buffer rides out bursts (the kernel caps it at net.core.rmem_max).
+      const udp = dgram.createSocket({ type: 'udp4', recvBufferSize: 4 << 20 });
       this.udp = udp;
       await new Promise<void>((resolve, reject) => {
         udp.once('error', reject);
