@@ -25,7 +25,7 @@ export function registerAgent(program: Command): void {
     .option('--grace <seconds>', 'how long an expired subnet stays reserved for its holder', toInt)
     .option('--ip-masq', 'masquerade traffic leaving the network')
     .option('--dns-domain <domain>', 'domain of container names served on each network\'s gateway', 'weft.local')
-    .option('--dns-upstream <ip[:port]...>', 'where other names are forwarded (default: nameservers of /etc/resolv.conf)')
+    .option('--dns-upstream <addr...>', 'where other names are forwarded, IP[:PORT] each (default: nameservers of /etc/resolv.conf)')
     .option('--dns-ttl <seconds>', 'TTL of weft\'s DNS answers', toInt, 30)
     .option('--no-dns', 'run no DNS server (names given with --name are still registered)')
     .option('--docker', 'also serve Docker\'s network and IPAM plugin protocol (docker network create -d weft)')
