@@ -70,6 +70,8 @@ export class RecordCache {
   /** undefined until the lease watch has reported once: until then nothing is hidden. */
   private liveHosts?: ReadonlySet<string>;
   private index?: { byName: Map<string, string[]>; byIp: Map<string, string[]> };
+  /** Bumped on every change: whoever keeps answers derived from the cache (the server's reply cache) drops them. */
+  version = 0;
 
   constructor(private readonly keys: NetworkKeys) {}
 
@@ -84,11 +86,13 @@ export class RecordCache {
       this.byKey.delete(ev.key);
     }
     this.index = undefined;
+    this.version++;
   }
 
   setLiveHosts(hosts: ReadonlySet<string> | undefined): void {
     this.liveHosts = hosts;
     this.index = undefined;
+    this.version++;
   }
 
   /** Addresses of `name` (lower case, without the domain), sorted; empty when unknown. */

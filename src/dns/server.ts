@@ -25,6 +25,18 @@ export interface DnsServerOptions {
 
 const MAX_TCP_CONNECTIONS = 64;
 const TCP_IDLE_MS = 10_000;
+const MAX_CACHED_REPLIES = 4096;
+
+/**
+ * What an answer depends on besides the records: the question as sent (its case is echoed), the RD flag
+ * and the size limit. undefined for anything but a plain one-question query (those are never cached).
+ */
+function replyKey(q: Packet, limit: (q: Packet) => number): string | undefined {
+  const opcode = (q as { opcode?: string }).opcode;
+  if (q.type !== 'query' || (opcode !== undefined && opcode !== 'QUERY') || q.questions?.length !== 1) return undefined;
+  const qn = q.questions[0]!;
+  return `${qn.name}\0${qn.type}\0${qn.class ?? 'IN'}\0${(q.flags ?? 0) & dnsPacket.RECURSION_DESIRED}\0${limit(q)}`;
+}
 
 export interface DnsServerStats {
   queries: number;
@@ -40,6 +52,10 @@ export class DnsServer {
   private forwarder?: Forwarder;
   private readonly answerOpts: AnswerOptions;
   private turn = 0;
+  /** Encoded answers by question (see replyKey), valid while the record cache is at repliesVersion. */
+  private readonly replies = new Map<string, Buffer>();
+  private repliesVersion = -1;
+  private readonly tcpSockets = new Set<net.Socket>();
 
   constructor(
     private readonly cache: RecordCache,
@@ -65,11 +81,10 @@ export class DnsServer {
           resolve();
         });
       });
-      udp.on('error', (err) => this.o.log?.warn({ err }, 'DNS UDP socket error'));
+      // send errors under a flood (ENOBUFS, a client gone): not worth more than a debug line each
+      udp.on('error', (err) => this.o.log?.debug({ err }, 'DNS UDP socket error'));
       udp.on('message', (msg, rinfo) => {
-        void this.handle(msg, udpLimit).then((out) => {
-          if (out) udp.send(out, rinfo.port, rinfo.address, () => {});
-        });
+        this.handle(msg, (out) => this.udp === udp && udp.send(out, rinfo.port, rinfo.address), udpLimit);
       });
       const tcp = net.createServer({ pauseOnConnect: false }, (sock) => this.onTcp(sock));
       tcp.maxConnections = MAX_TCP_CONNECTIONS;
@@ -95,52 +110,87 @@ export class DnsServer {
   }
 
   async stop(): Promise<void> {
+    const udp = this.udp;
+    this.udp = undefined;
     this.forwarder?.close();
     this.forwarder = undefined;
     try {
-      this.udp?.close();
+      udp?.close();
     } catch {
       /* not bound */
     }
-    this.udp = undefined;
     const tcp = this.tcp;
     this.tcp = undefined;
+    for (const sock of this.tcpSockets) sock.destroy(); // close() waits for open connections
     if (tcp?.listening) await new Promise<void>((resolve) => tcp.close(() => resolve()));
   }
 
   /**
-   * One query in, the bytes to send back out (undefined: send nothing). `limit` gives the size a reply
-   * may have (UDP: 512 or the client's EDNS size; TCP: unlimited).
+   * One query in; `respond` gets the bytes to send back (not called: send nothing). Local answers are
+   * given synchronously (no promise per packet: this is the hot path); forwarded ones when the upstream
+   * answers or times out. `limit` gives the size a reply may have (UDP: 512 or the client's EDNS size).
    */
-  async handle(raw: Buffer, limit: (q: Packet) => number = () => 65535): Promise<Buffer | undefined> {
+  handle(raw: Buffer, respond: (out: Buffer) => void, limit: (q: Packet) => number = () => 65535): void {
     this.stats.queries++;
     let query: Packet;
     try {
       query = dnsPacket.decode(raw);
     } catch {
       this.stats.malformed++;
-      return formErrFor(raw);
+      const f = formErrFor(raw);
+      if (f) respond(f);
+      return;
     }
     try {
+      const key = replyKey(query, limit);
+      const cached = key === undefined ? undefined : this.cachedReply(key);
+      if (cached) {
+        this.stats.answered++;
+        const out = Buffer.from(cached);
+        out.writeUInt16BE(query.id ?? 0, 0);
+        return respond(out);
+      }
       const out = answerQuery(query, this.cache, this.answerOpts, this.turn++);
       if ('reply' in out) {
         this.stats.answered++;
-        return encodeReply(out.reply, limit(query));
+        const bytes = encodeReply(out.reply, limit(query));
+        // a single record or none: the same bytes next time (several rotate, so they are not kept)
+        if (key !== undefined && (out.reply.answers?.length ?? 0) <= 1) this.keepReply(key, bytes);
+        respond(bytes);
+        return;
       }
       this.stats.forwarded++;
-      const answer = await this.forwarder?.forward(raw);
-      return answer ?? encodeReply(reply(query, 'SERVFAIL', this.answerOpts));
+      const servfail = encodeReply(reply(query, 'SERVFAIL', this.answerOpts));
+      if (!this.forwarder) return respond(servfail);
+      // the answer may come after stop(): respond() then finds its socket gone and sends nothing
+      void this.forwarder.forward(raw).then((answer) => respond(answer ?? servfail)).catch((err) => this.o.log?.debug({ err }, 'DNS forward answer not sent'));
     } catch (err) {
       // A packet dns-packet decoded but cannot re-encode (odd names, classes): answer FORMERR.
       this.stats.malformed++;
       this.o.log?.debug({ err }, 'DNS query failed');
-      return formErrFor(raw);
+      const f = formErrFor(raw);
+      if (f) respond(f);
     }
+  }
+
+  private cachedReply(key: string): Buffer | undefined {
+    if (this.repliesVersion !== this.cache.version) {
+      this.replies.clear();
+      this.repliesVersion = this.cache.version;
+    }
+    return this.replies.get(key);
+  }
+
+  private keepReply(key: string, bytes: Buffer): void {
+    if (this.replies.size >= MAX_CACHED_REPLIES) this.replies.clear();
+    this.replies.set(key, bytes);
   }
 
   /** DNS over TCP: 2-byte length prefix per message (RFC 1035 4.2.2), several per connection. */
   private onTcp(sock: net.Socket): void {
     let buf: Buffer = Buffer.alloc(0);
+    this.tcpSockets.add(sock);
+    sock.on('close', () => this.tcpSockets.delete(sock));
     sock.setTimeout(TCP_IDLE_MS, () => sock.destroy());
     sock.on('error', () => sock.destroy());
     sock.on('data', (chunk: Buffer) => {
@@ -150,8 +200,8 @@ export class DnsServer {
         if (buf.length < 2 + len) break;
         const msg = buf.subarray(2, 2 + len);
         buf = buf.subarray(2 + len);
-        void this.handle(msg).then((out) => {
-          if (!out || sock.destroyed) return;
+        this.handle(msg, (out) => {
+          if (sock.destroyed) return;
           const framed = Buffer.alloc(2 + out.length);
           framed.writeUInt16BE(out.length, 0);
           out.copy(framed, 2);

@@ -161,6 +161,41 @@ describe('dns service on loopback', () => {
     }
   });
 
+  test('answers kept for repeated questions follow changes and echo each query\'s id and case', async () => {
+    await dns.attached({ network: NET, address: '10.5.1.21/24', gateway: '10.5.1.1', ifname: 'eth0', name: 'kept' });
+    await resolves('kept.weft.local', ['10.5.1.21']);
+    for (const [name, id] of [['KEPT.weft.local', 11], ['kept.weft.local', 12], ['KEPT.weft.local', 13]] as const) {
+      const m = await udpAsk(port, query(name, { id }));
+      assert.equal(m.id, id);
+      assert.equal((m as unknown as { questions: Array<{ name: string }> }).questions[0]!.name, name);
+      assert.deepEqual(ips(m), ['10.5.1.21']);
+    }
+    await dns.detached({ network: NET, address: '10.5.1.21/24', gateway: '10.5.1.1', ifname: 'eth0', name: 'kept' });
+    await dns.attached({ network: NET, address: '10.5.1.22/24', gateway: '10.5.1.1', ifname: 'eth0', name: 'kept' });
+    await resolves('kept.weft.local', ['10.5.1.22']);
+  });
+
+  test('stopping a server while forwarded queries wait for their upstream is quiet (no late send on a closed socket)', async () => {
+    const silent = dgram.createSocket('udp4');
+    await new Promise<void>((r) => silent.bind(0, '127.0.0.1', () => r()));
+    const svc = new DnsService({ store, hostId: 'h1', log: quiet, port: 0, upstreams: [{ ip: '127.0.0.1', port: silent.address().port }], forwardTimeoutMs: 5000 });
+    try {
+      await svc.startNetwork(NET, '127.0.0.1', CIDR);
+      const server = svc.server(NET)!;
+      const c = dgram.createSocket('udp4');
+      c.send(query('example.org', { id: 5 }), server.port, '127.0.0.1');
+      await waitFor('the query to be forwarded', 5000, () => server.stats.forwarded >= 1, 10);
+      await svc.stop();
+      c.close();
+      // a late send would surface here as an unhandled rejection and fail this file
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(svc.server(NET), undefined);
+    } finally {
+      await svc.stop();
+      silent.close();
+    }
+  });
+
   test('unknown weft names: NXDOMAIN, never forwarded', async () => {
     const before = upstream.seen;
     assert.equal((await udpAsk(port, query('ghost.weft.local'))).rcode, 'NXDOMAIN');
