@@ -9,7 +9,8 @@
  * Everything is removed at the end (also on failure and Ctrl-C); processes are stopped by PID; all traffic
  * stays inside the namespace.
  *
- *   node dist/bench/dns.js [--reps N (3)] [--queries N (20000)] [--names N (200)] [--window N (32)] [--json]
+ *   node dist/bench/dns.js [--reps N (3)] [--queries N (20000)] [--names N (200)] [--window N (32)]
+ *                          [--clients N (2)] [--json]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -36,11 +37,13 @@ interface Options {
   queries: number;
   names: number;
   window: number;
+  /** Load generator processes at once (their queries/s add up; p50/p99 are the clients' worst). */
+  clients: number;
   json: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { reps: 3, queries: 20_000, names: 200, window: 32, json: false };
+  const o: Options = { reps: 3, queries: 20_000, names: 200, window: 32, clients: 2, json: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const int = (min: number, max: number) => {
@@ -55,9 +58,10 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--queries') o.queries = int(100, 200_000);
     else if (a === '--names') o.names = int(1, 250);
     else if (a === '--window') o.window = int(1, 512);
+    else if (a === '--clients') o.clients = int(1, 8);
     else if (a === '--json') o.json = true;
     else {
-      process.stderr.write('usage: node dist/bench/dns.js [--reps N] [--queries N] [--names N] [--window N] [--json]\n');
+      process.stderr.write('usage: node dist/bench/dns.js [--reps N] [--queries N] [--names N] [--window N] [--clients N] [--json]\n');
       process.exit(a === '--help' ? 0 : 2);
     }
   }
@@ -131,12 +135,19 @@ async function main(): Promise<void> {
         { label: 'weft (agent, Node)', port: 53 },
         { label: 'dnsmasq 2.90', port: DNSMASQ_PORT },
       ];
+      // several clients at once: one Node client alone tops out near the servers' rate on this machine
+      const loadMany = async (port: number): Promise<LoadResult> => {
+        const rs = await Promise.all(Array.from({ length: o.clients }, () => load(port, Math.ceil(o.queries / o.clients))));
+        const sum = (f: (r: LoadResult) => number) => rs.reduce((n, r) => n + f(r), 0);
+        const worst = (f: (r: LoadResult) => number) => Math.max(...rs.map(f));
+        return { sent: sum((r) => r.sent), answered: sum((r) => r.answered), lost: sum((r) => r.lost), seconds: worst((r) => r.seconds), qps: sum((r) => r.qps), p50Ms: worst((r) => r.p50Ms), p99Ms: worst((r) => r.p99Ms), rcodes: {} };
+      };
       const runs = new Map<string, LoadResult[]>(servers.map((s) => [s.label, []]));
       const latency = new Map<string, LoadResult[]>(servers.map((s) => [s.label, []]));
       for (let rep = 0; rep < o.reps; rep++) {
         const order = rep % 2 ? [...servers].reverse() : servers;
         for (const s of order) {
-          runs.get(s.label)!.push(await load(s.port, o.queries));
+          runs.get(s.label)!.push(await loadMany(s.port));
           // one query at a time: latency without queueing
           latency.get(s.label)!.push(await load(s.port, 2000, 1));
         }
@@ -161,7 +172,7 @@ async function main(): Promise<void> {
       const ref = rows[1]!;
       process.stdout.write(
         `weft bench:dns — ${new Date().toISOString()} — ${os.cpus().length} CPU, Node ${process.version}\n\n` +
-          `${o.names} names (A, ${DOMAIN}), UDP, one client process in the same namespace; ${o.queries} queries per run with ${o.window} in flight ` +
+          `${o.names} names (A, ${DOMAIN}), UDP, clients in the same namespace; ${o.queries} queries per run from ${o.clients} client processes with ${o.window} in flight each ` +
           `(throughput, p50/p99 under load) and 2000 one at a time (serial latency); median of ${o.reps} interleaved runs.\n\n` +
           '| server | queries/s | × dnsmasq | p50 ms (load) | p99 ms (load) | p50 ms (serial) | p99 ms (serial) | lost |\n' +
           '|---|---:|---:|---:|---:|---:|---:|---:|\n' +
