@@ -181,6 +181,13 @@ describe('dns e2e', { skip, timeout: 240_000 }, () => {
       await resolvesTo(client, 'web.weft.local', [newIp], TTL * 1000);
       await resolvesTo(peer, 'web', [newIp], TTL * 1000);
       await waitFor('ping the re-attached web from h1', 15_000, () => ping('web'), 250);
+      // reverse lookup through glibc (PTR from h1's server for an address on h2)
+      const rev = await run('ip', ['netns', 'exec', client, 'getent', 'hosts', newIp], { allowFail: true });
+      assert.match(rev.stdout, new RegExp(`^${newIp.replace(/\./g, '\\.')}\\s+web\\.weft\\.local`));
+      // an invalid name fails the attach before anything is made
+      const bad = await runWeft(['attach', peer, '--name', 'no/slash', '--network', 'dnsnet', '--api', a2.api]);
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /^weft: invalid DNS name "no\/slash"/);
 
       // garbage, truncated queries, then a bounded flood (20,000 queries, at most 10 s) from inside the client
       const load = async (spec: LoadSpec): Promise<LoadResult> => {
