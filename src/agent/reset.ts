@@ -1,5 +1,6 @@
 import { createBackend } from '../backends/registry.js';
 import { getNetwork } from '../config/registry.js';
+import { removeHostRecords } from '../dns/registry.js';
 import { LeaseManager } from '../lease/manager.js';
 import { listNetworkNames } from '../store/layout.js';
 import { openStore } from '../store/index.js';
@@ -24,6 +25,7 @@ export async function resetHost(o: { storeUrl?: string; stateDir: string; hostId
   try {
     for (const name of names) {
       await new LeaseManager(store, name, { hostId }).release();
+      await removeHostRecords(store, name, hostId); // this host's DNS names (src/dns)
       if (underlay) {
         const network = await getNetwork(store, name);
         await createBackend({ networkName: name, network, underlay, log })
