@@ -69,11 +69,11 @@ async function teardown(bed: Bed): Promise<void> {
   for (const a of bed.agents.values()) await a.stop('SIGKILL').catch(() => {});
   const prefix = bed.tb.prefix;
   await bed.tb.destroy().catch(() => {});
-  // the agents wrote /etc/netns/<container>/: remove what is left of this test bed's
-  for (const d of fs.existsSync('/etc/netns') ? fs.readdirSync('/etc/netns') : []) {
-    if (d.startsWith(`${prefix}-`)) fs.rmSync(path.join('/etc/netns', d), { recursive: true, force: true });
-  }
+  // the test bed's cleanup removes /etc/netns/<prefix>-* (the agents' resolv.conf files): check it did
+  const left = fs.existsSync('/etc/netns') ? fs.readdirSync('/etc/netns').filter((d) => d.startsWith(`${prefix}-`)) : [];
   fs.rmSync(bed.dir, { recursive: true, force: true });
+  for (const d of left) fs.rmSync(path.join('/etc/netns', d), { recursive: true, force: true });
+  assert.deepEqual(left, [], '/etc/netns entries left behind');
 }
 after(async () => {
   for (const b of [...beds]) await teardown(b);
