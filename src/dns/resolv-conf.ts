@@ -61,3 +61,31 @@ export function removeNetnsResolvConf(netnsName: string, nameserver: string, o: 
   }
   return true;
 }
+
+/**
+ * Removes the resolv.conf files weft wrote for namespaces that no longer exist (deleted without a detach,
+ * or while the agent was down). Files of live namespaces and anyone else's files stay. Returns the names.
+ */
+export function pruneNetnsResolvConfs(o: { dir?: string; netnsDir?: string } = {}): string[] {
+  const dir = o.dir ?? NETNS_ETC;
+  const live = o.netnsDir ?? '/run/netns';
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const gone: string[] = [];
+  for (const n of names) {
+    const file = fileOf(n, dir);
+    if (!file || fs.existsSync(path.join(live, n)) || !ownedByWeft(file)) continue;
+    fs.rmSync(file, { force: true });
+    try {
+      fs.rmdirSync(path.dirname(file));
+    } catch {
+      /* other files stay */
+    }
+    gone.push(n);
+  }
+  return gone;
+}

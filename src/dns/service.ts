@@ -4,7 +4,7 @@ import type { Store, Watch } from '../store/types.js';
 import type { Logger } from '../util/log.js';
 import { normalizeName, RecordCache } from './records.js';
 import { registerEndpointName, syncHostRecords, unregisterEndpointName, type NamedEndpoint } from './registry.js';
-import { removeNetnsResolvConf, writeNetnsResolvConf } from './resolv-conf.js';
+import { pruneNetnsResolvConfs, removeNetnsResolvConf, writeNetnsResolvConf } from './resolv-conf.js';
 import { DnsServer } from './server.js';
 import { readResolvConf, type Upstream } from './upstream.js';
 
@@ -70,6 +70,14 @@ export class DnsService {
   async startNetwork(network: string, gateway: string, cidr?: string): Promise<void> {
     await this.resyncOwnRecords(network).catch((err) => this.log.warn({ err, network }, 'cannot resync this host\'s DNS records'));
     if (this.o.enabled === false || this.servers.has(network)) return;
+    if (this.servers.size === 0) {
+      try {
+        const pruned = pruneNetnsResolvConfs({ dir: this.o.netnsEtc });
+        if (pruned.length) this.log.info({ netns: pruned }, 'removed resolv.conf files of namespaces that are gone');
+      } catch (err) {
+        this.log.warn({ err }, 'cannot prune stale resolv.conf files');
+      }
+    }
     const keys = networkKeys(this.o.store, network);
     const cache = new RecordCache(keys);
     const upstreams = this.o.upstreams ?? readResolvConf(this.o.resolvConf, [gateway]);

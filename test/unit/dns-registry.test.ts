@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createNetwork } from '../../src/config/registry.js';
 import { listRecords, registerEndpointName, removeHostRecords, removeRecords, syncHostRecords, unregisterEndpointName, putRecord } from '../../src/dns/registry.js';
-import { removeNetnsResolvConf, writeNetnsResolvConf } from '../../src/dns/resolv-conf.js';
+import { pruneNetnsResolvConfs, removeNetnsResolvConf, writeNetnsResolvConf } from '../../src/dns/resolv-conf.js';
 import { parseUpstream, upstreamsFromResolvConf } from '../../src/dns/upstream.js';
 import { openStore } from '../../src/store/index.js';
 import type { Store } from '../../src/store/types.js';
@@ -95,6 +95,19 @@ describe('resolv.conf of named namespaces', () => {
     assert.equal(removeNetnsResolvConf('ct2', '192.0.2.53', { dir }), false);
     assert.equal(fs.readFileSync(path.join(dir, 'ct2', 'resolv.conf'), 'utf8'), 'nameserver 192.0.2.53\n');
     assert.equal(writeNetnsResolvConf('../evil', '10.5.1.1', 'weft.local', { dir }), false);
+  });
+
+  test('weft\'s files of namespaces that are gone are pruned; live ones and foreign files stay', () => {
+    const etc = path.join(dir, 'prune-etc');
+    const run = path.join(dir, 'prune-run');
+    fs.mkdirSync(run, { recursive: true });
+    fs.writeFileSync(path.join(run, 'alive'), '');
+    for (const n of ['alive', 'gone']) writeNetnsResolvConf(n, '10.5.1.1', 'weft.local', { dir: etc });
+    fs.mkdirSync(path.join(etc, 'foreign'));
+    fs.writeFileSync(path.join(etc, 'foreign', 'resolv.conf'), 'nameserver 192.0.2.53\n');
+    assert.deepEqual(pruneNetnsResolvConfs({ dir: etc, netnsDir: run }), ['gone']);
+    assert.deepEqual(fs.readdirSync(etc).sort(), ['alive', 'foreign']);
+    assert.deepEqual(pruneNetnsResolvConfs({ dir: path.join(dir, 'nothing-here'), netnsDir: run }), []);
   });
 
   test('upstreams from resolv.conf skip the gateway, IPv6 and duplicates', () => {
