@@ -3,6 +3,7 @@
  * namespace (issue 8: #2 hostile bodies, #4 one agent per host, #10 underlay overlap at create, #11 file
  * modes and socket permissions, #12 explicit default network). Needs root; skipped otherwise.
  */
+import '../src/backends/all.js';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';

@@ -1,3 +1,4 @@
+import '../src/backends/all.js';
 import { runWeft, type CliResult } from '../src/testbed/agents.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';

@@ -2,6 +2,7 @@ import type http from 'node:http';
 import '../backends/all.js';
 import path from 'node:path';
 import { getNetwork } from '../config/registry.js';
+import { DnsService, type DnsServiceOptions } from '../dns/service.js';
 import { subnetEnvPath } from '../lease/subnet-env.js';
 import { listLeases } from '../lease/leases.js';
 import { listNetworkNames, networkNameOfConfigKey } from '../store/layout.js';
@@ -44,6 +45,8 @@ export interface AgentOptions {
   /** Extra API routes (the Docker plugin, metrics, web page). */
   routes?: (agent: Agent) => Route[];
   forwardParents?: string[];
+  /** Name service (src/dns): domain, upstreams, enabled, … (store, host id and log come from the agent). */
+  dns?: Omit<DnsServiceOptions, 'store' | 'hostId' | 'log'>;
   log?: Logger;
 }
 
@@ -56,6 +59,7 @@ export class Agent implements NetworkDirectory {
   /** Networks that could not be joined, with the reason (shown by `weft status`). */
   readonly failed = new Map<string, string>();
   readonly endpoints: Endpoints;
+  readonly dns: DnsService;
   private server?: http.Server;
   private watch?: Watch;
   private joining = Promise.resolve();
@@ -77,6 +81,8 @@ export class Agent implements NetworkDirectory {
     this.log = (opts.log ?? rootLog).child({ hostId });
     this.bridges = new BridgeNames(opts.stateDir);
     this.endpoints = new Endpoints(store, hostId, this, opts.resolvers, this.log);
+    this.dns = new DnsService({ ...opts.dns, store, hostId, log: this.log });
+    this.endpoints.dns = this.dns;
   }
 
   static async start(opts: AgentOptions): Promise<Agent> {
@@ -153,6 +159,7 @@ export class Agent implements NetworkDirectory {
       if (leases && leases.length === 0) {
         this.log.info({ network: n }, 'network removed from the store (config and leases gone): leaving it');
         this.runners.delete(n);
+        await this.dns.stopNetwork(n);
         await runner.stop();
         await runner.backend.teardown().catch((err) => this.log.warn({ err }, 'teardown failed'));
         await removeBridge(this.bridges.get(n)).catch(() => {});
@@ -200,6 +207,7 @@ export class Agent implements NetworkDirectory {
       this.runners.set(name, runner);
       this.failed.delete(name);
       this.clearRetry(name);
+      if (runner.gateway) await this.dns.startNetwork(name, runner.gateway, config.Network); // never throws
       return runner;
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
@@ -309,6 +317,7 @@ export class Agent implements NetworkDirectory {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server?.closeAllConnections?.();
     await this.joining;
+    await this.dns.stop();
     for (const r of this.runners.values()) await r.stop();
     await this.store.close();
     for (const l of this.locks.splice(0)) await l.release();
@@ -320,6 +329,7 @@ export class Agent implements NetworkDirectory {
     this.watch?.close();
     const names = [...this.runners.keys()];
     for (const ep of await this.endpoints.list()) await this.endpoints.detach({ container: ep.owner, network: ep.network }).catch(() => {});
+    await this.dns.stop();
     for (const [name, r] of this.runners) {
       await r.release();
       await removeBridge(this.bridges.get(name)).catch(() => {});

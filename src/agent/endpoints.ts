@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { endpointDriver } from '../backends/endpoints/registry.js';
 import type { EndpointDriver } from '../backends/endpoints/types.js';
+import type { DnsService } from '../dns/service.js';
+import { normalizeName } from '../dns/records.js';
 import { Ipam } from '../ipam/ipam.js';
 import { networkKeys } from '../store/layout.js';
 import type { Store } from '../store/types.js';
@@ -65,6 +67,8 @@ export interface EndpointRepair {
 export class Endpoints {
   private readonly ipam: Ipam;
   private readonly locks = new KeyedLock();
+  /** Name service hooks (src/dns): register --name and write resolv.conf after attach, undo after detach. */
+  dns?: Pick<DnsService, 'attached' | 'detached'>;
 
   constructor(
     private readonly store: Store,
@@ -93,6 +97,7 @@ export class Endpoints {
   }
 
   async attach(req: AttachRequest): Promise<Endpoint> {
+    if (req.name) normalizeName(req.name); // an invalid DNS name fails before anything is made
     const net = this.networks.get(req.network);
     const target = await this.resolve(req.container);
     const id = endpointId(target.key, net.name);
@@ -168,6 +173,7 @@ export class Endpoints {
         owner: target.key,
       };
       await this.store.put(networkKeys(this.store, net.name).endpoint(this.hostId, id), JSON.stringify(ep));
+      await this.dns?.attached(ep); // never throws
       return ep;
     } catch (err) {
       if (made) await driver.leave({ hostIf, ifname: req.ifname ?? 'eth0', netns: target.netns }).catch(() => false);
@@ -206,6 +212,7 @@ export class Endpoints {
     await driver.leave({ hostIf: ep.hostIf, ifname: ep.ifname, netns: netnsOfOwner(ep.owner) });
     if (net) await this.ipam.release({ network: ep.network, subnet: net.plan.pool, owner: ep.owner });
     await this.store.delete(networkKeys(this.store, ep.network).endpoint(this.hostId, ep.id));
+    await this.dns?.detached(ep); // never throws
     return publicView(ep);
   }
 

@@ -2,6 +2,7 @@ import '../backends/all.js';
 import { createBackend } from '../backends/registry.js';
 import { networkKeys } from '../store/layout.js';
 import { getNetwork } from '../config/registry.js';
+import { removeHostRecords } from '../dns/registry.js';
 import { LeaseManager } from '../lease/manager.js';
 import { listNetworkNames } from '../store/layout.js';
 import { openStore } from '../store/index.js';
@@ -27,6 +28,7 @@ export async function resetHost(o: { storeUrl?: string; stateDir: string; hostId
   try {
     for (const name of names) {
       await new LeaseManager(store, name, { hostId }).release();
+      await removeHostRecords(store, name, hostId); // this host's DNS names (src/dns)
       // this host's endpoint records go with its veths (a later attach must not find a stale record)
       for (const e of await store.list(networkKeys(store, name).endpointsPrefix(hostId))) await store.delete(e.key);
       const network = await getNetwork(store, name).catch(() => undefined);

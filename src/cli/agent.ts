@@ -5,6 +5,7 @@ import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../a
 import { resetHost } from '../agent/reset.js';
 import { DockerApi } from '../adapters/docker/docker-api.js';
 import { dockerContainerResolver } from '../adapters/docker/resolve.js';
+import { parseUpstream } from '../dns/upstream.js';
 import { WeftError } from '../util/errors.js';
 import { log } from '../util/log.js';
 import { timeoutMs, timeoutOption } from './options.js';
@@ -26,6 +27,10 @@ export function registerAgent(program: Command): void {
     .option('--lease-ttl <seconds>', 'subnet lease TTL', toInt)
     .option('--grace <seconds>', 'how long an expired subnet stays reserved for its holder', toInt)
     .option('--ip-masq', 'masquerade traffic leaving the network')
+    .option('--dns-domain <domain>', 'domain of container names served on each network\'s gateway', 'weft.local')
+    .option('--dns-upstream <addr...>', 'where other names are forwarded, IP[:PORT] each (default: nameservers of /etc/resolv.conf)')
+    .option('--dns-ttl <seconds>', 'TTL of weft\'s DNS answers', toInt, 30)
+    .option('--no-dns', 'run no DNS server (names given with --name are still registered)')
     .option('--docker', 'also serve Docker\'s network and IPAM plugin protocol (docker network create -d weft)')
     .option('--docker-plugin-name <name>', 'plugin name (-d NAME, socket NAME.sock)', 'weft')
     .option('--docker-plugin-dir <dir>', 'where dockerd finds plugin sockets', '/run/docker/plugins')
@@ -44,6 +49,7 @@ export function registerAgent(program: Command): void {
         leaseTtlSeconds: o.leaseTtl,
         graceSeconds: o.grace,
         ipMasq: o.ipMasq,
+        dns: { enabled: o.dns, domain: o.dnsDomain, ttl: o.dnsTtl, ...(o.dnsUpstream ? { upstreams: (o.dnsUpstream as string[]).map(parseUpstream) } : {}) },
         // `weft attach <docker container>` works whenever a Docker API answers
         resolvers: [dockerContainerResolver(new DockerApi(dockerSocket))],
       });

@@ -10,6 +10,7 @@ import type { Store } from './types.js';
  *   networks/<name>/subnets/<a.b.c.d-len>       a host's lease (TTL): flannel's lease JSON, exactly
  *   networks/<name>/hosts/<hostId>              which subnet a host had and until when (no TTL)
  *   networks/<name>/ipam/<a.b.c.d-len>/<ip>     one allocated address in that subnet
+ *   networks/<name>/dns/<dnsname>/<ip>          one A record of the network's name service (value: owner JSON)
  *
  * flannel layout (store.flannelLayout, e.g. etcd prefix /coreos.com/network): the store holds a single
  * network whose keys sit directly under the prefix (`config`, `subnets/10.5.72.0-24`, …) exactly as flannel
@@ -90,9 +91,26 @@ export class NetworkKeys {
   endpoint(hostId: string, id: string): string {
     return `${this.endpointsPrefix(hostId)}${id}`;
   }
+  /** DNS records of this network: `dns/<name>/<ip>` (several IPs under one name give round-robin A records). */
+  get dnsPrefix(): string {
+    return `${this.root}dns/`;
+  }
+  /** Prefix of the records of one DNS name (the name is lower-case, checked by src/dns/records.ts). */
+  dnsNamePrefix(name: string): string {
+    return `${this.dnsPrefix}${name}/`;
+  }
+  dnsRecord(name: string, ip: string): string {
+    return `${this.dnsNamePrefix(name)}${ip}`;
+  }
+  /** [name, ip] of a key under dnsPrefix, or undefined for anything else. */
+  dnsRecordOfKey(key: string): [string, string] | undefined {
+    if (!key.startsWith(this.dnsPrefix)) return undefined;
+    const parts = key.slice(this.dnsPrefix.length).split('/');
+    return parts.length === 2 && parts[0] && parts[1] ? [parts[0], parts[1]] : undefined;
+  }
   /** Every prefix holding this network's data (what `network rm --force` deletes). */
   get ownedPrefixes(): string[] {
-    return this.root ? [this.root] : [this.subnetsPrefix, this.hostsPrefix, this.ipamPrefix, this.endpointsRoot, this.config];
+    return this.root ? [this.root] : [this.subnetsPrefix, this.hostsPrefix, this.ipamPrefix, this.endpointsRoot, this.dnsPrefix, this.config];
   }
 }
 

@@ -2,6 +2,7 @@
  * `weft network create` refuses ranges containers cannot use, backends that are not implemented and a
  * second default network. No root needed (SQLite store in a temp dir).
  */
+import '../../src/backends/all.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
