@@ -88,6 +88,29 @@ export function keyToSubnet(key: string): string | undefined {
   return text;
 }
 
+/** What a lease key under `subnets/` names: flannel's `10.5.72.0-24`, or its dual-stack `10.5.72.0-24&fd57:0:0:17::-64`. */
+export interface LeaseKey {
+  /** The IPv4 subnet, e.g. "10.5.72.0/24": what the lease occupies in the network's range. */
+  subnet: string;
+  /** The IPv6 subnet of a dual-stack key, e.g. "fd57:0:0:17::/64". */
+  subnetV6?: string;
+}
+
+/** Parses the last segment of a lease key (plain or dual-stack); undefined for anything else. */
+export function parseLeaseKey(key: string): LeaseKey | undefined {
+  const amp = key.indexOf('&');
+  const subnet = keyToSubnet(amp < 0 ? key : key.slice(0, amp));
+  if (!subnet) return undefined;
+  if (amp < 0) return { subnet };
+  const m = /^([0-9a-fA-F:]+)-(\d{1,3})$/.exec(key.slice(amp + 1));
+  if (!m || !ipaddr.IPv6.isValid(m[1]!) || Number(m[2]) > 128) return undefined;
+  const len = Number(m[2]);
+  const addr = ipaddr.IPv6.parse(m[1]!);
+  const net = ipaddr.IPv6.networkAddressFromCIDR(`${m[1]}/${len}`);
+  if (net.toNormalizedString() !== addr.toNormalizedString()) return undefined; // host bits set
+  return { subnet, subnetV6: `${addr.toString()}/${len}` };
+}
+
 /** What a validated network config says about which subnets can be leased. */
 export interface SubnetRangeSpec {
   Network: string;
@@ -96,7 +119,10 @@ export interface SubnetRangeSpec {
   SubnetMax?: string;
 }
 
-/** The leasable subnets of a network: `count` subnets of length `len`, the i-th starting at first + i·size. */
+/**
+ * The leasable subnets of a network: `count` subnets of length `len`, the i-th starting at first + i·size.
+ * Defaults as flannel's: SubnetMin the network's second subnet, SubnetMax its last.
+ */
 export class SubnetRange {
   readonly first: number;
   readonly len: number;
@@ -106,7 +132,8 @@ export class SubnetRange {
     const net = parseCidr(spec.Network);
     this.len = spec.SubnetLen;
     const size = blockSize(this.len);
-    this.first = spec.SubnetMin ? ipToInt(spec.SubnetMin) : net.base;
+    // flannel's default SubnetMin is the network's second subnet (the first holds the network address).
+    this.first = spec.SubnetMin ? ipToInt(spec.SubnetMin) : net.base + size;
     const last = spec.SubnetMax ? ipToInt(spec.SubnetMax) : lastAddress(net) + 1 - size;
     this.count = last < this.first ? 0 : Math.floor((last - this.first) / size) + 1;
   }
