@@ -76,7 +76,8 @@ describe('weft next to flannel on etcd (issue 9)', { skip }, () => {
   });
 
   describe('a hand-written dual-stack lease is routed to', { skip: skipNs }, () => {
-    const network: NetworkConfig = { Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } };
+    // Two leasable subnets: the testbed's hosts 1 and 2 have 10.244.1.0/24 and 10.244.2.0/24.
+    const network: NetworkConfig = { Network: '10.244.0.0/16', SubnetMin: '10.244.1.0', SubnetMax: '10.244.2.0', Backend: { Type: 'host-gw' } };
     let tb: Testbed | undefined;
     let nodes: ClusterNode[] = [];
     before(async () => {
@@ -95,12 +96,10 @@ describe('weft next to flannel on etcd (issue 9)', { skip }, () => {
       // host 2 is "flanneld" with a dual-stack lease; host 1 is weft and holds its own subnet
       const v4 = n2.lease.subnet.replace('/', '-');
       assert.ok(await flannelWrite(`${v4}&fd44:0:0:2::-64`, { PublicIP: n2.host.ip, PublicIPv6: 'fd44::2', BackendType: 'host-gw', BackendData: {} }, 120));
-      // The testbed gave host 1 its subnet; a lease it left there as flanneld (same PublicIP, host-gw) is
-      // provably its own, so weft takes it over (the migration path) and its bridge address stays right.
-      const own = await new LeaseManager(await open(), FLANNEL_NETWORK_NAME, { hostId: n1.host.id, log: quiet });
-      await admin.put(`subnets/${n1.lease.subnet.replace('/', '-')}`, JSON.stringify({ PublicIP: n1.host.ip, BackendType: 'host-gw', BackendData: {} }), { ttlSeconds: 120 });
+      // The dual-stack key holds 10.244.2.0/24, so the only subnet left for weft is host 1's.
+      const own = new LeaseManager(await open(), FLANNEL_NETWORK_NAME, { hostId: n1.host.id, log: quiet });
       const lease = await own.acquire({ publicIp: n1.host.ip });
-      assert.equal(lease.subnet, n1.lease.subnet, 'weft reuses its own (provably same) lease');
+      assert.equal(lease.subnet, n1.lease.subnet, 'not leased again under the plain key');
       let peers: Lease[] = [];
       const w = own.watchLeases((all) => (peers = all.filter((l) => l.subnet !== lease.subnet)));
       try {
