@@ -178,8 +178,11 @@ export class LeaseManager {
       //    by PublicIP, e.g. a host moving from flanneld to weft on host-gw). Plain keys only: rewriting a
       //    dual-stack key with weft's IPv4-only value would drop its IPv6 half.
       if (!mine || refused.has(mine.subnet) || !range.has(mine.subnet)) {
+        // (a substring test first: only leases naming this address are parsed)
+        const ipText = JSON.stringify(want.publicIp);
         const found = [...live.entries()].find(
-          ([s, es]) => range.has(s) && !refused.has(s) && es.length === 1 && !es[0]!.key.includes('&') && this.provablyOurs(es, want),
+          ([s, es]) =>
+            es.length === 1 && es[0]!.value.includes(ipText) && !es[0]!.key.includes('&') && range.has(s) && !refused.has(s) && this.provablyOurs(es, want),
         );
         if (found) {
           const [subnet, [entry]] = found;
@@ -197,9 +200,7 @@ export class LeaseManager {
       if (!got) continue;
       // A dual-stack key for the same IPv4 subnet written just before ours (its writer cannot see our plain
       // key in one transaction): the earlier writer keeps it, we give ours back and pick again.
-      const twins = (await this.store.list(this.keys.subnetsPrefix)).filter(
-        (e) => e.key !== got.key && e.revision < got.revision && parseLeaseKey(e.key.slice(this.keys.subnetsPrefix.length))?.subnet === subnet,
-      );
+      const twins = (await this.store.list(`${got.key}&`)).filter((e) => e.revision < got.revision);
       if (twins.length > 0) {
         await this.store.delete(got.key, got.revision);
         refused.add(subnet);
@@ -331,8 +332,11 @@ export class LeaseManager {
    */
   private async collectOrphanEndpoints(): Promise<void> {
     const prefix = `${this.keys.root}endpoints/`;
-    const [endpoints, hosts] = await Promise.all([this.store.list(prefix), this.store.list(this.keys.hostsPrefix)]);
+    // Endpoints first, then hosts: a host writes its record before any endpoint, so every endpoint listed
+    // here has its record in the later hosts listing unless that record really expired.
+    const endpoints = await this.store.list(prefix);
     if (endpoints.length === 0) return;
+    const hosts = await this.store.list(this.keys.hostsPrefix);
     const known = new Set(hosts.map((e) => e.key.slice(this.keys.hostsPrefix.length)));
     known.add(this.hostId);
     const gone = new Set<string>();
