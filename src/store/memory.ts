@@ -97,8 +97,9 @@ export class MemoryBackend {
 
   watch(prefix: string, onEvent: (ev: WatchEvent) => void): Watcher {
     const w: Watcher = { prefix, onEvent, closed: false };
-    this.watchers.add(w);
+    // Read before joining: expiries swept by this read must not reach the new watcher ahead of its resync.
     const entries = this.peekAll(prefix);
+    this.watchers.add(w);
     queueMicrotask(() => this.deliver(w, { type: 'resync', entries }));
     return w;
   }

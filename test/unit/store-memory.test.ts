@@ -47,6 +47,19 @@ describe('MemoryStore on a FakeClock', () => {
     }
   });
 
+  it('a watch opened after a key expired (not yet swept) starts with the resync, without a stray delete', async () => {
+    const clock = new FakeClock();
+    const store = new MemoryStore({ clock });
+    await store.put('e/old', 'x', { ttlSeconds: 1 });
+    // the clock moves without firing timers (as if the sweep were late): the key is expired but still held
+    (clock as unknown as { t: number }).t += 5_000;
+    const events: WatchEvent[] = [];
+    const w = store.watch('e/', (ev) => events.push(ev));
+    await new Promise((r) => setImmediate(r));
+    w.close();
+    assert.deepEqual(events, [{ type: 'resync', entries: [] }]);
+  });
+
   it('handles on one backend share data; closing one closes only its watches', async () => {
     const a = new MemoryStore();
     const b = a.open();
