@@ -164,7 +164,7 @@ export class LeaseManager {
             continue;
           }
           refused.add(mine.subnet);
-          const l = leaseFromEntry(this.network, entries[0]!)!;
+          const l = leaseFromEntry(this.network, entries[0]!);
           this.log.warn(
             { oldSubnet: mine.subnet, holderIp: l?.publicIp },
             `!!! SUBNET CHANGED: this host's previous subnet ${mine.subnet} in network "${this.network}" is held by a live lease that is ` +
