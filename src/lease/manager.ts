@@ -59,8 +59,10 @@ export interface AcquireRequest {
  * peers still route the subnet to its gone holder — where it would be anyway, since nobody else holds it.
  *
  * acquire() reuses a live lease only when it provably is this host's: same PublicIP, BackendType and backend
- * identity (VtepMAC, PublicKey). A live lease that is not provably ours is never written, whatever this
- * host's record says; the host then takes a free subnet and logs why. An absent key named by this host's
+ * identity (VtepMAC, PublicKey) — or, for the subnet this host's own record names, same PublicIP and
+ * BackendType with no later holder on record (a VTEP recreated by a reboot; see oursByRecord). A live lease
+ * with another PublicIP is never written, whatever this host's record says; the host then takes a free
+ * subnet and logs why. An absent key named by this host's
  * record is taken back unless a later holder's record claims it.
  *
  * renew() extends the key's TTL with Store.refresh (no new revision, no watch event) and falls back to a full
@@ -157,7 +159,7 @@ export class LeaseManager {
           if (got) return this.took(got, req, mine.subnet, mine);
           continue;
         } else {
-          const ours = this.provablyOurs(entries, want);
+          const ours = this.provablyOurs(entries, want) ?? this.oursByRecord(entries, want, mine, other);
           if (ours) {
             const got = await this.store.compareAndSwap(ours.key, ours.revision, value, { ttlSeconds: this.keyTtl });
             if (got) return this.took(got, req, mine.subnet, mine);
@@ -286,6 +288,22 @@ export class LeaseManager {
       log: this.log,
       ...(this.backendType !== undefined ? { backendType: this.backendType } : {}),
     });
+  }
+
+  /**
+   * A live lease whose backend identity changed but that is still this host's: it names this host's
+   * PublicIP and BackendType, and this host's record (host id = machine id) names the subnet with that same
+   * address, with no later record of another host for it. That is a host whose VTEP was recreated (a reboot
+   * within ttl + grace gives a new VtepMAC): without this it would lose its subnet on every reboot.
+   * A lease another machine wrote never qualifies: flanneld writes no record, and another weft host's later
+   * record for the subnet rules it out.
+   */
+  private oursByRecord(entries: Entry[], want: Pick<Lease, 'publicIp' | 'backendType'>, mine: HostRecord, other: HostRecord | undefined): Entry | undefined {
+    if (entries.length !== 1 || (other && other.expiresAt > mine.expiresAt) || mine.publicIp !== want.publicIp) return undefined;
+    const l = leaseFromEntry(this.network, entries[0]!);
+    if (!l || l.publicIp !== want.publicIp || l.backendType !== want.backendType) return undefined;
+    this.log.info({ subnet: l.subnet }, `reusing this host's lease ${l.subnet}: same PublicIP and host record, new backend identity`);
+    return entries[0];
   }
 
   /** The one entry among a subnet's live keys that provably is this host's lease, if any. */

@@ -154,11 +154,23 @@ describe('LeaseManager (memory store, fake clock)', () => {
     const { admin, open, mgr, keyOf } = setup();
     const net = await makeNetwork(admin, 3);
     const a = await mgr(open(), net, 'a').acquire({ publicIp: '192.168.10.1', backendData: vx(1) });
-    const other = await mgr(open(), net, 'a').acquire({ publicIp: '192.168.10.1', backendData: vx(2) });
+    // another host id on the same address with another VTEP: no record of its own names a's subnet
+    const other = await mgr(open(), net, 'b').acquire({ publicIp: '192.168.10.1', backendData: vx(2) });
     assert.notEqual(other.subnet, a.subnet);
     assert.match((await admin.get(keyOf(net, a.subnet)))!.value, /02:00:00:00:00:01/);
-    const same = await mgr(open(), net, 'a').acquire({ publicIp: '192.168.10.1', backendData: vx(2) });
+    const same = await mgr(open(), net, 'b').acquire({ publicIp: '192.168.10.1', backendData: vx(2) });
     assert.equal(same.subnet, other.subnet, 'its own lease (same IP and MAC) is reused');
+  });
+
+  test('a rebooted host (same host id and PublicIP, new VtepMAC) keeps its subnet; a new PublicIP does not', async () => {
+    const { admin, open, mgr, keyOf } = setup();
+    const net = await makeNetwork(admin, 3);
+    const a = await mgr(open(), net, 'a').acquire({ publicIp: '192.168.10.1', backendData: vx(1) });
+    const rebooted = await mgr(open(), net, 'a').acquire({ publicIp: '192.168.10.1', backendData: vx(9) });
+    assert.equal(rebooted.subnet, a.subnet);
+    assert.match((await admin.get(keyOf(net, a.subnet)))!.value, /02:00:00:00:00:09/, 'published with the new VtepMAC');
+    const moved = await mgr(open(), net, 'a', { log: quiet }).acquire({ publicIp: '192.168.10.77', backendData: vx(9) });
+    assert.notEqual(moved.subnet, a.subnet, 'another PublicIP never takes a live lease');
   });
 
   test('a host moving from flanneld (host-gw, no weft record) reuses the live lease with its PublicIP', async () => {

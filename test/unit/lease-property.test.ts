@@ -68,7 +68,7 @@ type Cmd =
   | { kind: 'acquire'; host: number }
   | { kind: 'renew'; host: number }
   | { kind: 'advance'; ms: number }
-  | { kind: 'restartAfterTtl'; host: number; extraMs: number }
+  | { kind: 'restartAfterTtl'; host: number; extraMs: number; newVtep: boolean }
   | { kind: 'race'; a: number; b: number }
   | { kind: 'flannel'; client: number; dual: boolean; pick: number };
 
@@ -77,7 +77,7 @@ const cmdArb: fc.Arbitrary<Cmd> = fc.oneof(
   fc.record({ kind: fc.constant('acquire' as const), host }),
   fc.record({ kind: fc.constant('renew' as const), host }),
   fc.record({ kind: fc.constant('advance' as const), ms: fc.integer({ min: 1_000, max: 2 * (TTL + GRACE) * 1000 }) }),
-  fc.record({ kind: fc.constant('restartAfterTtl' as const), host, extraMs: fc.integer({ min: 0, max: 2 * GRACE * 1000 }) }),
+  fc.record({ kind: fc.constant('restartAfterTtl' as const), host, extraMs: fc.integer({ min: 0, max: 2 * GRACE * 1000 }), newVtep: fc.boolean() }),
   fc.record({ kind: fc.constant('race' as const), a: host, b: host }),
   fc.record({ kind: fc.constant('flannel' as const), client: fc.integer({ min: 0, max: CLIENTS - 1 }), dual: fc.boolean(), pick: fc.nat() }),
 );
@@ -94,7 +94,8 @@ async function scenario(cmds: Cmd[]): Promise<void> {
   await createNetwork(admin, NET, { Network: '10.60.0.0/22', SubnetLen: 24, SubnetMin: '10.60.0.0', Backend: { Type: 'vxlan', VNI: 1 } });
   const keys = networkKeys(admin, NET);
   const range = new SubnetRange({ Network: '10.60.0.0/22', SubnetLen: 24, SubnetMin: '10.60.0.0' });
-  const req = (h: number) => ({ publicIp: `192.168.0.${h + 1}`, backendData: { VNI: 1, VtepMAC: `02:00:00:00:00:0${h}` } });
+  const boots = Array.from({ length: HOSTS }, () => 0); // a reboot recreates the VTEP: a new VtepMAC
+  const req = (h: number) => ({ publicIp: `192.168.0.${h + 1}`, backendData: { VNI: 1, VtepMAC: `02:00:00:00:${boots[h]! % 256}:0${h}` } });
   const managers: Array<LeaseManager | undefined> = [];
   const boot = (h: number) =>
     (managers[h] = new LeaseManager(new OwnedStore(backend, `weft-h${h}`, ledger), NET, { hostId: `h${h}`, ttlSeconds: TTL, graceSeconds: GRACE, clock, log: quiet }));
@@ -149,6 +150,7 @@ async function scenario(cmds: Cmd[]): Promise<void> {
         break;
       case 'restartAfterTtl':
         managers[cmd.host] = undefined; // the old process is gone: nobody renews its lease
+        if (cmd.newVtep) boots[cmd.host]!++;
         await clock.advance(TTL * 1000 + cmd.extraMs);
         boot(cmd.host);
         stats.restarts++;
