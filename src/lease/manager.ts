@@ -235,7 +235,7 @@ export class LeaseManager {
 
   /** Renews every ttl/3 until stop(); `onChange` hears about a lease whose subnet changed on renewal. */
   start(onChange?: (lease: Lease) => void): void {
-    this.stop();
+    void this.stop();
     this.timer = this.clock.setInterval(() => {
       if (this.inflight) return; // the previous renewal is still running (slow store): skip a beat
       const before = this.held?.subnet;
@@ -250,20 +250,21 @@ export class LeaseManager {
     }, (this.ttlSeconds * 1000) / 3);
   }
 
-  stop(): void {
+  /** Stops renewing; resolves once a renewal already under way has finished (await it before closing the store). */
+  stop(): Promise<void> {
     this.timer?.cancel();
     this.timer = undefined;
+    return this.idle();
   }
 
-  /** Resolves when no renewal is running (call after stop(), before closing the store). */
+  /** Resolves when no renewal is running. */
   async idle(): Promise<void> {
     await this.inflight;
   }
 
   /** Gives the subnet up for good: deletes the lease, this host's record and its address records. */
   async release(): Promise<void> {
-    this.stop();
-    await this.idle();
+    await this.stop();
     const records = (await this.store.list(this.keys.hostsPrefix)).map(hostRecordFromEntry).filter((r): r is HostRecord => r !== undefined);
     const mine = records.find((r) => r.hostId === this.hostId);
     // Only a subnet we still hold is given back: not one another host was given after ours expired.
