@@ -86,8 +86,7 @@ function leaseSuite(kind: string, setup: () => Promise<() => Promise<Store>>, te
         assert.deepEqual(events.map((e) => e.type), ['resync'], `watchers woke up: ${JSON.stringify(events.slice(1))}`);
       } finally {
         w.close();
-        m.stop();
-        await m.idle();
+        await m.stop();
       }
       await m.release();
       assert.equal(await admin.get(keys.subnet(lease.subnet)), undefined);

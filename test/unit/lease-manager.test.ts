@@ -90,8 +90,7 @@ describe('LeaseManager (memory store, fake clock)', () => {
     const w = admin.watch(networkKeys(admin, net).root, (ev) => events.push(ev));
     m.start();
     await clock.advance(10 * 60_000); // 20 TTLs
-    m.stop();
-    await m.idle();
+    await m.stop();
     w.close();
     const after = await admin.get(keyOf(net, lease.subnet));
     assert.ok(after, 'still live');
