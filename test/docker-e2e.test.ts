@@ -223,12 +223,12 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: 
       holders.push(m);
     }
     const { createNetwork } = await import('../src/config/registry.js');
-    await createNetwork(store, 'small', { Network: '10.41.0.0/24', SubnetLen: 25, Backend: { Type: 'vxlan' } });
+    await createNetwork(store, 'small', { Network: '10.41.0.0/24', SubnetLen: 26, SubnetMin: '10.41.0.64', SubnetMax: '10.41.0.128', Backend: { Type: 'vxlan' } });
     for (const [i, m] of holders.entries()) await m.acquire({ publicIp: `192.0.2.${98 + i}`, backendType: 'vxlan', backendData: {} });
     await dockerA.dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.41.0.0/24', 'small']);
     const full = await dockerA.docker(['run', '--rm', '--network', 'small', 'busybox:local', 'true'], { timeoutMs: 60_000 });
     assert.notEqual(full.code, 0);
-    assert.match(full.stderr, /weft: network "small" \(10\.41\.0\.0\/24\) is full: all 2 \/25 subnets are taken — held by .*\(h[89]\).*\(h[89]\)/);
+    assert.match(full.stderr, /weft: network "small" \(10\.41\.0\.0\/24\) is full: all 2 \/26 subnets are taken — held by .*\(h[89]\).*\(h[89]\)/);
     for (const m of holders.splice(0)) await m.release();
     await dockerA.dockerOk(['network', 'rm', 'small']);
 

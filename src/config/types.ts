@@ -18,7 +18,7 @@ export interface NetworkConfig {
   Network: string;
   /** Prefix length of each host's subnet (default 24). */
   SubnetLen?: number;
-  /** First and last subnet handed out (defaults: first and last subnet of Network). */
+  /** First and last subnet handed out (defaults, as flannel's: the second and the last subnet of Network). */
   SubnetMin?: string;
   SubnetMax?: string;
   Backend: BackendConfig;

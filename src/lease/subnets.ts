@@ -10,7 +10,10 @@ export interface SubnetRangeSpec {
   SubnetMax?: string;
 }
 
-/** The leasable subnets of a network: `count` subnets of length `len`, the i-th starting at first + i·size. */
+/**
+ * The leasable subnets of a network: `count` subnets of length `len`, the i-th starting at first + i·size.
+ * Defaults as flannel's: SubnetMin the network's second subnet, SubnetMax its last.
+ */
 export class SubnetRange {
   readonly first: number;
   readonly len: number;
@@ -20,7 +23,8 @@ export class SubnetRange {
     const net = parseCidr(spec.Network);
     this.len = spec.SubnetLen;
     const size = blockSize(this.len);
-    this.first = spec.SubnetMin ? ipToInt(spec.SubnetMin) : net.base;
+    // flannel's default SubnetMin is the network's second subnet (the first holds the network address).
+    this.first = spec.SubnetMin ? ipToInt(spec.SubnetMin) : net.base + size;
     const last = spec.SubnetMax ? ipToInt(spec.SubnetMax) : lastAddress(net) + 1 - size;
     this.count = last < this.first ? 0 : Math.floor((last - this.first) / size) + 1;
   }

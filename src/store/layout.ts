@@ -1,3 +1,4 @@
+import ipaddr from 'ipaddr.js';
 import { WeftError } from '../util/errors.js';
 import { intToIp, networkOf, parseCidr, parseCidrLoose } from '../net/ipv4.js';
 import type { Store } from './types.js';
@@ -18,6 +19,30 @@ import type { Store } from './types.js';
  */
 
 export const NETWORKS_PREFIX = 'networks/';
+
+/** What a lease key under `subnets/` names: flannel's `10.5.72.0-24`, or its dual-stack `10.5.72.0-24&fd57:0:0:17::-64`. */
+export interface LeaseKey {
+  /** The IPv4 subnet, e.g. "10.5.72.0/24": what the lease occupies in the network's range. */
+  subnet: string;
+  /** The IPv6 subnet of a dual-stack key, e.g. "fd57:0:0:17::/64". */
+  subnetV6?: string;
+}
+
+/** Parses the last segment of a lease key (plain or dual-stack); undefined for anything else. */
+export function parseLeaseKey(key: string): LeaseKey | undefined {
+  const amp = key.indexOf('&');
+  const subnet = keyToSubnet(amp < 0 ? key : key.slice(0, amp));
+  if (!subnet) return undefined;
+  if (amp < 0) return { subnet };
+  const m = /^([0-9a-fA-F:]+)-(\d{1,3})$/.exec(key.slice(amp + 1));
+  if (!m || !ipaddr.IPv6.isValid(m[1]!) || Number(m[2]) > 128) return undefined;
+  const len = Number(m[2]);
+  const addr = ipaddr.IPv6.parse(m[1]!);
+  const net = ipaddr.IPv6.networkAddressFromCIDR(`${m[1]}/${len}`);
+  if (net.toNormalizedString() !== addr.toNormalizedString()) return undefined; // host bits set
+  return { subnet, subnetV6: `${addr.toString()}/${len}` };
+}
+
 
 /** "10.5.72.0/24" → "10.5.72.0-24" (flannel's subnet key). */
 export function subnetToKey(subnet: string): string {
