@@ -201,7 +201,7 @@ export class NetworkRunner {
     for (const w of this.watches) w.close();
     this.watches = [];
     if (this.resyncTimer) clearInterval(this.resyncTimer);
-    this.leases?.stop();
+    await this.leases?.stop(); // waits for a renewal under way (the store is closed after)
     this.abort.abort();
     await this.running;
     await this.backend?.stop?.();
