@@ -4,6 +4,7 @@ import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../a
 import { resetHost } from '../agent/reset.js';
 import { DockerApi } from '../adapters/docker/docker-api.js';
 import { dockerContainerResolver } from '../adapters/docker/resolve.js';
+import { cniRoutes } from '../adapters/cni/agent-routes.js';
 import { WeftError } from '../util/errors.js';
 import { log } from '../util/log.js';
 import { printJson } from './output.js';
@@ -42,6 +43,7 @@ export function registerAgent(program: Command): void {
         ipMasq: o.ipMasq,
         // `weft attach <docker container>` works whenever a Docker API answers
         resolvers: [dockerContainerResolver(new DockerApi(dockerSocket))],
+        routes: cniRoutes, // POST /cni: what the weft-cni executable forwards
       });
       const docker = o.docker
         ? await (await import('../adapters/docker/index.js')).startDockerIntegration(agent, {
