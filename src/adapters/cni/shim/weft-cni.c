@@ -140,20 +140,25 @@ static int skip_value(cursor *c, int depth) {
   return c->p > start ? 0 : -1;
 }
 
-/* Fills sock/ver from the top-level "agentSocket"/"cniVersion" when the config has them as plain strings. */
-static void scan_config(const char *s, size_t n, char *sock, size_t socklen, char *ver, size_t verlen) {
+/*
+ * Fills sock/ver from the top-level "agentSocket"/"cniVersion" when the config has them as plain strings.
+ * Returns -1 when stdin is not a JSON object: then the shim cannot know where the agent is, and answers
+ * the spec's "failed to decode" (6) itself, as the agent would.
+ */
+static int scan_config(const char *s, size_t n, char *sock, size_t socklen, char *ver, size_t verlen) {
   cursor c = {s, s + n};
   int usable;
   char key[32];
   skip_ws(&c);
-  if (c.p >= c.end || *c.p != '{') return;
+  if (c.p >= c.end || *c.p != '{') return -1;
   c.p++;
+  skip_ws(&c);
+  if (c.p < c.end && *c.p == '}') return 0;
   for (;;) {
     skip_ws(&c);
-    if (c.p < c.end && *c.p == '}') return;
-    if (read_string(&c, key, sizeof key, &usable) < 0) return;
+    if (read_string(&c, key, sizeof key, &usable) < 0) return -1;
     skip_ws(&c);
-    if (c.p >= c.end || *c.p != ':') return;
+    if (c.p >= c.end || *c.p != ':') return -1;
     c.p++;
     skip_ws(&c);
     char *dst = NULL;
@@ -162,15 +167,16 @@ static void scan_config(const char *s, size_t n, char *sock, size_t socklen, cha
     else if (usable && strcmp(key, "cniVersion") == 0) dst = ver, dstlen = verlen;
     if (dst && c.p < c.end && *c.p == '"') {
       char tmp[256];
-      if (read_string(&c, tmp, sizeof tmp, &usable) < 0) return;
+      if (read_string(&c, tmp, sizeof tmp, &usable) < 0) return -1;
       if (usable && tmp[0]) {
         if (strlen(tmp) >= dstlen) fail(7, "\"%s\" is too long (at most %zu characters)", key, dstlen - 1);
         memcpy(dst, tmp, strlen(tmp) + 1);
       }
-    } else if (skip_value(&c, 1) < 0) return;
+    } else if (skip_value(&c, 1) < 0) return -1;
     skip_ws(&c);
     if (c.p < c.end && *c.p == ',') { c.p++; continue; }
-    return;
+    if (c.p < c.end && *c.p == '}') return 0;
+    return -1;
   }
 }
 
@@ -228,13 +234,17 @@ int main(void) {
     put(&config, chunk, (size_t)r);
   }
   char sock[sizeof(((struct sockaddr_un *)0)->sun_path)] = DEFAULT_SOCKET;
-  scan_config(config.p, config.n, sock, sizeof sock, cni_version, sizeof cni_version);
-
   if (command && strcmp(command, "VERSION") == 0) {
     const char *out = "{\"cniVersion\":\"" CURRENT_VERSION "\",\"supportedVersions\":" SUPPORTED_VERSIONS "}\n";
     write_all(1, out, strlen(out));
     return 0;
   }
+  if (scan_config(config.p, config.n, sock, sizeof sock, cni_version, sizeof cni_version) < 0) {
+    fail(6, "cannot decode the network configuration on stdin: not a JSON object");
+  }
+  char quoted[80];
+  snprintf(quoted, sizeof quoted, "\"%s\"", cni_version);
+  if (!strstr(SUPPORTED_VERSIONS, quoted)) strcpy(cni_version, CURRENT_VERSION); /* errors speak a version we know */
   int unreachable = is_status ? 50 : 11;
 
   /* request body: {"env":{...set CNI_* only...},"stdin":"<config as a string>"} */
