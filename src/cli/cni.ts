@@ -3,7 +3,6 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { DEFAULT_API_SOCKET } from '../agent/client.js';
 import { ensureShim } from '../adapters/cni/shim-build.js';
-import { CURRENT_VERSION } from '../adapters/cni/spec.js';
 import { checkName } from '../store/layout.js';
 import { printJson } from './output.js';
 
@@ -49,7 +48,8 @@ export function registerCni(program: Command): void {
 /** weft attaches (address, veth, route); portmap handles `-p` from the runtime's port mappings. */
 export function exampleConflist(name: string, network: string, agentSocket: string): Record<string, unknown> {
   return {
-    cniVersion: CURRENT_VERSION,
+    // 1.0.0, not weft's 1.1.0: Debian's reference plugins (containernetworking-plugins 1.1) stop at 1.0.0
+    cniVersion: '1.0.0',
     name,
     plugins: [
       { type: 'weft-cni', network, ...(agentSocket !== DEFAULT_API_SOCKET ? { agentSocket } : {}) },
