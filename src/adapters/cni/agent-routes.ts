@@ -2,6 +2,8 @@ import type { Route } from '../../agent/api.js';
 import type { Agent } from '../../agent/agent.js';
 import type { NetworkRunner } from '../../agent/network-runner.js';
 import type { Endpoint } from '../../agent/types.js';
+import { endpointId } from '../../agent/endpoints.js';
+import { networkKeys } from '../../store/layout.js';
 import { ipBatch } from '../../system/ip.js';
 import { listNetnsInterfaces } from '../../system/veth.js';
 import { WeftError } from '../../util/errors.js';
@@ -92,20 +94,20 @@ export class CniService {
     if (cfg.ipMasq && !(this.agent.opts.ipMasq ?? runner.config.IPMasq)) {
       throw new CniError(Code.UnsupportedField, `ipMasq: true: network ${runner.name} does not masquerade on this host (set IPMasq in the network or run the agent with --ip-masq)`);
     }
-    const existing = await this.attachments.get(containerId, ifname);
-    if (existing) {
-      throw new CniError(Code.AlreadyAttached, `container ${containerId} already has ${ifname} on network ${existing.network}; DEL it first`);
-    }
     // Recorded before the interface exists: a DEL after a crash half-way finds what to undo.
     const record: CniAttachment = { containerId, ifname, config: cfg.name, network: runner.name, netns: netnsPath, state: 'adding' };
     if (!(await this.attachments.create(record))) {
-      throw new CniError(Code.AlreadyAttached, `container ${containerId} already has ${ifname}; DEL it first`);
+      const had = await this.attachments.get(containerId, ifname);
+      throw new CniError(Code.AlreadyAttached, `container ${containerId} already has ${ifname}${had ? ` on network ${had.network}` : ''}; DEL it first`);
     }
     let ep: Endpoint | undefined;
     try {
-      const already = (await this.agent.endpoints.list([runner.name])).find((e) => e.container === netnsPath);
-      if (already) {
-        throw new CniError(Code.AlreadyAttached, `${netnsPath} is already on network ${runner.name} as ${already.ifname}: weft gives a namespace one interface per network`);
+      // attach() answers an existing endpoint as it is: refuse one made by another caller (ADD must not share it)
+      const target = await this.agent.endpoints.resolve(netnsPath);
+      const taken = await this.agent.store.get(networkKeys(this.agent.store, runner.name).endpoint(this.agent.hostId, endpointId(target.key, runner.name)));
+      if (taken) {
+        const other = JSON.parse(taken.value) as Endpoint;
+        throw new CniError(Code.AlreadyAttached, `${netnsPath} is already on network ${runner.name} as ${other.ifname}: weft gives a namespace one interface per network`);
       }
       const name = env.args.K8S_POD_NAME;
       ep = await this.agent.endpoints.attach({
@@ -121,7 +123,7 @@ export class CniService {
         ...(mtu !== runner.backend.mtu ? [`link set dev ${ifname} mtu ${mtu}`] : []),
         ...(mac !== ep.mac ? [`link set dev ${ifname} address ${mac}`] : []),
       ];
-      if (tweaks.length) await ipBatch(tweaks, { netns: (await this.agent.endpoints.resolve(netnsPath)).netns });
+      if (tweaks.length) await ipBatch(tweaks, { netns: target.netns });
       const result = buildResult(
         cfg.cniVersion,
         { hostIf: ep.hostIf, ifname, mac, address: ep.address, gateway: ep.gateway, routeTo: ifname === 'eth0' ? 'default' : runner.config.Network, mtu, sandbox: netnsPath },
