@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,9 +135,30 @@ static int skip_value(cursor *c, int depth) {
       return -1;
     }
   }
-  /* number, true, false, null */
+  /* true, false, null, or a number as JSON writes it */
+  static const char *const words[] = {"true", "false", "null"};
+  for (int i = 0; i < 3; i++) {
+    size_t n = strlen(words[i]);
+    if ((size_t)(c->end - c->p) >= n && strncmp(c->p, words[i], n) == 0) { c->p += n; return 0; }
+  }
   const char *start = c->p;
-  while (c->p < c->end && strchr("0123456789+-.eEtruefalsn", *c->p)) c->p++;
+  if (c->p < c->end && *c->p == '-') c->p++;
+  const char *digits = c->p;
+  while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
+  if (c->p == digits) return -1;
+  if (c->p < c->end && *c->p == '.') {
+    c->p++;
+    digits = c->p;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
+    if (c->p == digits) return -1;
+  }
+  if (c->p < c->end && (*c->p == 'e' || *c->p == 'E')) {
+    c->p++;
+    if (c->p < c->end && (*c->p == '+' || *c->p == '-')) c->p++;
+    digits = c->p;
+    while (c->p < c->end && *c->p >= '0' && *c->p <= '9') c->p++;
+    if (c->p == digits) return -1;
+  }
   return c->p > start ? 0 : -1;
 }
 
@@ -153,7 +175,11 @@ static int scan_config(const char *s, size_t n, char *sock, size_t socklen, char
   if (c.p >= c.end || *c.p != '{') return -1;
   c.p++;
   skip_ws(&c);
-  if (c.p < c.end && *c.p == '}') return 0;
+  if (c.p < c.end && *c.p == '}') {
+    c.p++;
+    skip_ws(&c);
+    return c.p == c.end ? 0 : -1;
+  }
   for (;;) {
     skip_ws(&c);
     if (read_string(&c, key, sizeof key, &usable) < 0) return -1;
@@ -175,22 +201,27 @@ static int scan_config(const char *s, size_t n, char *sock, size_t socklen, char
     } else if (skip_value(&c, 1) < 0) return -1;
     skip_ws(&c);
     if (c.p < c.end && *c.p == ',') { c.p++; continue; }
-    if (c.p < c.end && *c.p == '}') return 0;
+    if (c.p < c.end && *c.p == '}') {
+      c.p++;
+      skip_ws(&c);
+      return c.p == c.end ? 0 : -1; /* nothing may follow the object */
+    }
     return -1;
   }
 }
 
 /* ---- output ---- */
-static void write_all(int fd, const char *s, size_t n) {
+static int write_all(int fd, const char *s, size_t n) {
   while (n > 0) {
     ssize_t w = write(fd, s, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      return;
+      return -1;
     }
     s += w;
     n -= (size_t)w;
   }
+  return 0;
 }
 
 static char cni_version[64] = CURRENT_VERSION;
@@ -215,6 +246,8 @@ static void fail(int code, const char *fmt, ...) {
 }
 
 int main(void) {
+  /* an agent that hangs up mid-request must give error 11, not kill us with SIGPIPE */
+  signal(SIGPIPE, SIG_IGN);
   const char *command = getenv("CNI_COMMAND");
   int is_status = command && strcmp(command, "STATUS") == 0;
 
@@ -278,8 +311,9 @@ int main(void) {
   int hn = snprintf(head, sizeof head,
                     "POST /cni HTTP/1.1\r\nHost: weft\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
                     body.n);
-  write_all(fd, head, (size_t)hn);
-  write_all(fd, body.p, body.n);
+  if (write_all(fd, head, (size_t)hn) < 0 || write_all(fd, body.p, body.n) < 0) {
+    fail(unreachable, "sending to the weft agent at %s failed: %s", sock, strerror(errno));
+  }
 
   buf answer = {0};
   put(&answer, "", 0);
@@ -288,7 +322,7 @@ int main(void) {
     if (r < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) fail(11, "the weft agent at %s did not answer within %d s", sock, TIMEOUT_SEC);
-      fail(unreachable, "reading the weft agent's answer failed: %s", strerror(errno));
+      fail(unreachable, "reading the weft agent's answer at %s failed: %s", sock, strerror(errno));
     }
     if (r == 0) break;
     if (answer.n + (size_t)r > MAX_ANSWER) fail(100, "the weft agent's answer is too large");
