@@ -36,12 +36,14 @@ interface WorkerInput {
   weftNs: string[];
   refNs: string[];
   apiNs: string[];
+  /** For POST /cni without the executable. */
+  directNs: string[];
   n: number;
 }
-type Series = Record<'weftAdd' | 'refAdd' | 'weftDel' | 'refDel' | 'apiAttach' | 'weftVersion' | 'refVersion', number[]>;
+type Series = Record<'weftAdd' | 'refAdd' | 'weftDel' | 'refDel' | 'apiAttach' | 'apiCni' | 'weftVersion' | 'refVersion', number[]>;
 
 async function worker(inp: WorkerInput): Promise<Series> {
-  const s: Series = { weftAdd: [], refAdd: [], weftDel: [], refDel: [], apiAttach: [], weftVersion: [], refVersion: [] };
+  const s: Series = { weftAdd: [], refAdd: [], weftDel: [], refDel: [], apiAttach: [], apiCni: [], weftVersion: [], refVersion: [] };
   const call = async (bin: string, p: PluginCall): Promise<number> => {
     const r = await execPlugin(bin, p);
     if (r.code !== 0) throw new Error(`${path.basename(bin)} ${p.command} failed: ${r.stdout} ${r.stderr}`);
@@ -64,9 +66,15 @@ async function worker(inp: WorkerInput): Promise<Series> {
       const ms = await call(side.bin, p(side, i, 'ADD'));
       if (i >= WARMUP) side.add.push(ms);
     }
-    const t0 = performance.now();
+    let t0 = performance.now();
     await callAgent(inp.api, 'POST', '/attach', { container: inp.apiNs[i] });
     if (i >= WARMUP) s.apiAttach.push(performance.now() - t0);
+    // what the executable forwards, sent from here: the CNI bookkeeping without the exec
+    t0 = performance.now();
+    const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: `direct-${i}`, CNI_NETNS: `/run/netns/${inp.directNs[i]}`, CNI_IFNAME: 'eth0' };
+    const ans = await callAgent<{ exit: number; out: unknown }>(inp.api, 'POST', '/cni', { env, stdin: JSON.stringify(inp.weftConf) });
+    if (ans.exit !== 0) throw new Error(`POST /cni ADD failed: ${JSON.stringify(ans.out)}`);
+    if (i >= WARMUP) s.apiCni.push(performance.now() - t0);
   }
   for (let i = 0; i < total; i++) {
     for (const side of both(i)) {
@@ -130,7 +138,7 @@ async function main(): Promise<void> {
       for (let i = 0; i < total; i++) out.push(await tb!.addContainer(h, `${tag}${i}`));
       return out;
     };
-    process.stderr.write(`bench:cni: making ${3 * total} container namespaces on ${h.ns} (before any timing)\n`);
+    process.stderr.write(`bench:cni: making ${4 * total} container namespaces on ${h.ns} (before any timing)\n`);
     const inp: WorkerInput = {
       api: agent.api,
       weftPlugin,
@@ -146,6 +154,7 @@ async function main(): Promise<void> {
       weftNs: await mk('w'),
       refNs: await mk('r'),
       apiNs: await mk('a'),
+      directNs: await mk('d'),
       n,
     };
     process.stderr.write(`bench:cni: ${n} ADDs then ${n} DELs each (after ${WARMUP} warm-up), weft-cni and bridge+host-local interleaved\n`);
@@ -179,7 +188,8 @@ async function main(): Promise<void> {
         row('reference bridge + host-local ADD', st.refAdd),
         row('weft-cni DEL', st.weftDel, st.refDel),
         row('reference bridge + host-local DEL', st.refDel),
-        row('(info) agent POST /attach, no plugin', st.apiAttach, st.refAdd),
+        row('(info) agent POST /cni ADD sent directly (no exec)', st.apiCni, st.refAdd),
+        row('(info) agent POST /attach (no CNI)', st.apiAttach, st.refAdd),
         row('(info) weft-cni VERSION (start-up only)', st.weftVersion, st.refVersion),
         row('(info) reference bridge VERSION', st.refVersion),
         '',

@@ -120,6 +120,22 @@ describe('weft-cni conformance', { skip, timeout: 240_000 }, () => {
     assert.equal((await call({ command: 'DEL', containerId: k.id, netns: k.path, ifname: 'eth0', config: config() })).code, 0);
   });
 
+  test('concurrent ADDs: same id and ifname, or two ids on one namespace — exactly one wins, nothing leaks', async () => {
+    for (const sameId of [true, false]) {
+      const k = await container();
+      const ids = sameId ? [k.id, k.id, k.id] : [`${k.id}-a`, `${k.id}-b`, `${k.id}-c`];
+      const rs = await Promise.all(ids.map((id) => call({ command: 'ADD', containerId: id, netns: k.path, ifname: 'eth0', config: config() })));
+      const won = rs.filter((r) => r.code === 0);
+      assert.equal(won.length, 1, `one ADD succeeds: ${rs.map((r) => r.stdout).join(' | ')}`);
+      for (const r of rs.filter((x) => x.code !== 0)) expectError(r, 101);
+      const mine = (await endpoints()).filter((e) => e.container === k.path);
+      assert.deepEqual(mine.map((e) => e.address), [won[0]!.json.ips[0].address]);
+      assert.deepEqual(await addrsIn(k.ns, 'eth0'), [won[0]!.json.ips[0].address]);
+      for (const id of new Set(ids)) assert.equal((await call({ command: 'DEL', containerId: id, ifname: 'eth0', config: config() })).code, 0);
+      assert.deepEqual((await endpoints()).filter((e) => e.container === k.path), []);
+    }
+  });
+
   test('DEL after the namespace is gone still frees the address', async () => {
     const k = await container();
     const add = await call({ command: 'ADD', containerId: k.id, netns: k.path, ifname: 'eth0', config: config() });

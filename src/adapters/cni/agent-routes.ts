@@ -69,11 +69,12 @@ export class CniService {
   private dispatch(env: CniEnv, cfg: CniConfig): Promise<unknown> {
     switch (env.command) {
       case 'ADD':
-        return this.serial(env, () => this.add(env, cfg));
+        // also one ADD per namespace: two ids must not both take the endpoint attach() hands back for it
+        return this.serial(attachmentKey(env), () => this.serial(`netns\0${env.netns}`, () => this.add(env, cfg)));
       case 'DEL':
-        return this.serial(env, () => this.del(env.containerId!, env.ifname!));
+        return this.serial(attachmentKey(env), () => this.del(env.containerId!, env.ifname!));
       case 'CHECK':
-        return this.serial(env, () => this.check(env, cfg));
+        return this.serial(attachmentKey(env), () => this.check(env, cfg));
       case 'GC':
         return this.gc(cfg);
       case 'STATUS':
@@ -126,7 +127,7 @@ export class CniService {
       if (tweaks.length) await ipBatch(tweaks, { netns: target.netns });
       const result = buildResult(
         cfg.cniVersion,
-        { hostIf: ep.hostIf, ifname, mac, address: ep.address, gateway: ep.gateway, routeTo: ifname === 'eth0' ? 'default' : runner.config.Network, mtu, sandbox: netnsPath },
+        { hostIf: ep.hostIf, ifname, mac, address: ep.address, gateway: ep.gateway, routeTo: ifname === 'eth0' ? 'default' : runner.config.Network /* as Endpoints.attach routes it */, mtu, sandbox: netnsPath },
         cfg.dns,
         cfg.prevResult,
       );
@@ -184,7 +185,7 @@ export class CniService {
     if (!valid) throw new CniError(Code.InvalidConfig, 'GC needs cni.dev/valid-attachments');
     const keep = new Set(valid.map((v) => `${v.containerID}\0${v.ifname}`));
     const stale = (await this.attachments.list()).filter((a) => a.config === cfg.name && !keep.has(`${a.containerId}\0${a.ifname}`));
-    for (const a of stale) await this.serial({ containerId: a.containerId, ifname: a.ifname }, () => this.del(a.containerId, a.ifname));
+    for (const a of stale) await this.serial(attachmentKey(a), () => this.del(a.containerId, a.ifname));
   }
 
   /** Ready for ADD when the network runs here: 50 otherwise, 51 when containers are already on it. */
@@ -205,8 +206,7 @@ export class CniService {
     throw new CniError(Code.InvalidConfig, `unknown weft network "${name}" (set "network" in the config; this host runs: ${[...this.agent.runners.keys()].join(', ') || 'none'})`);
   }
 
-  private async serial<T>(env: { containerId?: string; ifname?: string }, fn: () => Promise<T>): Promise<T> {
-    const key = `${env.containerId}\0${env.ifname}`;
+  private async serial<T>(key: string, fn: () => Promise<T>): Promise<T> {
     const before = this.locks.get(key) ?? Promise.resolve();
     const mine = before.catch(() => {}).then(fn);
     this.locks.set(key, mine);
@@ -216,6 +216,10 @@ export class CniService {
       if (this.locks.get(key) === mine) this.locks.delete(key);
     }
   }
+}
+
+function attachmentKey(a: { containerId?: string; ifname?: string }): string {
+  return `${a.containerId}\0${a.ifname}`;
 }
 
 /** Anything thrown on the way becomes a spec error; the agent's own messages keep their words. */
