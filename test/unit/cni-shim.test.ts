@@ -118,6 +118,9 @@ describe('weft-cni shim', { skip }, () => {
     assert.equal(big.json?.code, 5);
     const long = await execPlugin(shim, { command: 'ADD', containerId: 'c', netns: '/n', ifname: 'eth0', config: { cniVersion: '1.1.0', agentSocket: `/tmp/${'s'.repeat(200)}` } });
     assert.equal(long.json?.code, 7);
+    const relative = await execPlugin(shim, { command: 'ADD', containerId: 'c', netns: '/n', ifname: 'eth0', config: { cniVersion: '1.1.0', agentSocket: 'weft.sock' } });
+    assert.equal(relative.json?.code, 7);
+    assert.match(relative.json?.msg, /absolute/);
     assert.equal(seen.length, 0, 'none of these reached the agent');
   });
 });

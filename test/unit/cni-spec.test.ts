@@ -60,6 +60,7 @@ describe('CNI config (codes 6, 1, 7)', () => {
     throwsCode(() => parseConfig(JSON.stringify({ ...base, cniVersion: undefined })), Code.InvalidConfig, /cniVersion/);
     throwsCode(() => parseConfig(JSON.stringify({ ...base, name: '-bad' })), Code.InvalidConfig, /name/);
     throwsCode(() => parseConfig(JSON.stringify({ ...base, mtu: 20 })), Code.InvalidConfig, /mtu/);
+    throwsCode(() => parseConfig(JSON.stringify({ ...base, agentSocket: 'rel.sock' })), Code.InvalidConfig, /agentSocket/);
     throwsCode(() => parseConfig(JSON.stringify({ ...base, ipMasq: 'yes' })), Code.InvalidConfig, /ipMasq/);
     throwsCode(() => parseConfig(JSON.stringify({ ...base, runtimeConfig: { mac: 'zz' } })), Code.InvalidConfig, /runtimeConfig\.mac/);
     throwsCode(() => parseConfig(JSON.stringify({ ...base, runtimeConfig: { ips: ['10.0.0.1', '10.0.0.2'] } })), Code.InvalidConfig, /runtimeConfig\.ips/);

@@ -157,7 +157,7 @@ export const configSchema = z.looseObject({
   type: z.string().optional(),
   /** The weft network; default: the network config's `name`. */
   network: z.string().regex(NAME_RE).max(63).optional(),
-  agentSocket: z.string().optional(),
+  agentSocket: z.string().startsWith('/', 'must be an absolute path').optional(),
   mtu: z.number().int().min(68).max(65535).optional(),
   ipMasq: z.boolean().optional(),
   dns: dnsSchema.optional(),

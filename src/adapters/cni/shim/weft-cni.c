@@ -275,6 +275,7 @@ int main(void) {
   if (scan_config(config.p, config.n, sock, sizeof sock, cni_version, sizeof cni_version) < 0) {
     fail(6, "cannot decode the network configuration on stdin: not a JSON object");
   }
+  if (sock[0] != '/') fail(7, "\"agentSocket\" must be an absolute path");
   char quoted[80];
   snprintf(quoted, sizeof quoted, "\"%s\"", cni_version);
   if (!strstr(SUPPORTED_VERSIONS, quoted)) strcpy(cni_version, CURRENT_VERSION); /* errors speak a version we know */
