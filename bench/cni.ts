@@ -127,7 +127,8 @@ async function main(): Promise<void> {
   try {
     const storeUrl = `sqlite://${path.join(dir, 'weft.db')}`;
     const store = await openStore(storeUrl);
-    await createNetwork(store, 'bench', { Network: '10.248.0.0/16', Backend: { Type: 'host-gw' } });
+    // a /22 per host: 3 × (n + warm-up) weft attaches stay up until the DELs
+    await createNetwork(store, 'bench', { Network: '10.248.0.0/16', SubnetLen: 22, Backend: { Type: 'host-gw' } });
     await store.close();
     tb = await createTestbed({ hosts: 1 });
     const h = tb.hosts[0]!;
