@@ -146,6 +146,20 @@ describe('weft-cni conformance', { skip, timeout: 240_000 }, () => {
     assert.ok(!(await endpoints()).some((e) => e.container === k.path));
   });
 
+  test('DEL of a stale attachment leaves alone what now holds its namespace path', async () => {
+    const k = await container();
+    const a = await call({ command: 'ADD', containerId: `${k.id}-old`, netns: k.path, ifname: 'eth0', config: config() });
+    assert.equal(a.code, 0, a.stdout);
+    // someone detaches it behind the runtime's back, then the path is attached again for another id
+    await callAgent(sock, 'POST', '/detach', { container: k.path });
+    const b = await call({ command: 'ADD', containerId: `${k.id}-new`, netns: k.path, ifname: 'eth0', config: config() });
+    assert.equal(b.code, 0, b.stdout);
+    assert.equal((await call({ command: 'DEL', containerId: `${k.id}-old`, ifname: 'eth0', config: config() })).code, 0);
+    assert.deepEqual((await endpoints()).filter((e) => e.container === k.path).map((e) => e.address), [b.json.ips[0].address], 'the new attachment survives');
+    assert.equal((await call({ command: 'DEL', containerId: `${k.id}-new`, ifname: 'eth0', config: config() })).code, 0);
+    assert.deepEqual((await endpoints()).filter((e) => e.container === k.path), []);
+  });
+
   test('static address from CNI_ARGS IP= and from runtimeConfig.ips; a 0.4.0 config gets a 0.4.0 result', async () => {
     const base = subnet.split('/')[0]!.split('.').slice(0, 3).join('.');
     const k1 = await container();

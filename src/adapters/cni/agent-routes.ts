@@ -105,7 +105,8 @@ export class CniService {
     try {
       // attach() answers an existing endpoint as it is: refuse one made by another caller (ADD must not share it)
       const target = await this.agent.endpoints.resolve(netnsPath);
-      const taken = await this.agent.store.get(networkKeys(this.agent.store, runner.name).endpoint(this.agent.hostId, endpointId(target.key, runner.name)));
+      const epKey = networkKeys(this.agent.store, runner.name).endpoint(this.agent.hostId, endpointId(target.key, runner.name));
+      const taken = await this.agent.store.get(epKey);
       if (taken) {
         const other = JSON.parse(taken.value) as Endpoint;
         throw new CniError(Code.AlreadyAttached, `${netnsPath} is already on network ${runner.name} as ${other.ifname}: weft gives a namespace one interface per network`);
@@ -131,7 +132,9 @@ export class CniService {
         cfg.dns,
         cfg.prevResult,
       );
-      await this.attachments.put({ ...record, state: 'ready', result });
+      const written = await this.agent.store.get(epKey);
+      if (!written) throw new CniError(Code.AgentFailed, `the endpoint of ${netnsPath} vanished while it was being attached`);
+      await this.attachments.put({ ...record, state: 'ready', endpoint: { key: epKey, revision: written.revision }, result });
       return result;
     } catch (err) {
       // Undo what this ADD made (never an endpoint that was there before it).
@@ -150,7 +153,12 @@ export class CniService {
       throw new CniError(Code.TryAgainLater, `network ${rec.network} is not running on this host: ${this.agent.failed.get(rec.network)}`);
     }
     // A network that is gone took its addresses with it: only the record is left to drop.
-    if (running) {
+    // The namespace path may name another container by now (detached by hand, path reused): leave that one be.
+    const ours = async () => {
+      if (!rec.endpoint) return true; // ADD did not finish: whatever it made on that path is its
+      return (await this.agent.store.get(rec.endpoint.key))?.revision === rec.endpoint.revision;
+    };
+    if (running && (await ours())) {
       try {
         await this.agent.endpoints.detach({ container: rec.netns, network: rec.network });
       } catch (err) {

@@ -17,6 +17,11 @@ export interface CniAttachment {
   /** CNI_NETNS at ADD; weft's endpoint names the container by it. */
   netns: string;
   state: 'adding' | 'ready';
+  /**
+   * weft's endpoint record for it and that record's store revision (global, never reused), once ready:
+   * DEL frees only that endpoint, not whatever holds the namespace path by then.
+   */
+  endpoint?: { key: string; revision: number };
   /** The ADD result, for CHECK. */
   result?: CniResult;
 }
