@@ -264,7 +264,7 @@ describe('weft-cni conformance', { skip, timeout: 240_000 }, () => {
     const chain = [
       config(),
       { cniVersion: '1.0.0', name: 'cnitest', type: 'tuning', mac: '02:00:00:00:77:01', sysctl: { 'net.ipv4.conf.eth0.arp_ignore': '1' } },
-      { cniVersion: '1.0.0', name: 'cnitest', type: 'bandwidth', ingressRate: 8_000_000, ingressBurst: 65536 },
+      { cniVersion: '1.0.0', name: 'cnitest', type: 'bandwidth', ingressRate: 8_000_000, ingressBurst: 65536, egressRate: 8_000_000, egressBurst: 65536 },
       { cniVersion: '1.0.0', name: 'cnitest', type: 'portmap', capabilities: { portMappings: true }, runtimeConfig: { portMappings: [{ hostPort: 18080, containerPort: 80, protocol: 'tcp' }] } },
     ];
     let prev: any;
@@ -283,6 +283,8 @@ describe('weft-cni conformance', { skip, timeout: 240_000 }, () => {
     // bandwidth: a tbf qdisc on the host veth weft named in its result
     const hostIf = prev.interfaces.find((i: { sandbox?: string }) => !i.sandbox).name;
     assert.match((await c.tb.exec(hostNs, ['tc', 'qdisc', 'show', 'dev', hostIf])).stdout, /tbf/);
+    const ifbs = async () => (await ipJson<Link[]>(['-d', 'link', 'show'], { netns: hostNs })).filter((x) => x.linkinfo?.info_kind === 'ifb');
+    assert.equal((await ifbs()).length, 1, 'egress shaping through an ifb device');
     // portmap: the host's own address :18080 reaches the container's :80
     const server = c.tb.spawn(k.ns, ['busybox', 'nc', '-ll', '-p', '80', '-e', 'echo', 'hello-from-container']);
     try {
@@ -307,6 +309,7 @@ describe('weft-cni conformance', { skip, timeout: 240_000 }, () => {
       assert.equal(r.code, 0, `${p.type} DEL: ${r.stdout} ${r.stderr}`);
     }
     assert.ok(!(await endpoints()).some((e) => e.address.startsWith(`${ip}/`)));
+    assert.deepEqual(await ifbs(), [], "bandwidth's ifb gone");
     assert.doesNotMatch((await c.tb.exec(hostNs, ['iptables-save', '-t', 'nat'])).stdout, /18080/, 'portmap rules gone');
   });
 });
