@@ -6,6 +6,7 @@ import { resetHost } from '../agent/reset.js';
 import { DockerApi } from '../adapters/docker/docker-api.js';
 import { dockerContainerResolver } from '../adapters/docker/resolve.js';
 import { parseUpstream } from '../dns/upstream.js';
+import { cniRoutes } from '../adapters/cni/agent-routes.js';
 import { WeftError } from '../util/errors.js';
 import { log } from '../util/log.js';
 import { timeoutMs, timeoutOption } from './options.js';
@@ -52,6 +53,7 @@ export function registerAgent(program: Command): void {
         dns: { enabled: o.dns, domain: o.dnsDomain, ttl: o.dnsTtl, ...(o.dnsUpstream ? { upstreams: (o.dnsUpstream as string[]).map(parseUpstream) } : {}) },
         // `weft attach <docker container>` works whenever a Docker API answers
         resolvers: [dockerContainerResolver(new DockerApi(dockerSocket))],
+        routes: cniRoutes, // POST /cni: what the weft-cni executable forwards
       });
       const docker = o.docker
         ? await (await import('../adapters/docker/index.js')).startDockerIntegration(agent, {

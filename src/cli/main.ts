@@ -15,6 +15,7 @@ const groups: Array<[string[], () => Promise<Register>]> = [
   [['demo'], async () => (await import('./demo.js')).registerDemo],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctor],
   [['dns-add', 'dns-remove', 'dns-lookup'], async () => (await import('./dns.js')).registerDns],
+  [['install-cni'], async () => (await import('./cni.js')).registerCni],
 ];
 
 /**
