@@ -260,6 +260,7 @@ export class Agent implements NetworkDirectory {
       { method: 'GET', path: '/endpoints', handler: async () => (await this.endpoints.list()).map(({ owner: _o, ...ep }) => ep) },
       { method: 'POST', path: '/attach', handler: (body) => this.endpoints.attach(body as AttachRequest) },
       { method: 'POST', path: '/detach', handler: (body) => this.endpoints.detach(body as DetachRequest) },
+      { method: 'POST', path: '/rotate-keys', handler: (body) => this.rotateKeys(body) },
       {
         method: 'POST',
         path: '/reset',
@@ -270,6 +271,20 @@ export class Agent implements NetworkDirectory {
         },
       },
     ];
+  }
+
+  /** `weft rotate-keys`: new key pairs for one network ({network}) or every network whose backend has keys. */
+  private async rotateKeys(body: unknown): Promise<Array<{ network: string; subnet: string; backendData: Record<string, unknown> }>> {
+    const b = (body ?? {}) as { network?: unknown };
+    if (typeof b !== 'object' || (b.network !== undefined && typeof b.network !== 'string')) throw new WeftError('rotate-keys: "network" must be a network name');
+    const runners = b.network ? [this.get(b.network)] : this.all().filter((r) => r.backend.rotateKeys);
+    if (!runners.length) throw new WeftError('no network on this host has keys to rotate');
+    const out = [];
+    for (const r of runners) {
+      const lease = await r.rotateKeys();
+      out.push({ network: r.name, subnet: lease.subnet, backendData: lease.backendData ?? {} });
+    }
+    return out;
   }
 
   /** Stops following the store and serving the API; the data plane stays. */

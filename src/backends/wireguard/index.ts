@@ -1,0 +1,338 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import type { BackendConfig } from '../../config/types.js';
+import type { Lease } from '../../lease/types.js';
+import { cidrWithin, networkAddress } from '../../system/cidr.js';
+import { getLink } from '../../system/ip.js';
+import { createLink } from '../../system/kernel.js';
+import { KernelBatch, readRoutes, routeDst, type RouteSpec } from '../../system/ops.js';
+import { stopByPidFile, superviseProcess, type Supervised } from '../../system/process.js';
+import { fileMode, generateWgKeyPair, loadOrCreateKey, WIREGUARD_GO, wgSet, wgShow, wgSocketPath, writeKeyFile, type WgDeviceState } from '../../system/wireguard.js';
+import { WeftError } from '../../util/errors.js';
+import { registerBackend } from '../registry.js';
+import { diffRoutes, RefusalLog } from '../routes.js';
+import type { Backend, BackendContext, BackendStatus } from '../types.js';
+import { judgeWireguard } from './doctor.js';
+import { DEFAULT_WG_PORT, peerChanges, planPeers, WG_OVERHEAD, wgDeviceName, type WgBackendData } from './peers.js';
+
+export { DEFAULT_WG_PORT, WG_OVERHEAD, wgDeviceName } from './peers.js';
+
+export type WgImplementation = 'kernel' | 'wireguard-go';
+
+/** Files in the network's state dir (mode 0700). */
+export const KEY_FILE = 'wireguard.key';
+export const PID_FILE = 'wireguard-go.pid';
+export const LOG_FILE = 'wireguard-go.log';
+
+/** Supervisors by device name: a backend created again for the same device (a join retried) takes over. */
+const supervisors = new Map<string, Supervised>();
+
+/**
+ * wireguard: an encrypted routed data plane. One device per (network, host), named by wgDeviceName; the
+ * host's private key lives in `<state-dir>/<network>/wireguard.key` (mode 0600, never in the store); the
+ * lease publishes { PublicKey, ListenPort }. Every peer is a WireGuard peer with allowed-ips = its subnet and
+ * endpoint = publicIp:ListenPort, and its subnet is routed via the device (diffRoutes). The device carries
+ * the subnet's network address /32 (as vxlan does) so the host itself talks from an address peers accept.
+ *
+ * Kernel WireGuard when `ip link add … type wireguard` works; otherwise (or with Implementation
+ * "wireguard-go") the userspace wireguard-go, run in the foreground (`wireguard-go -f DEV`) and supervised:
+ * restarted with backoff when it dies, and then configured again from scratch (key, port, address, peers, routes).
+ *
+ * Traffic while the agent is down: none is lost. wireguard-go runs detached in its own session and keeps
+ * forwarding while the agent is stopped, killed or restarting (kernel WireGuard needs no process at all). The
+ * next agent adopts it through `wireguard-go.pid` (PID + start time, so a recycled PID is never taken) and
+ * reconfigures nothing that is already right, so sessions survive (test/wireguard-e2e.test.ts measures it).
+ * What does stop while the agent is down: peer changes (a new host, a rotated key) and restarts of a
+ * wireguard-go that dies in that window. `weft reset` / removing the network stops it by PID.
+ *
+ * MTU: underlay − 80 (IPv6 outer header + UDP + WireGuard's 32 bytes), so the same value is right over IPv4
+ * and IPv6 underlays.
+ *
+ * Key rotation (`weft rotate-keys`): a new pair is written (atomically, 0600) and set on the device, and
+ * the lease is rewritten with the new PublicKey; peers replace the old peer entry with the new key on their
+ * next reconcile (store watch), and the first packet either way makes a new handshake. Traffic to this host
+ * stops between the key change here and the peers' reconcile (about the store's watch latency).
+ */
+export class WireguardBackend implements Backend {
+  readonly type = 'wireguard';
+  readonly mtu: number;
+  readonly device: string;
+  readonly port: number;
+  readonly keepalive: number;
+  readonly keyFile: string;
+  readonly pidFile: string;
+  readonly logFile: string;
+  private readonly want: 'auto' | WgImplementation;
+  implementation?: WgImplementation;
+  private proc?: Supervised;
+  private publicKey?: string;
+  private own?: Lease;
+  private lastLeases?: Lease[];
+  /** Endpoints we set per public key (so a roamed peer is not pulled back on every resync). */
+  private readonly endpointsSet = new Map<string, string>();
+  private wgState?: WgDeviceState;
+  private stateAt = 0;
+  private poll?: NodeJS.Timeout;
+  private lock: Promise<unknown> = Promise.resolve();
+  private readonly refusals: RefusalLog;
+
+  constructor(private readonly ctx: BackendContext) {
+    const b = ctx.network.Backend;
+    this.port = b.ListenPort === undefined ? DEFAULT_WG_PORT : Number(b.ListenPort);
+    this.keepalive = b.PersistentKeepaliveInterval === undefined ? 0 : Number(b.PersistentKeepaliveInterval);
+    this.want = (b.Implementation as 'auto' | WgImplementation | undefined) ?? 'auto';
+    if (!Number.isInteger(this.port) || this.port < 1 || this.port > 65535) throw new WeftError(`wireguard ListenPort ${b.ListenPort} is out of range`);
+    this.device = wgDeviceName(ctx.networkName, ctx.hostId);
+    this.mtu = ctx.underlay.mtu - WG_OVERHEAD;
+    this.keyFile = path.join(ctx.stateDir, KEY_FILE);
+    this.pidFile = path.join(ctx.stateDir, PID_FILE);
+    this.logFile = path.join(ctx.stateDir, LOG_FILE);
+    this.refusals = new RefusalLog((p, why) =>
+      ctx.log.error({ network: ctx.networkName, peer: p.publicIp, subnet: p.subnet }, `wireguard: skipping peer ${p.publicIp} (${p.subnet}): ${why}`),
+    );
+  }
+
+  /** Runs `fn` after every earlier call (wireguard-go restarts, reconciles and key rotations never interleave). */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.lock.then(fn, fn);
+    this.lock = next.catch(() => {});
+    return next;
+  }
+
+  /** Loads or makes the key, creates or adopts the device (kernel, else wireguard-go), sets key and port. */
+  init(): Promise<Record<string, unknown>> {
+    return this.serial(async () => {
+      const key = loadOrCreateKey(this.keyFile);
+      if (key.how === 'generated') this.ctx.log.info({ network: this.ctx.networkName, publicKey: key.publicKey, note: key.note }, `wireguard: generated this host's key pair (${this.keyFile})`);
+      if (key.how === 'mode-fixed') this.ctx.log.warn({ network: this.ctx.networkName, note: key.note }, `wireguard: ${this.keyFile} was readable by others; set its mode to 0600`);
+      this.publicKey = key.publicKey;
+      await this.ensureDevice();
+      await this.configureDevice();
+      return this.backendData();
+    });
+  }
+
+  private backendData(): Record<string, unknown> {
+    const data: WgBackendData = { PublicKey: this.publicKey!, ListenPort: this.port };
+    return { ...data };
+  }
+
+  private async ensureDevice(): Promise<void> {
+    const sys = this.ctx.sys;
+    const link = await getLink(this.device, sys);
+    if (link?.linkinfo?.info_kind === 'wireguard' && this.want !== 'wireguard-go') {
+      this.implementation = 'kernel';
+      return;
+    }
+    if (!link && this.want !== 'wireguard-go') {
+      try {
+        await createLink('wireguard', { name: this.device, mtu: this.mtu }, sys);
+        this.implementation = 'kernel';
+        this.ctx.log.info({ network: this.ctx.networkName, device: this.device }, 'wireguard: using kernel WireGuard');
+        return;
+      } catch (err) {
+        if (this.want === 'kernel' || (err as WeftError).code !== 'ENOKERNEL') throw err;
+        this.ctx.log.info({ network: this.ctx.networkName, device: this.device, why: (err as Error).message }, 'wireguard: no kernel WireGuard here; using wireguard-go');
+      }
+    }
+    this.implementation = 'wireguard-go';
+    await supervisors.get(this.device)?.release();
+    this.proc = await superviseProcess({
+      name: `wireguard-go ${this.device}`,
+      cmd: WIREGUARD_GO,
+      args: ['-f', this.device],
+      env: { ...process.env, LOG_LEVEL: process.env.WEFT_WIREGUARD_GO_LOG ?? 'error' },
+      log: this.ctx.log,
+      sys,
+      pidFile: this.pidFile,
+      logFile: this.logFile,
+      onStart: (_pid, how) => this.processUp(how),
+    });
+    supervisors.set(this.device, this.proc);
+  }
+
+  /** wireguard-go (re)started or was adopted: wait for its socket; after a crash, configure it all again. */
+  private async processUp(how: 'started' | 'adopted' | 'restarted'): Promise<void> {
+    const sock = wgSocketPath(this.device);
+    const until = Date.now() + 5000;
+    while (!(fs.existsSync(sock) && (await getLink(this.device, this.ctx.sys)))) {
+      if (how === 'adopted' || Date.now() > until) throw new WeftError(`wireguard-go did not make ${this.device} and ${sock} (see ${this.logFile})`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    if (how === 'restarted') {
+      this.endpointsSet.clear();
+      void this.serial(async () => {
+        await this.configureDevice();
+        if (this.own) await this.applyOwn(this.own);
+        if (this.lastLeases) await this.applyPeers(this.lastLeases);
+        this.ctx.log.info({ network: this.ctx.networkName, device: this.device }, 'wireguard: wireguard-go restarted and reconfigured');
+      }).catch((err) => this.ctx.log.error({ err, network: this.ctx.networkName }, 'wireguard: reconfiguring the restarted wireguard-go failed; the next reconcile retries'));
+    }
+  }
+
+  /** Private key and listen port, when they differ from what the device has. */
+  private async configureDevice(): Promise<void> {
+    const st = await wgShow(this.device, this.ctx.sys);
+    const args: string[] = [];
+    if (st.listenPort !== this.port) args.push('listen-port', String(this.port));
+    if (st.publicKey !== this.publicKey) args.push('private-key', this.keyFile);
+    await wgSet(this.device, args, this.ctx.sys);
+  }
+
+  activate(own: Lease): Promise<void> {
+    return this.serial(() => this.applyOwn(own));
+  }
+
+  private async applyOwn(own: Lease): Promise<void> {
+    this.own = own;
+    const link = await getLink(this.device, this.ctx.sys);
+    if (!link) throw new WeftError(`wireguard: ${this.device} does not exist${this.implementation === 'wireguard-go' ? ' (wireguard-go is not running; it is being restarted)' : ''}`);
+    const want = `${networkAddress(own.subnet)}/32`;
+    const have = (link.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
+    const batch = new KernelBatch();
+    for (const a of have) if (a !== want) batch.addrDel(a, this.device);
+    if (!have.includes(want)) batch.addrAdd(want, this.device);
+    if (link.mtu !== this.mtu) batch.linkSet(this.device, { mtu: this.mtu });
+    if (!link.flags?.includes('UP')) batch.linkSet(this.device, { up: true });
+    await batch.commit(this.ctx.sys);
+  }
+
+  reconcile(leases: Lease[]): Promise<void> {
+    return this.serial(async () => {
+      this.lastLeases = leases;
+      await this.configureDevice();
+      if (this.own) await this.applyOwn(this.own);
+      await this.applyPeers(leases);
+    });
+  }
+
+  private async applyPeers(leases: Lease[]): Promise<void> {
+    const sys = this.ctx.sys;
+    const plan = planPeers(leases, {
+      network: this.ctx.network.Network,
+      ownSubnet: this.own?.subnet,
+      ownIp: this.ctx.underlay.ip,
+      ownKey: this.publicKey,
+      defaultPort: this.port,
+      keepalive: this.keepalive,
+    });
+    for (const r of plan.refused) this.refusals.refuse(r, r.why);
+    const st = await wgShow(this.device, sys);
+    const args = peerChanges(st.peers, plan.peers, this.endpointsSet);
+    if (args.length) {
+      this.ctx.log.debug({ network: this.ctx.networkName, changes: args.length }, 'wireguard: peer changes');
+      await wgSet(this.device, args, sys);
+    }
+    this.endpointsSet.clear();
+    for (const p of plan.peers) this.endpointsSet.set(p.publicKey, p.endpoint);
+    const routes = (await readRoutes({ dev: this.device, ...sys })).filter((r) => r.dst !== 'default' && cidrWithin(routeDst(r.dst), this.ctx.network.Network));
+    const want: RouteSpec[] = plan.peers.map((p) => ({ dst: p.subnet, dev: this.device }));
+    const batch = new KernelBatch();
+    diffRoutes(routes, want, batch);
+    await batch.commit({ ...sys, force: true });
+    await this.refresh();
+  }
+
+  /**
+   * A new key pair for this host (`weft rotate-keys`): written to the key file, set on the device; returns the
+   * lease data to publish. Sessions with peers end here; they resume as soon as peers learn the new key.
+   */
+  rotateKeys(): Promise<Record<string, unknown>> {
+    return this.serial(async () => {
+      const pair = generateWgKeyPair();
+      writeKeyFile(this.keyFile, pair.privateKey);
+      this.publicKey = pair.publicKey;
+      await wgSet(this.device, ['private-key', this.keyFile], this.ctx.sys);
+      this.ctx.log.info({ network: this.ctx.networkName, publicKey: pair.publicKey }, 'wireguard: rotated this host\'s key pair');
+      await this.refresh();
+      return this.backendData();
+    });
+  }
+
+  /** Caches `wg show` for status() (which is synchronous). */
+  private async refresh(): Promise<void> {
+    try {
+      this.wgState = await wgShow(this.device, this.ctx.sys);
+      this.stateAt = Date.now();
+    } catch {
+      this.wgState = undefined;
+    }
+  }
+
+  async start(signal: AbortSignal): Promise<void> {
+    this.poll = setInterval(() => void this.refresh(), 5000);
+    this.poll.unref();
+    signal.addEventListener('abort', () => clearInterval(this.poll), { once: true });
+  }
+
+  /** Leaves wireguard-go running (traffic flows on while the agent is away; the next agent adopts it). */
+  async stop(): Promise<void> {
+    clearInterval(this.poll);
+    await this.proc?.release();
+    if (this.proc && supervisors.get(this.device) === this.proc) supervisors.delete(this.device);
+  }
+
+  status(): BackendStatus {
+    const go = this.implementation === 'wireguard-go';
+    const running = go ? (this.proc?.running ?? false) : this.implementation === 'kernel';
+    const st = this.wgState;
+    const peers = (st?.peers ?? []).map((p) => ({ publicKey: p.publicKey, endpoint: p.endpoint, allowedIps: p.allowedIps, latestHandshake: p.latestHandshake, rxBytes: p.rxBytes, txBytes: p.txBytes }));
+    const shaken = peers.filter((p) => p.latestHandshake > 0).length;
+    const what = go ? (running ? `wireguard-go pid ${this.proc!.pid}${this.proc!.adopted ? ' (adopted)' : ''}` : `wireguard-go NOT RUNNING (${this.proc?.lastExit ?? 'not started'})`) : 'kernel WireGuard';
+    return {
+      healthy: running,
+      implementation: this.implementation,
+      device: this.device,
+      listenPort: this.port,
+      publicKey: this.publicKey,
+      keyFile: this.keyFile,
+      keyFileMode: fileMode(this.keyFile),
+      ...(go ? { pid: this.proc?.pid, restarts: this.proc?.restarts ?? 0, adopted: this.proc?.adopted ?? false, lastExit: this.proc?.lastExit, logFile: this.logFile } : {}),
+      peers,
+      stateAt: this.stateAt,
+      detail: `${what}, ${this.device} port ${this.port}, ${peers.length} peer${peers.length === 1 ? '' : 's'} (${shaken} with a handshake)`,
+    };
+  }
+
+  /** Stops wireguard-go by PID (or deletes the kernel device), removes its socket, key and PID file. */
+  async teardown(): Promise<void> {
+    clearInterval(this.poll);
+    if (this.proc) await this.proc.stop();
+    else await stopByPidFile(this.pidFile);
+    supervisors.delete(this.device);
+    if (await getLink(this.device, this.ctx.sys)) await new KernelBatch().linkDel(this.device).commit({ ...this.ctx.sys, force: true });
+    for (const f of [wgSocketPath(this.device), this.keyFile, this.pidFile, this.logFile]) fs.rmSync(f, { force: true });
+  }
+}
+
+registerBackend({
+  type: 'wireguard',
+  description: 'encrypted (WireGuard: kernel, else wireguard-go): a peer per host, its subnet routed via the device; works across L3',
+  mtuOverhead: WG_OVERHEAD,
+  defaults: { ListenPort: DEFAULT_WG_PORT },
+  configSchema: z.looseObject({
+    ListenPort: z.number().int().min(1).max(65535, { message: 'port out of range (1–65535)' }).optional(),
+    PersistentKeepaliveInterval: z.number().int().min(0).max(65535, { message: 'out of range (0–65535 seconds; 0 = off)' }).optional(),
+    Implementation: z.enum(['auto', 'kernel', 'wireguard-go']).optional(),
+  }),
+  options: [
+    { flag: 'listen-port', field: 'ListenPort', kind: 'int', description: 'WireGuard UDP port (default 51820, or the lowest one no other network uses)' },
+    { flag: 'keepalive', field: 'PersistentKeepaliveInterval', kind: 'int', description: 'WireGuard persistent keepalive in seconds (default 0 = off; set it behind NAT)' },
+    { flag: 'wireguard', field: 'Implementation', kind: 'string', description: 'auto (kernel if it has WireGuard, else wireguard-go), kernel or wireguard-go' },
+  ],
+  allocateIds(config: BackendConfig, others: BackendConfig[]): BackendConfig {
+    if (config.ListenPort !== undefined) return config;
+    const used = new Set(others.filter((o) => o.Type === 'wireguard').map((o) => o.ListenPort ?? DEFAULT_WG_PORT));
+    let port = DEFAULT_WG_PORT;
+    while (used.has(port)) port++;
+    return { ...config, ListenPort: port };
+  },
+  conflict(config, other) {
+    const mine = config.ListenPort ?? DEFAULT_WG_PORT;
+    return mine === (other.backend.ListenPort ?? DEFAULT_WG_PORT) ? `WireGuard port ${mine} is already used by network "${other.name}"; pick another with --listen-port` : undefined;
+  },
+  deviceNames: () => [],
+  doctor: judgeWireguard,
+  create: (ctx) => new WireguardBackend(ctx),
+});
