@@ -11,9 +11,13 @@ import { inNetns, type NsOpts } from './netns.js';
  *
  * Two lifetimes:
  *  - attached (no pidFile): the child dies with the supervisor's stop(); it does not outlive `release()` either.
- *  - detached (pidFile): the child runs in its own session and outlives the agent (SIGTERM, SIGKILL, crash);
- *    the next supervisor started with the same pidFile adopts it (same PID, no restart) and watches it by
- *    polling, since it is no longer our child. The PID file holds "PID STARTTIME" so a recycled PID is never adopted.
+ *  - detached (pidFile): the child outlives the agent (SIGTERM or SIGKILL to the agent's PID, a crash); the
+ *    next supervisor started with the same pidFile adopts it (same PID, no restart) and watches it by polling,
+ *    since it is no longer our child. The PID file holds "PID STARTTIME" so a recycled PID is never adopted.
+ *    It stays in the agent's session and process group unless newSession: a signal to the whole group (Ctrl-C
+ *    on an agent in a terminal) reaches it too. Measured here: with the kernel's autogroup scheduling a process
+ *    in a session of its own gets a separate CPU share, and wireguard-go in its own session ran at 0.55–0.85×
+ *    of the same wireguard-go in the caller's session on this loaded machine.
  */
 
 export interface SuperviseOptions {
@@ -27,6 +31,8 @@ export interface SuperviseOptions {
   env?: NodeJS.ProcessEnv;
   /** Detached mode: the child outlives the supervisor and is adopted through this file (written mode 0600). */
   pidFile?: string;
+  /** Run the child in a session (and process group) of its own: group signals do not reach it. Default false. */
+  newSession?: boolean;
   /** The child's stdout and stderr (appended, mode 0600); default: discarded. */
   logFile?: string;
   /**
@@ -179,7 +185,7 @@ class Supervisor implements Supervised {
     const out = this.o.logFile ? fs.openSync(this.o.logFile, 'a', 0o600) : 'ignore';
     let child: ChildProcess;
     try {
-      child = spawn(cmd, args, { stdio: ['ignore', out, out], detached, env: this.o.env ?? process.env });
+      child = spawn(cmd, args, { stdio: ['ignore', out, out], detached: this.o.newSession ?? false, env: this.o.env ?? process.env });
     } finally {
       if (typeof out === 'number') fs.closeSync(out);
     }
