@@ -148,7 +148,16 @@ export class NetworkRunner {
    * pick it up through their lease watch. Renewals pause meanwhile, so a renewal in flight with the old data
    * cannot land last (checked once more after a moment).
    */
-  async rotateKeys(): Promise<Lease> {
+  rotateKeys(): Promise<Lease> {
+    // two callers at once rotate one after the other
+    const next = this.rotation.then(() => this.rotateOnce());
+    this.rotation = next.catch(() => {});
+    return next;
+  }
+
+  private rotation: Promise<unknown> = Promise.resolve();
+
+  private async rotateOnce(): Promise<Lease> {
     if (!this.backend.rotateKeys) throw new WeftError(`network ${this.name}: the ${this.backend.type} backend has no keys to rotate`);
     const backendData = await this.backend.rotateKeys();
     const req = { publicIp: this.opts.underlay.ip, backendType: this.backend.type, backendData };

@@ -277,7 +277,9 @@ export class WireguardBackend implements Backend {
     if (this.proc && supervisors.get(this.device) === this.proc) supervisors.delete(this.device);
   }
 
+  /** From the cache of `wg show` (at most 5 s old; a call that finds it older than 1 s refreshes it for the next). */
   status(): BackendStatus {
+    if (Date.now() - this.stateAt > 1000) void this.refresh();
     const go = this.implementation === 'wireguard-go';
     const running = go ? (this.proc?.running ?? false) : this.implementation === 'kernel';
     const st = this.wgState;
