@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -7,6 +8,8 @@ import { PID_FILE } from '../src/backends/wireguard/index.js';
 import { livePidFromFile, processAlive, stopByPidFile } from '../src/system/process.js';
 import { wgShow, wgSocketPath } from '../src/system/wireguard.js';
 import { AgentProcess } from '../src/testbed/agents.js';
+import { createTestbed } from '../src/testbed/index.js';
+import { inNetns } from '../src/system/netns.js';
 import { waitFor } from '../src/testbed/wait.js';
 import { destroyLeftovers, NETWORK, waitUntil, weft, withCluster, type Cluster, type Container } from './helpers/agent-cluster.js';
 
@@ -222,3 +225,23 @@ test('control: with host-gw the marker IS in the underlay capture', { skip, time
   });
 });
 
+
+test('test bed cleanup stops a wireguard-go it finds in its namespaces with SIGTERM first: no socket is left', { skip, timeout: 60_000 }, async () => {
+  const tb = await createTestbed({ hosts: 1 });
+  const dev = `wgc${tb.prefix}`;
+  let pid: number | undefined;
+  try {
+    // started outside the test bed's own bookkeeping, as an agent's child would be
+    const [cmd, args] = inNetns(tb.hosts[0]!.ns, 'wireguard-go', ['-f', dev]);
+    const child = spawn(cmd, args, { stdio: 'ignore', env: { ...process.env, LOG_LEVEL: 'error' } });
+    pid = child.pid;
+    await waitFor('wireguard-go to make its socket', 10_000, () => fs.existsSync(wgSocketPath(dev)));
+    await tb.destroy();
+    assert.equal(processAlive(pid!), false);
+    assert.equal(fs.existsSync(wgSocketPath(dev)), false, 'wireguard-go removed its socket');
+  } finally {
+    if (pid && processAlive(pid)) process.kill(pid, 'SIGKILL');
+    fs.rmSync(wgSocketPath(dev), { force: true });
+    await tb.destroy().catch(() => {});
+  }
+});
