@@ -56,6 +56,7 @@ export function registerNetwork(program: Command): void {
     .option('--vni <n>', 'VXLAN network identifier (default: 1, or the lowest one no other network uses)', toInt('--vni'))
     .option('--port <n>', 'backend UDP port', toInt('--port'))
     .option('--ip-masq', 'masquerade traffic leaving the network')
+    .option('--mtu <n>', "containers' MTU (default: the underlay's minus the backend's overhead; larger is refused when a host joins)", toInt('--mtu'))
     .option('--store <url>', STORE_HELP)
     .option('--json', 'print JSON')
     .action(async (name: string, o) => {
@@ -67,6 +68,7 @@ export function registerNetwork(program: Command): void {
       if (o.subnetMin !== undefined) input.SubnetMin = o.subnetMin;
       if (o.subnetMax !== undefined) input.SubnetMax = o.subnetMax;
       if (o.ipMasq) input.IPMasq = true;
+      if (o.mtu !== undefined) input.MTU = o.mtu;
       await withStore(o.store, async (store) => {
         const config = await createNetwork(store, name, input);
         if (o.json) return printJson({ name, config });
