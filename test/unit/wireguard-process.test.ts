@@ -92,7 +92,7 @@ test('a PID file naming another process (recycled PID) is not adopted, and stopB
 });
 
 test('the first start fails clearly: a missing binary, or onStart failing (nothing is left running)', async () => {
-  await assert.rejects(superviseProcess({ name: 'nothing', cmd: 'weft-no-such-binary', args: [], log: quiet }), /weft-no-such-binary: command not found/);
+  await assert.rejects(superviseProcess({ name: 'nothing', cmd: '/nonexistent/weft-no-such-binary', args: [], log: quiet }), /weft-no-such-binary: command not found/);
   let pid: number | undefined;
   await assert.rejects(
     superviseProcess({
