@@ -24,8 +24,7 @@ import { run } from '../src/system/exec.js';
 import { ipBatch } from '../src/system/ip.js';
 import { inNetns } from '../src/system/netns.js';
 import { AgentProcess, WEFT_BIN } from '../src/testbed/agents.js';
-import { PID_FILE, wgDeviceName } from '../src/backends/wireguard/index.js';
-import { stopByPidFile } from '../src/system/process.js';
+import { PID_FILE, stopWireguardGo, wgDeviceName } from '../src/backends/wireguard/index.js';
 import { wgSocketPath } from '../src/system/wireguard.js';
 import { createTestbed, type Testbed, type TestbedHost } from '../src/testbed/index.js';
 import type { WorkerInput, WorkerOutput } from './attach-worker.js';
@@ -146,9 +145,8 @@ async function cleanup(): Promise<void> {
     }
     for (const a of state.agents) await a.stop('SIGTERM').catch(() => {});
     // weft's wireguard-go outlives its agent by design: stop it by the PID file the agent wrote
-    for (const a of state.agents) await stopByPidFile(path.join(a.stateDir, 'bench', PID_FILE)).catch(() => undefined);
+    for (const a of state.agents) await stopWireguardGo(path.join(a.stateDir, 'bench', PID_FILE), wgDeviceName('bench', a.host.id)).catch(() => undefined);
     await state.tb?.destroy().catch((e: Error) => log(`cleanup: ${e.message}`));
-    for (const a of state.agents) state.wgSockets.push(wgSocketPath(wgDeviceName('bench', a.host.id)));
     for (const s of state.wgSockets) fs.rmSync(s, { force: true });
     if (state.dir) fs.rmSync(state.dir, { recursive: true, force: true });
   })();

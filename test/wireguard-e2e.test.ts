@@ -4,8 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { wgDeviceName } from '../src/backends/wireguard/peers.js';
-import { PID_FILE } from '../src/backends/wireguard/index.js';
-import { livePidFromFile, processAlive, stopByPidFile } from '../src/system/process.js';
+import { PID_FILE, runningWireguardGo, stopWireguardGo } from '../src/backends/wireguard/index.js';
+import { pidAlive as processAlive } from '../src/system/process.js';
 import { wgShow, wgSocketPath } from '../src/system/wireguard.js';
 import { AgentProcess } from '../src/testbed/agents.js';
 import { createTestbed } from '../src/testbed/index.js';
@@ -35,10 +35,8 @@ function pidFileOf(c: Cluster, host: string): string {
 async function stopWireguard(c: Cluster): Promise<void> {
   for (const a of c.agents.values()) await a.stop('SIGTERM').catch(() => {});
   for (const h of c.tb.hosts) {
-    const pid = await stopByPidFile(pidFileOf(c, h.id));
+    const pid = await stopWireguardGo(pidFileOf(c, h.id), wgDeviceName(NETWORK, h.id));
     if (pid !== undefined) assert.equal(processAlive(pid), false, `wireguard-go ${pid} still runs`);
-    const sock = wgSocketPath(wgDeviceName(NETWORK, h.id));
-    fs.rmSync(sock, { force: true });
   }
 }
 
@@ -98,7 +96,7 @@ test('wireguard: 3 hosts × 2 containers — all pairs, iperf3, no plaintext on 
           assert.equal(s.device, wgDeviceName(NETWORK, h.id));
           assert.equal(s.keyFileMode, 0o600);
           assert.equal(st.mtu, c.tb.mtu - 80);
-          assert.ok(livePidFromFile(pidFileOf(c, h.id)) === s.pid, 'pid file names the running wireguard-go');
+          assert.ok(runningWireguardGo(pidFileOf(c, h.id), wgDeviceName(NETWORK, h.id)) === s.pid, 'pid file names the running wireguard-go');
           const dev = await wgShow(String(s.device));
           assert.equal(dev.publicKey, s.publicKey);
           assert.deepEqual(dev.peers.map((p) => p.allowedIps[0]).sort(), st.peers.map((p) => p.subnet).sort());
@@ -169,7 +167,7 @@ test('wireguard: 3 hosts × 2 containers — all pairs, iperf3, no plaintext on 
 
       await t.test('agent down: traffic flows on, the next agent adopts the same wireguard-go', async () => {
         const [a, b] = [c.on('h1')[1]!, c.on('h2')[1]!];
-        const pid = livePidFromFile(pidFileOf(c, 'h2'));
+        const pid = runningWireguardGo(pidFileOf(c, 'h2'), wgDeviceName(NETWORK, 'h2'));
         assert.ok(pid);
         const marks: string[] = [];
         const m = await pingDuring(c, a, b, 6, async () => {
@@ -193,10 +191,10 @@ test('wireguard: 3 hosts × 2 containers — all pairs, iperf3, no plaintext on 
       });
 
       await t.test('a killed wireguard-go is restarted and configured again', async () => {
-        const old = livePidFromFile(pidFileOf(c, 'h3'))!;
+        const old = runningWireguardGo(pidFileOf(c, 'h3'), wgDeviceName(NETWORK, 'h3'))!;
         process.kill(old, 'SIGKILL');
         await waitUntil('a new wireguard-go on h3', 20_000, async () => {
-          const p = livePidFromFile(pidFileOf(c, 'h3'));
+          const p = runningWireguardGo(pidFileOf(c, 'h3'), wgDeviceName(NETWORK, 'h3'));
           return p !== undefined && p !== old;
         });
         await waitUntil('pings to h3 again', 20_000, async () => {

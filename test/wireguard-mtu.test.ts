@@ -4,11 +4,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
 import '../src/backends/all.js';
-import { PID_FILE } from '../src/backends/wireguard/index.js';
+import { PID_FILE, stopWireguardGo, wgDeviceName } from '../src/backends/wireguard/index.js';
 import { createNetwork } from '../src/config/registry.js';
 import { openStore } from '../src/store/index.js';
 import { ipJson } from '../src/system/ip.js';
-import { stopByPidFile } from '../src/system/process.js';
 import { AgentProcess } from '../src/testbed/agents.js';
 import { createTestbed } from '../src/testbed/index.js';
 import { waitFor } from '../src/testbed/wait.js';
@@ -49,7 +48,7 @@ test('MTU override: applied to subnet.env and containers when it fits, refused w
     assert.equal(links.find((l) => l.ifname === 'eth0')?.mtu, 1300);
   } finally {
     await agent.stop('SIGTERM').catch(() => {});
-    await stopByPidFile(path.join(agent.stateDir, 'fits', PID_FILE));
+    await stopWireguardGo(path.join(agent.stateDir, 'fits', PID_FILE), wgDeviceName('fits', tb.hosts[0]!.id));
     await tb.destroy();
     fs.rmSync(dir, { recursive: true, force: true });
   }

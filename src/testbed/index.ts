@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { run, type RunResult } from '../system/exec.js';
 import { ipBatch, ipJson } from '../system/ip.js';
 import { inNetns } from '../system/netns.js';
-import { processAlive } from '../system/process.js';
+import { pidAlive } from '../system/process.js';
 import { WeftError } from '../util/errors.js';
 
 /**
@@ -88,8 +88,8 @@ export async function cleanupPrefix(prefix: string): Promise<string[]> {
     }
   };
   for (const pid of pids) signal(pid, 'SIGTERM');
-  for (let i = 0; i < 20 && pids.some(processAlive); i++) await new Promise((r) => setTimeout(r, 50));
-  for (const pid of pids) if (processAlive(pid)) signal(pid, 'SIGKILL');
+  for (let i = 0; i < 20 && pids.some(pidAlive); i++) await new Promise((r) => setTimeout(r, 50));
+  for (const pid of pids) if (pidAlive(pid)) signal(pid, 'SIGKILL');
   // containers first, switch last, so no veth dangles meanwhile
   const ordered = [...names].sort((a, b) => b.length - a.length);
   await ipBatch(ordered.map((n) => `netns del ${n}`), { force: true }).catch(() => {});

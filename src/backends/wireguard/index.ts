@@ -7,7 +7,8 @@ import { cidrWithin, networkAddress } from '../../system/cidr.js';
 import { getLink } from '../../system/ip.js';
 import { createLink } from '../../system/kernel.js';
 import { KernelBatch, readRoutes, routeDst, type RouteSpec } from '../../system/ops.js';
-import { stopByPidFile, superviseProcess, type Supervised } from '../../system/process.js';
+import { findRunning, superviseProcess, terminatePid, type SupervisedProcess } from '../../system/process.js';
+import { run } from '../../system/exec.js';
 import { fileMode, generateWgKeyPair, loadOrCreateKey, WIREGUARD_GO, wgSet, wgShow, wgSocketPath, writeKeyFile, type WgDeviceState } from '../../system/wireguard.js';
 import { WeftError } from '../../util/errors.js';
 import { registerBackend } from '../registry.js';
@@ -26,7 +27,7 @@ export const PID_FILE = 'wireguard-go.pid';
 export const LOG_FILE = 'wireguard-go.log';
 
 /** Supervisors by device name: a backend created again for the same device (a join retried) takes over. */
-const supervisors = new Map<string, Supervised>();
+const supervisors = new Map<string, SupervisedProcess>();
 
 /**
  * wireguard: an encrypted routed data plane. One device per (network, host), named by wgDeviceName; the
@@ -45,10 +46,14 @@ const supervisors = new Map<string, Supervised>();
  * taken) and reconfigures nothing that is already right, so sessions survive (test/wireguard-e2e.test.ts
  * kills and restarts an agent under a 10/s ping: no ping lost, longest time without a reply 0.26 s on a
  * loaded machine). What does stop while the agent is down: peer changes (a new host, a rotated key) and
- * restarts of a wireguard-go that dies in that window. wireguard-go stays in the agent's process group (see
- * src/system/process.ts for why): Ctrl-C on an agent running in a terminal signals the group and stops it too
- * (traffic stops until the agent is started again, which starts a new one); under systemd use KillMode=mixed
- * or process to keep it across `systemctl restart`. `weft reset` / removing the network stops it by PID.
+ * restarts of a wireguard-go that dies in that window. `weft reset` / removing the network stops it by PID.
+ *
+ * wireguard-go stays in the agent's session and process group (not `detached`): with the kernel's autogroup
+ * scheduling a process in a session of its own gets a CPU share of its own, and wireguard-go started that way
+ * ran at 0.55–0.85× of the same wireguard-go in the caller's session on this loaded machine (bench: 1.00× the
+ * hand-made path this way). So Ctrl-C on an agent running in a terminal signals the group and stops
+ * wireguard-go too (traffic stops until the agent is started again, which starts a new one); under systemd
+ * use KillMode=mixed or process to keep it across `systemctl restart`.
  *
  * MTU: underlay − 80 (IPv6 outer header + UDP + WireGuard's 32 bytes), so the same value is right over IPv4
  * and IPv6 underlays.
@@ -70,7 +75,11 @@ export class WireguardBackend implements Backend {
   readonly logFile: string;
   private readonly want: 'auto' | WgImplementation;
   implementation?: WgImplementation;
-  private proc?: Supervised;
+  private proc?: SupervisedProcess;
+  /** Why the last wireguard-go ended, for status and doctor. */
+  private lastExit?: string;
+  /** Set once init() has configured the device: a (re)start after that is a restart to configure from scratch. */
+  private ready = false;
   private publicKey?: string;
   private own?: Lease;
   private lastLeases?: Lease[];
@@ -114,6 +123,7 @@ export class WireguardBackend implements Backend {
       this.publicKey = key.publicKey;
       await this.ensureDevice();
       await this.configureDevice();
+      this.ready = true;
       return this.backendData();
     });
   }
@@ -142,38 +152,65 @@ export class WireguardBackend implements Backend {
       }
     }
     this.implementation = 'wireguard-go';
-    await supervisors.get(this.device)?.release();
-    this.proc = await superviseProcess({
-      name: `wireguard-go ${this.device}`,
-      cmd: WIREGUARD_GO,
-      args: ['-f', this.device],
-      env: { ...process.env, LOG_LEVEL: process.env.WEFT_WIREGUARD_GO_LOG ?? 'error' },
-      log: this.ctx.log,
-      sys,
-      pidFile: this.pidFile,
-      logFile: this.logFile,
-      onStart: (_pid, how) => this.processUp(how),
-    });
+    const have = await run(WIREGUARD_GO, ['--version'], { allowFail: true }).catch((err: Error) => ({ code: -1, stderr: err.message }));
+    if (have.code !== 0) throw new WeftError(`no kernel WireGuard here and wireguard-go cannot run (${have.stderr.trim() || `exit ${have.code}`}): install the wireguard-go package`);
+    supervisors.get(this.device)?.release();
+    this.proc = this.supervise();
+    try {
+      await this.waitForDevice(this.proc.adopted ? 1000 : 5000);
+    } catch (err) {
+      if (!this.proc.adopted) {
+        await this.proc.stop();
+        throw err;
+      }
+      // adopted but without its device or socket: not usable; start a fresh one
+      this.ctx.log.warn({ network: this.ctx.networkName, pid: this.proc.pid }, `wireguard: the running wireguard-go has no ${this.device}; starting a new one`);
+      await this.proc.stop();
+      this.proc = this.supervise();
+      await this.waitForDevice(5000).catch(async (e) => {
+        await this.proc!.stop();
+        throw e;
+      });
+    }
     supervisors.set(this.device, this.proc);
   }
 
-  /** wireguard-go (re)started or was adopted: wait for its socket; after a crash, configure it all again. */
-  private async processUp(how: 'started' | 'adopted' | 'restarted'): Promise<void> {
+  private supervise(): SupervisedProcess {
+    return superviseProcess({
+      name: `wireguard-go ${this.device}`,
+      cmd: WIREGUARD_GO,
+      args: ['-f', this.device],
+      log: this.ctx.log,
+      netns: this.ctx.sys.netns,
+      pidFile: this.pidFile,
+      logFile: this.logFile,
+      onExit: ({ code, signal }) => void (this.lastExit = signal ? `killed by ${signal}` : code === null ? 'ended' : `exited with code ${code}`),
+      onStart: ({ adopted }) => {
+        if (this.ready && !adopted) this.restarted();
+      },
+    });
+  }
+
+  /** Waits until wireguard-go made its device and control socket. */
+  private async waitForDevice(ms: number): Promise<void> {
     const sock = wgSocketPath(this.device);
-    const until = Date.now() + 5000;
+    const until = Date.now() + ms;
     while (!(fs.existsSync(sock) && (await getLink(this.device, this.ctx.sys)))) {
-      if (how === 'adopted' || Date.now() > until) throw new WeftError(`wireguard-go did not make ${this.device} and ${sock} (see ${this.logFile})`);
+      if (Date.now() > until) throw new WeftError(`wireguard-go did not make ${this.device} and ${sock}${this.lastExit ? ` (it ${this.lastExit})` : ''}; see ${this.logFile}`);
       await new Promise((r) => setTimeout(r, 20));
     }
-    if (how === 'restarted') {
-      this.endpointsSet.clear();
-      void this.serial(async () => {
-        await this.configureDevice();
-        if (this.own) await this.applyOwn(this.own);
-        if (this.lastLeases) await this.applyPeers(this.lastLeases);
-        this.ctx.log.info({ network: this.ctx.networkName, device: this.device }, 'wireguard: wireguard-go restarted and reconfigured');
-      }).catch((err) => this.ctx.log.error({ err, network: this.ctx.networkName }, 'wireguard: reconfiguring the restarted wireguard-go failed; the next reconcile retries'));
-    }
+  }
+
+  /** wireguard-go died and was started again: configure it all from scratch (key, port, address, peers, routes). */
+  private restarted(): void {
+    this.endpointsSet.clear();
+    void this.serial(async () => {
+      await this.waitForDevice(5000);
+      await this.configureDevice();
+      if (this.own) await this.applyOwn(this.own);
+      if (this.lastLeases) await this.applyPeers(this.lastLeases);
+      this.ctx.log.info({ network: this.ctx.networkName, device: this.device }, 'wireguard: wireguard-go restarted and reconfigured');
+    }).catch((err) => this.ctx.log.error({ err, network: this.ctx.networkName }, 'wireguard: reconfiguring the restarted wireguard-go failed; the next reconcile retries'));
   }
 
   /** Private key and listen port, when they differ from what the device has. */
@@ -274,7 +311,7 @@ export class WireguardBackend implements Backend {
   /** Leaves wireguard-go running (traffic flows on while the agent is away; the next agent adopts it). */
   async stop(): Promise<void> {
     clearInterval(this.poll);
-    await this.proc?.release();
+    this.proc?.release();
     if (this.proc && supervisors.get(this.device) === this.proc) supervisors.delete(this.device);
   }
 
@@ -282,11 +319,11 @@ export class WireguardBackend implements Backend {
   status(): BackendStatus {
     if (Date.now() - this.stateAt > 1000) void this.refresh();
     const go = this.implementation === 'wireguard-go';
-    const running = go ? (this.proc?.running ?? false) : this.implementation === 'kernel';
+    const running = go ? (this.proc?.running() ?? false) : this.implementation === 'kernel';
     const st = this.wgState;
     const peers = (st?.peers ?? []).map((p) => ({ publicKey: p.publicKey, endpoint: p.endpoint, allowedIps: p.allowedIps, latestHandshake: p.latestHandshake, rxBytes: p.rxBytes, txBytes: p.txBytes }));
     const shaken = peers.filter((p) => p.latestHandshake > 0).length;
-    const what = go ? (running ? `wireguard-go pid ${this.proc!.pid}${this.proc!.adopted ? ' (adopted)' : ''}` : `wireguard-go NOT RUNNING (${this.proc?.lastExit ?? 'not started'})`) : 'kernel WireGuard';
+    const what = go ? (running ? `wireguard-go pid ${this.proc!.pid}${this.proc!.adopted ? ' (adopted)' : ''}` : `wireguard-go NOT RUNNING (${this.lastExit ?? 'not started'})`) : 'kernel WireGuard';
     return {
       healthy: running,
       implementation: this.implementation,
@@ -295,7 +332,7 @@ export class WireguardBackend implements Backend {
       publicKey: this.publicKey,
       keyFile: this.keyFile,
       keyFileMode: fileMode(this.keyFile),
-      ...(go ? { pid: this.proc?.pid, restarts: this.proc?.restarts ?? 0, adopted: this.proc?.adopted ?? false, lastExit: this.proc?.lastExit, logFile: this.logFile } : {}),
+      ...(go ? { pid: this.proc?.pid, restarts: this.proc?.restarts ?? 0, adopted: this.proc?.adopted ?? false, lastExit: this.lastExit, logFile: this.logFile } : {}),
       peers,
       stateAt: this.stateAt,
       detail: `${what}, ${this.device} port ${this.port}, ${peers.length} peer${peers.length === 1 ? '' : 's'} (${shaken} with a handshake)`,
@@ -306,11 +343,28 @@ export class WireguardBackend implements Backend {
   async teardown(): Promise<void> {
     clearInterval(this.poll);
     if (this.proc) await this.proc.stop();
-    else await stopByPidFile(this.pidFile);
+    else await stopWireguardGo(this.pidFile, this.device); // `weft reset` without an agent
     supervisors.delete(this.device);
     if (await getLink(this.device, this.ctx.sys)) await new KernelBatch().linkDel(this.device).commit({ ...this.ctx.sys, force: true });
     for (const f of [wgSocketPath(this.device), this.keyFile, this.pidFile, this.logFile]) fs.rmSync(f, { force: true });
   }
+}
+
+/**
+ * Stops the wireguard-go a PID file names (only if that PID still runs `wireguard-go -f DEVICE`) and removes
+ * the PID file and its socket; returns the PID it stopped. For `weft reset` without an agent, tests and bench.
+ */
+export async function stopWireguardGo(pidFile: string, device: string): Promise<number | undefined> {
+  const pid = findRunning(pidFile, WIREGUARD_GO, ['-f', device]);
+  if (pid !== undefined) await terminatePid(pid);
+  fs.rmSync(pidFile, { force: true });
+  fs.rmSync(wgSocketPath(device), { force: true });
+  return pid;
+}
+
+/** The PID of the wireguard-go a PID file names, when it still runs `wireguard-go -f DEVICE`. */
+export function runningWireguardGo(pidFile: string, device: string): number | undefined {
+  return findRunning(pidFile, WIREGUARD_GO, ['-f', device]);
 }
 
 registerBackend({
