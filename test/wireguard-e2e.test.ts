@@ -104,8 +104,9 @@ test('wireguard: 3 hosts × 2 containers — all pairs, iperf3, no plaintext on 
           const lease = await c.agent(h).status();
           assert.ok(!JSON.stringify(lease).includes(key.trim()), 'the private key never leaves the key file');
         }
-        const human = await weft(['status', '--api', c.agent('h1').api]);
-        assert.match(human.stdout, /wireguard-go pid \d+/);
+        const json = JSON.parse((await weft(['status', '--json', '--api', c.agent('h1').api])).stdout);
+        assert.equal(json.networks[0].status.implementation, 'wireguard-go');
+        assert.match(json.networks[0].status.detail, /^wireguard-go pid \d+, weftwg-[0-9a-f]{8} port 51820, 2 peers/);
       });
 
       await t.test('all pairs ping', async () => {

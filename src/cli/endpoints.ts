@@ -67,7 +67,6 @@ export function registerEndpoints(program: Command): void {
         ['network', 'subnet', 'backend', 'bridge', 'mtu', 'peers'],
         st.networks.map((n) => [n.name, n.subnet, n.backend, n.bridge, n.mtu, n.peers.length]),
       );
-      for (const n of st.networks) if (n.status?.detail) process.stdout.write(`${n.name}: ${n.status.healthy === false ? 'UNHEALTHY: ' : ''}${n.status.detail}\n`);
       for (const [name, why] of Object.entries(st.failed ?? {})) process.stdout.write(`! ${name}: ${why}\n`);
     });
 }
