@@ -21,7 +21,7 @@ import { Endpoints, type ContainerResolver, type NetworkDirectory } from './endp
 import { resolveHostId } from './host-id.js';
 import { lockAgent, type HeldLock } from './lock.js';
 import { NetworkRunner } from './network-runner.js';
-import { attachRequestSchema, detachRequestSchema } from './schemas.js';
+import { attachRequestSchema, detachRequestSchema, rotateKeysRequestSchema } from './schemas.js';
 import type { AgentStatus, AttachRequest, DetachRequest } from './types.js';
 
 export interface AgentOptions {
@@ -296,6 +296,7 @@ export class Agent implements NetworkDirectory {
       { method: 'GET', path: '/endpoints', handler: async () => (await this.endpoints.list()).map(({ owner: _o, ...ep }) => ep) },
       { method: 'POST', path: '/attach', body: attachRequestSchema, handler: (body) => this.endpoints.attach(body as AttachRequest) },
       { method: 'POST', path: '/detach', body: detachRequestSchema, handler: (body) => this.endpoints.detach(body as DetachRequest) },
+      { method: 'POST', path: '/rotate-keys', body: rotateKeysRequestSchema, handler: (body) => this.rotateKeys(body) },
       {
         method: 'POST',
         path: '/reset',
@@ -306,6 +307,19 @@ export class Agent implements NetworkDirectory {
         },
       },
     ];
+  }
+
+  /** `weft rotate-keys`: new key pairs for one network ({network}) or every network whose backend has keys. */
+  private async rotateKeys(body: unknown): Promise<Array<{ network: string; subnet: string; backendData: Record<string, unknown> }>> {
+    const b = (body ?? {}) as { network?: string };
+    const runners = b.network ? [this.get(b.network)] : this.all().filter((r) => r.backend.rotateKeys);
+    if (!runners.length) throw new WeftError('no network on this host has keys to rotate');
+    const out = [];
+    for (const r of runners) {
+      const lease = await r.rotateKeys();
+      out.push({ network: r.name, subnet: lease.subnet, backendData: lease.backendData ?? {} });
+    }
+    return out;
   }
 
   /** Stops following the store and serving the API; the data plane stays. */

@@ -13,7 +13,9 @@ import { ensureBridge } from '../system/bridge.js';
 import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept, removeMasquerade } from '../system/iptables.js';
 import { enableIpForward } from '../system/sysctl.js';
 import { connectedPrefixes } from '../system/underlay.js';
+import { WeftError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { NetworkStatus } from './types.js';
 
 /** What the runner changes on the host outside the backend (injectable: unit tests record instead of touching the kernel). */
@@ -41,6 +43,8 @@ export const realHostOps: HostOps = {
   removeMasquerade: (cidr) => removeMasquerade(cidr),
   writeSubnetEnv: (file, env) => writeSubnetEnv(file, env),
 };
+/** Smallest container MTU a network config may ask for (IPv4 hosts must accept 576-byte datagrams). */
+const MIN_MTU = 576;
 
 export interface RunnerOptions {
   /** Host changes outside the backend (default: the real kernel). */
@@ -131,7 +135,7 @@ export class NetworkRunner {
     this.backend = this.module.create({
       networkName: this.name,
       network: this.config,
-      underlay,
+      underlay: this.underlayForMtu(underlay),
       log,
       stateDir: this.stateDir(),
       bridge: this.opts.bridge,
@@ -159,6 +163,55 @@ export class NetworkRunner {
     // Reconcile now and then even without store changes: repairs routes someone deleted by hand.
     this.resyncTimer = setInterval(() => this.kick(true), (this.opts.resyncSeconds ?? 30) * 1000);
     this.resyncTimer.unref();
+  }
+
+  /**
+   * The underlay as the backend should size its MTU from it. A network config may set `MTU` (the container
+   * MTU): it must fit the underlay link minus the backend's overhead (else a WeftError, shown by `weft status`),
+   * and the backend then sees an underlay of MTU + overhead, so every backend honours it without knowing.
+   */
+  private underlayForMtu(u: Underlay): Underlay {
+    const want = (this.config as { MTU?: unknown }).MTU;
+    if (want === undefined) return u;
+    const overhead = this.module.mtuOverhead;
+    const max = u.mtu - overhead;
+    if (typeof want !== 'number' || !Number.isInteger(want) || want < MIN_MTU)
+      throw new WeftError(`network ${this.name}: MTU ${JSON.stringify(want)} must be a whole number of at least ${MIN_MTU}`);
+    if (want > max)
+      throw new WeftError(`network ${this.name}: MTU ${want} is too large for the underlay: ${u.iface} has MTU ${u.mtu} and ${this.module.type} needs ${overhead} bytes of it (at most ${max})`);
+    return { ...u, mtu: want + overhead };
+  }
+
+  /**
+   * `weft rotate-keys`: the backend makes a new key pair and the lease is rewritten with its new data; peers
+   * pick it up through their lease watch. Renewals pause meanwhile, so a renewal in flight with the old data
+   * cannot land last (checked once more after a moment).
+   */
+  rotateKeys(): Promise<Lease> {
+    // two callers at once rotate one after the other
+    const next = this.rotation.then(() => this.rotateOnce());
+    this.rotation = next.catch(() => {});
+    return next;
+  }
+
+  private rotation: Promise<unknown> = Promise.resolve();
+
+  private async rotateOnce(): Promise<Lease> {
+    if (!this.backend.rotateKeys) throw new WeftError(`network ${this.name}: the ${this.backend.type} backend has no keys to rotate`);
+    const backendData = await this.backend.rotateKeys();
+    const req = { publicIp: this.opts.underlay.ip, backendType: this.backend.type, backendData };
+    this.leases.stop();
+    try {
+      let lease = await this.leases.acquire(req);
+      await sleep(200);
+      if (JSON.stringify(this.leases.lease?.backendData) !== JSON.stringify(backendData)) lease = await this.leases.acquire(req);
+      if (lease.subnet !== this.lease.subnet) await this.onLeaseChanged(lease);
+      else this.lease = lease;
+      this.opts.log.info({ network: this.name }, 'published the rotated keys in the lease');
+      return lease;
+    } finally {
+      if (!this.abort.signal.aborted) this.leases.start((lease) => void this.onLeaseChanged(lease));
+    }
   }
 
   /** Everything on this host that depends on the lease: bridge address, backend, forwarding, NAT, subnet.env. */

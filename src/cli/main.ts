@@ -16,6 +16,7 @@ const groups: Array<[string[], () => Promise<Register>]> = [
   [['doctor'], async () => (await import('./doctor.js')).registerDoctor],
   [['dns-add', 'dns-remove', 'dns-lookup'], async () => (await import('./dns.js')).registerDns],
   [['install-cni'], async () => (await import('./cni.js')).registerCni],
+  [['rotate-keys'], async () => (await import('./wireguard.js')).registerWireguard],
 ];
 
 /**
