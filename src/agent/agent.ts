@@ -20,9 +20,9 @@ import { BridgeNames } from './bridges.js';
 import { Endpoints, type ContainerResolver, type NetworkDirectory } from './endpoints.js';
 import { resolveHostId } from './host-id.js';
 import { lockAgent, type HeldLock } from './lock.js';
-import { NetworkRunner } from './network-runner.js';
-import { attachRequestSchema, detachRequestSchema, rotateKeysRequestSchema } from './schemas.js';
-import type { AgentStatus, AttachRequest, DetachRequest } from './types.js';
+import { DOCKER_BRIDGE, NetworkRunner } from './network-runner.js';
+import { attachRequestSchema, detachRequestSchema, rotateKeysRequestSchema, dockerOptsRequestSchema } from './schemas.js';
+import type { AgentStatus, AttachRequest, DetachRequest, DockerOptions } from './types.js';
 
 export interface AgentOptions {
   storeUrl?: string;
@@ -296,6 +296,7 @@ export class Agent implements NetworkDirectory {
       { method: 'GET', path: '/endpoints', handler: async () => (await this.endpoints.list()).map(({ owner: _o, ...ep }) => ep) },
       { method: 'POST', path: '/attach', body: attachRequestSchema, handler: (body) => this.endpoints.attach(body as AttachRequest) },
       { method: 'POST', path: '/detach', body: detachRequestSchema, handler: (body) => this.endpoints.detach(body as DetachRequest) },
+      { method: 'POST', path: '/docker-opts', body: dockerOptsRequestSchema, handler: (body) => this.dockerOpts((body ?? {}) as { network?: string }) },
       { method: 'POST', path: '/rotate-keys', body: rotateKeysRequestSchema, handler: (body) => this.rotateKeys(body) },
       {
         method: 'POST',
@@ -310,6 +311,25 @@ export class Agent implements NetworkDirectory {
   }
 
   /** `weft rotate-keys`: new key pairs for one network ({network}) or every network whose backend has keys. */
+  /**
+   * flannel's DOCKER_NETWORK_OPTIONS done right: the network's host bridge becomes docker0 (ports moved,
+   * kept across restarts), Docker's IPAM gets the upper half of the lease (--fixed-cidr) and weft the
+   * lower half, dockerd leaves NAT to weft. Then: restart dockerd with the options returned.
+   */
+  private async dockerOpts(b: { network?: string }): Promise<DockerOptions> {
+    const r = this.get(b.network);
+    const other = this.all().find((x) => x !== r && x.bridge === DOCKER_BRIDGE);
+    if (other) throw new WeftError(`docker0 already serves network ${other.name} on this host; dockerd has one default bridge`);
+    if (r.bridge !== DOCKER_BRIDGE) {
+      await r.moveToBridge(DOCKER_BRIDGE);
+      this.bridges.set(r.name, DOCKER_BRIDGE);
+      this.log.info({ network: r.name }, 'docker0 is now the host bridge of this network: restart dockerd with `weft docker-opts`');
+    }
+    const fixedCidr = r.dockerFixedCidr;
+    if (!fixedCidr || !r.gateway) throw new WeftError(`network ${r.name} cannot serve Docker's default bridge (backend ${r.module.type})`);
+    return { network: r.name, subnet: r.lease.subnet, bip: `${r.gateway}/${r.lease.subnet.split('/')[1]}`, fixedCidr, mtu: r.backend.mtu, ipMasq: false };
+  }
+
   private async rotateKeys(body: unknown): Promise<Array<{ network: string; subnet: string; backendData: Record<string, unknown> }>> {
     const b = (body ?? {}) as { network?: string };
     const runners = b.network ? [this.get(b.network)] : this.all().filter((r) => r.backend.rotateKeys);

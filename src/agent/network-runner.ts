@@ -9,14 +9,18 @@ import { writeSubnetEnv, type SubnetEnv } from '../lease/subnet-env.js';
 import type { Lease } from '../lease/types.js';
 import { networkKeys } from '../store/layout.js';
 import type { Store, Watch } from '../store/types.js';
-import { ensureBridge } from '../system/bridge.js';
+import { ensureBridge, movePorts } from '../system/bridge.js';
 import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept, removeMasquerade } from '../system/iptables.js';
 import { enableIpForward } from '../system/sysctl.js';
 import { connectedPrefixes } from '../system/underlay.js';
 import { WeftError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { blockSize, formatCidr, intToIp, parseCidr } from '../net/ipv4.js';
 import type { NetworkStatus } from './types.js';
+
+/** Docker's default bridge: in docker0 mode it is the network's host bridge. */
+export const DOCKER_BRIDGE = 'docker0';
 
 /** What the runner changes on the host outside the backend (injectable: unit tests record instead of touching the kernel). */
 export interface HostOps {
@@ -30,6 +34,8 @@ export interface HostOps {
   /** Removes the network's masquerade rules (an agent restarted without --ip-masq). */
   removeMasquerade(cidr: string): Promise<void>;
   writeSubnetEnv(file: string, env: SubnetEnv): Promise<void>;
+  /** Moves every port of bridge `from` onto `to` and deletes `from`. */
+  movePorts(from: string, to: string): Promise<unknown>;
 }
 
 export const realHostOps: HostOps = {
@@ -42,6 +48,7 @@ export const realHostOps: HostOps = {
   ensureMasquerade: (cidr) => ensureMasquerade(cidr),
   removeMasquerade: (cidr) => removeMasquerade(cidr),
   writeSubnetEnv: (file, env) => writeSubnetEnv(file, env),
+  movePorts: (from, to) => movePorts(from, to),
 };
 /** Smallest container MTU a network config may ask for (IPv4 hosts must accept 576-byte datagrams). */
 const MIN_MTU = 576;
@@ -89,6 +96,8 @@ export class NetworkRunner {
   /** What the last successful reconcile applied (peers and endpoints), to skip no-op events. */
   private applied?: string;
   private readonly host: HostOps;
+  /** The host bridge (weft0, …; docker0 in docker0 mode). */
+  private bridgeName: string;
   private running?: Promise<void>;
   private readonly abort = new AbortController();
   /** Reconciles applied so far (tests and the demo wait on it). */
@@ -105,11 +114,38 @@ export class NetworkRunner {
   ) {
     this.module = backendModule(config.Backend.Type);
     this.host = opts.host ?? realHostOps;
+    this.bridgeName = opts.bridge;
   }
 
-  /** Where containers of this host take addresses and which gateway they use. */
+  /**
+   * Where containers of this host take addresses and which gateway they use. When Docker's default bridge
+   * is this network's host bridge (docker0 mode, `weft docker-opts`), Docker's IPAM hands out the upper
+   * half of the lease (--fixed-cidr) and weft only the lower half: no address is ever handed out twice.
+   */
   get plan(): AddressPlan {
-    return addressPlan(this.lease, this.config);
+    const plan = addressPlan(this.lease, this.config);
+    const fixed = this.dockerFixedCidr;
+    return fixed ? { ...plan, last: intToIp(parseCidr(fixed).base - 1) } : plan;
+  }
+
+  /** Docker's --fixed-cidr in docker0 mode: the upper half of this host's lease; undefined otherwise. */
+  get dockerFixedCidr(): string | undefined {
+    if (this.bridgeName !== DOCKER_BRIDGE || !this.lease) return undefined;
+    const lease = parseCidr(this.lease.subnet);
+    return formatCidr({ base: lease.base + blockSize(lease.len + 1), len: lease.len + 1 });
+  }
+
+  /**
+   * Makes `name` this network's host bridge: created with the gateway address, every container port moved
+   * onto it, the old bridge removed. For docker0 mode, before dockerd restarts with `--bip` on it.
+   */
+  async moveToBridge(name: string): Promise<void> {
+    const old = this.bridge;
+    if (!old) throw new WeftError(`network ${this.name} uses no host bridge (backend ${this.module.type})`);
+    if (old === name) return;
+    this.bridgeName = name;
+    await this.applyLease();
+    await this.host.movePorts(old, name);
   }
 
   /** The containers' gateway (no prefix length), or undefined when the backend gives them none. */
@@ -119,7 +155,7 @@ export class NetworkRunner {
 
   /** The host bridge's name, or undefined when containers hang off none (macvlan). */
   get bridge(): string | undefined {
-    return this.module.wantsBridge === false ? undefined : this.opts.bridge;
+    return this.module.wantsBridge === false ? undefined : this.bridgeName;
   }
 
   /** This network's own state dir (keys, generated configs), made 0700. */
@@ -223,7 +259,8 @@ export class NetworkRunner {
     }
     await this.backend.activate(this.lease);
     await this.ensureForwarding();
-    const ipMasq = Boolean(this.opts.ipMasq ?? this.config.IPMasq);
+    // docker0 mode: dockerd runs with --ip-masq=false (its rule would NAT traffic to peers too); weft masquerades egress itself
+    const ipMasq = Boolean(this.opts.ipMasq ?? this.config.IPMasq) || this.bridgeName === DOCKER_BRIDGE;
     if (ipMasq) await this.host.ensureMasquerade(this.config.Network);
     else await this.host.removeMasquerade(this.config.Network);
     const env = { network: this.config.Network, subnet: this.lease.subnet, mtu: this.backend.mtu, ipMasq };

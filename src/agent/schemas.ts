@@ -83,6 +83,9 @@ export const detachRequestSchema = z.strictObject({
   network: networkName.optional(),
 });
 
+/** `weft docker-opts [--network N]`: the network whose host bridge becomes docker0 (default: the default network). */
+export const dockerOptsRequestSchema = z.union([z.undefined(), z.null(), z.strictObject({ network: networkName.optional() })]);
+
 /** `weft rotate-keys [--network N]`: every network with keys, or the named one. */
 export const rotateKeysRequestSchema = z.union([z.undefined(), z.null(), z.strictObject({ network: networkName.optional() })]);
 

@@ -62,3 +62,17 @@ export interface AgentStatus {
   /** Networks this host could not join, with the reason. */
   failed?: Record<string, string>;
 }
+
+/** What `weft docker-opts` prints for dockerd (flannel's DOCKER_NETWORK_OPTIONS, with docker0 as weft's bridge). */
+export interface DockerOptions {
+  network: string;
+  /** This host's lease. */
+  subnet: string;
+  /** --bip: the gateway with the lease's prefix length. */
+  bip: string;
+  /** --fixed-cidr: the part of the lease Docker's own IPAM hands out (weft never does). */
+  fixedCidr: string;
+  mtu: number;
+  /** --ip-masq: false, weft masquerades egress itself. */
+  ipMasq: false;
+}
