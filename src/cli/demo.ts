@@ -1,5 +1,5 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { demoDown, runDemo } from '../demo/demo.js';
+import { DEMO_UI_PORT, demoDown, runDemo } from '../demo/demo.js';
 import { printJson } from './output.js';
 
 /** `weft demo` and `weft demo down`. */
@@ -11,6 +11,7 @@ export function registerDemo(program: Command): void {
     .option('--containers <m>', 'containers per host', count, 2)
     .option('--backend <b>', 'host-gw | vxlan', 'vxlan')
     .option('--subnet <cidr>', 'the demo network', '10.244.0.0/16')
+    .option('--ui-port <port>', 'forward the live web map to this port on 127.0.0.1 (0: none)', (v) => Number(v), DEMO_UI_PORT)
     .option('--json', 'print JSON')
     .action(async (o) => {
       const result = await runDemo({
@@ -18,6 +19,7 @@ export function registerDemo(program: Command): void {
         containers: o.containers,
         backend: o.backend,
         subnet: o.subnet,
+        uiPort: o.uiPort,
         progress: o.json ? undefined : (line) => process.stdout.write(line + '\n'),
       });
       if (o.json) printJson(result);
@@ -34,6 +36,7 @@ export function registerDemo(program: Command): void {
         if (c && d) {
           process.stdout.write(
             `explore: ip netns exec ${c.ns} ping ${d.ip}   |   weft status --api ${c.api}   |   weft ps --api ${c.api}\n` +
+              (result.ui ? `live map: ${result.ui}\n` : '') +
               `clean up: weft demo down\n`,
           );
         }

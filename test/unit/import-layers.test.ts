@@ -22,6 +22,7 @@ const LAYERS: Record<string, number> = {
   agent: 6,
   adapters: 7,
   doctor: 7,
+  ui: 7,
   testbed: 7,
   demo: 8,
   cli: 9,
