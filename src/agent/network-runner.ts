@@ -229,6 +229,7 @@ export class NetworkRunner {
       mtu: this.backend.mtu,
       ...(this.gateway ? { gateway: this.gateway } : {}),
       leaseExpiresAt: this.lease.expiresAt,
+      ...(this.leases ? { leaseTtlSeconds: this.leases.ttlSeconds } : {}),
       status: backendStatus,
       ...(this.lastError ? { error: this.lastError } : {}),
       peers: this.peers.map((p) => {

@@ -47,6 +47,8 @@ export interface NetworkStatus {
   gateway?: string;
   /** When this host's lease runs out unless renewed (ms since epoch). */
   leaseExpiresAt?: number;
+  /** The lease TTL this host uses (it renews every third of it). */
+  leaseTtlSeconds?: number;
   /** The backend's own health and details. */
   status?: BackendStatus;
   /** Why the last reconcile failed, until one succeeds. */
