@@ -55,6 +55,18 @@ export function registerAgent(program: Command): void {
         log.warn({ err: (err as Error).message, addr: o.uiAddr }, 'web map not started');
         return undefined;
       });
+      // `weft doctor --all`: this agent answers doctor requests found in the store (src/doctor/cluster.ts)
+      const { answerDoctorRequests } = await import('../doctor/cluster.js');
+      const { runDoctor } = await import('../doctor/index.js');
+      const doctorWatch = answerDoctorRequests(
+        agent.store,
+        agent.hostId,
+        async () => {
+          const r = await runDoctor({ api: o.api, storeUrl: agent.store.url });
+          return { ok: r.ok, findings: r.findings, publicIp: agent.underlay.ip };
+        },
+        log,
+      );
       const docker = o.docker
         ? await (await import('../adapters/docker/index.js')).startDockerIntegration(agent, {
             stateDir: o.stateDir,
@@ -70,6 +82,7 @@ export function registerAgent(program: Command): void {
           log.info({ signal: sig }, 'stopping; the data plane stays in place');
           Promise.resolve(docker?.stop())
             .catch((err) => log.error({ err }, 'stopping the Docker plugin failed'))
+            .then(() => doctorWatch.close())
             .then(() => ui?.close())
             .then(() => agent.stop())
             .finally(resolve);

@@ -15,6 +15,7 @@ const groups: Array<[string[], () => Promise<Register>]> = [
   [['demo'], async () => (await import('./demo.js')).registerDemo],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctor],
   [['ui'], async () => (await import('./ui.js')).registerUi],
+  [['bench'], async () => (await import('./bench.js')).registerBench],
 ];
 
 /**

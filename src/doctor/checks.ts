@@ -64,8 +64,15 @@ export function judgeLeaseHealth(f: DoctorFacts, n: NetworkStatus, sn: StoreNetw
     const l = leases[i]!;
     if (l.hostId === st.hostId && l.publicIp !== st.publicIp)
       conflicts.push(bad(`lease-conflict:${n.name}:${canonicalCidr(l.subnet)}`, 'error', `lease ${l.subnet} of network ${n.name} names this host (${st.hostId}) but PublicIP ${l.publicIp}, not ${st.publicIp}: peers send its traffic elsewhere`, 'restart the agent (it rewrites its lease), or check --public-ip'));
-    else if (l.hostId !== undefined && l.hostId !== st.hostId && l.publicIp === st.publicIp)
-      conflicts.push(bad(`lease-conflict:${n.name}:${canonicalCidr(l.subnet)}`, 'error', `lease ${l.subnet} of network ${n.name} is held by host ${l.hostId} but its PublicIP ${l.publicIp} is this host's: peers send ${l.subnet} here`, `remove it from the store, and check --public-ip / --host-id on ${l.hostId}`));
+    else if (l.hostId !== st.hostId && l.publicIp === st.publicIp && canonicalCidr(l.subnet) !== canonicalCidr(n.subnet))
+      conflicts.push(
+        bad(
+          `lease-conflict:${n.name}:${canonicalCidr(l.subnet)}`,
+          'error',
+          `lease ${l.subnet} of network ${n.name} is held by ${l.hostId ? `host ${l.hostId}` : 'another holder (no weft host id)'} but its PublicIP ${l.publicIp} is this host's: peers send ${l.subnet} here`,
+          `remove it from the store (weft network inspect ${n.name}), and check --public-ip on its holder`,
+        ),
+      );
   }
   out.push(...conflicts);
   if (!conflicts.length) out.push(ok(`lease-conflict:${n.name}`, `no two leases of ${n.name} overlap and each PublicIP belongs to its holder`));

@@ -25,6 +25,7 @@ const LAYERS: Record<string, number> = {
   ui: 7,
   testbed: 7,
   demo: 8,
+  bench: 8,
   cli: 9,
 };
 
