@@ -9,7 +9,6 @@ import { needsRoot } from './helpers/require-root.js';
 
 /** `weft bench --json` (short: 1 s runs): a row per implemented backend plus the underlay, with measured numbers; nothing left behind. */
 test('weft bench --json gives a measured row per implemented backend', { timeout: 180_000, skip: needsRoot('iperf3') }, async () => {
-  const before = new Set((await ipJson<Array<{ name: string }>>(['netns', 'list'])).map((n) => n.name));
   const r = await runWeft(['bench', '--json', '--seconds', '1', '--pings', '3'], { timeoutMs: 170_000 });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stderr, /^bench: {3}round 1\/1: iperf3 underlay/m, 'progress is shown while it runs');
@@ -21,6 +20,8 @@ test('weft bench --json gives a measured row per implemented backend', { timeout
     if (row.path !== 'underlay') assert.ok(row.gbpsVsUnderlay! > 0 && row.rttVsUnderlay! > 0);
   }
   assert.equal(out.rows.find((x) => x.backend === 'vxlan')?.mtu, 1450);
-  const left = (await ipJson<Array<{ name: string }>>(['netns', 'list'])).map((n) => n.name).filter((n) => !before.has(n) && /^wt[a-z0-9]{4}-/.test(n));
+  const prefix = /^bench: test bed (\S+)-\* /m.exec(r.stderr)?.[1];
+  assert.ok(prefix, r.stderr);
+  const left = (await ipJson<Array<{ name: string }>>(['netns', 'list'])).map((n) => n.name).filter((n) => n.startsWith(`${prefix}-`));
   assert.deepEqual(left, [], 'namespaces left behind');
 });

@@ -83,8 +83,8 @@ export async function runBackendBench(o: BenchOptions = {}): Promise<BenchRow[]>
   const agents: AgentProcess[] = [];
   let tb: Testbed | undefined;
   try {
-    say(`building a test bed (prefix will be removed at the end)`);
     tb = await createTestbed({ hosts: 0 });
+    say(`test bed ${tb.prefix}-* (namespaces removed at the end)`);
     const exec: NsRun = (ns, argv) => tb!.exec(ns, argv, { allowFail: true });
     const pairs: Pair[] = [];
     for (const [i, backend] of backends.entries()) {
