@@ -25,6 +25,8 @@ export function registerUi(program: Command): void {
       if (!ui.url || !ui.token) throw new WeftError(ui.error ?? 'the agent serves no web map');
       const url = uiUrl({ url: ui.url, token: ui.token });
       if (o.json) printJson({ url, token: ui.token });
+      else if (url.startsWith('unix:'))
+        process.stdout.write(`${url}\n(a unix socket: forward it, e.g. socat TCP-LISTEN:9403,bind=127.0.0.1,fork ${url.replace(/^unix:/, 'UNIX-CONNECT:')}, then open http://127.0.0.1:9403/)\n`);
       else process.stdout.write(`${url}\n${url.includes('token=') ? '' : `(from another machine: start the agent with --ui-addr ADDR:PORT and use ?token=${ui.token})\n`}`);
       if (o.open) spawn('xdg-open', [url], { stdio: 'ignore', detached: true }).on('error', () => process.stderr.write('weft: cannot run xdg-open; open the URL by hand\n')).unref();
     });
