@@ -6,6 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
 import { chromium, type Browser } from 'playwright-core';
+import { openStore } from '../src/store/index.js';
+import { networkKeys } from '../src/store/layout.js';
 import { run } from '../src/system/exec.js';
 import { runWeft } from '../src/testbed/agents.js';
 import { needsRoot } from './helpers/require-root.js';
@@ -44,7 +46,7 @@ after(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-test('weft demo prints a live map: every host and container, a new container appears without reload', { timeout: 180_000, skip }, async () => {
+test('weft demo prints a live map: every host and container; a container attached and a host joining appear without reload', { timeout: 180_000, skip }, async () => {
   const port = await freePort();
   env = { ...process.env, WEFT_DEMO_PREFIX: prefix, WEFT_DEMO_DIR: dir, WEFT_DEMO_UI_PORT: String(port) };
   const demo = await runWeft(['demo', '--hosts', '3', '--containers', '2', '--json'], { env, timeoutMs: 120_000 });
@@ -85,6 +87,22 @@ test('weft demo prints a live map: every host and container, a new container app
   const late = page.locator(`.host[data-host="h2"] .ctr[data-container="${ns}"]`);
   await late.waitFor({ timeout: 15_000 });
   assert.equal(await late.textContent(), `late  ${ip}`);
+
+  // a host joining (its lease appears in the store) shows up without a reload too
+  const h1 = JSON.parse((await runWeft(['status', '--api', result.containers[0]!.api, '--json'])).stdout) as { publicIp: string };
+  const joinerIp = h1.publicIp.replace(/\.\d+$/, '.99'); // on the demo's own underlay switch: nothing answers, nothing leaves
+  const store = await openStore(`sqlite://${path.join(dir, 'weft.db')}`);
+  const key = networkKeys(store, 'demo').subnet('10.244.250.0/24');
+  try {
+    await store.put(key, JSON.stringify({ PublicIP: joinerIp, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '02:00:00:00:00:99' } }), { ttlSeconds: 60 });
+    await page.locator(`.host[data-host="${joinerIp}"]`).waitFor({ timeout: 15_000 });
+    assert.match((await page.locator(`.host[data-host="${joinerIp}"]`).textContent()) ?? '', /demo 10\.244\.250\.0\/24 · vxlan/);
+    await store.delete(key);
+    await page.locator(`.host[data-host="${joinerIp}"]`).waitFor({ state: 'detached', timeout: 15_000 });
+  } finally {
+    await store.delete(key).catch(() => false);
+    await store.close();
+  }
 
   // click for details
   await late.click();
