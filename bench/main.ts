@@ -28,6 +28,7 @@ import { PID_FILE, stopWireguardGo, wgDeviceName } from '../src/backends/wiregua
 import { wgSocketPath } from '../src/system/wireguard.js';
 import { createTestbed, type Testbed, type TestbedHost } from '../src/testbed/index.js';
 import type { WorkerInput, WorkerOutput } from './attach-worker.js';
+import { iperf as measureIperf, median, pct, pingRtts, type NsRun } from '../src/bench/measure.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const WORKER = path.join(HERE, 'attach-worker.js');
@@ -100,19 +101,6 @@ function parseArgs(argv: string[]): Options {
 }
 
 // ---------------------------------------------------------------- helpers
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-/** Nearest-rank percentile. */
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-
 
 let log: (line: string) => void = (line) => process.stderr.write(`bench: ${line}\n`);
 let verbose = false;
@@ -314,28 +302,9 @@ ip -n ${h.ns} route add ${base}.${j + 1}.0/24 dev ${devs[i]}`);
 
 // ---------------------------------------------------------------- measurements
 
-async function iperf(tb: Testbed, p: Path, seconds: number): Promise<number> {
-  for (let attempt = 1; ; attempt++) {
-    const r = await tb.exec(p.srcNs, ['iperf3', '-c', p.dstIp, '-t', String(seconds), '-O', '1', '-J'], { allowFail: true });
-    let j: any;
-    try {
-      j = JSON.parse(r.stdout);
-    } catch {
-      j = { error: r.stderr.trim() || 'no JSON output' };
-    }
-    const bps = j?.end?.sum_received?.bits_per_second;
-    if (r.code === 0 && typeof bps === 'number') return bps / 1e9;
-    if (attempt >= 3) throw new Error(`iperf3 ${p.key} (${p.srcNs} → ${p.dstIp}) failed: ${j?.error ?? r.stderr}`);
-    await sleep(500);
-  }
-}
-
-async function ping(tb: Testbed, p: Path, count: number): Promise<number[]> {
-  const r = await tb.exec(p.srcNs, ['ping', '-n', '-c', String(count), '-i', '0.05', '-W', '1', p.dstIp], { allowFail: true });
-  const times = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]) * 1000);
-  if (times.length === 0) throw new Error(`ping ${p.key} (${p.srcNs} → ${p.dstIp}): no answer: ${r.stdout.trim().split('\n').pop()}`);
-  return times;
-}
+const nsRun = (tb: Testbed): NsRun => (ns, argv) => tb.exec(ns, argv, { allowFail: true });
+const iperf = (tb: Testbed, p: Path, seconds: number) => measureIperf(nsRun(tb), { key: p.key, srcNs: p.srcNs, dstIp: p.dstIp }, seconds);
+const ping = (tb: Testbed, p: Path, count: number) => pingRtts(nsRun(tb), { key: p.key, srcNs: p.srcNs, dstIp: p.dstIp }, count);
 
 interface PathResult {
   key: string;

@@ -71,6 +71,8 @@ export interface RunnerOptions {
   forwardParents?: string[];
   /** Seconds between reconciles that run without a store change (default 30). */
   resyncSeconds?: number;
+  /** Told after each reconcile with its duration and error, if any (metrics). */
+  onReconciled?: (runner: NetworkRunner, seconds: number, error?: string) => void;
   /** Told when the lease changed on renewal and the host side was re-addressed (the agent re-attaches containers). */
   onReaddressed?: (runner: NetworkRunner, was: Lease) => void;
   log: Logger;
@@ -106,6 +108,8 @@ export class NetworkRunner {
   skipped = 0;
   /** The last reconcile's error, shown by `weft status` until one succeeds. */
   lastError?: string;
+  /** Per peer subnet: when its lease was last seen written with a new expiry (its holder renewed it). */
+  private readonly seen = new Map<string, { expiresAt?: number; at: number }>();
 
   constructor(
     readonly name: string,
@@ -319,14 +323,32 @@ export class NetworkRunner {
       mtu: this.backend.mtu,
       ...(this.gateway ? { gateway: this.gateway } : {}),
       leaseExpiresAt: this.lease.expiresAt,
+      ...(this.leases ? { leaseTtlSeconds: this.leases.ttlSeconds } : {}),
       status: backendStatus,
       ...(this.lastError ? { error: this.lastError } : {}),
-      peers: this.peers.map((p) => ({ subnet: p.subnet, publicIp: p.publicIp, hostId: p.hostId })),
+      peers: this.peers.map((p) => {
+        const latest = this.lastAll.find((l) => l.subnet === p.subnet) ?? p;
+        const seen = this.seen.get(p.subnet);
+        return {
+          subnet: p.subnet,
+          publicIp: p.publicIp,
+          hostId: p.hostId,
+          backendData: p.backendData,
+          ...(seen ? { lastSeen: seen.at } : {}),
+          ...(latest.expiresAt !== undefined ? { expiresAt: latest.expiresAt } : {}),
+        };
+      }),
     };
   }
 
   private onLeases(all: Lease[]): void {
     this.lastAll = all;
+    const now = Date.now();
+    for (const l of all) {
+      const was = this.seen.get(l.subnet);
+      if (!was || was.expiresAt !== l.expiresAt) this.seen.set(l.subnet, { expiresAt: l.expiresAt, at: now });
+    }
+    for (const k of [...this.seen.keys()]) if (!all.some((l) => l.subnet === k)) this.seen.delete(k);
     this.kick();
   }
 
@@ -384,6 +406,7 @@ export class NetworkRunner {
         this.skipped++;
         continue;
       }
+      const t0 = process.hrtime.bigint();
       try {
         await this.ensureForwarding();
         await this.backend.reconcile(peers, endpoints);
@@ -396,6 +419,7 @@ export class NetworkRunner {
         this.lastError = `reconcile failed: ${(err as Error).message}`;
         this.opts.log.error({ err, network: this.name }, 'reconcile failed; will retry on the next change');
       }
+      this.opts.onReconciled?.(this, Number(process.hrtime.bigint() - t0) / 1e9, this.lastError);
     }
   }
 }

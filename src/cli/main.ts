@@ -17,6 +17,8 @@ const groups: Array<[string[], () => Promise<Register>]> = [
   [['dns-add', 'dns-remove', 'dns-lookup'], async () => (await import('./dns.js')).registerDns],
   [['install-cni'], async () => (await import('./cni.js')).registerCni],
   [['rotate-keys'], async () => (await import('./wireguard.js')).registerWireguard],
+  [['ui'], async () => (await import('./ui.js')).registerUi],
+  [['bench'], async () => (await import('./bench.js')).registerBench],
 ];
 
 /**
