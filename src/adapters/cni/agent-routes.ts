@@ -34,7 +34,7 @@ import {
  */
 export function cniRoutes(agent: Agent): Route[] {
   const cni = new CniService(agent);
-  return [{ method: 'POST', path: '/cni', handler: (body) => cni.handle(body) }];
+  return [{ method: 'POST', path: '/cni', body: pluginCallSchema, handler: (body) => cni.handle(body) }];
 }
 
 const log = rootLog.child({ component: 'cni' });
