@@ -41,7 +41,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef BATCH
 #define BATCH 64
+#endif
 #define MAX_PEERS 4096
 #define BUF 65536
 
@@ -268,6 +270,7 @@ static int run(const char *dev, const char *ip, int port, const char *table_file
   memset(last, 0, sizeof last);
   time_t lastWrite = time(NULL);
   struct pollfd pf[2] = {{.fd = tun, .events = POLLIN}, {.fd = udp, .events = POLLIN}};
+  int tun_ready = 1, udp_ready = 1;
 
   while (!want_exit) {
     if (want_reload) {
@@ -283,12 +286,12 @@ static int run(const char *dev, const char *ip, int port, const char *table_file
       memcpy(last, ctr, sizeof ctr);
       write_stats(stats_file, dev, tab->n);
     }
-    int busy = 0;
     /* TUN → UDP: read up to BATCH packets, one sendmmsg */
-    int m = 0;
-    for (int i = 0; i < BATCH; i++) {
+    int m = 0, reads = 0;
+    for (int i = 0; tun_ready && i < BATCH; i++) {
       ssize_t n = read(tun, txbuf[m], BUF);
       if (n < 0) break;
+      reads++;
       int r = route_of(tab, txbuf[m], (size_t)n);
       if (r < 0) {
         ctr[r == -2 ? D_NOT_IPV4 : D_NO_ROUTE]++;
@@ -299,7 +302,7 @@ static int run(const char *dev, const char *ip, int port, const char *table_file
       txa[m].sin_port = tab->p[r].port;
       m++;
     }
-    if (m == BATCH) busy = 1;
+    tun_ready = reads == BATCH; /* fewer: the TUN queue is empty, wait for poll */
     for (int off = 0; off < m;) {
       int s = sendmmsg(udp, tx + off, m - off, 0);
       if (s < 0) {
@@ -327,8 +330,8 @@ static int run(const char *dev, const char *ip, int port, const char *table_file
       rx[i].msg_hdr.msg_controllen = 0;
       rx[i].msg_hdr.msg_flags = 0;
     }
-    int k = recvmmsg(udp, rx, BATCH, MSG_DONTWAIT, NULL);
-    if (k == BATCH) busy = 1;
+    int k = udp_ready ? recvmmsg(udp, rx, BATCH, MSG_DONTWAIT, NULL) : 0;
+    udp_ready = k == BATCH;
     for (int i = 0; i < k; i++) {
       size_t len = rx[i].msg_len;
       if (rx[i].msg_hdr.msg_flags & MSG_TRUNC) {
@@ -347,9 +350,12 @@ static int run(const char *dev, const char *ip, int port, const char *table_file
       ctr[C_RX_PACKETS]++;
       ctr[C_RX_BYTES] += len;
     }
-    if (busy || m > 0 || k > 0) continue; /* drain before sleeping */
+    if (tun_ready || udp_ready) continue; /* a full batch: more may be waiting */
+    /* both drained: sleep until one has something (no system call is spent on the idle side) */
     pf[0].revents = pf[1].revents = 0;
-    poll(pf, 2, 1000);
+    if (poll(pf, 2, 1000) < 0) continue;
+    tun_ready = pf[0].revents != 0;
+    udp_ready = pf[1].revents != 0;
   }
   write_stats(stats_file, dev, tab->n);
   return 0;
