@@ -26,10 +26,13 @@ async function countFrom(ns: string, src: string): Promise<() => Promise<number>
   };
 }
 
-for (const backend of ['vxlan', 'host-gw'] as const) {
+/** Each backend's test networks: vxlan's, host-gw's, and for udp host-gw's second octet − 10. */
+const cidrOf = (b: string, vxlan: string, hostGw: string) => (b === 'vxlan' ? vxlan : b === 'host-gw' ? hostGw : hostGw.replace(/^10\.(\d+)/, (_, n: string) => `10.${Number(n) - 10}`));
+
+for (const backend of ['vxlan', 'host-gw', 'udp'] as const) {
   describe(`core faults (${backend})`, { timeout: 150_000, skip: needsRoot('iptables', 'ebtables') }, () => {
     test('forged source addresses and MACs from a container never reach another container', { timeout: 70_000 }, () =>
-      withCluster({ backend, cidr: backend === 'vxlan' ? '10.231.0.0/16' : '10.232.0.0/16', hosts: 2, containersPerHost: 2 }, async (c) => {
+      withCluster({ backend, cidr: cidrOf(backend, '10.231.0.0/16', '10.232.0.0/16'), hosts: 2, containersPerHost: 2 }, async (c) => {
         const [a1, a2] = c.on('h1');
         const [b1] = c.on('h2');
         // control: the real source gets through, to the same host and across
@@ -61,7 +64,7 @@ for (const backend of ['vxlan', 'host-gw'] as const) {
     );
 
     test('the same container attached many times at once gets one interface, one address, one record', { timeout: 60_000 }, () =>
-      withCluster({ backend, cidr: backend === 'vxlan' ? '10.233.0.0/16' : '10.234.0.0/16', hosts: 2, containersPerHost: 0 }, async (c) => {
+      withCluster({ backend, cidr: cidrOf(backend, '10.233.0.0/16', '10.234.0.0/16'), hosts: 2, containersPerHost: 0 }, async (c) => {
         const h1 = c.tb.hosts[0]!;
         const ns = await c.tb.addContainer(h1, 'dup');
         const api = c.agent(h1).api;
@@ -89,7 +92,7 @@ for (const backend of ['vxlan', 'host-gw'] as const) {
     );
 
     test('a deleted network config never tears down a working data plane; putting it back changes nothing', { timeout: 60_000 }, () =>
-      withCluster({ backend, cidr: backend === 'vxlan' ? '10.237.0.0/16' : '10.238.0.0/16', hosts: 2, containersPerHost: 1 }, async (c) => {
+      withCluster({ backend, cidr: cidrOf(backend, '10.237.0.0/16', '10.238.0.0/16'), hosts: 2, containersPerHost: 1 }, async (c) => {
         const [a] = c.on('h1');
         const [b] = c.on('h2');
         await waitUntil('h1 reaches h2 before', 15_000, async () => (await nsExec(a!.ns, ['ping', '-n', '-q', '-c', '1', '-W', '1', b!.ip], { allowFail: true })).code === 0);
@@ -121,7 +124,7 @@ for (const backend of ['vxlan', 'host-gw'] as const) {
     );
 
     test('records and kernel agree: a lost interface is re-created, a stray one removed, attach repairs', { timeout: 60_000 }, () =>
-      withCluster({ backend, cidr: backend === 'vxlan' ? '10.235.0.0/16' : '10.236.0.0/16', hosts: 1, containersPerHost: 1 }, async (c) => {
+      withCluster({ backend, cidr: cidrOf(backend, '10.235.0.0/16', '10.236.0.0/16'), hosts: 1, containersPerHost: 1 }, async (c) => {
         const h1 = c.tb.hosts[0]!;
         const [ct] = c.on('h1');
         const ep = (await callAgent<Endpoint[]>(c.agent(h1).api, 'GET', '/endpoints'))[0]!;
