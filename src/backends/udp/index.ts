@@ -12,6 +12,7 @@ import { WeftError } from '../../util/errors.js';
 import { registerBackend } from '../registry.js';
 import { diffRoutes, RefusalLog } from '../routes.js';
 import type { Backend, BackendContext, BackendStatus } from '../types.js';
+import { judgeUdp } from './doctor.js';
 import { DEFAULT_UDP_PORT, parseStats, planUdpPeers, renderTable, UDP_OVERHEAD, udpDeviceName, type UdpBackendData, type UdpPeer, type UdpStats } from './table.js';
 
 export { DEFAULT_UDP_PORT, UDP_OVERHEAD, udpDeviceName } from './table.js';
@@ -326,5 +327,6 @@ registerBackend({
     return mine === (other.backend.Port ?? DEFAULT_UDP_PORT) ? `UDP port ${mine} is already used by network "${other.name}"; pick another with --port` : undefined;
   },
   deviceNames: () => [],
+  doctor: judgeUdp,
   create: (ctx) => new UdpBackend(ctx),
 });
