@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { runningUdpd, STATS_FILE, UDPD_BINARY, udpDeviceName } from '../src/backends/udp/index.js';
-import { pidAlive } from '../src/system/process.js';
+import { PID_FILE, runningUdpd, STATS_FILE, TABLE_FILE, UDPD_BINARY, udpDeviceName } from '../src/backends/udp/index.js';
+import { pidAlive, terminatePid } from '../src/system/process.js';
 import { AgentProcess } from '../src/testbed/agents.js';
 import { waitFor } from '../src/testbed/wait.js';
 import { destroyLeftovers, links, NETWORK, routes, waitUntil, weft, withCluster, type Cluster } from './helpers/agent-cluster.js';
@@ -111,8 +111,11 @@ test('udp: 3 hosts × 2 containers — all pairs, iperf3, plaintext on the wire,
         const gbps = j.end.sum_received.bits_per_second / 1e9;
         t.diagnostic(`iperf3 h1-c1 → h2-c1 over udp: ${gbps.toFixed(3)} Gbit/s`);
         assert.ok(gbps > 0);
-        const s = await udpStatus(c, 'h2');
-        assert.ok(s.counters.rxBytes! > j.end.sum_received.bytes, `h2's weft-udpd counted the transfer (${s.counters.rxBytes} bytes)`);
+        // the counters are at most about a second old
+        await waitUntil("h2's weft-udpd to count the transfer", 10_000, async () => {
+          const s = await udpStatus(c, 'h2');
+          return s.counters.rxBytes! > j.end.sum_received.bytes || `rxBytes ${s.counters.rxBytes} < ${j.end.sum_received.bytes}`;
+        });
       } finally {
         if (server.exitCode === null) process.kill(server.pid!, 'SIGTERM');
       }
@@ -177,6 +180,31 @@ test('udp: 3 hosts × 2 containers — all pairs, iperf3, plaintext on the wire,
       assert.equal(st.pid, pid);
       assert.equal(st.adopted, true);
       await c.agent('h2').waitForPeers(2);
+      await c.assertAllPairs();
+    });
+
+    await t.test('a weft-udpd left running with other arguments (another port) is replaced by the next agent', async () => {
+      const h3 = c.tb.host('h3');
+      const dir = path.join(c.agent('h3').stateDir, NETWORK);
+      const dev = udpDeviceName(NETWORK, 'h3');
+      await c.agent('h3').stop('SIGTERM');
+      const old = udpdOf(c, 'h3');
+      assert.ok(old, 'weft-udpd outlives a stopped agent');
+      await terminatePid(old);
+      // as if the network's Port had been 9999 when this weft-udpd started
+      const hand = c.tb.spawn(h3.ns, [UDPD_BINARY, 'run', dev, h3.ip, '9999', path.join(dir, TABLE_FILE), path.join(dir, STATS_FILE)]);
+      await waitUntil('the hand-started weft-udpd to run', 10_000, async () => JSON.parse(fs.readFileSync(path.join(dir, STATS_FILE), 'utf8')).pid === hand.pid);
+      fs.writeFileSync(path.join(dir, PID_FILE), `${hand.pid}\n`, { mode: 0o600 });
+      const again = new AgentProcess(h3, c.agent('h3').opts);
+      c.agents.set('h3', again);
+      await again.start();
+      await waitUntil('h3 healthy with a weft-udpd of its own', 15_000, async () => {
+        const st = await udpStatus(c, 'h3');
+        return (st.healthy && st.pid !== hand.pid) || st.detail;
+      });
+      assert.equal(pidAlive(hand.pid!), false, 'the outdated weft-udpd was stopped');
+      assert.equal(udpdOf(c, 'h3'), (await udpStatus(c, 'h3')).pid);
+      await c.agent('h3').waitForPeers(2);
       await c.assertAllPairs();
     });
 

@@ -7,7 +7,7 @@ import type { Lease } from '../../lease/types.js';
 import { cidrWithin, networkAddress } from '../../net/ipv4.js';
 import { getLink } from '../../system/ip.js';
 import { KernelBatch, readRoutes, routeDst, type RouteSpec } from '../../system/ops.js';
-import { findRunning, superviseProcess, terminatePid, type SupervisedProcess } from '../../system/process.js';
+import { findRunning, pidFileProcess, superviseProcess, terminatePid, type SupervisedProcess } from '../../system/process.js';
 import { WeftError } from '../../util/errors.js';
 import { registerBackend } from '../registry.js';
 import { diffRoutes, RefusalLog } from '../routes.js';
@@ -106,6 +106,7 @@ export class UdpBackend implements Backend {
       // an adopted weft-udpd forwards by this file: keep it until the first reconcile knows the leases
       if (!fs.existsSync(this.tableFile)) this.writeTable(undefined, []);
       supervisors.get(this.device)?.release();
+      await this.replaceOutdated();
       this.proc = this.supervise();
       try {
         await this.waitReady(this.proc.adopted ? 1000 : 5000);
@@ -124,6 +125,19 @@ export class UdpBackend implements Backend {
       const data: UdpBackendData = { Port: this.port };
       return { ...data };
     });
+  }
+
+  /**
+   * A weft-udpd of this device still running with other arguments (the network's Port or this host's address
+   * changed while the agent was away) holds the TUN device and would keep a new one from starting: stop it.
+   */
+  private async replaceOutdated(): Promise<void> {
+    const cur = pidFileProcess(this.pidFile);
+    if (!cur || path.basename(cur.argv[0] ?? '') !== path.basename(UDPD_BINARY) || cur.argv[2] !== this.device) return;
+    const want = udpdArgs(this.device, this.ctx.underlay.ip, this.port, this.ctx.stateDir);
+    if (cur.argv.length === want.length + 1 && want.every((a, i) => cur.argv[i + 1] === a)) return;
+    this.ctx.log.info({ network: this.ctx.networkName, pid: cur.pid, was: cur.argv.slice(1).join(' ') }, `udp: weft-udpd ${cur.pid} runs with other arguments; replacing it`);
+    await terminatePid(cur.pid);
   }
 
   private supervise(): SupervisedProcess {
