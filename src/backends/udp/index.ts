@@ -53,7 +53,8 @@ function udpdArgs(device: string, ip: string, port: number, stateDir: string): s
  * Traffic across an agent restart: none is lost. weft-udpd is a process of its own, not stopped with the
  * agent (SIGTERM, SIGKILL or a crash); the next agent adopts it through `weft-udpd.pid` (PID + command line)
  * and rewrites the table only when the leases changed. test/udp-e2e.test.ts kills and restarts an agent
- * under a 10/s ping and reports the longest gap. While the agent is away, peer changes are not applied.
+ * under a 10/s ping: no ping lost, longest gap 0.13–0.50 s on a loaded machine. While the agent is away,
+ * peer changes are not applied. A weft-udpd left with other arguments (Port or address changed) is replaced.
  * The TUN device is persistent (TUNSETPERSIST): when weft-udpd itself dies the device, its address and
  * routes stay, packets are dropped until the supervisor starts it again (500 ms, doubling with repeated
  * failures), and the new one reads the table file at start. weft-udpd stays in the agent's process group
