@@ -4,7 +4,7 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { PID_FILE, runningUdpd, STATS_FILE, TABLE_FILE, UDPD_BINARY, udpDeviceName } from '../src/backends/udp/index.js';
 import { pidAlive, terminatePid } from '../src/system/process.js';
-import { AgentProcess } from '../src/testbed/agents.js';
+import { AgentProcess, WEFT_BIN } from '../src/testbed/agents.js';
 import { waitFor } from '../src/testbed/wait.js';
 import { destroyLeftovers, links, NETWORK, routes, waitUntil, weft, withCluster, type Cluster } from './helpers/agent-cluster.js';
 import { capture, MARKER, pingDuring, pingMarker } from './helpers/wire.js';
@@ -220,6 +220,20 @@ test('udp: 3 hosts × 2 containers — all pairs, iperf3, plaintext on the wire,
       assert.ok(st.restarts >= 1);
       assert.equal(st.healthy, true, st.detail);
       await c.assertAllPairs();
+    });
+
+    await t.test('weft reset without an agent stops weft-udpd by PID and removes the TUN device and its files', async () => {
+      const h1 = c.tb.host('h1');
+      const dir = path.join(c.agent('h1').stateDir, NETWORK);
+      const pid = udpdOf(c, 'h1')!;
+      assert.ok(pid);
+      await c.agent('h1').stop('SIGTERM');
+      assert.ok(pidAlive(pid), 'weft-udpd outlives a stopped agent');
+      const r = await c.tb.exec(h1.ns, [process.execPath, WEFT_BIN, 'reset', '--store', c.storeUrl, '--state-dir', c.agent('h1').stateDir, '--host-id', 'h1'], { allowFail: true });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(pidAlive(pid), false, 'weft-udpd stopped');
+      assert.equal((await links(h1.ns)).some((l) => l.ifname === udpDeviceName(NETWORK, 'h1')), false, 'the TUN device is gone');
+      for (const f of [TABLE_FILE, STATS_FILE, PID_FILE]) assert.equal(fs.existsSync(path.join(dir, f)), false, `${f} removed`);
     });
   });
 });

@@ -133,8 +133,8 @@ export class UdpBackend implements Backend {
    * changed while the agent was away) holds the TUN device and would keep a new one from starting: stop it.
    */
   private async replaceOutdated(): Promise<void> {
-    const cur = pidFileProcess(this.pidFile);
-    if (!cur || path.basename(cur.argv[0] ?? '') !== path.basename(UDPD_BINARY) || cur.argv[2] !== this.device) return;
+    const cur = udpdOfDevice(this.pidFile, this.device);
+    if (!cur) return;
     const want = udpdArgs(this.device, this.ctx.underlay.ip, this.port, this.ctx.stateDir);
     if (cur.argv.length === want.length + 1 && want.every((a, i) => cur.argv[i + 1] === a)) return;
     this.ctx.log.info({ network: this.ctx.networkName, pid: cur.pid, was: cur.argv.slice(1).join(' ') }, `udp: weft-udpd ${cur.pid} runs with other arguments; replacing it`);
@@ -300,7 +300,7 @@ export class UdpBackend implements Backend {
   /** Stops weft-udpd by PID, deletes the (persistent) TUN device and the state files. */
   async teardown(): Promise<void> {
     if (this.proc) await this.proc.stop();
-    else await stopUdpd(this.ctx.stateDir, this.device, this.ctx.underlay.ip, this.port);
+    else await stopUdpd(this.ctx.stateDir, this.device); // `weft reset` without an agent
     supervisors.delete(this.device);
     if (await getLink(this.device, this.ctx.sys)) await new KernelBatch().linkDel(this.device).commit({ ...this.ctx.sys, force: true });
     for (const f of [this.tableFile, this.statsFile, this.pidFile, this.logFile]) fs.rmSync(f, { force: true });
@@ -312,9 +312,15 @@ export function runningUdpd(stateDir: string, device: string, ip: string, port =
   return findRunning(path.join(stateDir, PID_FILE), UDPD_BINARY, udpdArgs(device, ip, port, stateDir));
 }
 
-/** Stops the weft-udpd of a state dir by PID (only if it still runs with these arguments); for `weft reset` without an agent, tests and bench. */
-export async function stopUdpd(stateDir: string, device: string, ip: string, port = DEFAULT_UDP_PORT): Promise<number | undefined> {
-  const pid = runningUdpd(stateDir, device, ip, port);
+/** The weft-udpd a PID file names when it serves `device` (whatever its other arguments), with its argv. */
+function udpdOfDevice(pidFile: string, device: string): { pid: number; argv: string[] } | undefined {
+  const cur = pidFileProcess(pidFile);
+  return cur && path.basename(cur.argv[0] ?? '') === path.basename(UDPD_BINARY) && cur.argv[1] === 'run' && cur.argv[2] === device ? cur : undefined;
+}
+
+/** Stops the weft-udpd of a state dir's PID file by PID (only if it is a weft-udpd of `device`); for `weft reset` without an agent, tests and bench. */
+export async function stopUdpd(stateDir: string, device: string): Promise<number | undefined> {
+  const pid = udpdOfDevice(path.join(stateDir, PID_FILE), device)?.pid;
   if (pid !== undefined) await terminatePid(pid);
   fs.rmSync(path.join(stateDir, PID_FILE), { force: true });
   return pid;
