@@ -6,6 +6,8 @@ import { PID_FILE, runningUdpd, STATS_FILE, TABLE_FILE, UDPD_BINARY, udpDeviceNa
 import { pidAlive, terminatePid } from '../src/system/process.js';
 import { AgentProcess, WEFT_BIN } from '../src/testbed/agents.js';
 import { waitFor } from '../src/testbed/wait.js';
+import { createNetwork } from '../src/config/registry.js';
+import { openStore } from '../src/store/index.js';
 import { destroyLeftovers, links, NETWORK, routes, waitUntil, weft, withCluster, type Cluster } from './helpers/agent-cluster.js';
 import { capture, MARKER, pingDuring, pingMarker } from './helpers/wire.js';
 
@@ -220,6 +222,31 @@ test('udp: 3 hosts × 2 containers — all pairs, iperf3, plaintext on the wire,
       assert.ok(st.restarts >= 1);
       assert.equal(st.healthy, true, st.detail);
       await c.assertAllPairs();
+    });
+
+    await t.test('a second udp network: its own port and TUN device, isolated from the first', async () => {
+      const store = await openStore(c.storeUrl);
+      try {
+        await createNetwork(store, 'second', { Network: '10.64.0.0/16', Backend: { Type: 'udp' } });
+      } finally {
+        await store.close();
+      }
+      await waitUntil('every agent to join "second" with 2 peers', 20_000, async () => {
+        const sts = await Promise.all([...c.agents.values()].map((a) => a.status()));
+        return sts.every((st) => st?.networks.find((n) => n.name === 'second')?.peers.length === 2);
+      });
+      const st = (await c.agent('h2').status())!.networks.find((n) => n.name === 'second')!.status as unknown as UdpStatus;
+      assert.equal(st.port, 8286, 'the lowest port no other udp network uses');
+      assert.equal(st.device, udpDeviceName('second', 'h2'));
+      const zNs = await c.tb.addContainer(c.tb.host('h2'), 'z');
+      const z = (await c.agent('h2').attach(zNs, { network: 'second' })).address.split('/')[0]!;
+      const y = c.on('h1')[1]!;
+      await c.agent('h1').attach(y.ns, { network: 'second' });
+      assert.ok(await c.tb.ping(y.ns, z, { timeoutSec: 2 }), 'y reaches z over the second network');
+      const x = c.on('h1')[0]!; // only in the first network
+      const before = st.drops.spoofedSource ?? 0;
+      assert.equal(await c.tb.ping(x.ns, z, { timeoutSec: 1 }), false, 'a container of the first network must not reach the second');
+      t.diagnostic(`h2 "second" spoofedSource drops: ${before} → ${((await c.agent('h2').status())!.networks.find((n) => n.name === 'second')!.status as unknown as UdpStatus).drops.spoofedSource} (0 new when the host already refused to forward)`);
     });
 
     await t.test('weft reset without an agent stops weft-udpd by PID and removes the TUN device and its files', async () => {
