@@ -57,9 +57,16 @@ export const waitUntil = (what: string, ms: number, check: () => Promise<boolean
 
 export interface ClusterOptions {
   backend: string;
-  cidr: string;
+  /** The network's CIDR, or a function of the test bed's underlay /24 (the bridge backend shares it). */
+  cidr: string | ((underlay: string) => string);
   hosts: number;
   containersPerHost: number;
+  /** More fields of the network's config (SubnetLen, SubnetMin, Backend fields under `backend`). */
+  config?: (underlay: string) => Record<string, unknown>;
+  /** Backend fields besides Type (Parent, Gateway, …). */
+  backendFields?: Record<string, unknown>;
+  /** Further networks created before the agents start (every agent joins them too). */
+  networks?: Array<{ name: string; cidr: string; backend: string }>;
 }
 
 const live = new Set<Cluster>();
@@ -86,9 +93,12 @@ export class Cluster {
     let tb: Testbed | undefined;
     try {
       tb = await createTestbed({ hosts: o.hosts });
+      const underlay = `${tb.hosts[0]!.ip.split('.').slice(0, 3).join('.')}.0/24`;
       const store = await openStore(storeUrl);
       try {
-        await createNetwork(store, NETWORK, { Network: o.cidr, Backend: { Type: o.backend } });
+        const cidr = typeof o.cidr === 'function' ? o.cidr(underlay) : o.cidr;
+        await createNetwork(store, NETWORK, { Network: cidr, ...(o.config?.(underlay) ?? {}), Backend: { Type: o.backend, ...(o.backendFields ?? {}) } });
+        for (const n of o.networks ?? []) await createNetwork(store, n.name, { Network: n.cidr, Backend: { Type: n.backend } });
       } finally {
         await store.close();
       }
@@ -136,7 +146,7 @@ export class Cluster {
     const first = this.on(h.id).length + 1;
     for (let i = first; i < first + n; i++) {
       const ns = await this.tb.addContainer(h, `c${i}`);
-      const ep = await this.agent(h).attach(ns);
+      const ep = await this.agent(h).attach(ns, { network: NETWORK });
       this.containers.push({ ns, label: `${h.id}-c${i}`, ip: ep.address.split('/')[0]!, host: h.id });
     }
   }

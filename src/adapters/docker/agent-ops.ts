@@ -4,6 +4,8 @@
  * every host create the same Docker network (docker/networks/<name>).
  */
 import { setTimeout as sleep } from 'node:timers/promises';
+import { backendFieldsFromOptions } from '../../config/backend-spec.js';
+import { DEFAULT_BACKEND } from '../../config/network.js';
 import { createNetwork, findNetwork, removeNetwork as removeWeftNetwork } from '../../config/registry.js';
 import type { NetworkConfig } from '../../config/types.js';
 import { Ipam } from '../../ipam/ipam.js';
@@ -25,11 +27,11 @@ export interface RunnerLike {
   readonly gateway: string | undefined;
   /** The host bridge, when the backend has one. */
   readonly bridge: string | undefined;
-  readonly backend: { readonly mtu: number };
+  readonly backend: { readonly mtu: number; readonly parent?: string };
   /** How containers of this backend join (veth-bridge, macvlan, …). */
   readonly module: { readonly endpointDriver?: string };
   /** Where this host's containers take addresses. */
-  readonly plan: { readonly pool: string };
+  readonly plan: { readonly pool: string; readonly first?: string; readonly last?: string; readonly gateway?: string };
 }
 
 /** What the Docker adapter uses of the agent (src/agent/agent.ts's Agent has these). */
@@ -94,8 +96,8 @@ export class AgentDockerOps implements DockerBackendOps {
     let config = await findNetwork(this.store, name);
     let owned = false;
     if (!config) {
-      const backend: Record<string, unknown> = { Type: opts.backend ?? 'vxlan' };
-      if (opts.vni !== undefined) backend.VNI = opts.vni;
+      const type = opts.backend ?? DEFAULT_BACKEND;
+      const backend: Record<string, unknown> = { Type: type, ...backendFieldsFromOptions(type, (f) => opts.backendOptions?.[f], (f) => `-o weft.${f}`) };
       try {
         config = await createNetwork(this.store, name, {
           Network: subnet,
@@ -197,7 +199,7 @@ export class AgentDockerOps implements DockerBackendOps {
       const taken = (await this.ipam.list({ network: name, subnet: own })).some((a) => a.address === req.address);
       if (taken) throw new WeftError(`address ${req.address} is already in use on host ${me}`);
     }
-    const alloc = await this.ipam.allocate({ network: name, subnet: own, owner: req.owner, ...(req.address ? { address: req.address } : {}) });
+    const alloc = await this.ipam.allocate({ network: name, subnet: own, range: runner.plan, host: this.agent.hostId, owner: req.owner, ...(req.address ? { address: req.address } : {}) });
     return alloc.cidr;
   }
 
@@ -226,6 +228,7 @@ export class AgentDockerOps implements DockerBackendOps {
       hostIf: `wd${id}`,
       peerIf: `wp${id}`,
       bridge: runner.bridge,
+      parent: runner.backend.parent,
       mtu: runner.backend.mtu,
       mac: req.mac,
     });

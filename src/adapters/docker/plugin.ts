@@ -41,6 +41,8 @@ import {
 } from './protocol.js';
 import { blockContains, firstUsable, formatBlock, parseBlock, parseIp, stripPrefix } from './cidr.js';
 import type { EndpointRecord, NetworkRecord, PluginState, StateStore } from './state.js';
+import { allBackendOptions, backendFieldsFromOptions } from '../../config/backend-spec.js';
+import { DEFAULT_BACKEND, parseNetworkConfig } from '../../config/network.js';
 
 export const DEFAULT_PLUGIN_NAME = 'weft';
 export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
@@ -53,7 +55,8 @@ export interface WeftNetworkOptions {
   subnetLen?: number;
   /** Backend type (default vxlan). */
   backend?: string;
-  vni?: number;
+  /** The backend's own options by flag (vni, port, parent, gateway, …: each module's BackendModule.options), as given. */
+  backendOptions?: Record<string, string>;
 }
 
 /** This host's view of a weft network it has joined. */
@@ -157,11 +160,16 @@ export function parseWeftOptions(...maps: Array<Record<string, string>>): WeftNe
     }
     const backend = get(m, 'backend');
     if (backend) o.backend = backend;
-    const vni = get(m, 'vni');
-    if (vni !== undefined) {
-      if (!/^\d+$/.test(vni)) throw new PluginError(`invalid weft.vni "${vni}"`);
-      o.vni = Number(vni);
+    for (const bo of allBackendOptions()) {
+      const v = get(m, bo.flag);
+      if (v !== undefined) o.backendOptions = { ...o.backendOptions, [bo.flag]: v };
     }
+  }
+  // Checked now (kinds, options of another backend), so `docker network create` fails, not `docker run`.
+  try {
+    backendFieldsFromOptions(o.backend ?? DEFAULT_BACKEND, (f) => o.backendOptions?.[f], (f) => `-o weft.${f}`);
+  } catch (err) {
+    throw new PluginError((err as Error).message);
   }
   return o;
 }
@@ -290,9 +298,14 @@ export class DockerPlugin {
     if (b.SubPool) throw new PluginError('--ip-range is not supported: weft gives each host its own part of the subnet');
     const block = parseBlock(b.Pool);
     if (!block) throw new PluginError(`invalid subnet "${b.Pool}" (expected a.b.c.d/len without host bits)`);
-    if (block.len > 30) throw new PluginError(`subnet ${b.Pool} is too small for weft (at most /30)`);
     const options = stringOptions(b.Options);
     const opts = parseWeftOptions(options);
+    // The same rule as `weft network create` (config/network.ts): too small a subnet is refused here, at create time.
+    try {
+      parseNetworkConfig({ Network: b.Pool, ...(opts.subnetLen !== undefined ? { SubnetLen: opts.subnetLen } : {}), Backend: { Type: opts.backend ?? DEFAULT_BACKEND } });
+    } catch (err) {
+      throw new PluginError(`subnet ${b.Pool}: ${(err as Error).message}`);
+    }
     const pool = formatBlock(block);
     const poolId = pool;
     for (const n of Object.values(this.state.networks)) {
