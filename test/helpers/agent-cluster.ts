@@ -67,6 +67,8 @@ export interface ClusterOptions {
   backendFields?: Record<string, unknown>;
   /** Further networks created before the agents start (every agent joins them too). */
   networks?: Array<{ name: string; cidr: string; backend: string }>;
+  /** Runs after the test bed is built, before any agent starts (e.g. start a probe that watches the agents' effect). */
+  beforeAgents?: (tb: Testbed) => Promise<void> | void;
 }
 
 const live = new Set<Cluster>();
@@ -105,6 +107,7 @@ export class Cluster {
       const c = new Cluster(o, tb, dir, storeUrl);
       live.add(c);
       try {
+        await o.beforeAgents?.(tb);
         for (const h of tb.hosts) await c.startAgent(h);
         await Promise.all([...c.agents.values()].map((a) => a.waitForPeers(o.hosts - 1)));
         for (const h of tb.hosts) await c.addContainers(h, o.containersPerHost);
