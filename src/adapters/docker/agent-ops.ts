@@ -6,7 +6,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { backendFieldsFromOptions } from '../../config/backend-spec.js';
 import { DEFAULT_BACKEND } from '../../config/network.js';
-import { createNetwork, findNetwork, removeNetwork as removeWeftNetwork } from '../../config/registry.js';
+import { checkNewNetwork, createNetwork, findNetwork, listNetworks, removeNetwork as removeWeftNetwork } from '../../config/registry.js';
 import type { NetworkConfig } from '../../config/types.js';
 import { Ipam } from '../../ipam/ipam.js';
 import { listLeases } from '../../lease/leases.js';
@@ -86,6 +86,16 @@ export class AgentDockerOps implements DockerBackendOps {
 
   private get store(): Store {
     return this.agent.store;
+  }
+
+  async checkNetwork(subnet: string, opts: WeftNetworkOptions): Promise<void> {
+    if ((await listNetworks(this.store)).some((n) => n.config.Network === subnet)) return; // the same network, joined by name later
+    const type = opts.backend ?? DEFAULT_BACKEND;
+    await checkNewNetwork(this.store, {
+      Network: subnet,
+      ...(opts.subnetLen !== undefined ? { SubnetLen: opts.subnetLen } : {}),
+      Backend: { Type: type, ...backendFieldsFromOptions(type, (f) => opts.backendOptions?.[f], (f) => `-o weft.${f}`) },
+    });
   }
 
   async ensureNetwork(

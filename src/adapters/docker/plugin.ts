@@ -108,6 +108,11 @@ export interface DockerBackendOps {
   removeNetwork(name: string): Promise<void>;
   /** The Docker network's name for a Docker network id, via the Docker API of the daemon served (optional). */
   dockerNetworkName?(networkId: string): Promise<string | undefined>;
+  /**
+   * Refuses, before Docker creates anything, a subnet that overlaps another weft network or options that
+   * clash with one (a VNI in use). A weft network with exactly this subnet is the same network: accepted.
+   */
+  checkNetwork?(subnet: string, opts: WeftNetworkOptions): Promise<void>;
 }
 
 export interface PluginOptions {
@@ -305,6 +310,13 @@ export class DockerPlugin {
       parseNetworkConfig({ Network: b.Pool, ...(opts.subnetLen !== undefined ? { SubnetLen: opts.subnetLen } : {}), Backend: { Type: opts.backend ?? DEFAULT_BACKEND } });
     } catch (err) {
       throw new PluginError(`subnet ${b.Pool}: ${(err as Error).message}`);
+    }
+    if (this.opts.ops.checkNetwork) {
+      try {
+        await this.opts.ops.checkNetwork(formatBlock(block), opts);
+      } catch (err) {
+        throw new PluginError((err as Error).message);
+      }
     }
     const pool = formatBlock(block);
     const poolId = pool;
