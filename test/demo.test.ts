@@ -45,6 +45,6 @@ for (const backend of ['vxlan', 'host-gw']) {
 test('weft demo refuses a backend it cannot run, and leaves nothing behind', () => {
   const r = weft('demo', '--backend', 'udp');
   assert.equal(r.status, 1);
-  assert.equal(r.stderr, 'weft: the demo runs one of: host-gw, vxlan (got --backend udp)\n');
+  assert.equal(r.stderr, 'weft: the demo runs one of: host-gw, vxlan, l2, macvlan, bridge (got --backend udp)\n');
   assert.deepEqual(ours(), []);
 });

@@ -1,6 +1,7 @@
 import '../src/backends/all.js';
 import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
+import { callAgent } from '../src/agent/client.js';
 import { isolationRules } from '../src/system/iptables.js';
 import { nsExec } from '../src/testbed/index.js';
 import { destroyLeftovers, routes, waitUntil, weft, withCluster, type Cluster, type Container } from './helpers/agent-cluster.js';
@@ -92,6 +93,13 @@ function isolation(backend: 'host-gw' | 'vxlan', cidrs: [string, string]): void 
             return ok.length === 0 || ok.join(' ');
           });
           await c.assertAllPairs(red.slice(1));
+
+          // `weft reset` removes the isolation chain with everything else weft made
+          const h3 = c.tb.hosts[2]!;
+          assert.equal((await nsExec(h3.ns, ['iptables', '-S', 'WEFT-ISOLATION'], { allowFail: true })).code, 0, 'chain present');
+          await callAgent(c.agent(h3).api, 'POST', '/reset');
+          assert.notEqual((await nsExec(h3.ns, ['iptables', '-S', 'WEFT-ISOLATION'], { allowFail: true })).code, 0, 'chain removed by reset');
+          assert.doesNotMatch((await nsExec(h3.ns, ['iptables', '-S', 'FORWARD'])).stdout, /WEFT-ISOLATION/);
 
           const bad = await weft(['network', 'connect', 'e2e', 'nosuch', ...store]);
           assert.notEqual(bad.code, 0);

@@ -25,6 +25,9 @@ describe('l2 backend e2e', { skip, timeout: 150_000 }, () => {
       assert.equal(new Set(c.containers.map((x) => x.ip)).size, 6, 'addresses are unique cluster-wide');
 
       await c.assertAllPairs();
+      // one network in the store: no isolation chain, FORWARD untouched (the cheap case)
+      const chain = await nsExec(c.tb.hosts[0]!.ns, ['iptables', '-S', 'WEFT-ISOLATION'], { allowFail: true });
+      assert.notEqual(chain.code, 0, 'no WEFT-ISOLATION chain with a single network');
 
       // ARP crossed hosts: h1-c1's neighbour table holds h2-c1 with its own MAC (not a router's)
       const [a] = c.on('h1');

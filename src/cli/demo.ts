@@ -1,5 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { demoDown, runDemo } from '../demo/demo.js';
+import { implementedBackends } from '../backends/registry.js';
 import { printJson } from './output.js';
 
 /** `weft demo` and `weft demo down`. */
@@ -9,8 +10,8 @@ export function registerDemo(program: Command): void {
     .description('a multi-host network on this machine: hosts in namespaces, agents, containers, ping matrix')
     .option('--hosts <n>', 'hosts', count, 3)
     .option('--containers <m>', 'containers per host', count, 2)
-    .option('--backend <b>', 'host-gw | vxlan', 'vxlan')
-    .option('--subnet <cidr>', 'the demo network', '10.244.0.0/16')
+    .option('--backend <b>', `${implementedBackends().join(' | ')}`, 'vxlan')
+    .option('--subnet <cidr>', 'the demo network (default 10.244.0.0/16; bridge: the hosts\' own underlay /24)')
     .option('--json', 'print JSON')
     .action(async (o) => {
       const result = await runDemo({
