@@ -540,11 +540,14 @@ export class DockerPlugin {
     }
     ep.gateway = host.gateway;
     await this.save();
+    // Backends whose containers sit on the whole network (l2, bridge, macvlan) get addresses with the network's
+    // prefix: the network is directly connected, so no route through the gateway (there may be no gateway).
+    const direct = ep.address.split('/')[1] === host.network.split('/')[1];
     return {
       InterfaceName: { SrcName: ep.peerIf, DstPrefix: 'eth' },
       Gateway: host.gateway,
       GatewayIPv6: '',
-      StaticRoutes: [{ Destination: host.network, RouteType: 0, NextHop: host.gateway }],
+      StaticRoutes: direct || !host.gateway ? [] : [{ Destination: host.network, RouteType: 0, NextHop: host.gateway }],
       DisableGatewayService: false,
     };
   }
