@@ -1,5 +1,6 @@
 import '../src/backends/all.js';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
 import { callAgent } from '../src/agent/client.js';
 import { ipToInt } from '../src/lease/subnets.js';
@@ -64,6 +65,15 @@ describe('bridge backend e2e', { skip, timeout: 150_000 }, () => {
         await c.assertAllPairs();
         // containers reach the other hosts' underlay addresses directly (same segment)
         assert.ok(await c.tb.ping(c.containers[0]!.ns, c.tb.hosts[2]!.ip, { count: 2, timeoutSec: 2 }));
+
+        // an agent killed and restarted finds its underlay on the bridge and adopts everything as it is
+        const h2 = c.tb.hosts[1]!;
+        await c.agent(h2).stop('SIGKILL');
+        await c.startAgent(h2).catch((e) => {
+          throw new Error(`${(e as Error).message}\n${readFileSync(c.agent(h2).logFile, 'utf8').split('\n').slice(-30).join('\n')}`);
+        });
+        await waitUntil('h2 runs the network again', 15_000, async () => ((await c.agent(h2).status())?.networks.length === 1 ? true : JSON.stringify(await c.agent(h2).status())));
+        await c.assertAllPairs();
 
         // `weft reset` (through h1's agent) moves the address and routes back onto eth0
         const h1 = c.tb.hosts[0]!;
