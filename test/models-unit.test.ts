@@ -9,6 +9,7 @@ import { AgentDockerOps, type AgentLike } from '../src/adapters/docker/agent-ops
 import { DockerPlugin, parseWeftOptions } from '../src/adapters/docker/plugin.js';
 import { FileStateStore } from '../src/adapters/docker/state.js';
 import { bridgePlan } from '../src/backends/bridge/index.js';
+import { judgeL2 } from '../src/backends/l2/doctor.js';
 import { macvlanPlan } from '../src/backends/macvlan/index.js';
 import { addressPlan } from '../src/backends/registry.js';
 import { backendFieldsFromOptions } from '../src/config/backend-spec.js';
@@ -183,3 +184,22 @@ test('weft network create: backend options come from the modules (--parent for m
     }
   }),
 );
+
+test('l2 doctor: a missing flood entry or a device off the bridge is named with the fix', () => {
+  const input = (master: string | undefined, fdb: Array<{ mac: string; dst?: string }>) =>
+    ({
+      network: { name: 'lan', subnet: '10.61.1.0/24', bridge: 'weft0', mtu: 1450, backend: 'l2', peers: [{ subnet: '10.61.2.0/24', publicIp: '192.168.1.12', hostId: 'h2' }] },
+      publicIp: '192.168.1.11',
+      underlayIface: 'eth0',
+      links: [{ ifname: 'wl2.1', ifindex: 5, mtu: 1450, flags: ['UP'], ...(master ? { master } : {}) }],
+      routes: [],
+      neigh: {},
+      fdb: { 'wl2.1': fdb },
+      rpFilter: {},
+    }) as never;
+  const good = judgeL2(input('weft0', [{ mac: '00:00:00:00:00:00', dst: '192.168.1.12' }]), 'wl2.1');
+  assert.ok(good.every((x) => x.ok), JSON.stringify(good));
+  const bad = judgeL2(input(undefined, []), 'wl2.1');
+  assert.deepEqual(bad.filter((x) => !x.ok).map((x) => x.fix), ['ip link set wl2.1 master weft0', 'bridge fdb append 00:00:00:00:00:00 dev wl2.1 dst 192.168.1.12 self permanent']);
+  assert.match(judgeL2(input('weft0', []), 'wl2.9')[0]!.message, /wl2\.9 is missing/);
+});

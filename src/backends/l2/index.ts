@@ -11,6 +11,7 @@ import { registerBackend } from '../registry.js';
 import { RefusalLog } from '../routes.js';
 import type { Backend, BackendContext, BackendStatus, EndpointInfo } from '../types.js';
 import { MAX_VNI, VXLAN_OVERHEAD } from '../vxlan/device.js';
+import { judgeL2 } from './doctor.js';
 
 /** IANA's VXLAN port: l2 devices keep out of the vxlan backend's (flannel's 8472) VNI space. */
 export const L2_DEFAULT_PORT = 4789;
@@ -165,5 +166,9 @@ registerBackend({
   },
   addressPlan: (_own: Lease, network: NetworkConfig) => ({ pool: network.Network, gateway: gatewayOf(network.Network) }),
   deviceNames: (network) => [l2Device(network.Backend)],
+  doctor: (input) => {
+    const dev = input.store ? l2Device(input.store.config.Backend) : typeof input.network.status?.device === 'string' ? input.network.status.device : undefined;
+    return dev ? judgeL2(input, dev) : [];
+  },
   create: (ctx) => new L2Backend(ctx),
 });
