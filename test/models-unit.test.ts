@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { AgentDockerOps, type AgentLike } from '../src/adapters/docker/agent-ops.js';
 import { DockerPlugin, parseWeftOptions } from '../src/adapters/docker/plugin.js';
 import { FileStateStore } from '../src/adapters/docker/state.js';
-import { bridgePlan } from '../src/backends/bridge/index.js';
+import { BridgeBackend, bridgePlan } from '../src/backends/bridge/index.js';
 import { judgeL2 } from '../src/backends/l2/doctor.js';
 import { macvlanPlan } from '../src/backends/macvlan/index.js';
 import { addressPlan } from '../src/backends/registry.js';
@@ -202,4 +202,16 @@ test('l2 doctor: a missing flood entry or a device off the bridge is named with 
   const bad = judgeL2(input(undefined, []), 'wl2.1');
   assert.deepEqual(bad.filter((x) => !x.ok).map((x) => x.fix), ['ip link set wl2.1 master weft0', 'bridge fdb append 00:00:00:00:00:00 dev wl2.1 dst 192.168.1.12 self permanent']);
   assert.match(judgeL2(input('weft0', []), 'wl2.9')[0]!.message, /wl2\.9 is missing/);
+});
+
+test('bridge: a peer host whose address lies in this host range makes the backend unhealthy, naming the fix', async () => {
+  const { pino } = await import('pino');
+  const network = { Network: '192.168.1.0/24', SubnetLen: 28, Backend: { Type: 'bridge', Uplink: 'nosuchnic0' } } as never;
+  const b = new BridgeBackend({ networkName: 'seg', network, underlay: { iface: 'nosuchnic0', ip: '192.168.1.11', mtu: 1500 }, log: pino({ level: 'silent' }), stateDir: os.tmpdir(), bridge: 'weft0', hostId: 'h1', sys: {} });
+  await b.activate(lease('192.168.1.0/28'));
+  await b.reconcile([lease('192.168.1.16/28', '192.168.1.20'), lease('192.168.1.32/28', '192.168.1.3')]);
+  assert.equal(b.status().healthy, false);
+  assert.match(String(b.status().detail), /host address 192\.168\.1\.3 lie in this host's range 192\.168\.1\.0\/28.*--subnet-min/);
+  await b.reconcile([lease('192.168.1.16/28', '192.168.1.20')]);
+  assert.equal(b.status().healthy, true);
 });

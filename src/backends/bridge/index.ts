@@ -64,6 +64,8 @@ export class BridgeBackend implements Backend {
   readonly type = 'bridge';
   readonly mtu: number;
   private uplink: string;
+  private own?: Lease;
+  private problem?: string;
 
   constructor(private readonly ctx: BackendContext) {
     const u = ctx.network.Backend.Uplink;
@@ -119,16 +121,29 @@ export class BridgeBackend implements Backend {
     }
   }
 
-  async activate(_own: Lease): Promise<void> {
+  async activate(own: Lease): Promise<void> {
+    this.own = own;
     const up = await getLink(this.uplink, this.ctx.sys);
     if (up && up.master !== this.ctx.bridge) await ipBatch([`link set ${this.uplink} master ${this.ctx.bridge}`], this.ctx.sys);
   }
 
-  /** Nothing per peer: every host is on the segment. */
-  async reconcile(): Promise<void> {}
+  /**
+   * Nothing to program per peer (every host is on the segment), but a peer host whose own address lies in
+   * this host's range would be handed to a container here: say so (status and log) — the network needs
+   * --subnet-min/--subnet-max that keep the hosts' addresses out of the leases.
+   */
+  async reconcile(peers: Lease[]): Promise<void> {
+    const range = this.own ? parseCidr(this.own.subnet) : undefined;
+    const inside = range ? peers.filter((p) => isIPv4(p.publicIp) && containsAddress(range, ipToInt(p.publicIp))).map((p) => p.publicIp) : [];
+    const problem = inside.length
+      ? `host address${inside.length === 1 ? '' : 'es'} ${inside.join(', ')} lie in this host's range ${this.own!.subnet}: containers here could take them; recreate the network with --subnet-min/--subnet-max clear of the hosts`
+      : undefined;
+    if (problem && problem !== this.problem) this.ctx.log.error({ network: this.ctx.networkName }, `bridge: ${problem}`);
+    this.problem = problem;
+  }
 
   status(): BackendStatus {
-    return { healthy: true, detail: `${this.uplink} bridged into ${this.ctx.bridge}` };
+    return { healthy: !this.problem, detail: this.problem ?? `${this.uplink} bridged into ${this.ctx.bridge}` };
   }
 
   /** Puts the addresses and routes back on the uplink (one `ip -batch`) and frees it from the bridge. */
