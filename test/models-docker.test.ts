@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import { AgentProcess } from '../src/testbed/agents.js';
 import { createTestbed, type TestbedHost } from '../src/testbed/index.js';
 import { waitFor } from '../src/testbed/wait.js';
-import { DOCKERD, ensureBusyboxImage, startDockerd, type Dockerd } from './helpers/dockerd.js';
+import { DOCKERD, ensureBusyboxImage, run, startDockerd, type Dockerd } from './helpers/dockerd.js';
 
 const skip = process.getuid?.() !== 0 ? 'needs root (network namespaces)' : !existsSync(DOCKERD) ? `needs dockerd (${DOCKERD})` : false;
 
@@ -52,6 +52,15 @@ test('docker network create -d weft -o backend=l2 / macvlan: containers on two h
     const out = await A.dockerOk(['run', '--rm', '--network', name, 'busybox:local', 'sh', '-c', `ip -o -4 addr show eth0; ping -c 2 -W 2 ${ipB}`], { timeoutMs: 60_000 });
     assert.match(out, new RegExp(`inet 10\\.9[12]\\.\\d+\\.\\d+/16 `), `${name}: an address with the whole network's prefix`);
     assert.match(out, /2 packets received/, `${name}: A's container pings B's ${ipB}:\n${out}`);
+    if (name === 'l2net') {
+      // l2 programs Docker containers' MACs too: A's VXLAN port sends to B's container without flooding
+      const mac = await B.dockerOk(['inspect', '-f', `{{.NetworkSettings.Networks.${name}.MacAddress}}`, `srv-${name}`]);
+      const dev = `wl2.${(net?.status as { device?: string } | undefined)?.device?.split('.')[1] ?? '1'}`;
+      await waitFor(`B's container MAC ${mac} in A's fdb of ${dev}`, 15_000, async () => {
+        const r = await run('bridge', ['-n', tb.hosts[0]!.ns, 'fdb', 'show', 'dev', dev]);
+        return r.stdout.includes(`${mac} dst ${tb.hosts[1]!.ip}`);
+      });
+    }
   }
   // a subnet overlapping another weft network is refused by `docker network create` itself
   const overlap = await A.docker(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.91.128.0/17', 'bad']);

@@ -29,7 +29,7 @@ export interface RunnerLike {
   readonly bridge: string | undefined;
   readonly backend: { readonly mtu: number; readonly parent?: string };
   /** How containers of this backend join (veth-bridge, macvlan, …). */
-  readonly module: { readonly endpointDriver?: string };
+  readonly module: { readonly endpointDriver?: string; readonly wantsEndpoints?: boolean };
   /** Where this host's containers take addresses. */
   readonly plan: { readonly pool: string; readonly first?: string; readonly last?: string; readonly gateway?: string };
 }
@@ -231,7 +231,7 @@ export class AgentDockerOps implements DockerBackendOps {
     }
   }
 
-  async createVeth(name: string, req: { endpointId: string; mac: string }): Promise<{ hostIf: string; peerIf: string; mac: string }> {
+  async createVeth(name: string, req: { endpointId: string; mac: string; address?: string }): Promise<{ hostIf: string; peerIf: string; mac: string }> {
     const runner = await this.runner(name, true);
     const id = req.endpointId.replace(/[^0-9a-zA-Z]/g, '').slice(0, 11);
     const made = await endpointDriver(runner.module.endpointDriver).prepare({
@@ -242,12 +242,21 @@ export class AgentDockerOps implements DockerBackendOps {
       mtu: runner.backend.mtu,
       mac: req.mac,
     });
+    if (runner.module.wantsEndpoints && req.address) {
+      // Backends that program containers' MACs (l2) find Docker's containers here too. The record has no
+      // owner or host interface: the agent's own endpoint repair leaves it to Docker's lifecycle.
+      const rec = { hostId: this.agent.hostId, address: req.address, mac: made.mac, docker: req.endpointId };
+      await this.store.put(networkKeys(this.store, name).endpoint(this.agent.hostId, `docker-${id}`), JSON.stringify(rec));
+    }
     return { hostIf: made.hostIf, peerIf: made.ifname, mac: made.mac };
   }
 
   async deleteVeth(name: string, hostIf: string): Promise<void> {
     const runner = this.agent.runners.get(name);
     await endpointDriver(runner?.module.endpointDriver).leave({ hostIf, ifname: hostIf });
+    if (runner?.module.wantsEndpoints && /^w[dp][0-9a-zA-Z]+$/.test(hostIf)) {
+      await this.store.delete(networkKeys(this.store, name).endpoint(this.agent.hostId, `docker-${hostIf.slice(2)}`));
+    }
   }
 
   /**

@@ -98,7 +98,7 @@ export interface DockerBackendOps {
   /** Releases an address of this host (no prefix length); no error when it is not allocated. */
   releaseAddress(name: string, ip: string): Promise<void>;
   /** Creates a veth pair on this host's bridge of `name`: host end enslaved and up, peer left in the host namespace. */
-  createVeth(name: string, req: { endpointId: string; mac: string }): Promise<{ hostIf: string; peerIf: string; mac: string }>;
+  createVeth(name: string, req: { endpointId: string; mac: string; address?: string }): Promise<{ hostIf: string; peerIf: string; mac: string }>;
   /** Deletes the veth (no error when it is gone). */
   deleteVeth(name: string, hostIf: string): Promise<void>;
   /**
@@ -533,7 +533,7 @@ export class DockerPlugin {
     const ep = this.endpoint(b.EndpointID);
     const host = await this.opts.ops.joinNetwork(ep.network);
     if (!ep.hostIf || !ep.peerIf) {
-      const v = await this.opts.ops.createVeth(ep.network, { endpointId: ep.id, mac: ep.mac });
+      const v = await this.opts.ops.createVeth(ep.network, { endpointId: ep.id, mac: ep.mac, address: ep.address });
       ep.hostIf = v.hostIf;
       ep.peerIf = v.peerIf;
       ep.mac = v.mac;
