@@ -3,6 +3,8 @@ import assert from 'node:assert/strict';
 import { after, describe, test } from 'node:test';
 import { macForAddress } from '../src/agent/endpoints.js';
 import { cidrWithin } from '../src/system/cidr.js';
+import { createNetwork } from '../src/config/registry.js';
+import { openStore } from '../src/store/index.js';
 import { nsExec } from '../src/testbed/index.js';
 import { destroyLeftovers, fdb, links, neigh, waitUntil, withCluster } from './helpers/agent-cluster.js';
 
@@ -61,6 +63,19 @@ describe('l2 backend e2e', { skip, timeout: 150_000 }, () => {
       // and nothing was left half made in the refused container
       const left = await nsExec(ns2, ['ip', '-o', 'link', 'show']);
       assert.doesNotMatch(left.stdout, /eth0/, 'no interface left after a refused attach');
+
+      // the GRE variant: this kernel has no gretap, so every agent refuses to join, naming the module, and makes nothing
+      const store = await openStore(c.storeUrl);
+      try {
+        await createNetwork(store, 'l2gre', { Network: '10.64.0.0/16', Backend: { Type: 'l2', Encap: 'gre' } });
+      } finally {
+        await store.close();
+      }
+      await waitUntil('h1 says why it cannot join l2gre', 20_000, async () => {
+        const why = (await c.agent('h1').status())?.failed?.l2gre ?? '';
+        return /no gretap support \(module gretap, CONFIG_NET_IPGRE\)/.test(why) || why || 'not yet';
+      });
+      assert.ok(!(await links(c.tb.hosts[0]!.ns)).some((l) => /^wg[0-9a-f]{8}$/.test(l.ifname)), 'no gretap port left');
     }),
   );
 });

@@ -12,6 +12,7 @@ import { RefusalLog } from '../routes.js';
 import type { Backend, BackendContext, BackendStatus, EndpointInfo } from '../types.js';
 import { MAX_VNI, VXLAN_OVERHEAD } from '../vxlan/device.js';
 import { judgeL2 } from './doctor.js';
+import { L2GreBackend } from './gre.js';
 
 /** IANA's VXLAN port: l2 devices keep out of the vxlan backend's (flannel's 8472) VNI space. */
 export const L2_DEFAULT_PORT = 4789;
@@ -147,8 +148,10 @@ registerBackend({
   configSchema: z.looseObject({
     VNI: z.number().int().min(0).max(MAX_VNI, { message: `VNI out of range (0–${MAX_VNI})` }).optional(),
     Port: z.number().int().min(1).max(65535, { message: 'port out of range (1–65535)' }).optional(),
+    Encap: z.enum(['vxlan', 'gre'], { message: 'vxlan or gre' }).optional(),
   }),
   options: [
+    { flag: 'encap', field: 'Encap', kind: 'string', description: 'l2 encapsulation: vxlan (default) or gre (needs the kernel gretap module)' },
     { flag: 'vni', field: 'VNI', kind: 'int', description: 'VXLAN network identifier (default: the lowest one no other network of the backend uses)' },
     { flag: 'port', field: 'Port', kind: 'int', description: 'UDP port (vxlan default 8472, l2 default 4789)' },
   ],
@@ -165,10 +168,11 @@ registerBackend({
     return mine === (other.backend.VNI ?? 1) ? `VNI ${mine} is already used by network "${other.name}"; pick another with --vni` : undefined;
   },
   addressPlan: (_own: Lease, network: NetworkConfig) => ({ pool: network.Network, gateway: gatewayOf(network.Network) }),
-  deviceNames: (network) => [l2Device(network.Backend)],
+  deviceNames: (network) => (network.Backend.Encap === 'gre' ? [] : [l2Device(network.Backend)]),
   doctor: (input) => {
+    if (input.store?.config.Backend.Encap === 'gre') return [];
     const dev = input.store ? l2Device(input.store.config.Backend) : typeof input.network.status?.device === 'string' ? input.network.status.device : undefined;
     return dev ? judgeL2(input, dev) : [];
   },
-  create: (ctx) => new L2Backend(ctx),
+  create: (ctx) => (ctx.network.Backend.Encap === 'gre' ? new L2GreBackend(ctx) : new L2Backend(ctx)),
 });
