@@ -59,7 +59,10 @@ export function allBackendOptions(): Array<BackendOption & { backends: string[] 
   for (const spec of specs.values()) {
     for (const o of spec.options ?? []) {
       const seen = byFlag.get(o.flag);
-      if (seen) seen.backends.push(spec.type);
+      if (seen) {
+        seen.backends.push(spec.type);
+        if (!seen.description.includes(o.description)) seen.description += `; ${spec.type}: ${o.description}`;
+      }
       else byFlag.set(o.flag, { ...o, backends: [spec.type] });
     }
   }

@@ -152,8 +152,8 @@ registerBackend({
   }),
   options: [
     { flag: 'encap', field: 'Encap', kind: 'string', description: 'l2 encapsulation: vxlan (default) or gre (needs the kernel gretap module)' },
-    { flag: 'vni', field: 'VNI', kind: 'int', description: 'VXLAN network identifier (default: the lowest one no other network of the backend uses)' },
-    { flag: 'port', field: 'Port', kind: 'int', description: 'UDP port (vxlan default 8472, l2 default 4789)' },
+    { flag: 'vni', field: 'VNI', kind: 'int', description: 'VXLAN network identifier (default: 1, or the lowest one no other network uses)' },
+    { flag: 'port', field: 'Port', kind: 'int', description: 'UDP port (default 4789)' },
   ],
   wantsEndpoints: true,
   allocateIds(config: BackendConfig, others: BackendConfig[]): BackendConfig {
