@@ -142,10 +142,10 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: 
       return n && n.peers.length === 1 ? n : undefined;
     });
     assert.equal(stA.backend, 'vxlan');
-    // flannel-style: `weft docker-opts` prints dockerd's --bip/--mtu from this host's lease
+    // `weft docker-opts` will not take docker0 from a dockerd that runs with its own (docker-bridge-e2e covers the real path)
     const opts = await run(process.execPath, [WEFT_BIN, 'docker-opts', '--api', A.api, '--network', 'prodnet']);
-    assert.equal(opts.stderr, '');
-    assert.equal(opts.stdout, `--bip=${ipPlus(stA.subnet, 1)}/24 --mtu=${stA.mtu}\n`);
+    assert.notEqual(opts.code, 0);
+    assert.match(opts.stderr, /^weft: docker0 is dockerd's bridge with 172\.17\.0\.1\/16 now: stop dockerd, run `weft docker-opts` again, then start dockerd with the options it prints\n$/);
     assert.ok(stA.mtu <= 1450, 'vxlan MTU leaves room for the encapsulation');
     assert.notEqual(stA.subnet, stB.subnet);
 

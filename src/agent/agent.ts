@@ -10,6 +10,7 @@ import { openStore } from '../store/index.js';
 import type { Store, Watch } from '../store/types.js';
 import type { Underlay } from '../backends/types.js';
 import { removeBridge } from '../system/bridge.js';
+import { getLink } from '../system/ip.js';
 import { removeAntispoof } from '../system/antispoof.js';
 import { removeAllWeftRules } from '../system/iptables.js';
 import { findUnderlay } from '../system/underlay.js';
@@ -364,6 +365,12 @@ export class Agent implements NetworkDirectory {
     const other = this.all().find((x) => x !== r && x.bridge === DOCKER_BRIDGE);
     if (other) throw new WeftError(`docker0 already serves network ${other.name} on this host; dockerd has one default bridge`);
     if (r.bridge !== DOCKER_BRIDGE) {
+      // a dockerd running with its own docker0 keeps it: re-addressing it under its containers would cut them off
+      const current = await getLink(DOCKER_BRIDGE);
+      const addr = current?.addr_info?.find((a) => a.family === 'inet');
+      if (addr && `${addr.local}/${addr.prefixlen}` !== `${r.gateway}/${r.lease.subnet.split('/')[1]}`) {
+        throw new WeftError(`docker0 is dockerd's bridge with ${addr.local}/${addr.prefixlen} now: stop dockerd, run \`weft docker-opts\` again, then start dockerd with the options it prints`);
+      }
       await r.moveToBridge(DOCKER_BRIDGE);
       this.bridges.set(r.name, DOCKER_BRIDGE);
       this.log.info({ network: r.name }, 'docker0 is now the host bridge of this network: restart dockerd with `weft docker-opts`');

@@ -145,6 +145,7 @@ export class Endpoints {
           mtu: net.backend.mtu,
           // The MAC follows the address: whoever gets an address next has the MAC that neighbours cached for it.
           mac: macForAddress(alloc.address),
+          pinMac: req.pinMac !== false,
           bridge: net.bridge,
           parent: net.backend.parent,
         });
@@ -171,6 +172,7 @@ export class Endpoints {
         hostIf,
         address: alloc.cidr,
         mac,
+        ...(req.pinMac === false ? { pinMac: false as const } : {}),
         ...(plan.gateway ? { gateway: plan.gateway } : {}),
         ...(req.name ? { name: req.name } : {}),
         owner: target.key,
@@ -283,7 +285,7 @@ export class Endpoints {
     if (driver.reconcileSources) {
       const eps = (await this.list([net.name])).filter((e) => e.mac);
       const others = (await this.list()).filter((e) => e.network !== net.name && e.mac);
-      const fixed = await driver.reconcileSources([...eps, ...others].map((e) => ({ hostIf: e.hostIf, ip: stripLen(e.address), mac: e.mac })), /^vw[0-9a-f]{8}$/);
+      const fixed = await driver.reconcileSources([...eps, ...others].map((e) => ({ hostIf: e.hostIf, ip: stripLen(e.address), ...(e.pinMac === false ? {} : { mac: e.mac }) })), /^vw[0-9a-f]{8}$/);
       if (fixed.length) repair.filters = fixed;
     }
     const changed = repair.recreated.length + repair.released.length + repair.removedInterfaces.length + repair.releasedAddresses.length + (repair.filters?.length ?? 0);

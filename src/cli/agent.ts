@@ -27,6 +27,7 @@ export function registerAgent(program: Command): void {
     .option('--network <name...>', 'join only these networks (default: all, including ones created later)')
     .option('--lease-ttl <seconds>', 'subnet lease TTL', toInt)
     .option('--grace <seconds>', 'how long an expired subnet stays reserved for its holder', toInt)
+    .option('--resync <seconds>', 'full reconcile against the kernel (routes, rules, endpoints) every N seconds (default 30)', toInt)
     .option('--ip-masq', 'masquerade traffic leaving the network')
     .option('--dns-domain <domain>', 'domain of container names served on each network\'s gateway', 'weft.local')
     .option('--dns-upstream <addr...>', 'where other names are forwarded, IP[:PORT] each (default: nameservers of /etc/resolv.conf)')
@@ -50,6 +51,7 @@ export function registerAgent(program: Command): void {
         hostId: o.hostId,
         networks: o.network,
         leaseTtlSeconds: o.leaseTtl,
+        ...(o.resync ? { resyncSeconds: o.resync } : {}),
         graceSeconds: o.grace,
         ipMasq: o.ipMasq,
         dns: { enabled: o.dns, domain: o.dnsDomain, ttl: o.dnsTtl, ...(o.dnsUpstream ? { upstreams: (o.dnsUpstream as string[]).map(parseUpstream) } : {}) },

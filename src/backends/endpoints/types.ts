@@ -21,6 +21,8 @@ export interface JoinSpec {
   routeTo: string;
   mtu: number;
   mac: string;
+  /** Pin the MAC in the port's source filter too (default true); the IPv4 source is always pinned. */
+  pinMac?: boolean;
   /** The host bridge (veth-bridge). */
   bridge?: string;
   /** The parent NIC (macvlan). */
@@ -52,7 +54,8 @@ export interface EndpointSource {
   hostIf: string;
   /** Address without prefix length. */
   ip: string;
-  mac: string;
+  /** Absent: the MAC is not pinned. */
+  mac?: string;
 }
 
 export interface EndpointDriver {

@@ -32,7 +32,7 @@ export const vethBridge: EndpointDriver = {
     };
     // The port's source filter and the veth are made side by side (two processes at once); the container
     // end stays down, so nothing leaves the container until both are in place.
-    const [bound, made] = await Promise.allSettled([bindSource({ hostIf: s.hostIf, ip: s.address.split('/')[0]!, mac: s.mac }, sys), createVethInPlace(o)]);
+    const [bound, made] = await Promise.allSettled([bindSource({ hostIf: s.hostIf, ip: s.address.split('/')[0]!, ...(s.pinMac === false ? {} : { mac: s.mac }) }, sys), createVethInPlace(o)]);
     try {
       if (bound.status === 'rejected') throw bound.reason;
       if (made.status === 'rejected') throw made.reason;
