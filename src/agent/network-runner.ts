@@ -99,6 +99,7 @@ export class NetworkRunner {
       bridge: this.opts.bridge,
       hostId,
       sys: {},
+      store,
     });
     const backendData = await this.backend.init();
     this.leases = new LeaseManager(store, this.name, {

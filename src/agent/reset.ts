@@ -1,4 +1,5 @@
 import '../backends/all.js';
+import path from 'node:path';
 import { createBackend } from '../backends/registry.js';
 import { networkKeys } from '../store/layout.js';
 import { getNetwork } from '../config/registry.js';
@@ -33,7 +34,7 @@ export async function resetHost(o: { storeUrl?: string; stateDir: string; hostId
         // without a default route the underlay is unknown; teardown needs only the device names then
         const u = underlay ?? { iface: '', ip: '', mtu: 1500 };
         try {
-          await createBackend({ networkName: name, network, underlay: u, log, stateDir: o.stateDir, bridge: '', hostId, sys: {} }).teardown();
+          await createBackend({ networkName: name, network, underlay: u, log, stateDir: path.join(o.stateDir, name), bridge: '', hostId, sys: {} }).teardown();
         } catch (err) {
           log.warn({ err, network: name }, 'backend teardown failed');
         }

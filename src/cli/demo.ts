@@ -9,7 +9,7 @@ export function registerDemo(program: Command): void {
     .description('a multi-host network on this machine: hosts in namespaces, agents, containers, ping matrix')
     .option('--hosts <n>', 'hosts', count, 3)
     .option('--containers <m>', 'containers per host', count, 2)
-    .option('--backend <b>', 'host-gw | vxlan', 'vxlan')
+    .option('--backend <b>', 'a registered backend: host-gw, vxlan, bgp, …', 'vxlan')
     .option('--subnet <cidr>', 'the demo network', '10.244.0.0/16')
     .option('--json', 'print JSON')
     .action(async (o) => {

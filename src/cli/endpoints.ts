@@ -68,5 +68,11 @@ export function registerEndpoints(program: Command): void {
         st.networks.map((n) => [n.name, n.subnet, n.backend, n.bridge, n.mtu, n.peers.length]),
       );
       for (const [name, why] of Object.entries(st.failed ?? {})) process.stdout.write(`! ${name}: ${why}\n`);
+      for (const n of st.networks) {
+        if (n.status?.detail) process.stdout.write(`${n.name}: ${n.status.detail}\n`);
+        // sessions a backend reports (bgp): one row each
+        const sessions = Array.isArray(n.status?.sessions) ? (n.status.sessions as Array<Record<string, unknown>>) : [];
+        if (sessions.length) printTable(['peer', 'kind', 'state', 'info'], sessions.map((x) => [String(x.peer), String(x.kind ?? ''), String(x.state), String(x.lastError ?? x.info ?? '')]));
+      }
     });
 }

@@ -1,5 +1,6 @@
 import '../backends/all.js';
 import { InvalidArgumentError, type Command } from 'commander';
+import { backendSpec, backendTypes, type BackendOption } from '../config/backend-spec.js';
 import { createNetwork, getNetwork, listNetworks, removeNetwork } from '../config/registry.js';
 import type { NetworkConfig } from '../config/types.js';
 import { listLeases } from '../lease/leases.js';
@@ -29,6 +30,16 @@ async function withStore<T>(url: string | undefined, fn: (store: Store) => Promi
   }
 }
 
+/** Every option the registered backend modules take (first module wins a flag). */
+function backendOptions(): BackendOption[] {
+  const seen = new Map<string, BackendOption>();
+  for (const t of backendTypes()) for (const opt of backendSpec(t)?.options ?? []) if (!seen.has(opt.flag)) seen.set(opt.flag, opt);
+  return [...seen.values()];
+}
+
+/** commander's property name of a flag: hold-time → holdTime. */
+const camel = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
+
 function subnetCount(config: NetworkConfig): number {
   return new SubnetRange({ ...config, SubnetLen: config.SubnetLen! }).count;
 }
@@ -44,7 +55,7 @@ function backendExtras(config: NetworkConfig): string {
 export function registerNetwork(program: Command): void {
   const network = program.command('network').description('create, list, inspect and remove networks');
 
-  network
+  const create = network
     .command('create')
     .description('create a network in the store')
     .argument('<name>', 'network name')
@@ -57,11 +68,22 @@ export function registerNetwork(program: Command): void {
     .option('--port <n>', 'backend UDP port', toInt('--port'))
     .option('--ip-masq', 'masquerade traffic leaving the network')
     .option('--store <url>', STORE_HELP)
-    .option('--json', 'print JSON')
-    .action(async (name: string, o) => {
+    .option('--json', 'print JSON');
+  // Options the backend modules declare (e.g. bgp's --asn), beside the ones above
+  const extra = backendOptions().filter((b) => !['vni', 'port'].includes(b.flag));
+  for (const b of extra) {
+    const flags = `--${b.flag} <${b.kind === 'strings' ? 'list' : b.kind === 'int' ? 'n' : 'value'}>`;
+    if (b.kind === 'int') create.option(flags, b.description, toInt(`--${b.flag}`));
+    else create.option(flags, b.description);
+  }
+  create.action(async (name: string, o) => {
       const backend: Record<string, unknown> = { Type: o.backend ?? 'vxlan' };
       if (o.vni !== undefined) backend.VNI = o.vni;
       if (o.port !== undefined) backend.Port = o.port;
+      for (const b of extra) {
+        const v = o[camel(b.flag)];
+        if (v !== undefined) backend[b.field] = b.kind === 'strings' ? String(v).split(',').map((x) => x.trim()).filter(Boolean) : v;
+      }
       const input: Record<string, unknown> = { Network: o.subnet, Backend: backend };
       if (o.subnetLen !== undefined) input.SubnetLen = o.subnetLen;
       if (o.subnetMin !== undefined) input.SubnetMin = o.subnetMin;

@@ -103,3 +103,14 @@ export async function listNetworkNames(store: Store): Promise<string[]> {
   const names = (await store.list(NETWORKS_PREFIX)).map((e) => networkNameOfConfigKey(e.key));
   return names.filter((n): n is string => n !== undefined).sort();
 }
+
+/**
+ * External BGP peers (`weft bgp peer add`), shared by every agent: `bgp/peers/<ip>` → {"ip","asn","network"?}
+ * (network absent: every bgp network). Keys sit beside `networks/`, relative to the store's prefix.
+ */
+export const BGP_PEERS_PREFIX = 'bgp/peers/';
+
+export function bgpPeerKey(ip: string): string {
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(ip)) throw new WeftError(`invalid BGP peer address ${JSON.stringify(ip)}`);
+  return `${BGP_PEERS_PREFIX}${ip}`;
+}
