@@ -60,6 +60,8 @@ export interface ClusterOptions {
   cidr: string;
   hosts: number;
   containersPerHost: number;
+  /** Extra Backend fields of the network (e.g. bgp's HoldTime). */
+  backendConfig?: Record<string, unknown>;
 }
 
 const live = new Set<Cluster>();
@@ -88,7 +90,7 @@ export class Cluster {
       tb = await createTestbed({ hosts: o.hosts });
       const store = await openStore(storeUrl);
       try {
-        await createNetwork(store, NETWORK, { Network: o.cidr, Backend: { Type: o.backend } });
+        await createNetwork(store, NETWORK, { Network: o.cidr, Backend: { Type: o.backend, ...o.backendConfig } });
       } finally {
         await store.close();
       }

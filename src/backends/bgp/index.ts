@@ -65,6 +65,8 @@ export class BgpBackend implements Backend {
   private sessionsNow: BgpSession[] = [];
   private birdError?: string;
   private configures = 0;
+  private peersKnown = false;
+  private externalKnown = false;
 
   constructor(private readonly ctx: BackendContext) {
     const b = ctx.network.Backend;
@@ -103,9 +105,16 @@ export class BgpBackend implements Backend {
     };
   }
 
-  /** Writes bird.conf when it changed (checked by `bird -p` first) and has a running bird re-read it. */
+  /**
+   * Writes bird.conf when it changed (checked by `bird -p` first) and has a running bird re-read it.
+   * Until the peers (first reconcile) and the external peers (first store resync) are known, an existing
+   * file is left as it is: it is what a bird adopted after an agent restart runs, and a config without its
+   * sessions would close them.
+   */
   private apply(): Promise<void> {
     return this.serial(async () => {
+      const known = this.peersKnown && (this.externalKnown || !this.ctx.store);
+      if (!known && fs.existsSync(this.confFile)) return;
       const text = birdConfig(this.configInput());
       let have: string | undefined;
       try {
@@ -156,7 +165,7 @@ export class BgpBackend implements Backend {
       logFile: this.logFile,
       backoffMs: { min: 500, max: 10_000 },
     });
-    // bird answers on its socket within a moment; an adopted one may run an older config: reload it
+    // bird answers on its socket within a moment (an adopted one keeps its config until the first reconcile)
     const until = Date.now() + 10_000;
     while (!(await birdAnswers(this.sockFile))) {
       if (Date.now() > until || signal.aborted) {
@@ -166,7 +175,6 @@ export class BgpBackend implements Backend {
       }
       await new Promise((r) => setTimeout(r, 100));
     }
-    if (this.proc.adopted) await this.serial(() => birdConfigure(this.sockFile)).catch((err) => this.ctx.log.warn({ err }, 'bgp: reconfiguring the adopted bird failed'));
     if (this.ctx.store) this.watch = this.ctx.store.watch(BGP_PEERS_PREFIX, (ev) => this.onPeerEvent(ev));
     this.poll = setInterval(() => void this.refreshSessions(), 2000);
     this.poll.unref();
@@ -179,6 +187,7 @@ export class BgpBackend implements Backend {
 
   private onPeerEvent(ev: WatchEvent): void {
     if (ev.type === 'resync') {
+      this.externalKnown = true;
       this.external.clear();
       for (const e of ev.entries) {
         const p = parsePeerEntry(e);
@@ -209,6 +218,7 @@ export class BgpBackend implements Backend {
       peers.push({ ip: l.publicIp, subnet, ...(l.hostId ? { hostId: l.hostId } : {}) });
     }
     this.peers = peers;
+    this.peersKnown = true;
     await this.apply();
     await this.refreshSessions();
   }
