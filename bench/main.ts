@@ -3,7 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 /**
  * `npm run bench`: one run, one table.
  *  - throughput (iperf3, one stream) and ping RTT container→container across two hosts for the underlay,
- *    host-gw and vxlan made by weft (real agents) and the same paths typed out by hand with `ip`;
+ *    host-gw and vxlan made by weft (real agents) and the same paths typed out by hand with `ip`; bgp made
+ *    by weft (BIRD-learned routes) beside host-gw by hand (the same kernel path);
  *  - attach latency through the weft agent's API next to the reference CNI `bridge` plugin.
  * Everything lives in test-bed namespaces with a fresh prefix and is removed at the end (also on
  * failure and Ctrl-C). Processes are stopped by PID. Traffic only goes to addresses inside them.
@@ -23,6 +24,7 @@ import { ipBatch } from '../src/system/ip.js';
 import { inNetns } from '../src/system/netns.js';
 import { AgentProcess, WEFT_BIN } from '../src/testbed/agents.js';
 import { createTestbed, type Testbed, type TestbedHost } from '../src/testbed/index.js';
+import { waitFor } from '../src/testbed/wait.js';
 import type { WorkerInput, WorkerOutput } from './attach-worker.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -154,7 +156,7 @@ interface BuildCtx {
 }
 
 /** Two hosts with a weft agent each (own SQLite store, one network), one container attached on each. */
-async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string): Promise<Path> {
+async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string, hand = `${backend}-hand`): Promise<Path> {
   const storeUrl = `sqlite://${path.join(c.dir, `${key}.db`)}`;
   const store = await openStore(storeUrl);
   try {
@@ -178,8 +180,10 @@ async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string)
     nss.push(ns);
     ips.push(ep.address.split('/')[0]!);
   }
+  // routes may come a moment after the leases (bgp: once the BGP session is up)
+  await waitFor(`${key}: ${nss[0]} reaches ${ips[1]}`, 20_000, () => c.tb.ping(nss[0]!, ips[1]!, { timeoutSec: 1 }));
   log(`${key}: agents on ${hosts.map((h) => h.ns).join(', ')}; containers ${ips.join(' → ')}`);
-  return { key, label: `${backend} (weft)`, srcNs: nss[0]!, dstNs: nss[1]!, dstIp: ips[1]!, hand: `${backend}-hand` };
+  return { key, label: `${backend} (weft)`, srcNs: nss[0]!, dstNs: nss[1]!, dstIp: ips[1]!, hand };
 }
 
 /** The bridge and container of one host, typed out by hand: bridge, veth made in the container, address, route. */
@@ -289,14 +293,16 @@ interface PathResult {
 
 async function throughput(c: BuildCtx): Promise<PathResult[]> {
   const { tb, opts } = c;
-  log('building the paths (2 hosts each): underlay, host-gw by hand (± FORWARD rules) and by weft, vxlan by hand and by weft');
+  log('building the paths (2 hosts each): underlay, host-gw by hand (± FORWARD rules) and by weft, vxlan by hand and by weft, bgp by weft');
   const hgHand = await handHostGw(c);
   const hgHosts = tb.hosts.slice(-2);
   const underlay: Path = { key: 'underlay', label: 'underlay (host → host)', srcNs: hgHosts[0]!.ns, dstNs: hgHosts[1]!.ns, dstIp: hgHosts[1]!.ip };
   const hgWeft = await weftPair(c, 'host-gw-weft', 'host-gw', '10.244.0.0/16');
   const vxHand = await handVxlan(c);
   const vxWeft = await weftPair(c, 'vxlan-weft', 'vxlan', '10.246.0.0/16');
-  const paths = [underlay, hgHand, hgWeft, vxHand, vxWeft];
+  // bgp: BIRD-learned routes, the same path as host-gw by hand
+  const bgpWeft = await weftPair(c, 'bgp-weft', 'bgp', '10.250.0.0/16', 'host-gw-hand');
+  const paths = [underlay, hgHand, hgWeft, vxHand, vxWeft, bgpWeft];
   if (!opts.noRules) paths.splice(3, 0, await handHostGw(c, true));
 
   for (const p of paths) {
