@@ -264,3 +264,31 @@ test('bgp: 3 hosts × 2 containers over BGP-learned routes; a hand-made BIRD rou
     await waitUntil('h1 bird gone', 10_000, async () => !pidAlive(pidNow));
     torBird.kill('SIGTERM');
   }));
+
+test('bgp with a route reflector: hosts peer only with it, routes keep the origin host as next hop, every pair pings', { skip: process.getuid?.() !== 0 ? 'needs root' : !haveBird ? 'needs bird (Debian bird2)' : false, timeout: 120_000 }, () =>
+  withCluster({ backend: 'bgp', cidr: '10.64.0.0/16', hosts: 3, containersPerHost: 1, backendConfig: (tb) => ({ HoldTime: HOLD, RouteReflectors: [tb.hosts[0]!.ip] }) }, async (c) => {
+    const [rr, a, b] = c.tb.hosts as [TestbedHost, TestbedHost, TestbedHost];
+    const subnets = new Map<string, string>();
+    for (const h of [rr, a, b]) subnets.set(h.id, await c.subnetOf(h));
+    for (const h of [rr, a, b]) await waitBirdRoutes(h.ns, [rr, a, b].filter((o) => o !== h).map((o) => subnets.get(o.id)!));
+    // a plain host learns the other plain host's subnet from the reflector, with that host as next hop
+    const ra = (await routesOf(a.ns)).find((x) => x.dst === subnets.get(b.id));
+    assert.equal(ra?.gateway, b.ip, `a → b's subnet goes straight to b: ${JSON.stringify(ra)}`);
+    assert.equal(ra?.protocol, 'bird');
+    await waitUntil('sessions as the design says', 15_000, async () => {
+      const [srr, sa, sb] = await Promise.all([rr, a, b].map((h) => sessions(c, h)));
+      const view = (s: Session[]) => s.map((x) => `${x.peer}:${x.kind}:${x.state}`).sort().join(',');
+      const ok =
+        view(srr!) === [`${a.ip}:rr-client:Established`, `${b.ip}:rr-client:Established`].sort().join(',') &&
+        view(sa!) === `${rr.ip}:reflector:Established` &&
+        view(sb!) === `${rr.ip}:reflector:Established`;
+      return ok || `rr ${view(srr!)} | a ${view(sa!)} | b ${view(sb!)}`;
+    });
+    await c.assertAllPairs();
+    for (const h of [rr, a, b]) {
+      const pid = birdPid(c, h);
+      await c.agent(h).stop('SIGTERM');
+      process.kill(pid, 'SIGTERM');
+      await waitUntil(`${h.id} bird gone`, 10_000, async () => !pidAlive(pid));
+    }
+  }));

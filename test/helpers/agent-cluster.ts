@@ -60,8 +60,8 @@ export interface ClusterOptions {
   cidr: string;
   hosts: number;
   containersPerHost: number;
-  /** Extra Backend fields of the network (e.g. bgp's HoldTime). */
-  backendConfig?: Record<string, unknown>;
+  /** Extra Backend fields of the network (e.g. bgp's HoldTime); a function sees the test bed (its host addresses). */
+  backendConfig?: Record<string, unknown> | ((tb: Testbed) => Record<string, unknown>);
 }
 
 const live = new Set<Cluster>();
@@ -90,7 +90,7 @@ export class Cluster {
       tb = await createTestbed({ hosts: o.hosts });
       const store = await openStore(storeUrl);
       try {
-        await createNetwork(store, NETWORK, { Network: o.cidr, Backend: { Type: o.backend, ...o.backendConfig } });
+        await createNetwork(store, NETWORK, { Network: o.cidr, Backend: { Type: o.backend, ...(typeof o.backendConfig === 'function' ? o.backendConfig(tb) : o.backendConfig) } });
       } finally {
         await store.close();
       }
