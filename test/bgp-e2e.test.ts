@@ -257,11 +257,21 @@ test('bgp: 3 hosts × 2 containers over BGP-learned routes; a hand-made BIRD rou
     // the survivors still talk: h1's container reaches the client through the tor
     await waitUntil('h1-c1 → client after the others left', 10_000, () => c.tb.ping(c.on(h1.id)[0]!.ns, '172.30.9.2', { timeoutSec: 1 }));
 
-    // cleanup of what no agent stops: h1's bird (detached) by PID
+    // ---- 4c. `weft reset` with no agent running: the detached bird is found by its PID file and stopped, routes go
     const pidNow = birdPid(c, h1);
-    await c.agent(h1).stop('SIGTERM');
-    process.kill(pidNow, 'SIGTERM');
-    await waitUntil('h1 bird gone', 10_000, async () => !pidAlive(pidNow));
+    const a1 = c.agent(h1);
+    await a1.stop('SIGTERM');
+    assert.ok(pidAlive(pidNow), 'bird runs on without the agent');
+    const reset = await run('nsenter', [`--net=${NETNS_DIR}/${h1.ns}`, process.execPath, WEFT_BIN, 'reset', '--api', a1.api, '--store', c.storeUrl, '--state-dir', a1.stateDir, '--host-id', h1.id], { allowFail: true });
+    assert.equal(reset.code, 0, `reset without agent: ${reset.stderr}`);
+    try {
+      await waitUntil('h1 bird stopped by the agentless reset', 10_000, async () => !pidAlive(pidNow));
+    } finally {
+      if (pidAlive(pidNow)) process.kill(pidNow, 'SIGKILL');
+    }
+    assert.equal((await run('ip', ['-n', h1.ns, 'route', 'show', 'proto', 'bird'])).stdout.trim(), '', 'h1: no proto bird route left');
+    assert.ok(!fs.existsSync(birdFiles(c, h1).pid), 'h1: bird.pid removed');
+    await waitNoRoute(tor.ns, subnets.get(h1.id)!, 10_000);
     torBird.kill('SIGTERM');
   }));
 
