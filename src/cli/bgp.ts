@@ -3,23 +3,11 @@ import type { Command } from 'commander';
 import { addPeer, listPeers, parseAsn, removePeer } from '../backends/bgp/peers.js';
 import { getNetwork } from '../config/registry.js';
 import { isIPv4 } from '../lease/subnets.js';
-import { openStore } from '../store/index.js';
-import type { Store } from '../store/types.js';
 import { WeftError } from '../util/errors.js';
+import { STORE_HELP, withStore } from './network.js';
 import { printJson, printTable } from './output.js';
 
 /** `weft bgp peer add|rm|ls` — external BGP peers (a top-of-rack router) in the store; every agent follows them. */
-
-const STORE_HELP = 'store URL (sqlite:///path or etcd://host:port[/prefix]); default $WEFT_STORE or sqlite:///var/lib/weft/weft.db';
-
-async function withStore<T>(url: string | undefined, fn: (store: Store) => Promise<T>): Promise<T> {
-  const store = await openStore(url);
-  try {
-    return await fn(store);
-  } finally {
-    await store.close();
-  }
-}
 
 function ipArg(ip: string): string {
   if (!isIPv4(ip)) throw new WeftError(`not an IPv4 address: ${JSON.stringify(ip)}`);

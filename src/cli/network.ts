@@ -12,7 +12,7 @@ import { printJson, printTable } from './output.js';
 
 /** `weft network create|ls|inspect|rm` — networks in the store (no agent needed). */
 
-const STORE_HELP = 'store URL (sqlite:///path or etcd://host:port[/prefix]); default $WEFT_STORE or sqlite:///var/lib/weft/weft.db';
+export const STORE_HELP = 'store URL (sqlite:///path or etcd://host:port[/prefix]); default $WEFT_STORE or sqlite:///var/lib/weft/weft.db';
 
 function toInt(name: string): (v: string) => number {
   return (v) => {
@@ -21,7 +21,8 @@ function toInt(name: string): (v: string) => number {
   };
 }
 
-async function withStore<T>(url: string | undefined, fn: (store: Store) => Promise<T>): Promise<T> {
+/** Opens the store, runs `fn`, always closes it. */
+export async function withStore<T>(url: string | undefined, fn: (store: Store) => Promise<T>): Promise<T> {
   const store = await openStore(url);
   try {
     return await fn(store);

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { ExecError, run } from './exec.js';
 import { ipJson } from './ip.js';
 import type { NsOpts } from './netns.js';
@@ -152,3 +154,9 @@ export function birdCommand(conf: string, sock: string): [string, string[]] {
   return [BIRD, ['-f', '-c', conf, '-s', sock]];
 }
 
+
+/** The BIRD programs missing from PATH (bird, birdc), if any. */
+export function birdMissing(): string[] {
+  const dirs = (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').filter(Boolean);
+  return [BIRD, BIRDC].filter((b) => !dirs.some((d) => existsSync(path.join(d, b))));
+}

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { callAgent } from '../agent/client.js';
 import type { AgentStatus, Endpoint } from '../agent/types.js';
 import { inNetns } from '../system/netns.js';
+import { pidAlive } from '../system/process.js';
 import { WeftError } from '../util/errors.js';
 import type { TestbedHost } from './index.js';
 
@@ -129,16 +130,8 @@ export class AgentProcess {
   }
 }
 
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    // a zombie child counts as gone
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^\d+ \(.*\) Z/.test(stat);
-  } catch {
-    return false;
-  }
-}
+/** True when `pid` runs and is not a zombie (a zombie child counts as gone). */
+export const alive = pidAlive;
 
 function tail(file: string): string {
   try {

@@ -5,7 +5,7 @@ import type { Lease } from '../../lease/types.js';
 import { isIPv4 } from '../../lease/subnets.js';
 import { BGP_PEERS_PREFIX } from '../../store/layout.js';
 import type { Watch, WatchEvent } from '../../store/types.js';
-import { birdAnswers, birdCheckConfig, birdCommand, birdConfigure, birdProtocolDetail, birdProtocols, readBirdRoutes } from '../../system/bird.js';
+import { birdAnswers, birdCheckConfig, birdMissing, birdCommand, birdConfigure, birdProtocolDetail, birdProtocols, readBirdRoutes } from '../../system/bird.js';
 import { canonicalCidr, cidrWithin } from '../../system/cidr.js';
 import { KernelBatch } from '../../system/ops.js';
 import { findRunning, superviseProcess, terminatePid, type SupervisedProcess } from '../../system/process.js';
@@ -142,6 +142,8 @@ export class BgpBackend implements Backend {
 
   /** Publishes the AS number in the lease (doctor compares them). */
   async init(): Promise<Record<string, unknown>> {
+    const missing = birdMissing();
+    if (missing.length) throw new WeftError(`the bgp backend needs BIRD 2: ${missing.join(' and ')} not found in PATH (Debian package bird2)`);
     fs.mkdirSync(this.ctx.stateDir, { recursive: true, mode: 0o700 });
     return { ASN: this.asn };
   }
