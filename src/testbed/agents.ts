@@ -92,12 +92,12 @@ export class AgentProcess {
     }
   }
 
-  /** Waits until every network on this host has `peers` peers. */
+  /** Waits until every network on this host has `peers` peers and its backend says it is healthy (bgp: sessions up, routes in). */
   async waitForPeers(peers: number, timeoutMs = 10_000): Promise<void> {
     await this.waitFor(
       async () => {
         const st = await this.status();
-        return !!st && st.networks.length > 0 && st.networks.every((n) => n.peers.length === peers);
+        return !!st && st.networks.length > 0 && st.networks.every((n) => n.peers.length === peers && n.status?.healthy !== false);
       },
       timeoutMs,
       `${peers} peers`,

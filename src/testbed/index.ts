@@ -61,6 +61,20 @@ async function listNetns(): Promise<string[]> {
   return r.map((n) => n.name);
 }
 
+/** SIGKILLs, by PID, every process living in a namespace (`ip netns pids`), except this one. */
+async function killNetnsPids(ns: string): Promise<void> {
+  const r = await run('ip', ['netns', 'pids', ns], { allowFail: true });
+  for (const pid of r.stdout.split(/\s+/).filter(Boolean).map(Number)) {
+    if (pid > 1 && pid !== process.pid) {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+}
+
 function belongs(name: string, prefix: string): boolean {
   return name === prefix || name.startsWith(prefix + '-');
 }
@@ -72,18 +86,7 @@ function belongs(name: string, prefix: string): boolean {
 export async function cleanupPrefix(prefix: string): Promise<string[]> {
   if (!prefix) throw new WeftError('cleanupPrefix needs a non-empty prefix');
   const names = (await listNetns()).filter((n) => belongs(n, prefix));
-  for (const ns of names) {
-    const r = await run('ip', ['netns', 'pids', ns], { allowFail: true });
-    for (const pid of r.stdout.split(/\s+/).filter(Boolean).map(Number)) {
-      if (pid > 1 && pid !== process.pid) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          /* already gone */
-        }
-      }
-    }
-  }
+  for (const ns of names) await killNetnsPids(ns);
   // containers first, switch last, so no veth dangles meanwhile
   const ordered = [...names].sort((a, b) => b.length - a.length);
   await ipBatch(ordered.map((n) => `netns del ${n}`), { force: true }).catch(() => {});
@@ -150,11 +153,15 @@ export class Testbed {
     return h;
   }
 
-  /** Kills the host's tracked processes and deletes its namespace and its containers' namespaces. */
+  /**
+   * Kills the host's tracked processes, then (by PID) any other process still in its namespaces (e.g. a
+   * daemon an agent left running detached), and deletes its namespace and its containers' namespaces.
+   */
   async removeHost(id: string | TestbedHost): Promise<void> {
     const h = this.host(id);
     const nss = [...h.containers, h.ns];
     await this.killChildren((ns) => nss.includes(ns));
+    for (const ns of nss) await killNetnsPids(ns);
     await ipBatch(nss.map((n) => `netns del ${n}`), { force: true }).catch(() => {});
     this.hosts.splice(this.hosts.indexOf(h), 1);
   }

@@ -7,7 +7,7 @@ import { BGP_PEERS_PREFIX } from '../../store/layout.js';
 import type { Watch, WatchEvent } from '../../store/types.js';
 import { birdAnswers, birdCheckConfig, birdMissing, birdCommand, birdConfigure, birdProtocolDetail, birdProtocols, readBirdRoutes } from '../../system/bird.js';
 import { canonicalCidr, cidrWithin } from '../../system/cidr.js';
-import { KernelBatch } from '../../system/ops.js';
+import { KernelBatch, routeDst } from '../../system/ops.js';
 import { findRunning, superviseProcess, terminatePid, type SupervisedProcess } from '../../system/process.js';
 import { WeftError } from '../../util/errors.js';
 import { registerBackend } from '../registry.js';
@@ -66,6 +66,9 @@ export class BgpBackend implements Backend {
   private birdError?: string;
   private configures = 0;
   private peersKnown = false;
+  private stopped = false;
+  /** Peer subnets with no `proto bird` route in the kernel yet (their traffic has no way there). */
+  private unrouted: string[] = [];
   private externalKnown = false;
 
   constructor(private readonly ctx: BackendContext) {
@@ -178,13 +181,18 @@ export class BgpBackend implements Backend {
       await new Promise((r) => setTimeout(r, 100));
     }
     if (this.ctx.store) this.watch = this.ctx.store.watch(BGP_PEERS_PREFIX, (ev) => this.onPeerEvent(ev));
-    this.poll = setInterval(() => void this.refreshSessions(), 2000);
-    this.poll.unref();
+    // session states for status(): every 2 s, every 0.5 s while something is not up yet
+    const tick = async () => {
+      await this.refreshSessions();
+      if (signal.aborted || this.stopped) return;
+      this.poll = setTimeout(() => void tick(), this.status().healthy ? 2000 : 500);
+      this.poll.unref();
+    };
     signal.addEventListener('abort', () => {
-      if (this.poll) clearInterval(this.poll);
+      if (this.poll) clearTimeout(this.poll);
       this.watch?.close();
     });
-    await this.refreshSessions();
+    await tick();
   }
 
   private onPeerEvent(ev: WatchEvent): void {
@@ -250,6 +258,8 @@ export class BgpBackend implements Backend {
         out.push(session);
       }
       this.sessionsNow = out;
+      const routed = new Set((await readBirdRoutes(this.ctx.sys)).map((r) => canonicalCidr(routeDst(r.dst))));
+      this.unrouted = this.peers.map((p) => p.subnet!).filter((sn) => !routed.has(sn));
       this.birdError = undefined;
     } catch (err) {
       this.birdError = `birdc: ${(err as Error).message}`;
@@ -262,22 +272,24 @@ export class BgpBackend implements Backend {
     const total = this.sessionsNow.length;
     const pid = this.proc?.pid;
     const detail = running
-      ? `bird pid ${pid}${this.proc?.adopted ? ' (adopted)' : ''}, AS ${this.asn}, ${up}/${total} BGP session${total === 1 ? '' : 's'} Established${this.reflectors.length ? `, route reflectors ${this.reflectors.join(', ')}` : ', full mesh'}`
+      ? `bird pid ${pid}${this.proc?.adopted ? ' (adopted)' : ''}, AS ${this.asn}, ${up}/${total} BGP session${total === 1 ? '' : 's'} Established${this.reflectors.length ? `, route reflectors ${this.reflectors.join(', ')}` : ', full mesh'}${this.unrouted.length ? `; no route yet to ${this.unrouted.join(', ')}` : ''}`
       : `bird is not running${this.birdError ? `: ${this.birdError}` : ''}`;
     return {
-      healthy: running && up === total,
+      healthy: running && up === total && this.unrouted.length === 0,
       detail,
       asn: this.asn,
       holdTime: this.holdTime,
       reflectors: this.reflectors,
       bird: { pid, running, adopted: this.proc?.adopted ?? false, restarts: this.proc?.restarts ?? 0, configures: this.configures, socket: this.sockFile, config: this.confFile, log: this.logFile, ...(this.birdError ? { error: this.birdError } : {}) },
       sessions: this.sessionsNow,
+      ...(this.unrouted.length ? { unrouted: this.unrouted } : {}),
     };
   }
 
   /** Leaves bird running (detached): sessions and routes stay while the agent is down; a new agent adopts it. */
   async stop(): Promise<void> {
-    if (this.poll) clearInterval(this.poll);
+    this.stopped = true;
+    if (this.poll) clearTimeout(this.poll);
     this.watch?.close();
     await this.applying;
     this.proc?.release();
@@ -285,7 +297,8 @@ export class BgpBackend implements Backend {
 
   /** Stops bird by PID, removes the routes it put in the kernel and its files. */
   async teardown(): Promise<void> {
-    if (this.poll) clearInterval(this.poll);
+    this.stopped = true;
+    if (this.poll) clearTimeout(this.poll);
     this.watch?.close();
     await this.applying;
     if (this.proc) await this.proc.stop();
