@@ -195,7 +195,19 @@ test('bgp: 3 hosts × 2 containers over BGP-learned routes; a hand-made BIRD rou
       const target = c.on(h.id)[0]!;
       await waitUntil(`client → ${target.label} ${target.ip}`, 15_000, () => c.tb.ping(client, target.ip, { timeoutSec: 1 }));
     }
-    // adding and fixing the external peer was a `birdc configure`: the mesh sessions never flapped
+    // removing the external peer closes its sessions: the client network is withdrawn everywhere; adding it back restores it
+    r = await weft(['bgp', 'peer', 'rm', tor.ip, ...storeArgs]);
+    assert.equal(r.code, 0, r.stderr);
+    for (const h of hosts) await waitNoRoute(h.ns, CLIENT_NET, 10_000);
+    await waitUntil('the tor session is gone from status', 10_000, async () => !(await sessions(c, hosts[0]!)).some((x) => x.peer === tor.ip));
+    r = await weft(['bgp', 'peer', 'rm', tor.ip, ...storeArgs]);
+    assert.notEqual(r.code, 0, 'removing it twice is an error');
+    assert.match(r.stderr, /no BGP peer/);
+    r = await weft(['bgp', 'peer', 'add', tor.ip, String(TOR_AS), ...storeArgs]);
+    assert.equal(r.code, 0, r.stderr);
+    for (const h of hosts) await waitBirdRoutes(h.ns, [CLIENT_NET]);
+
+    // adding, fixing and removing the external peer was a `birdc configure` each: the mesh sessions never flapped
     for (const h of hosts) {
       const mesh = (await sessions(c, h)).filter((x) => x.kind === 'mesh');
       assert.equal(mesh.length, 2, `${h.id}: two mesh sessions`);
@@ -237,6 +249,10 @@ test('bgp: 3 hosts × 2 containers over BGP-learned routes; a hand-made BIRD rou
       });
     }
     process.stderr.write(`bgp e2e: h3 cut off → route withdrawn after ${took.join(' / ')} ms (hold time ${HOLD} s)\n`);
+    const d3 = await doctor(h1.ns, ['--api', c.agent(h1).api, ...storeArgs]);
+    const f3 = d3.findings.find((f) => f.check === `bgp:${NETWORK}:${h3.ip}`);
+    assert.ok(f3 && !f3.ok && /hold timer expired|TCP port 179/.test(f3.message), `doctor on h1 explains the session with h3: ${JSON.stringify(f3)} code ${d3.code} ${d3.stderr} ${JSON.stringify(d3.findings.filter((f) => !f.ok))}`);
+    assert.ok(d3.findings.some((f) => f.check === `route:${NETWORK}:${s3}` && !f.ok), 'doctor on h1: no route to h3');
     // h3 is gone for good: agent stopped, its bird stopped by PID
     const pid3 = birdPid(c, h3);
     await c.agent(h3).stop('SIGKILL');
