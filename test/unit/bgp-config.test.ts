@@ -77,6 +77,13 @@ describe('bgp config generator', () => {
     assert.equal(birdConfig({ ...base, peers: [...base.peers].reverse() }), before);
   });
 
+  test('two leases on one address make one session (the first lease given wins), so bird never sees a duplicate name', () => {
+    const conf = birdConfig({ ...base, peers: [...base.peers, { ip: '192.168.5.1', subnet: '10.9.7.0/24' }] });
+    assert.equal(conf.match(/protocol bgp weft_192_168_5_1 /g)?.length, 1);
+    assert.match(block(conf, 'weft_192_168_5_1')!, /net = 10\.9\.1\.0\/24/);
+    birdParses(conf);
+  });
+
   test('no own lease yet: nothing announced, sessions still configured', () => {
     const { own: _own, ...rest } = base;
     const conf = birdConfig(rest);

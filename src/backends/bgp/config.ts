@@ -90,7 +90,10 @@ export function sessions(c: BirdConfigInput): SessionSpec[] {
   const ownOnly = 'proto = "weft_own"';
   const rrMode = c.reflectors.length > 0;
   const iAmReflector = c.reflectors.includes(c.routerId);
-  const others = [...c.peers].filter((p) => p.ip !== c.routerId).sort((a, b) => cmpIp(a.ip, b.ip));
+  // one session per address: a second lease on the same address (a stale one) is not a second peer
+  const byIp = new Map<string, WeftPeer>();
+  for (const p of c.peers) if (p.ip !== c.routerId && !byIp.has(p.ip)) byIp.set(p.ip, p);
+  const others = [...byIp.values()].sort((a, b) => cmpIp(a.ip, b.ip));
   if (!rrMode) {
     for (const p of others) {
       if (!p.subnet) continue;

@@ -66,6 +66,8 @@ export class BgpBackend implements Backend {
   private birdError?: string;
   private configures = 0;
   private peersKnown = false;
+  /** The config text the running bird was last told to load (undefined: unknown, e.g. adopted). */
+  private loaded?: string;
   private stopped = false;
   /** Peer subnets with no `proto bird` route in the kernel yet (their traffic has no way there). */
   private unrouted: string[] = [];
@@ -125,18 +127,21 @@ export class BgpBackend implements Backend {
       } catch {
         have = undefined;
       }
-      if (have === text) return;
-      const tmp = `${this.confFile}.tmp`;
-      fs.writeFileSync(tmp, text, { mode: 0o600 });
-      try {
-        await birdCheckConfig(tmp);
-      } catch (err) {
-        fs.rmSync(tmp, { force: true });
-        throw err;
+      if (have !== text) {
+        const tmp = `${this.confFile}.tmp`;
+        fs.writeFileSync(tmp, text, { mode: 0o600 });
+        try {
+          await birdCheckConfig(tmp);
+        } catch (err) {
+          fs.rmSync(tmp, { force: true });
+          throw err;
+        }
+        fs.renameSync(tmp, this.confFile);
       }
-      fs.renameSync(tmp, this.confFile);
-      if (this.proc?.running() && (await birdAnswers(this.sockFile))) {
+      // a reload that failed (or an adopted bird whose config is unknown) is retried on the next apply
+      if (this.loaded !== text && this.proc?.running() && (await birdAnswers(this.sockFile))) {
         await birdConfigure(this.sockFile);
+        this.loaded = text;
         this.configures++;
         this.ctx.log.info({ network: this.ctx.networkName, sessions: sessionSpecs(this.configInput()).map((s) => s.peer) }, 'bgp: bird reconfigured');
       }
@@ -169,6 +174,14 @@ export class BgpBackend implements Backend {
       pidFile: this.pidFile,
       logFile: this.logFile,
       backoffMs: { min: 500, max: 10_000 },
+      // a bird we start reads the file as it is now; an adopted one runs whatever it last loaded
+      onStart: ({ adopted }) => {
+        try {
+          this.loaded = adopted ? undefined : fs.readFileSync(this.confFile, 'utf8');
+        } catch {
+          this.loaded = undefined;
+        }
+      },
     });
     // bird answers on its socket within a moment (an adopted one keeps its config until the first reconcile)
     const until = Date.now() + 10_000;
