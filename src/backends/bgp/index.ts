@@ -218,11 +218,12 @@ export class BgpBackend implements Backend {
       }
     } else if (ev.type === 'put') {
       const p = parsePeerEntry(ev.entry);
-      if (!p) {
+      if (p) this.external.set(p.ip, p);
+      else {
+        // another client wrote something that is not a peer: no session on its word (an earlier one goes)
         this.ctx.log.warn({ key: ev.entry.key }, 'bgp: ignoring a peer record that does not parse');
-        return;
+        if (!this.external.delete(ev.entry.key.slice(BGP_PEERS_PREFIX.length))) return;
       }
-      this.external.set(p.ip, p);
     } else {
       const ip = ev.key.slice(BGP_PEERS_PREFIX.length);
       if (!this.external.delete(ip)) return;
