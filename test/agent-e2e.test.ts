@@ -1,3 +1,4 @@
+import { cidrWithin } from '../src/net/ipv4.js';
 import '../src/backends/all.js';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
@@ -11,7 +12,6 @@ import { listLeases } from '../src/lease/leases.js';
 import { createNetwork } from '../src/config/registry.js';
 import { openStore } from '../src/store/index.js';
 import { networkKeys } from '../src/store/layout.js';
-import { cidrWithin } from '../src/system/cidr.js';
 import { ipJson } from '../src/system/ip.js';
 import { alive } from '../src/testbed/agents.js';
 import { destroyLeftovers, fdb, links, neigh, NETWORK, routeIn, routes, sleep, waitUntil, weft, withCluster, LEASE_TTL } from './helpers/agent-cluster.js';

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { waitFor } from '../src/testbed/wait.js';
 import { readFile, rm } from 'node:fs/promises';
 import { once } from 'node:events';
 import { after, before, test } from 'node:test';
@@ -82,7 +83,7 @@ test('vxlan: wire format on the underlay is UDP 8472 with VNI 1', async () => {
   });
   const src = n1.containers[0]!;
   const dst = n2.containers[1]!;
-  assert.ok(await tb.ping(src.ns, dst.ip, { count: 1, timeoutSec: 2 }));
+  await waitFor('a ping is answered', 15_000, () => tb.ping(src.ns, dst.ip, { count: 1, timeoutSec: 2 }));
   await exited;
   const buf = await readFile(pcap);
   await rm(pcap, { force: true });
@@ -144,7 +145,7 @@ test('vxlan: a restarted agent (new backend object) adopts the device and change
   await fresh.activate(n1.lease);
   await fresh.reconcile(nodes.map((n) => n.lease));
   assert.deepEqual(await state(n1.host.ns), before);
-  assert.ok(await tb.ping(n1.containers[0]!.ns, nodes[2]!.containers[1]!.ip));
+  await waitFor('a ping is answered', 15_000, () => tb.ping(n1.containers[0]!.ns, nodes[2]!.containers[1]!.ip));
 });
 
 test('vxlan: a dropped peer loses route, neighbour and fdb entry; a fourth host joins', async () => {
@@ -172,7 +173,7 @@ test('vxlan: a peer that re-created its device (new VtepMAC) is followed', async
   const s = await state(n1.host.ns);
   assert.ok(s.fdb.some((f) => f.mac === n2.lease.backendData.VtepMAC && f.dst === n2.host.ip));
   assert.equal(s.fdb.filter((f) => f.dst === n2.host.ip).length, 1, 'old MAC removed');
-  assert.ok(await tb.ping(n1.containers[0]!.ns, n2.containers[0]!.ip, { timeoutSec: 2 }));
+  await waitFor('a ping is answered', 15_000, () => tb.ping(n1.containers[0]!.ns, n2.containers[0]!.ip, { timeoutSec: 2 }));
 });
 
 test('vxlan: peers with another VNI or without a VtepMAC are skipped with a logged reason', async () => {

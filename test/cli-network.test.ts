@@ -1,3 +1,4 @@
+import '../src/backends/all.js';
 import { runWeft, type CliResult } from '../src/testbed/agents.js';
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -42,7 +43,7 @@ before(async () => {
 after(() => rm(dir, { recursive: true, force: true }));
 
 test('create, ls, inspect (human and --json)', async () => {
-  assert.match(await ok('network', 'create', 'blue', '--subnet', '10.5.0.0/16'), /^created network blue: 10\.5\.0\.0\/16, 256 \/24 subnets, vxlan VNI=1 Port=8472\n$/);
+  assert.match(await ok('network', 'create', 'blue', '--subnet', '10.5.0.0/16'), /^created network blue: 10\.5\.0\.0\/16, 255 \/24 subnets, vxlan VNI=1 Port=8472\n$/);
   const red = JSON.parse(await ok('network', 'create', 'red', '--subnet', '10.6.0.0/16', '--subnet-len', '26', '--backend', 'host-gw', '--ip-masq', '--json'));
   assert.deepEqual(red, { name: 'red', config: { Network: '10.6.0.0/16', SubnetLen: 26, Backend: { Type: 'host-gw' }, IPMasq: true } });
   // a second vxlan network gets the lowest unused VNI
@@ -52,9 +53,9 @@ test('create, ls, inspect (human and --json)', async () => {
   const table = (await ok('network', 'ls')).trimEnd().split('\n');
   assert.match(table[0]!, /^NAME\s+NETWORK\s+SUBNET-LEN\s+SUBNETS\s+LEASES\s+BACKEND\s+VNI$/);
   assert.deepEqual(table.slice(1).map((l) => l.split(/\s+/)), [
-    ['blue', '10.5.0.0/16', '24', '256', '0', 'vxlan', '1'],
-    ['green', '10.7.0.0/16', '24', '256', '0', 'vxlan', '2'],
-    ['red', '10.6.0.0/16', '26', '1024', '0', 'host-gw', '-'],
+    ['blue', '10.5.0.0/16', '24', '255', '0', 'vxlan', '1'],
+    ['green', '10.7.0.0/16', '24', '255', '0', 'vxlan', '2'],
+    ['red', '10.6.0.0/16', '26', '1023', '0', 'host-gw', '-'],
   ]);
   const ls = JSON.parse(await ok('network', 'ls', '--json'));
   assert.deepEqual(ls.map((n: { name: string; leases: number }) => [n.name, n.leases]), [['blue', 0], ['green', 0], ['red', 0]]);
@@ -62,9 +63,9 @@ test('create, ls, inspect (human and --json)', async () => {
   const inspect = await ok('network', 'inspect', 'blue');
   assert.match(inspect, /^Name:\s+blue$/m);
   assert.match(inspect, /^Network:\s+10\.5\.0\.0\/16$/m);
-  assert.match(inspect, /^Leases:\s+0 of 256$/m);
+  assert.match(inspect, /^Leases:\s+0 of 255$/m);
   const j = JSON.parse(await ok('network', 'inspect', 'blue', '--json'));
-  assert.deepEqual(j, { name: 'blue', config: { Network: '10.5.0.0/16', SubnetLen: 24, Backend: { Type: 'vxlan', VNI: 1, Port: 8472 } }, subnets: 256, leases: [] });
+  assert.deepEqual(j, { name: 'blue', config: { Network: '10.5.0.0/16', SubnetLen: 24, Backend: { Type: 'vxlan', VNI: 1, Port: 8472 } }, subnets: 255, leases: [] });
 });
 
 test('bad input: one line on stderr, non-zero exit', async () => {
@@ -95,7 +96,7 @@ test('inspect shows holders; rm is refused while leases are held, --force remove
       backendData: { VNI: 1, VtepMAC: '62:ea:3b:12:34:56' },
     });
     const inspect = await ok('network', 'inspect', 'blue');
-    assert.match(inspect, /^Leases:\s+1 of 256$/m);
+    assert.match(inspect, /^Leases:\s+1 of 255$/m);
     assert.match(inspect, new RegExp(`^${lease.subnet.replace(/\./g, '\\.')}\\s+192\\.168\\.1\\.5\\s+host-a\\s+vxlan\\s+\\d{4}-`, 'm'));
     const j = JSON.parse(await ok('network', 'inspect', 'blue', '--json'));
     assert.deepEqual(

@@ -4,12 +4,13 @@
  * the network usable on B; a container on A pings and nc's one on B (vxlan); --ip is honoured; exhaustion
  * and an --ip taken on the other host fail `docker run` with weft's message; removal leaves nothing behind.
  */
+import { intToIp, parseCidr } from '../src/net/ipv4.js';
 import '../src/backends/all.js';
 import { WEFT_BIN } from '../src/testbed/agents.js';
 import { waitFor } from '../src/testbed/wait.js';
-import { intToIp, parseCidr } from '../src/lease/subnets.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { needsRoot } from './helpers/require-root.js';
 import * as http from 'node:http';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
@@ -93,7 +94,7 @@ async function links(h: TestbedHost): Promise<string[]> {
 
 const ipPlus = (subnet: string, k: number) => intToIp(parseCidr(subnet).base + k);
 
-test('docker on two hosts over a weft vxlan network', { timeout: 300_000 }, async (t) => {
+test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: needsRoot('dockerd', 'busybox') }, async (t) => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'wde-'));
   const storeUrl = `sqlite://${dir}/weft.db`;
   const tb = await createTestbed({ hosts: 2 });
@@ -121,132 +122,146 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000 }, asyn
   const dockerA = A.dockerd;
   const dockerB = B.dockerd;
 
-  // ---- create on A; the network appears in the store and on B ----
-  await dockerA.dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.40.0.0/16', 'prodnet']);
-  assert.equal(await dockerA.dockerOk(['network', 'inspect', '-f', '{{.Driver}} {{.IPAM.Driver}} {{(index .IPAM.Config 0).Subnet}}', 'prodnet']), 'weft weft 10.40.0.0/16');
-  await waitFor('prodnet on B', 20_000, async () => (await dockerB.docker(['network', 'inspect', '-f', '{{.Driver}}', 'prodnet'])).stdout.trim() === 'weft');
-  const stA = await waitFor('A joined prodnet with B as peer', 20_000, async () => {
-    const s = await getJson(A.api, '/status');
-    const n = s.networks.find((x: any) => x.name === 'prodnet');
-    return n && n.peers.length === 1 ? n : undefined;
+  // state shared by the steps below (each step is a subtest, run in order)
+  let ipB: any;
+  let stA: any;
+  let stB: any;
+  let taken: any;
+  await t.test('create on A; the network appears in the store and on B', async () => {
+    await dockerA.dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.40.0.0/16', 'prodnet']);
+    assert.equal(await dockerA.dockerOk(['network', 'inspect', '-f', '{{.Driver}} {{.IPAM.Driver}} {{(index .IPAM.Config 0).Subnet}}', 'prodnet']), 'weft weft 10.40.0.0/16');
+    await waitFor('prodnet on B', 20_000, async () => (await dockerB.docker(['network', 'inspect', '-f', '{{.Driver}}', 'prodnet'])).stdout.trim() === 'weft');
+    stA = await waitFor('A joined prodnet with B as peer', 20_000, async () => {
+      const s = await getJson(A.api, '/status');
+      const n = s.networks.find((x: any) => x.name === 'prodnet');
+      return n && n.peers.length === 1 ? n : undefined;
+    });
+    stB = await waitFor('B joined prodnet with A as peer', 20_000, async () => {
+      const s = await getJson(B.api, '/status');
+      const n = s.networks.find((x: any) => x.name === 'prodnet');
+      return n && n.peers.length === 1 ? n : undefined;
+    });
+    assert.equal(stA.backend, 'vxlan');
+    // flannel-style: `weft docker-opts` prints dockerd's --bip/--mtu from this host's lease
+    const opts = await run(process.execPath, [WEFT_BIN, 'docker-opts', '--api', A.api, '--network', 'prodnet']);
+    assert.equal(opts.stderr, '');
+    assert.equal(opts.stdout, `--bip=${ipPlus(stA.subnet, 1)}/24 --mtu=${stA.mtu}\n`);
+    assert.ok(stA.mtu <= 1450, 'vxlan MTU leaves room for the encapsulation');
+    assert.notEqual(stA.subnet, stB.subnet);
+
   });
-  const stB = await waitFor('B joined prodnet with A as peer', 20_000, async () => {
-    const s = await getJson(B.api, '/status');
-    const n = s.networks.find((x: any) => x.name === 'prodnet');
-    return n && n.peers.length === 1 ? n : undefined;
+  await t.test("B: a server with a static --ip in B's lease", async () => {
+    ipB = ipPlus(stB.subnet, 9);
+    await dockerB.dockerOk([
+      'run', '-d', '--name', 'srv', '--network', 'prodnet', '--ip', ipB, 'busybox:local',
+      'sh', '-c', 'while true; do echo pong-from-b | nc -l -p 7777; done',
+    ]);
+    assert.equal(await dockerB.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.prodnet.IPAddress}}', 'srv']), ipB, '--ip honoured');
+    const inB = await dockerB.dockerOk(['exec', 'srv', 'sh', '-c', 'ip -o -4 addr show eth0; ip route']);
+    assert.match(inB, new RegExp(`inet ${ipB.replace(/\./g, '\\.')}/24 `));
+    assert.match(inB, new RegExp(`default via ${ipPlus(stB.subnet, 1).replace(/\./g, '\\.')} dev eth0`));
+
   });
-  assert.equal(stA.backend, 'vxlan');
-  // flannel-style: `weft docker-opts` prints dockerd's --bip/--mtu from this host's lease
-  const opts = await run(process.execPath, [WEFT_BIN, 'docker-opts', '--api', A.api, '--network', 'prodnet']);
-  assert.equal(opts.stderr, '');
-  assert.equal(opts.stdout, `--bip=${ipPlus(stA.subnet, 1)}/24 --mtu=${stA.mtu}\n`);
-  assert.ok(stA.mtu <= 1450, 'vxlan MTU leaves room for the encapsulation');
-  assert.notEqual(stA.subnet, stB.subnet);
+  await t.test("B's agent (and plugin) restarts: Docker replays nothing, the plugin's saved state carries on", async () => {
+    const oldPid = B.agent.pid!;
+    const exited = new Promise((r) => B.agent.once('exit', r));
+    process.kill(oldPid, 'SIGTERM');
+    await exited;
+    const B2 = await startAgent(tb, h2, dockerB, storeUrl, dir);
+    hosts[1] = B2;
+    B = B2;
+    const stB2 = await waitFor('B rejoined prodnet', 20_000, async () => {
+      const s = await getJson(B2.api, '/status');
+      return s.networks.find((x: any) => x.name === 'prodnet' && x.peers.length === 1);
+    });
+    assert.equal(stB2.subnet, stB.subnet, 'same lease after a restart');
 
-  // ---- B: a server with a static --ip in B's lease ----
-  const ipB = ipPlus(stB.subnet, 9);
-  await dockerB.dockerOk([
-    'run', '-d', '--name', 'srv', '--network', 'prodnet', '--ip', ipB, 'busybox:local',
-    'sh', '-c', 'while true; do echo pong-from-b | nc -l -p 7777; done',
-  ]);
-  assert.equal(await dockerB.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.prodnet.IPAddress}}', 'srv']), ipB, '--ip honoured');
-  const inB = await dockerB.dockerOk(['exec', 'srv', 'sh', '-c', 'ip -o -4 addr show eth0; ip route']);
-  assert.match(inB, new RegExp(`inet ${ipB.replace(/\./g, '\\.')}/24 `));
-  assert.match(inB, new RegExp(`default via ${ipPlus(stB.subnet, 1).replace(/\./g, '\\.')} dev eth0`));
-
-  // ---- B's agent (and plugin) restarts: Docker replays nothing, the plugin's saved state carries on ----
-  const oldPid = B.agent.pid!;
-  const exited = new Promise((r) => B.agent.once('exit', r));
-  process.kill(oldPid, 'SIGTERM');
-  await exited;
-  const B2 = await startAgent(tb, h2, dockerB, storeUrl, dir);
-  hosts[1] = B2;
-  B = B2;
-  const stB2 = await waitFor('B rejoined prodnet', 20_000, async () => {
-    const s = await getJson(B2.api, '/status');
-    return s.networks.find((x: any) => x.name === 'prodnet' && x.peers.length === 1);
   });
-  assert.equal(stB2.subnet, stB.subnet, 'same lease after a restart');
+  await t.test("A: ping and nc to B's container by IP", async () => {
+    const out = await dockerA.dockerOk(
+      ['run', '--rm', '--name', 'cli', '--network', 'prodnet', 'busybox:local', 'sh', '-c',
+        `ip -o -4 addr show eth0; ping -c 3 -W 2 ${ipB}; echo hello | nc -w 3 ${ipB} 7777`],
+      { timeoutMs: 60_000 },
+    );
+    assert.match(out, new RegExp(`inet ${ipPlus(stA.subnet, 2).replace(/\./g, '\\.')}/24 `), 'first free address of A\'s lease');
+    assert.match(out, /3 packets transmitted, 3 packets received/);
+    assert.match(out, /pong-from-b/);
 
-  // ---- A: ping and nc to B's container by IP ----
-  const out = await dockerA.dockerOk(
-    ['run', '--rm', '--name', 'cli', '--network', 'prodnet', 'busybox:local', 'sh', '-c',
-      `ip -o -4 addr show eth0; ping -c 3 -W 2 ${ipB}; echo hello | nc -w 3 ${ipB} 7777`],
-    { timeoutMs: 60_000 },
-  );
-  assert.match(out, new RegExp(`inet ${ipPlus(stA.subnet, 2).replace(/\./g, '\\.')}/24 `), 'first free address of A\'s lease');
-  assert.match(out, /3 packets transmitted, 3 packets received/);
-  assert.match(out, /pong-from-b/);
-
-  // ---- two containers on one host get two addresses ----
-  await dockerA.dockerOk(['run', '-d', '--name', 'a1', '--network', 'prodnet', 'busybox:local', 'sleep', '600']);
-  await dockerA.dockerOk(['run', '-d', '--name', 'a2', '--network', 'prodnet', 'busybox:local', 'sleep', '600']);
-  const ipsA = await Promise.all(['a1', 'a2'].map((c) => dockerA.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.prodnet.IPAddress}}', c])));
-  assert.notEqual(ipsA[0], ipsA[1]);
-  assert.match(await dockerA.dockerOk(['exec', 'a1', 'ping', '-c', '1', '-W', '2', ipsA[1]!]), /1 packets received/);
-  await dockerA.dockerOk(['rm', '-f', 'a1', 'a2']);
-
-  // ---- weft attach <docker container>: a container started without weft, found through the Docker API ----
-  await dockerA.dockerOk(['run', '-d', '--name', 'lone', '--network', 'none', 'busybox:local', 'sleep', '600']);
-  const ep = await postJson(A.api, '/attach', { container: 'lone', network: 'prodnet' });
-  assert.equal(ep.network, 'prodnet');
-  assert.match(ep.address, new RegExp(`^${ipPlus(stA.subnet, 0).replace(/\.0$/, '').replace(/\./g, '\\.')}\\.\\d+/24$`));
-  const lonePing = await dockerA.dockerOk(['exec', 'lone', 'ping', '-c', '2', '-W', '2', ipB]);
-  assert.match(lonePing, /2 packets transmitted, 2 packets received/);
-  await postJson(A.api, '/detach', { container: 'lone', network: 'prodnet' });
-  await dockerA.dockerOk(['rm', '-f', 'lone']);
-
-  // ---- --ip taken on the other host; --ip in the other host's subnet ----
-  const taken = await dockerA.docker(['run', '--rm', '--network', 'prodnet', '--ip', ipB, 'busybox:local', 'true']);
-  assert.notEqual(taken.code, 0);
-  assert.match(taken.stderr, new RegExp(`weft: address ${ipB.replace(/\./g, '\\.')} is already in use on host h2`));
-  const foreign = await dockerA.docker(['run', '--rm', '--network', 'prodnet', '--ip', ipPlus(stB.subnet, 20), 'busybox:local', 'true']);
-  assert.notEqual(foreign.code, 0);
-  assert.match(foreign.stderr, new RegExp(`weft: address ${ipPlus(stB.subnet, 20).replace(/\./g, '\\.')} belongs to host h2's subnet ${stB.subnet.replace(/\./g, '\\.')}`));
-
-  // ---- exhaustion: a network whose two subnets are held by two other hosts ----
-  for (const id of ['h8', 'h9']) {
-    const m = new LeaseManager(store, 'small', { hostId: id, ttlSeconds: 600 });
-    holders.push(m);
-  }
-  const { createNetwork } = await import('../src/config/registry.js');
-  await createNetwork(store, 'small', { Network: '10.41.0.0/24', SubnetLen: 25, Backend: { Type: 'vxlan' } });
-  for (const [i, m] of holders.entries()) await m.acquire({ publicIp: `192.0.2.${98 + i}`, backendType: 'vxlan', backendData: {} });
-  await dockerA.dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.41.0.0/24', 'small']);
-  const full = await dockerA.docker(['run', '--rm', '--network', 'small', 'busybox:local', 'true'], { timeoutMs: 60_000 });
-  assert.notEqual(full.code, 0);
-  assert.match(full.stderr, /weft: network "small" \(10\.41\.0\.0\/24\) is full: all 2 \/25 subnets are taken — held by .*\(h[89]\).*\(h[89]\)/);
-  for (const m of holders.splice(0)) await m.release();
-  await dockerA.dockerOk(['network', 'rm', 'small']);
-
-  // ---- removal: `docker network rm` on A while B still has a container ----
-  // Docker drops its own network whatever the driver says; weft keeps the network for B's container,
-  // refuses new containers on it and removes it everywhere when the last one is gone.
-  await dockerA.dockerOk(['network', 'rm', 'prodnet']);
-  assert.equal((await dockerA.docker(['network', 'inspect', 'prodnet'])).code, 1);
-  assert.ok((await listLeases(store, 'prodnet')).length === 2, 'leases kept while B has a container');
-  assert.match(await dockerB.dockerOk(['exec', 'srv', 'ip', '-o', '-4', 'addr', 'show', 'eth0']), new RegExp(ipB.replace(/\./g, '\\.')));
-  const late = await dockerB.docker(['run', '--rm', '--network', 'prodnet', 'busybox:local', 'true']);
-  assert.notEqual(late.code, 0);
-  assert.match(late.stderr, /weft: network prodnet is being removed \(docker network rm on host h1\); it goes away once its last container is gone/);
-  await dockerB.dockerOk(['rm', '-f', 'srv']);
-  await waitFor('prodnet gone from B', 20_000, async () => (await dockerB.docker(['network', 'inspect', 'prodnet'])).code !== 0);
-  await waitFor('agents left prodnet', 20_000, async () => {
-    const [a, b] = await Promise.all([getJson(A.api, '/status'), getJson(B.api, '/status')]);
-    return a.networks.length === 0 && b.networks.length === 0;
   });
-  // nothing left: no veth, no address, no lease, no network, no Docker record
-  for (const h of [h1, h2]) {
-    const l = await links(h);
-    assert.deepEqual(l.filter((n) => /^(wd|wp|vw)/.test(n)), [], `no veth left on ${h.id}: ${l.join(' ')}`);
-  }
-  assert.deepEqual(await listLeases(store, 'prodnet'), []);
-  const left = (await store.list('')).map((e) => e.key).filter((k) => k.includes('prodnet') || k.includes('small') || k.startsWith('docker/'));
-  assert.deepEqual(left, []);
-  for (const h of hosts) {
-    const lines = h.log.join('').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; network?: string; msg: string });
-    // the only errors: this host could not join the exhausted network
-    const errors = lines.filter((l) => l.level >= 50 && !(l.network === 'small' && l.msg === 'cannot join network'));
-    assert.deepEqual(errors, [], `no unexpected errors logged by ${h.tb.id}`);
-  }
+  await t.test('two containers on one host get two addresses', async () => {
+    await dockerA.dockerOk(['run', '-d', '--name', 'a1', '--network', 'prodnet', 'busybox:local', 'sleep', '600']);
+    await dockerA.dockerOk(['run', '-d', '--name', 'a2', '--network', 'prodnet', 'busybox:local', 'sleep', '600']);
+    const ipsA = await Promise.all(['a1', 'a2'].map((c) => dockerA.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.prodnet.IPAddress}}', c])));
+    assert.notEqual(ipsA[0], ipsA[1]);
+    assert.match(await dockerA.dockerOk(['exec', 'a1', 'ping', '-c', '1', '-W', '2', ipsA[1]!]), /1 packets received/);
+    await dockerA.dockerOk(['rm', '-f', 'a1', 'a2']);
+
+  });
+  await t.test('weft attach <docker container>: a container started without weft, found through the Docker API', async () => {
+    await dockerA.dockerOk(['run', '-d', '--name', 'lone', '--network', 'none', 'busybox:local', 'sleep', '600']);
+    const ep = await postJson(A.api, '/attach', { container: 'lone', network: 'prodnet' });
+    assert.equal(ep.network, 'prodnet');
+    assert.match(ep.address, new RegExp(`^${ipPlus(stA.subnet, 0).replace(/\.0$/, '').replace(/\./g, '\\.')}\\.\\d+/24$`));
+    const lonePing = await dockerA.dockerOk(['exec', 'lone', 'ping', '-c', '2', '-W', '2', ipB]);
+    assert.match(lonePing, /2 packets transmitted, 2 packets received/);
+    await postJson(A.api, '/detach', { container: 'lone', network: 'prodnet' });
+    await dockerA.dockerOk(['rm', '-f', 'lone']);
+
+  });
+  await t.test("--ip taken on the other host; --ip in the other host's subnet", async () => {
+    taken = await dockerA.docker(['run', '--rm', '--network', 'prodnet', '--ip', ipB, 'busybox:local', 'true']);
+    assert.notEqual(taken.code, 0);
+    assert.match(taken.stderr, new RegExp(`weft: address ${ipB.replace(/\./g, '\\.')} is already in use on host h2`));
+    const foreign = await dockerA.docker(['run', '--rm', '--network', 'prodnet', '--ip', ipPlus(stB.subnet, 20), 'busybox:local', 'true']);
+    assert.notEqual(foreign.code, 0);
+    assert.match(foreign.stderr, new RegExp(`weft: address ${ipPlus(stB.subnet, 20).replace(/\./g, '\\.')} belongs to host h2's subnet ${stB.subnet.replace(/\./g, '\\.')}`));
+
+  });
+  await t.test('exhaustion: a network whose two subnets are held by two other hosts', async () => {
+    for (const id of ['h8', 'h9']) {
+      const m = new LeaseManager(store, 'small', { hostId: id, ttlSeconds: 600 });
+      holders.push(m);
+    }
+    const { createNetwork } = await import('../src/config/registry.js');
+    await createNetwork(store, 'small', { Network: '10.41.0.0/24', SubnetLen: 26, SubnetMin: '10.41.0.64', SubnetMax: '10.41.0.128', Backend: { Type: 'vxlan' } });
+    for (const [i, m] of holders.entries()) await m.acquire({ publicIp: `192.0.2.${98 + i}`, backendType: 'vxlan', backendData: {} });
+    await dockerA.dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.41.0.0/24', 'small']);
+    const full = await dockerA.docker(['run', '--rm', '--network', 'small', 'busybox:local', 'true'], { timeoutMs: 60_000 });
+    assert.notEqual(full.code, 0);
+    assert.match(full.stderr, /weft: network "small" \(10\.41\.0\.0\/24\) is full: all 2 \/26 subnets are taken — held by .*\(h[89]\).*\(h[89]\)/);
+    for (const m of holders.splice(0)) await m.release();
+    await dockerA.dockerOk(['network', 'rm', 'small']);
+
+  });
+  await t.test('removal: `docker network rm` on A while B still has a container', async () => {
+    // Docker drops its own network whatever the driver says; weft keeps the network for B's container,
+    // refuses new containers on it and removes it everywhere when the last one is gone.
+    await dockerA.dockerOk(['network', 'rm', 'prodnet']);
+    assert.equal((await dockerA.docker(['network', 'inspect', 'prodnet'])).code, 1);
+    assert.ok((await listLeases(store, 'prodnet')).length === 2, 'leases kept while B has a container');
+    assert.match(await dockerB.dockerOk(['exec', 'srv', 'ip', '-o', '-4', 'addr', 'show', 'eth0']), new RegExp(ipB.replace(/\./g, '\\.')));
+    const late = await dockerB.docker(['run', '--rm', '--network', 'prodnet', 'busybox:local', 'true']);
+    assert.notEqual(late.code, 0);
+    assert.match(late.stderr, /weft: network prodnet is being removed \(docker network rm on host h1\); it goes away once its last container is gone/);
+    await dockerB.dockerOk(['rm', '-f', 'srv']);
+    await waitFor('prodnet gone from B', 20_000, async () => (await dockerB.docker(['network', 'inspect', 'prodnet'])).code !== 0);
+    await waitFor('agents left prodnet', 20_000, async () => {
+      const [a, b] = await Promise.all([getJson(A.api, '/status'), getJson(B.api, '/status')]);
+      return a.networks.length === 0 && b.networks.length === 0;
+    });
+    // nothing left: no veth, no address, no lease, no network, no Docker record
+    for (const h of [h1, h2]) {
+      const l = await links(h);
+      assert.deepEqual(l.filter((n) => /^(wd|wp|vw)/.test(n)), [], `no veth left on ${h.id}: ${l.join(' ')}`);
+    }
+    assert.deepEqual(await listLeases(store, 'prodnet'), []);
+    const left = (await store.list('')).map((e) => e.key).filter((k) => k.includes('prodnet') || k.includes('small') || k.startsWith('docker/'));
+    assert.deepEqual(left, []);
+    for (const h of hosts) {
+      const lines = h.log.join('').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; network?: string; msg: string });
+      // the only errors: this host could not join the exhausted network
+      const errors = lines.filter((l) => l.level >= 50 && !(l.network === 'small' && l.msg.startsWith('cannot join network')));
+      assert.deepEqual(errors, [], `no unexpected errors logged by ${h.tb.id}`);
+    }
+  });
 });

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { waitFor } from '../src/testbed/wait.js';
 import { after, before, test } from 'node:test';
 import { ensureBridge } from '../src/system/bridge.js';
 import { getLink, ipJson } from '../src/system/ip.js';
@@ -26,7 +27,8 @@ after(async () => {
 test('test bed: hosts reach each other over the switch; underlay is found', async () => {
   const [h1, h2] = tb.hosts;
   assert.ok(tb.prefix.length <= 8);
-  assert.ok(await tb.ping(h1!.ns, h2!.ip));
+  // right after the bed is built the bridge port may still be learning: wait for an answer, bounded
+  await waitFor(`${h1!.id} answers ${h2!.id} over the switch`, 15_000, () => tb.ping(h1!.ns, h2!.ip, { timeoutSec: 1 }));
   const u = await findUnderlay({}, { netns: h1!.ns });
   assert.deepEqual(u, { iface: 'eth0', ip: h1!.ip, mtu: 1500 });
   assert.deepEqual(await findUnderlay({ publicIp: h1!.ip }, { netns: h1!.ns }), u);
@@ -68,7 +70,7 @@ test('attach creates eth0 with address, route and MTU; second attach gets ethwe0
   const h = await getLink(hostIf, { netns: ns });
   assert.equal(h?.master, 'weft0');
   assert.equal(h?.mtu, 1450);
-  assert.ok(await tb.ping(c, '10.77.1.1'), 'container reaches its gateway');
+  await waitFor('container reaches its gateway', 15_000, () => tb.ping(c, '10.77.1.1'));
 
   // a second network: next free name
   assert.equal(nextIfName(await listNetnsInterfaces(c)), 'ethwe0');
@@ -100,7 +102,7 @@ test('attach by PID enters the namespace of the process', async () => {
   assert.equal((await run('readlink', [`/proc/${pid}/ns/net`])).stdout.trim(), inside, 'spawned child runs in the namespace');
   await attachVeth({ netns: { pid }, ifname: 'eth0', address: '10.77.1.5/24', gateway: '10.77.1.1', mtu: 1450, bridge: 'weft0', hostIf: 'vwpidtest', hostNetns: ns });
   assert.ok(await getLink('eth0', { netns: c }));
-  assert.ok(await tb.ping(c, '10.77.1.1'));
+  await waitFor('a ping is answered', 15_000, () => tb.ping(c, '10.77.1.1'));
   await detachVeth('vwpidtest', { netns: ns });
 });
 
@@ -147,7 +149,7 @@ test('sysctl and iptables rules are idempotent', async () => {
 test('removeHost and cleanupPrefix', async () => {
   const extra = await tb.addHost();
   assert.equal(extra.id, 'h3');
-  assert.ok(await tb.ping(extra.ns, tb.hosts[0]!.ip));
+  await waitFor('a ping is answered', 15_000, () => tb.ping(extra.ns, tb.hosts[0]!.ip));
   const c = await tb.addContainer('h3', 'x');
   await tb.removeHost('h3');
   const names = (await ipJson<Array<{ name: string }>>(['netns', 'list'])).map((n) => n.name);

@@ -1,6 +1,6 @@
+import { canonicalCidr, cidrContains, cidrWithin, ipToInt, networkAddress, nthAddress } from '../src/net/ipv4.js';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { cidrContains, cidrWithin, networkAddress, nthAddress, canonicalCidr, ipToInt } from '../src/system/cidr.js';
 import { ExecError, run } from '../src/system/exec.js';
 import { ipJson } from '../src/system/ip.js';
 import { inNetns, resolveNetns } from '../src/system/netns.js';

@@ -2,6 +2,7 @@ import type http from 'node:http';
 import '../backends/all.js';
 import path from 'node:path';
 import { getNetwork } from '../config/registry.js';
+import { DnsService, type DnsServiceOptions } from '../dns/service.js';
 import { subnetEnvPath } from '../lease/subnet-env.js';
 import { listLeases } from '../lease/leases.js';
 import { listNetworkNames, networkNameOfConfigKey } from '../store/layout.js';
@@ -9,6 +10,7 @@ import { openStore } from '../store/index.js';
 import type { Store, Watch } from '../store/types.js';
 import type { Underlay } from '../backends/types.js';
 import { removeBridge } from '../system/bridge.js';
+import { removeAntispoof } from '../system/antispoof.js';
 import { removeAllWeftRules } from '../system/iptables.js';
 import { findUnderlay } from '../system/underlay.js';
 import { WeftError } from '../util/errors.js';
@@ -17,7 +19,9 @@ import { serveApi, type Route } from './api.js';
 import { BridgeNames } from './bridges.js';
 import { Endpoints, type ContainerResolver, type NetworkDirectory } from './endpoints.js';
 import { resolveHostId } from './host-id.js';
+import { lockAgent, type HeldLock } from './lock.js';
 import { NetworkRunner } from './network-runner.js';
+import { attachRequestSchema, detachRequestSchema } from './schemas.js';
 import type { AgentStatus, AttachRequest, DetachRequest } from './types.js';
 
 export interface AgentOptions {
@@ -26,6 +30,8 @@ export interface AgentOptions {
   publicIp?: string;
   stateDir: string;
   api: string;
+  /** Group id given the API socket (`--api-group`); the socket is 0660, owned by root. */
+  apiGid?: number;
   hostId?: string;
   /** Join only these networks; default: every network in the store, including ones created later. */
   networks?: string[];
@@ -39,6 +45,8 @@ export interface AgentOptions {
   /** Extra API routes (the Docker plugin, metrics, web page). */
   routes?: (agent: Agent) => Route[];
   forwardParents?: string[];
+  /** Name service (src/dns): domain, upstreams, enabled, … (store, host id and log come from the agent). */
+  dns?: Omit<DnsServiceOptions, 'store' | 'hostId' | 'log'>;
   log?: Logger;
 }
 
@@ -51,6 +59,7 @@ export class Agent implements NetworkDirectory {
   /** Networks that could not be joined, with the reason (shown by `weft status`). */
   readonly failed = new Map<string, string>();
   readonly endpoints: Endpoints;
+  readonly dns: DnsService;
   private server?: http.Server;
   private watch?: Watch;
   private joining = Promise.resolve();
@@ -60,6 +69,8 @@ export class Agent implements NetworkDirectory {
   private repairTimer?: NodeJS.Timeout;
   private readonly bridges: BridgeNames;
   private readonly log: Logger;
+  /** One agent per host: the state dir and API socket locks (./lock.ts), held until stop(). */
+  private locks: HeldLock[] = [];
 
   private constructor(
     readonly store: Store,
@@ -70,13 +81,24 @@ export class Agent implements NetworkDirectory {
     this.log = (opts.log ?? rootLog).child({ hostId });
     this.bridges = new BridgeNames(opts.stateDir);
     this.endpoints = new Endpoints(store, hostId, this, opts.resolvers, this.log);
+    this.dns = new DnsService({ ...opts.dns, store, hostId, log: this.log });
+    this.endpoints.dns = this.dns;
   }
 
   static async start(opts: AgentOptions): Promise<Agent> {
-    const underlay = await findUnderlay({ iface: opts.iface, publicIp: opts.publicIp });
-    const hostId = resolveHostId(opts.hostId, opts.stateDir);
-    const store = await openStore(opts.storeUrl);
-    const agent = new Agent(store, hostId, underlay, opts);
+    // Before anything else: a second agent on this host must be refused before it changes anything.
+    const locks = await lockAgent(opts.stateDir, opts.api);
+    let agent: Agent;
+    try {
+      const underlay = await findUnderlay({ iface: opts.iface, publicIp: opts.publicIp });
+      const hostId = resolveHostId(opts.hostId, opts.stateDir);
+      const store = await openStore(opts.storeUrl);
+      agent = new Agent(store, hostId, underlay, opts);
+    } catch (err) {
+      for (const l of locks) await l.release();
+      throw err;
+    }
+    agent.locks = locks;
     try {
       await agent.begin();
     } catch (err) {
@@ -89,7 +111,7 @@ export class Agent implements NetworkDirectory {
   private async begin(): Promise<void> {
     this.log.info({ underlay: this.underlay, store: this.store.url }, 'agent starting');
     // The API answers at once: `weft status` says why a network is not joined yet (store down, subnet full).
-    this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log);
+    this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log, { gid: this.opts.apiGid });
     const wanted = this.opts.networks;
     for (const name of wanted ?? (await listNetworkNames(this.store))) await this.join(name);
     if (!wanted) {
@@ -137,6 +159,7 @@ export class Agent implements NetworkDirectory {
       if (leases && leases.length === 0) {
         this.log.info({ network: n }, 'network removed from the store (config and leases gone): leaving it');
         this.runners.delete(n);
+        await this.dns.stopNetwork(n);
         await runner.stop();
         await runner.backend.teardown().catch((err) => this.log.warn({ err }, 'teardown failed'));
         await removeBridge(this.bridges.get(n)).catch(() => {});
@@ -184,6 +207,7 @@ export class Agent implements NetworkDirectory {
       this.runners.set(name, runner);
       this.failed.delete(name);
       this.clearRetry(name);
+      if (runner.gateway) await this.dns.startNetwork(name, runner.gateway, config.Network); // never throws
       return runner;
     } catch (err) {
       const msg = err instanceof Error ? err.message : String(err);
@@ -234,9 +258,21 @@ export class Agent implements NetworkDirectory {
       const why = this.failed.get(name);
       throw new WeftError(why ? `network ${name} is not running on this host: ${why}` : `unknown network "${name}" (this host runs: ${[...this.runners.keys()].join(', ') || 'none'})`);
     }
-    const first = this.runners.values().next().value;
-    if (!first) throw new WeftError('this host runs no network yet: create one with `weft network create NAME --subnet CIDR`');
-    return first;
+    return this.defaultNetwork();
+  }
+
+  /**
+   * The network of a request that names none: the only network this host knows, else the one created with
+   * `--default`. Never "the first": that would change when a network whose name sorts first is added.
+   */
+  private defaultNetwork(): NetworkRunner {
+    const known = new Set([...this.runners.keys(), ...this.failed.keys()]);
+    if (!known.size) throw new WeftError('this host runs no network yet: create one with `weft network create NAME --subnet CIDR`');
+    const marked = this.all().filter((r) => r.config.Default === true);
+    if (known.size === 1 && this.runners.size === 1) return this.all()[0]!;
+    if (marked.length === 1) return marked[0]!;
+    if (known.size === 1) return this.get([...known][0]);
+    throw new WeftError(`several networks: pass --network NAME (one of: ${[...known].sort().join(', ')}), or create one with --default`);
   }
 
   all(): NetworkRunner[] {
@@ -258,8 +294,8 @@ export class Agent implements NetworkDirectory {
       { method: 'GET', path: '/status', handler: () => this.status() },
       { method: 'GET', path: '/peers', handler: () => this.all().map((r) => ({ network: r.name, peers: r.status().peers })) },
       { method: 'GET', path: '/endpoints', handler: async () => (await this.endpoints.list()).map(({ owner: _o, ...ep }) => ep) },
-      { method: 'POST', path: '/attach', handler: (body) => this.endpoints.attach(body as AttachRequest) },
-      { method: 'POST', path: '/detach', handler: (body) => this.endpoints.detach(body as DetachRequest) },
+      { method: 'POST', path: '/attach', body: attachRequestSchema, handler: (body) => this.endpoints.attach(body as AttachRequest) },
+      { method: 'POST', path: '/detach', body: detachRequestSchema, handler: (body) => this.endpoints.detach(body as DetachRequest) },
       {
         method: 'POST',
         path: '/reset',
@@ -281,8 +317,10 @@ export class Agent implements NetworkDirectory {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server?.closeAllConnections?.();
     await this.joining;
+    await this.dns.stop();
     for (const r of this.runners.values()) await r.stop();
     await this.store.close();
+    for (const l of this.locks.splice(0)) await l.release();
   }
 
   /** Detaches every container, gives every lease back and removes bridges, devices and rules. */
@@ -291,6 +329,7 @@ export class Agent implements NetworkDirectory {
     this.watch?.close();
     const names = [...this.runners.keys()];
     for (const ep of await this.endpoints.list()) await this.endpoints.detach({ container: ep.owner, network: ep.network }).catch(() => {});
+    await this.dns.stop();
     for (const [name, r] of this.runners) {
       await r.release();
       await removeBridge(this.bridges.get(name)).catch(() => {});
@@ -298,6 +337,7 @@ export class Agent implements NetworkDirectory {
     }
     this.runners.clear();
     await removeAllWeftRules();
+    await removeAntispoof();
     return { networks: names };
   }
 }

@@ -26,8 +26,8 @@ export class BridgeNames {
     let i = 0;
     while (used.has(`weft${i}`)) i++;
     this.names[network] = `weft${i}`;
-    fs.mkdirSync(path.dirname(this.file), { recursive: true });
-    fs.writeFileSync(this.file, JSON.stringify(this.names, null, 2) + '\n');
+    fs.mkdirSync(path.dirname(this.file), { recursive: true, mode: 0o700 });
+    this.save();
     return this.names[network]!;
   }
 
@@ -37,6 +37,12 @@ export class BridgeNames {
 
   forget(network: string): void {
     delete this.names[network];
-    fs.writeFileSync(this.file, JSON.stringify(this.names, null, 2) + '\n');
+    this.save();
+  }
+
+  /** Written 0600 whatever the umask (like everything in the state dir). */
+  private save(): void {
+    fs.writeFileSync(this.file, JSON.stringify(this.names, null, 2) + '\n', { mode: 0o600 });
+    fs.chmodSync(this.file, 0o600);
   }
 }

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { endpointDriver } from '../backends/endpoints/registry.js';
 import type { EndpointDriver } from '../backends/endpoints/types.js';
+import type { DnsService } from '../dns/service.js';
+import { normalizeName } from '../dns/records.js';
 import { Ipam } from '../ipam/ipam.js';
 import { networkKeys } from '../store/layout.js';
 import type { Store } from '../store/types.js';
@@ -52,6 +54,8 @@ export interface EndpointRepair {
   released: string[];
   removedInterfaces: string[];
   releasedAddresses: string[];
+  /** Ports whose source filter was repaired. */
+  filters?: string[];
 }
 
 /**
@@ -63,6 +67,8 @@ export interface EndpointRepair {
 export class Endpoints {
   private readonly ipam: Ipam;
   private readonly locks = new KeyedLock();
+  /** Name service hooks (src/dns): register --name and write resolv.conf after attach, undo after detach. */
+  dns?: Pick<DnsService, 'attached' | 'detached'>;
 
   constructor(
     private readonly store: Store,
@@ -91,6 +97,7 @@ export class Endpoints {
   }
 
   async attach(req: AttachRequest): Promise<Endpoint> {
+    if (req.name) normalizeName(req.name); // an invalid DNS name fails before anything is made
     const net = this.networks.get(req.network);
     const target = await this.resolve(req.container);
     const id = endpointId(target.key, net.name);
@@ -166,6 +173,7 @@ export class Endpoints {
         owner: target.key,
       };
       await this.store.put(networkKeys(this.store, net.name).endpoint(this.hostId, id), JSON.stringify(ep));
+      await this.dns?.attached(ep); // never throws
       return ep;
     } catch (err) {
       if (made) await driver.leave({ hostIf, ifname: req.ifname ?? 'eth0', netns: target.netns }).catch(() => false);
@@ -204,6 +212,7 @@ export class Endpoints {
     await driver.leave({ hostIf: ep.hostIf, ifname: ep.ifname, netns: netnsOfOwner(ep.owner) });
     if (net) await this.ipam.release({ network: ep.network, subnet: net.plan.pool, owner: ep.owner });
     await this.store.delete(networkKeys(this.store, ep.network).endpoint(this.hostId, ep.id));
+    await this.dns?.detached(ep); // never throws
     return publicView(ep);
   }
 
@@ -266,7 +275,14 @@ export class Endpoints {
         }
       }
     }
-    const changed = repair.recreated.length + repair.released.length + repair.removedInterfaces.length + repair.releasedAddresses.length;
+    // every port's source filter matches its record (a rule deleted by hand, an agent crash mid-attach)
+    if (driver.reconcileSources) {
+      const eps = (await this.list([net.name])).filter((e) => e.mac);
+      const others = (await this.list()).filter((e) => e.network !== net.name && e.mac);
+      const fixed = await driver.reconcileSources([...eps, ...others].map((e) => ({ hostIf: e.hostIf, ip: stripLen(e.address), mac: e.mac })), /^vw[0-9a-f]{8}$/);
+      if (fixed.length) repair.filters = fixed;
+    }
+    const changed = repair.recreated.length + repair.released.length + repair.removedInterfaces.length + repair.releasedAddresses.length + (repair.filters?.length ?? 0);
     if (changed) this.log?.warn({ network: net.name, ...repair }, 'endpoints reconciled with the kernel');
     return repair;
   }

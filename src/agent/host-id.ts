@@ -14,8 +14,9 @@ export function resolveHostId(flag: string | undefined, stateDir: string): strin
   const kept = readTrimmed(file);
   if (kept) return kept;
   const fresh = crypto.randomUUID().replaceAll('-', '');
-  fs.mkdirSync(stateDir, { recursive: true });
-  fs.writeFileSync(file, fresh + '\n');
+  fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  fs.writeFileSync(file, fresh + '\n', { mode: 0o600 });
+  fs.chmodSync(file, 0o600);
   return fresh;
 }
 

@@ -3,11 +3,13 @@ import path from 'node:path';
 import { createBackend } from '../backends/registry.js';
 import { networkKeys } from '../store/layout.js';
 import { getNetwork } from '../config/registry.js';
+import { removeHostRecords } from '../dns/registry.js';
 import { LeaseManager } from '../lease/manager.js';
 import { listNetworkNames } from '../store/layout.js';
 import { openStore } from '../store/index.js';
 import { removeBridge } from '../system/bridge.js';
 import { listInterfaces } from '../system/ip.js';
+import { removeAntispoof } from '../system/antispoof.js';
 import { removeAllWeftRules } from '../system/iptables.js';
 import { findUnderlay } from '../system/underlay.js';
 import { detachVeth } from '../system/veth.js';
@@ -27,6 +29,7 @@ export async function resetHost(o: { storeUrl?: string; stateDir: string; hostId
   try {
     for (const name of names) {
       await new LeaseManager(store, name, { hostId }).release();
+      await removeHostRecords(store, name, hostId); // this host's DNS names (src/dns)
       // this host's endpoint records go with its veths (a later attach must not find a stale record)
       for (const e of await store.list(networkKeys(store, name).endpointsPrefix(hostId))) await store.delete(e.key);
       const network = await getNetwork(store, name).catch(() => undefined);
@@ -51,5 +54,6 @@ export async function resetHost(o: { storeUrl?: string; stateDir: string; hostId
     bridges.forget(network);
   }
   await removeAllWeftRules();
+  await removeAntispoof();
   return { networks: names };
 }

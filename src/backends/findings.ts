@@ -1,4 +1,4 @@
-import { canonicalCidr } from '../system/cidr.js';
+import { canonicalCidr } from '../net/ipv4.js';
 import type { IpLink } from '../system/ip.js';
 import { routeDst } from '../system/ops.js';
 import type { BackendCheckInput, Finding, RouteFact } from './types.js';

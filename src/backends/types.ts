@@ -13,13 +13,8 @@ import type { Logger } from '../util/log.js';
  * imports every folder (one line each). Nothing else in weft names a backend.
  */
 
-/** The host's underlay: the interface and address peers reach us on. */
-export interface Underlay {
-  iface: string;
-  ip: string;
-  /** The underlay link's MTU. */
-  mtu: number;
-}
+export type { Underlay } from '../system/underlay.js';
+import type { Underlay } from '../system/underlay.js';
 
 /** A container attached anywhere in the network, as the store holds it (backends such as l2 program its MAC). */
 export interface EndpointInfo {

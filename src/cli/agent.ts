@@ -1,11 +1,14 @@
 import { InvalidArgumentError, type Command } from 'commander';
+import { readFileSync } from 'node:fs';
 import { Agent } from '../agent/agent.js';
 import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../agent/client.js';
 import { resetHost } from '../agent/reset.js';
 import { DockerApi } from '../adapters/docker/docker-api.js';
 import { dockerContainerResolver } from '../adapters/docker/resolve.js';
+import { parseUpstream } from '../dns/upstream.js';
 import { WeftError } from '../util/errors.js';
 import { log } from '../util/log.js';
+import { timeoutMs, timeoutOption } from './options.js';
 import { printJson } from './output.js';
 
 /** `weft agent` (the per-host daemon, foreground) and `weft reset`. */
@@ -18,11 +21,16 @@ export function registerAgent(program: Command): void {
     .option('--public-ip <ip>', 'address peers reach this host on')
     .option('--state-dir <dir>', 'where host id, bridge names and subnet.env live', DEFAULT_STATE_DIR)
     .option('--api <sock>', 'unix socket of the API', DEFAULT_API_SOCKET)
+    .option('--api-group <group>', 'group allowed to use the API socket (mode 0660; default: root only)')
     .option('--host-id <id>', 'stable host identity (default /etc/machine-id)')
     .option('--network <name...>', 'join only these networks (default: all, including ones created later)')
     .option('--lease-ttl <seconds>', 'subnet lease TTL', toInt)
     .option('--grace <seconds>', 'how long an expired subnet stays reserved for its holder', toInt)
     .option('--ip-masq', 'masquerade traffic leaving the network')
+    .option('--dns-domain <domain>', 'domain of container names served on each network\'s gateway', 'weft.local')
+    .option('--dns-upstream <addr...>', 'where other names are forwarded, IP[:PORT] each (default: nameservers of /etc/resolv.conf)')
+    .option('--dns-ttl <seconds>', 'TTL of weft\'s DNS answers', toInt, 30)
+    .option('--no-dns', 'run no DNS server (names given with --name are still registered)')
     .option('--docker', 'also serve Docker\'s network and IPAM plugin protocol (docker network create -d weft)')
     .option('--docker-plugin-name <name>', 'plugin name (-d NAME, socket NAME.sock)', 'weft')
     .option('--docker-plugin-dir <dir>', 'where dockerd finds plugin sockets', '/run/docker/plugins')
@@ -35,11 +43,13 @@ export function registerAgent(program: Command): void {
         publicIp: o.publicIp,
         stateDir: o.stateDir,
         api: o.api,
+        ...(o.apiGroup ? { apiGid: groupId(o.apiGroup) } : {}),
         hostId: o.hostId,
         networks: o.network,
         leaseTtlSeconds: o.leaseTtl,
         graceSeconds: o.grace,
         ipMasq: o.ipMasq,
+        dns: { enabled: o.dns, domain: o.dnsDomain, ttl: o.dnsTtl, ...(o.dnsUpstream ? { upstreams: (o.dnsUpstream as string[]).map(parseUpstream) } : {}) },
         // `weft attach <docker container>` works whenever a Docker API answers
         resolvers: [dockerContainerResolver(new DockerApi(dockerSocket))],
       });
@@ -73,11 +83,12 @@ export function registerAgent(program: Command): void {
     .option('--store <url>', 'store URL, when no agent runs')
     .option('--state-dir <dir>', 'state dir, when no agent runs', DEFAULT_STATE_DIR)
     .option('--host-id <id>', 'host identity, when no agent runs')
+    .addOption(timeoutOption())
     .option('--json', 'print JSON')
     .action(async (o) => {
       let result: unknown;
       try {
-        result = await callAgent(o.api, 'POST', '/reset');
+        result = await callAgent(o.api, 'POST', '/reset', undefined, { timeoutMs: timeoutMs(o), checkWith: `weft status --api ${o.api}` });
       } catch (err) {
         if (!(err instanceof WeftError && err.code === NO_AGENT)) throw err;
         result = await resetHost({ storeUrl: o.store, stateDir: o.stateDir, hostId: o.hostId });
@@ -85,6 +96,22 @@ export function registerAgent(program: Command): void {
       if (o.json) printJson(result);
       else process.stdout.write(`reset: removed weft's devices, rules and leases on this host\n`);
     });
+}
+
+/** A group name (from /etc/group) or number, as its gid. */
+export function groupId(group: string): number {
+  if (/^\d+$/.test(group)) return Number(group);
+  let text = '';
+  try {
+    text = readFileSync('/etc/group', 'utf8');
+  } catch {
+    /* no group file: only numbers work */
+  }
+  for (const line of text.split('\n')) {
+    const [name, , gid] = line.split(':');
+    if (name === group && gid && /^\d+$/.test(gid)) return Number(gid);
+  }
+  throw new WeftError(`--api-group: no group "${group}" in /etc/group (pass a name or a number)`);
 }
 
 export function toInt(v: string): number {

@@ -2,7 +2,7 @@ import '../backends/all.js';
 import type { Command } from 'commander';
 import { addPeer, listPeers, parseAsn, removePeer } from '../backends/bgp/peers.js';
 import { getNetwork } from '../config/registry.js';
-import { isIPv4 } from '../lease/subnets.js';
+import { isIPv4 } from '../net/ipv4.js';
 import { WeftError } from '../util/errors.js';
 import { STORE_HELP, withStore } from './network.js';
 import { printJson, printTable } from './output.js';

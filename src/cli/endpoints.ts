@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { callAgent, DEFAULT_API_SOCKET } from '../agent/client.js';
 import type { AgentStatus, Endpoint } from '../agent/types.js';
+import { timeoutMs, timeoutOption } from './options.js';
 import { printJson, printTable } from './output.js';
 
 /** `weft attach|detach|ps|status`: clients of the local agent's API. */
@@ -10,10 +11,11 @@ export function registerEndpoints(program: Command): void {
     .description('connect a container (netns name, /proc/PID/ns/net, PID or Docker id/name) to a network')
     .argument('<container>')
     .argument('[address]', 'IP or IP/LEN inside this host\'s subnet (default: next free)')
-    .option('--network <name>', 'network (default: the host\'s first)')
+    .option('--network <name>', 'network (default: the host\'s only network, else the one created with --default)')
     .option('--name <dnsname>', 'DNS name')
     .option('--ifname <if>', 'interface name in the container (default eth0, else ethweN)')
     .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
+    .addOption(timeoutOption())
     .option('--json', 'print JSON')
     .action(async (container: string, address: string | undefined, o) => {
       const ep = await callAgent<Endpoint>(o.api, 'POST', '/attach', {
@@ -22,7 +24,7 @@ export function registerEndpoints(program: Command): void {
         network: o.network,
         name: o.name,
         ifname: o.ifname,
-      });
+      }, { timeoutMs: timeoutMs(o), checkWith: `weft ps --api ${o.api}` });
       if (o.json) printJson(ep);
       else process.stdout.write(`${ep.address}\n`);
     });
@@ -33,9 +35,10 @@ export function registerEndpoints(program: Command): void {
     .argument('<container>')
     .option('--network <name>', 'only this network (default: all)')
     .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
+    .addOption(timeoutOption())
     .option('--json', 'print JSON')
     .action(async (container: string, o) => {
-      const eps = await callAgent<Endpoint[]>(o.api, 'POST', '/detach', { container, network: o.network });
+      const eps = await callAgent<Endpoint[]>(o.api, 'POST', '/detach', { container, network: o.network }, { timeoutMs: timeoutMs(o), checkWith: `weft ps --api ${o.api}` });
       if (o.json) printJson(eps);
       else for (const ep of eps) process.stdout.write(`detached ${ep.container} from ${ep.network} (${ep.address})\n`);
     });
@@ -44,9 +47,10 @@ export function registerEndpoints(program: Command): void {
     .command('ps')
     .description('containers attached on this host')
     .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
+    .addOption(timeoutOption())
     .option('--json', 'print JSON')
     .action(async (o) => {
-      const eps = await callAgent<Endpoint[]>(o.api, 'GET', '/endpoints');
+      const eps = await callAgent<Endpoint[]>(o.api, 'GET', '/endpoints', undefined, { timeoutMs: timeoutMs(o) });
       if (o.json) return printJson(eps);
       printTable(
         ['container', 'network', 'ip', 'mac', 'interface', 'name'],
@@ -58,9 +62,10 @@ export function registerEndpoints(program: Command): void {
     .command('status')
     .description('this host\'s leases, backends and peers')
     .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
+    .addOption(timeoutOption())
     .option('--json', 'print JSON')
     .action(async (o) => {
-      const st = await callAgent<AgentStatus>(o.api, 'GET', '/status');
+      const st = await callAgent<AgentStatus>(o.api, 'GET', '/status', undefined, { timeoutMs: timeoutMs(o) });
       if (o.json) return printJson(st);
       process.stdout.write(`host ${st.hostId}  underlay ${st.iface} ${st.publicIp}\n`);
       printTable(

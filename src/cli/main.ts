@@ -14,6 +14,7 @@ const groups: Array<[string[], () => Promise<Register>]> = [
   [['attach', 'detach', 'ps', 'status'], async () => (await import('./endpoints.js')).registerEndpoints],
   [['demo'], async () => (await import('./demo.js')).registerDemo],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctor],
+  [['dns-add', 'dns-remove', 'dns-lookup'], async () => (await import('./dns.js')).registerDns],
   [['bgp'], async () => (await import('./bgp.js')).registerBgp],
 ];
 

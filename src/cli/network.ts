@@ -1,13 +1,16 @@
+import { SubnetRange } from '../lease/subnets.js';
 import '../backends/all.js';
 import { InvalidArgumentError, type Command } from 'commander';
 import { backendSpec, backendTypes, type BackendOption } from '../config/backend-spec.js';
-import { createNetwork, getNetwork, listNetworks, removeNetwork } from '../config/registry.js';
+import { checkUnderlayOverlap } from '../config/ranges.js';
+import { createNetwork, getNetwork, listNetworks } from '../config/registry.js';
+import { removeNetwork } from '../lease/remove-network.js';
 import type { NetworkConfig } from '../config/types.js';
 import { listLeases } from '../lease/leases.js';
-import { SubnetRange } from '../lease/subnets.js';
 import { openStore } from '../store/index.js';
 import { canonicalNetworkName, FLANNEL_NETWORK_NAME } from '../store/layout.js';
 import type { Store } from '../store/types.js';
+import { ipJson } from '../system/ip.js';
 import { printJson, printTable } from './output.js';
 
 /** `weft network create|ls|inspect|rm` — networks in the store (no agent needed). */
@@ -21,7 +24,6 @@ function toInt(name: string): (v: string) => number {
   };
 }
 
-/** Opens the store, runs `fn`, always closes it. */
 export async function withStore<T>(url: string | undefined, fn: (store: Store) => Promise<T>): Promise<T> {
   const store = await openStore(url);
   try {
@@ -53,6 +55,18 @@ function backendExtras(config: NetworkConfig): string {
     .join(' ');
 }
 
+/**
+ * This host's routes other than the default one and weft's own (bridges weftN, vxlan weft.N): its connected
+ * segments and the ways to its peers, which a container network must not shadow. Empty when `ip` is missing.
+ */
+async function checkHostRoutes(config: NetworkConfig): Promise<void> {
+  const routes = await ipJson<Array<{ dst: string; dev?: string }>>(['-4', 'route', 'show']).catch(() => []);
+  for (const r of routes) {
+    if (r.dst === 'default' || /^weft/.test(r.dev ?? '')) continue;
+    checkUnderlayOverlap(config.Network, [r.dst], `this host${r.dev ? ` (dev ${r.dev})` : ''}`);
+  }
+}
+
 export function registerNetwork(program: Command): void {
   const network = program.command('network').description('create, list, inspect and remove networks');
 
@@ -68,6 +82,8 @@ export function registerNetwork(program: Command): void {
     .option('--vni <n>', 'VXLAN network identifier (default: 1, or the lowest one no other network uses)', toInt('--vni'))
     .option('--port <n>', 'backend UDP port', toInt('--port'))
     .option('--ip-masq', 'masquerade traffic leaving the network')
+    .option('--default', 'the network `weft attach` uses when --network is not given and a host has several')
+    .option('--ignore-host-routes', "skip the check that the network overlaps none of this host's routes (when this host is no weft host)")
     .option('--store <url>', STORE_HELP)
     .option('--json', 'print JSON');
   // Options the backend modules declare (e.g. bgp's --asn), beside the ones above
@@ -91,7 +107,12 @@ export function registerNetwork(program: Command): void {
       if (o.subnetMax !== undefined) input.SubnetMax = o.subnetMax;
       if (o.ipMasq) input.IPMasq = true;
       await withStore(o.store, async (store) => {
-        const config = await createNetwork(store, name, input);
+        const config = await createNetwork(store, name, input, {
+          
+          default: o.default,
+          // the store cannot see hosts' routes: check this host's now (each agent checks its own when it joins)
+          ...(o.ignoreHostRoutes ? {} : { check: checkHostRoutes }),
+        });
         if (o.json) return printJson({ name, config });
         process.stdout.write(
           `created network ${name}: ${config.Network}, ${subnetCount(config)} /${config.SubnetLen} subnets, ${config.Backend.Type} ${backendExtras(config)}`.trimEnd() + '\n',
@@ -142,6 +163,7 @@ export function registerNetwork(program: Command): void {
         if (config.SubnetMax) line('SubnetMax', config.SubnetMax);
         line('Backend', `${config.Backend.Type} ${backendExtras(config)}`.trimEnd());
         line('IPMasq', String(config.IPMasq ?? false));
+        if (config.Default) line('Default', 'yes (`weft attach` without --network uses it)');
         line('Leases', `${leases.length} of ${subnets}`);
         if (leases.length) {
           process.stdout.write('\n');

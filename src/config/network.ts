@@ -1,7 +1,7 @@
+import { blockSize, containsAddress, intToIp, ipToInt, isIPv4, lastAddress, networkOf, parseCidrLoose } from '../net/ipv4.js';
 import { z } from 'zod';
 import { backendSpec, backendTypes } from './backend-spec.js';
 import { WeftError } from '../util/errors.js';
-import { blockSize, containsAddress, intToIp, ipToInt, isIPv4, lastAddress, networkOf, parseCidrLoose } from '../lease/subnets.js';
 import type { BackendConfig, NetworkConfig } from './types.js';
 
 /**
@@ -37,6 +37,8 @@ const schema = z
     if (base !== net.ip) return fail('Network', `host bits are set (did you mean ${intToIp(base)}/${net.len}?)`);
     const subnetLen = cfg.SubnetLen ?? defaultSubnetLen(net.len);
     if (subnetLen <= net.len) return fail('SubnetLen', `must be longer than the network's prefix /${net.len}`);
+    // flanneld refuses these too (its message, word for word after "network")
+    if (subnetLen < net.len + 2) return fail('SubnetLen', 'network must be able to accommodate at least four subnets');
     if (subnetLen > MAX_SUBNET_LEN) {
       if (cfg.SubnetLen === undefined) return fail('Network', `too small: weft needs at least a /${MAX_SUBNET_LEN - 2}`);
       return fail('SubnetLen', `must be at most ${MAX_SUBNET_LEN}`);

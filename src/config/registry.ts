@@ -1,10 +1,10 @@
-import { describeHolders, listLeases } from '../lease/leases.js';
-import { cidrsOverlap, parseCidr } from '../lease/subnets.js';
+import { cidrsOverlap, parseCidr } from '../net/ipv4.js';
 import { listNetworkNames, networkKeys } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { WeftError } from '../util/errors.js';
 import { backendSpec } from './backend-spec.js';
 import { DEFAULT_BACKEND, parseNetworkConfig, requireBackendType } from './network.js';
+import { checkReservedRanges } from './ranges.js';
 import type { NetworkConfig } from './types.js';
 
 /** The networks of a store: create (with the cross-network checks), read, list, remove. */
@@ -42,12 +42,20 @@ export async function listNetworks(store: Store): Promise<NetworkInfo[]> {
   return out;
 }
 
+export interface CreateOptions {
+  /** Mark the network as the default of `weft attach` without --network (only one network may be). */
+  default?: boolean;
+  /** A further check of the validated config before it is stored (the CLI checks the host's routes). */
+  check?: (config: NetworkConfig) => void | Promise<void>;
+}
+
 /**
  * Validates `input` (flannel's config JSON as an object), refuses a duplicate name, a Network overlapping
- * another network of the store and what its backend module calls a conflict (a VNI another network uses),
+ * a reserved range (loopback, multicast, …) or another network of the store, what its backend module calls a
+ * conflict (a VNI another network uses), a backend this weft has no module for and a second default network,
  * then stores it. The backend module fills in cluster-unique ids it needs (a vxlan network's VNI).
  */
-export async function createNetwork(store: Store, name: string, input: Record<string, unknown>): Promise<NetworkConfig> {
+export async function createNetwork(store: Store, name: string, input: Record<string, unknown>, opts: CreateOptions = {}): Promise<NetworkConfig> {
   const keys = networkKeys(store, name);
   const existing = await listNetworks(store);
   if (store.flannelLayout && existing.length) {
@@ -61,7 +69,10 @@ export async function createNetwork(store: Store, name: string, input: Record<st
   const others = existing.map((n) => n.config.Backend).filter((o) => o.Type === type);
   // ids are filled in before defaults: a VNI the user left out is the lowest free one, not the default 1
   if (spec.allocateIds) raw.Backend = spec.allocateIds({ Type: type, ...((raw.Backend as Record<string, unknown>) ?? {}) }, others);
+  if (opts.default) raw.Default = true;
   const config = parseNetworkConfig(raw);
+  checkReservedRanges(config.Network);
+  await opts.check?.(config);
   const cidr = parseCidr(config.Network);
   for (const other of existing) {
     if (cidrsOverlap(cidr, parseCidr(other.config.Network))) {
@@ -69,23 +80,11 @@ export async function createNetwork(store: Store, name: string, input: Record<st
     }
     const why = other.config.Backend.Type === type ? spec.conflict?.(config.Backend, { name: other.name, backend: other.config.Backend }) : undefined;
     if (why) throw new WeftError(why);
+    if (config.Default && other.config.Default) {
+      throw new WeftError(`network "${other.name}" is already the default; create this one without --default`);
+    }
   }
   const written = await store.compareAndSwap(keys.config, 0, JSON.stringify(config));
   if (!written) throw new WeftError(`network "${name}" already exists in ${store.url}`);
   return config;
-}
-
-/** Removes a network and everything under it; refused while leases are held unless `force`. */
-export async function removeNetwork(store: Store, name: string, opts: { force?: boolean } = {}): Promise<void> {
-  await getNetwork(store, name);
-  const leases = await listLeases(store, name);
-  if (leases.length && !opts.force) {
-    throw new WeftError(
-      `network "${name}" has ${leases.length} live lease${leases.length === 1 ? '' : 's'} (${describeHolders(leases)}); stop those agents or use --force`,
-    );
-  }
-  const keys = networkKeys(store, name);
-  for (const prefix of keys.ownedPrefixes) {
-    for (const e of await store.list(prefix)) await store.delete(e.key);
-  }
 }

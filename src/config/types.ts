@@ -18,10 +18,12 @@ export interface NetworkConfig {
   Network: string;
   /** Prefix length of each host's subnet (default 24). */
   SubnetLen?: number;
-  /** First and last subnet handed out (defaults: first and last subnet of Network). */
+  /** First and last subnet handed out (defaults, as flannel's: the second and the last subnet of Network). */
   SubnetMin?: string;
   SubnetMax?: string;
   Backend: BackendConfig;
   /** Masquerade traffic leaving the network (flannel's --ip-masq, per network). */
   IPMasq?: boolean;
+  /** weft: the network `weft attach` uses when none is named and the host has several (`network create --default`). */
+  Default?: boolean;
 }

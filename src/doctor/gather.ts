@@ -8,7 +8,9 @@ import { DEFAULT_STORE_URL, openStore, parseStoreUrl } from '../store/index.js';
 import { listNetworkNames } from '../store/layout.js';
 import { run } from '../system/exec.js';
 import { bridgeJson, ipJson, type IpLink } from '../system/ip.js';
-import { FORWARD_CHAIN } from '../system/iptables.js';
+import { FORWARD_CHAIN, listChainRules } from '../system/iptables.js';
+import { pingOnce, routeGet } from '../system/ping.js';
+import { readSysctl } from '../system/sysctl.js';
 import { inNetns, type NsOpts } from '../system/netns.js';
 import type { DoctorFacts, FdbFact, NeighFact, RouteFact, StoreNetworkFacts } from './types.js';
 
@@ -35,28 +37,6 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
     t = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(t));
-}
-
-async function readProc(path: string, o: NsOpts): Promise<string | undefined> {
-  try {
-    if (o.netns === undefined) return (await readFile(path, 'utf8')).trim();
-    const [cmd, args] = inNetns(o.netns, 'cat', [path]);
-    const r = await run(cmd, args, { allowFail: true });
-    return r.code === 0 ? r.stdout.trim() : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** `iptables -S CHAIN` lines, or undefined when the chain does not exist. */
-async function chainRules(chain: string, o: NsOpts): Promise<string[] | undefined> {
-  const [cmd, args] = inNetns(o.netns, 'iptables', ['-w', '5', '-t', 'filter', '-S', chain]);
-  const r = await run(cmd, args, { allowFail: true, timeoutMs: 10_000 });
-  if (r.code !== 0) {
-    if (/No chain|does not exist/i.test(r.stderr)) return undefined;
-    throw new Error(r.stderr.trim() || `iptables exited ${r.code}`);
-  }
-  return r.stdout.split('\n').filter((l) => l.trim() !== '');
 }
 
 async function readStore(url: string): Promise<StoreNetworkFacts[]> {
@@ -124,13 +104,13 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
   const kernel = (async () => {
     facts.links = await ipJson<IpLink[]>(['-details', 'addr', 'show'], sys);
     facts.routes = await ipJson<RouteFact[]>(['-4', 'route', 'show'], sys);
-    facts.ipForward = await readProc('/proc/sys/net/ipv4/ip_forward', sys);
+    facts.ipForward = await readSysctl('net.ipv4.ip_forward', sys);
     for (const l of facts.links.filter((x) => x.linkinfo?.info_kind === 'vxlan' && x.ifname.startsWith('weft.'))) {
       facts.neigh[l.ifname] = await ipJson<NeighFact[]>(['-4', 'neigh', 'show', 'dev', l.ifname], sys);
       facts.fdb[l.ifname] = await bridgeJson<FdbFact[]>(['fdb', 'show', 'dev', l.ifname], sys);
     }
     try {
-      facts.iptables.forward = await chainRules('FORWARD', sys);
+      facts.iptables.forward = await listChainRules('FORWARD', sys);
     } catch (e) {
       facts.iptables.error = msg(e);
     }
@@ -138,7 +118,7 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
       // a chain iptables cannot show (e.g. made by nft directly) is recorded as unreadable, not fatal
       for (const [key, chain] of [['dockerUser', 'DOCKER-USER'], ['weftChain', FORWARD_CHAIN]] as const) {
         try {
-          facts.iptables[key] = await chainRules(chain, sys);
+          facts.iptables[key] = await listChainRules(chain, sys);
         } catch {
           (facts.iptables.unreadable ??= []).push(chain);
         }
@@ -156,7 +136,7 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
   for (const l of facts.links) if (l.linkinfo?.info_kind === 'vxlan' && l.ifname.startsWith('weft.')) devs.add(l.ifname);
   for (const d of devs) {
     if (!/^[\w.@-]+$/.test(d)) continue;
-    const v = await readProc(`/proc/sys/net/ipv4/conf/${d}/rp_filter`, sys);
+    const v = await readSysctl(`net.ipv4.conf.${d.replace(/\./g, '/')}.rp_filter`, sys);
     if (v !== undefined && /^\d+$/.test(v)) facts.rpFilter[d] = Number(v);
   }
   return facts;
@@ -166,12 +146,11 @@ async function pingFacts(target: string, api: string, agentUp: boolean, sys: NsO
   if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(target)) return { target, answered: false, error: `"${target}" is not an IPv4 address` };
   const out: NonNullable<DoctorFacts['ping']> = { target, answered: false };
   try {
-    out.route = (await ipJson<RouteFact[]>(['-4', 'route', 'get', target], sys))[0];
+    out.route = await routeGet(target, sys);
   } catch (e) {
     out.error = msg(e);
   }
-  const [cmd, args] = inNetns(sys.netns, 'ping', ['-n', '-q', '-c', '1', '-W', '2', target]);
-  out.answered = (await run(cmd, args, { allowFail: true, timeoutMs: 5000 }).catch(() => ({ code: 1 }))).code === 0;
+  out.answered = await pingOnce(target, sys);
   if (agentUp) {
     try {
       out.endpoints = (await callAgent<Array<{ address: string; container: string; network: string }>>(api, 'GET', '/endpoints')).map((e) => ({

@@ -1,9 +1,9 @@
+import { canonicalCidr, cidrContains, cidrWithin, networkAddress } from '../net/ipv4.js';
 import type { NetworkStatus } from '../agent/types.js';
 import { gatewayCidr } from '../ipam/addresses.js';
 import { backendModule } from '../backends/all.js';
 import { bad, ipv4, isUp, ok } from '../backends/findings.js';
 import type { BackendCheckInput } from '../backends/types.js';
-import { canonicalCidr, cidrContains, cidrWithin, networkAddress } from '../system/cidr.js';
 import { FORWARD_CHAIN } from '../system/iptables.js';
 import type { IpLink } from '../system/ip.js';
 import type { DoctorFacts, Finding, RouteFact, StoreNetworkFacts } from './types.js';

@@ -1,5 +1,5 @@
+import { type Cidr, containsAddress, intToIp, ipToInt, isIPv4, lastAddress, parseCidr } from '../net/ipv4.js';
 import { WeftError } from '../util/errors.js';
-import { containsAddress, intToIp, ipToInt, isIPv4, lastAddress, parseCidr, type Cidr } from '../lease/subnets.js';
 
 /** The first usable address of a subnet: the host bridge's address and the containers' gateway. */
 export function gatewayOf(subnet: string): string {
@@ -15,6 +15,15 @@ export function gatewayCidr(subnet: string): string {
  * Which addresses of a leased subnet containers may have (pure). The network address, the first usable
  * address (the gateway: the host bridge owns it) and the broadcast address are never handed out.
  */
+/** A narrower part of a subnet containers take addresses from (the rest is someone else's, e.g. Docker's --fixed-cidr). */
+export interface PoolRange {
+  /** First and last address containers may get (defaults: after the gateway … before broadcast). */
+  first?: string;
+  last?: string;
+  /** The gateway (default: the subnet's first usable address). */
+  gateway?: string;
+}
+
 export class AddressPool {
   readonly cidr: Cidr;
   /** First and last address a container may get. */
@@ -22,11 +31,14 @@ export class AddressPool {
   readonly last: number;
   readonly gateway: string;
 
-  constructor(readonly subnet: string) {
+  constructor(readonly subnet: string, range: PoolRange = {}) {
     this.cidr = parseCidr(subnet);
-    this.gateway = gatewayOf(subnet);
-    this.first = ipToInt(this.gateway) + 1;
-    this.last = lastAddress(this.cidr) - 1;
+    this.gateway = range.gateway ?? gatewayOf(subnet);
+    this.first = range.first ? ipToInt(range.first) : ipToInt(gatewayOf(subnet)) + 1;
+    this.last = range.last ? ipToInt(range.last) : lastAddress(this.cidr) - 1;
+    if (!containsAddress(this.cidr, this.first) || !containsAddress(this.cidr, this.last)) {
+      throw new WeftError(`address range ${range.first ?? ''}–${range.last ?? ''} is not inside ${subnet}`);
+    }
   }
 
   get size(): number {
@@ -55,6 +67,9 @@ export class AddressPool {
     if (n === this.cidr.base) throw new WeftError(`requested address ${ip} is the network address of ${this.subnet}`);
     if (n === lastAddress(this.cidr)) throw new WeftError(`requested address ${ip} is the broadcast address of ${this.subnet}`);
     if (n === ipToInt(this.gateway)) throw new WeftError(`requested address ${ip} is the gateway of ${this.subnet} (the host bridge's address)`);
+    if (n < this.first || n > this.last) {
+      throw new WeftError(`requested address ${ip} is outside the range weft hands out in ${this.subnet} (${intToIp(this.first)}–${intToIp(this.last)}; the rest belongs to Docker's --fixed-cidr)`);
+    }
     return intToIp(n);
   }
 }

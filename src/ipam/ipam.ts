@@ -1,8 +1,8 @@
+import { ipToInt } from '../net/ipv4.js';
 import { networkKeys } from '../store/layout.js';
 import type { Entry, Store } from '../store/types.js';
 import { WeftError } from '../util/errors.js';
-import { ipToInt } from '../lease/subnets.js';
-import { AddressPool } from './addresses.js';
+import { AddressPool, type PoolRange } from './addresses.js';
 
 /**
  * Container addresses inside a host's leased subnet. Each allocated address is one record
@@ -39,6 +39,8 @@ export interface AllocateRequest {
   owner: string;
   /** A specific address ("10.5.72.9" or "10.5.72.9/24"); the next free one when absent. */
   address?: string;
+  /** Hand out only this part of the subnet (see AddressPool). */
+  range?: PoolRange;
 }
 
 export interface ReleaseRequest {
@@ -78,7 +80,7 @@ export class Ipam {
   }
 
   private async allocateNow(req: AllocateRequest): Promise<Allocation> {
-    const pool = new AddressPool(req.subnet);
+    const pool = new AddressPool(req.subnet, req.range);
     const keys = networkKeys(this.store, req.network);
     const wanted = req.address === undefined ? undefined : pool.check(req.address);
     const records = await this.records(req.network, req.subnet);

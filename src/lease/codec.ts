@@ -1,5 +1,5 @@
 import type { Entry } from '../store/types.js';
-import { keyToSubnet } from './subnets.js';
+import { parseLeaseKey } from '../store/layout.js';
 import type { Lease } from './types.js';
 
 /**
@@ -14,13 +14,15 @@ export function leaseToJson(lease: Pick<Lease, 'publicIp' | 'backendType' | 'bac
 }
 
 /**
- * A lease from its store entry (key …/subnets/<a.b.c.d-len>), or undefined when the entry is not a lease
- * (wrong key or unreadable JSON — e.g. something another tool wrote).
+ * A lease from its store entry (key …/subnets/<a.b.c.d-len>, or flannel's dual-stack
+ * …/subnets/<a.b.c.d-len>&<v6addr-len>), or undefined when the entry is not a lease (wrong key or
+ * unreadable JSON — e.g. something another tool wrote).
  */
 export function leaseFromEntry(network: string, entry: Entry, hostId?: string): Lease | undefined {
-  const subnet = keyToSubnet(entry.key.slice(entry.key.lastIndexOf('/') + 1));
-  if (!subnet) return undefined;
-  let v: { PublicIP?: unknown; BackendType?: unknown; BackendData?: unknown };
+  const parsed = parseLeaseKey(entry.key.slice(entry.key.lastIndexOf('/') + 1));
+  if (!parsed) return undefined;
+  const { subnet, subnetV6 } = parsed;
+  let v: { PublicIP?: unknown; PublicIPv6?: unknown; BackendType?: unknown; BackendData?: unknown };
   try {
     v = JSON.parse(entry.value);
   } catch {
@@ -34,9 +36,33 @@ export function leaseFromEntry(network: string, entry: Entry, hostId?: string): 
     backendType: typeof v.BackendType === 'string' ? v.BackendType : '',
     backendData: v.BackendData && typeof v.BackendData === 'object' ? (v.BackendData as Record<string, unknown>) : {},
   };
+  if (subnetV6 !== undefined) lease.subnetV6 = subnetV6;
+  if (typeof v.PublicIPv6 === 'string') lease.publicIpV6 = v.PublicIPv6;
   if (hostId !== undefined) lease.hostId = hostId;
   if (entry.expiresAt !== undefined) lease.expiresAt = entry.expiresAt;
   return lease;
+}
+
+/** BackendData fields that name one machine's data plane: a VTEP's MAC, a WireGuard key. */
+const IDENTITY_FIELDS = ['VtepMAC', 'PublicKey'] as const;
+
+/**
+ * True when a stored lease provably belongs to the host asking for `want`: same PublicIP, same backend type
+ * and the same backend identity (VtepMAC, PublicKey) — what flannel checks before it reuses a lease. Anything
+ * less (the same host id in a weft host record, an address that merely matches) does not prove it: a lease
+ * that is live is never taken from another writer.
+ */
+export function provablySameHolder(stored: Lease, want: Pick<Lease, 'publicIp' | 'backendType' | 'backendData'>): boolean {
+  if (stored.publicIp !== want.publicIp || stored.backendType !== want.backendType) return false;
+  return IDENTITY_FIELDS.every((f) => String(stored.backendData[f] ?? '').toLowerCase() === String(want.backendData[f] ?? '').toLowerCase());
+}
+
+/** Why `stored` is not the lease of the host asking for `want` (for the log line). */
+export function differentHolderReason(stored: Lease, want: Pick<Lease, 'publicIp' | 'backendType' | 'backendData'>): string {
+  if (stored.publicIp !== want.publicIp) return `it names PublicIP ${stored.publicIp}, this host is ${want.publicIp}`;
+  if (stored.backendType !== want.backendType) return `its BackendType is ${JSON.stringify(stored.backendType)}, this host's ${JSON.stringify(want.backendType)}`;
+  const f = IDENTITY_FIELDS.find((k) => String(stored.backendData[k] ?? '').toLowerCase() !== String(want.backendData[k] ?? '').toLowerCase());
+  return `its ${f} is ${JSON.stringify(stored.backendData[f!] ?? null)}, this host's ${JSON.stringify(want.backendData[f!] ?? null)}`;
 }
 
 /** networks/<name>/hosts/<hostId>: the subnet a host holds or held, and when that lease runs out. */

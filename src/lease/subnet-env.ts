@@ -1,4 +1,4 @@
-import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { gatewayCidr } from '../ipam/addresses.js';
 
@@ -28,10 +28,11 @@ export function subnetEnvPath(stateDir: string, network: string): string {
   return join(stateDir, network, 'subnet.env');
 }
 
-/** Writes the file atomically (temp file + rename), creating its directory. */
+/** Writes the file atomically (temp file + rename), creating its directory; 0644 as flannel's (no secret in it). */
 export async function writeSubnetEnv(path: string, env: SubnetEnv): Promise<void> {
   await mkdir(dirname(path), { recursive: true });
   const tmp = `${path}.${process.pid}.tmp`;
-  await writeFile(tmp, formatSubnetEnv(env));
+  await writeFile(tmp, formatSubnetEnv(env), { mode: 0o644 });
+  await chmod(tmp, 0o644);
   await rename(tmp, path);
 }

@@ -1,92 +1,6 @@
-import ipaddr from 'ipaddr.js';
-import { WeftError } from '../util/errors.js';
+import { blockSize, intToIp, ipToInt, lastAddress, parseCidr, parseCidrLoose } from '../net/ipv4.js';
 
-/**
- * IPv4 subnet arithmetic for leases and IPAM (pure; no store). Addresses are handled as unsigned 32-bit
- * numbers; ipaddr.js does the parsing so that only plain dotted-quad input is accepted.
- */
-
-export interface Cidr {
-  /** First address of the block, as an unsigned 32-bit number. */
-  base: number;
-  /** Prefix length, 0–32. */
-  len: number;
-}
-
-/** True for a plain dotted-quad IPv4 address ("10.5.72.1"; not "10.5", not hex). */
-export function isIPv4(text: string): boolean {
-  return ipaddr.IPv4.isValidFourPartDecimal(text);
-}
-
-export function ipToInt(ip: string): number {
-  if (!isIPv4(ip)) throw new WeftError(`not an IPv4 address: ${JSON.stringify(ip)}`);
-  const b = ipaddr.IPv4.parse(ip).toByteArray();
-  return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
-}
-
-export function intToIp(n: number): string {
-  return [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-}
-
-/** Number of addresses in a block of prefix length `len`. */
-export function blockSize(len: number): number {
-  return 2 ** (32 - len);
-}
-
-/** Parses "a.b.c.d/len"; undefined when it is not a valid IPv4 CIDR. Host bits are kept (see hasHostBits). */
-export function parseCidrLoose(text: string): { ip: number; len: number } | undefined {
-  const m = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(text);
-  if (!m || !isIPv4(m[1]!)) return undefined;
-  const len = Number(m[2]);
-  if (len > 32) return undefined;
-  return { ip: ipToInt(m[1]!), len };
-}
-
-/** The network address of `ip` within a block of prefix length `len`. */
-export function networkOf(ip: number, len: number): number {
-  return len === 0 ? 0 : (ip - (ip % blockSize(len))) >>> 0;
-}
-
-/** Parses a CIDR whose host bits are zero; throws otherwise (callers validate first for user messages). */
-export function parseCidr(text: string): Cidr {
-  const c = parseCidrLoose(text);
-  if (!c) throw new WeftError(`not an IPv4 CIDR: ${JSON.stringify(text)}`);
-  if (networkOf(c.ip, c.len) !== c.ip) throw new WeftError(`host bits set in ${text}`);
-  return { base: c.ip, len: c.len };
-}
-
-export function formatCidr(c: Cidr): string {
-  return `${intToIp(c.base)}/${c.len}`;
-}
-
-/** Last address of the block (the broadcast address). */
-export function lastAddress(c: Cidr): number {
-  return c.base + blockSize(c.len) - 1;
-}
-
-export function containsAddress(c: Cidr, ip: number): boolean {
-  return ip >= c.base && ip <= lastAddress(c);
-}
-
-export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
-  return a.base <= lastAddress(b) && b.base <= lastAddress(a);
-}
-
-/** "10.5.72.0/24" → "10.5.72.0-24" (flannel's subnet key). */
-export function subnetToKey(subnet: string): string {
-  const c = parseCidr(subnet);
-  return `${intToIp(c.base)}-${c.len}`;
-}
-
-/** "10.5.72.0-24" → "10.5.72.0/24"; undefined for anything that is not a subnet key. */
-export function keyToSubnet(key: string): string | undefined {
-  const m = /^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})$/.exec(key);
-  if (!m) return undefined;
-  const text = `${m[1]}/${m[2]}`;
-  const c = parseCidrLoose(text);
-  if (!c || networkOf(c.ip, c.len) !== c.ip) return undefined;
-  return text;
-}
+/** The leasable subnets of a network (pure): which subnets a host may lease, by index. */
 
 /** What a validated network config says about which subnets can be leased. */
 export interface SubnetRangeSpec {
@@ -96,7 +10,10 @@ export interface SubnetRangeSpec {
   SubnetMax?: string;
 }
 
-/** The leasable subnets of a network: `count` subnets of length `len`, the i-th starting at first + i·size. */
+/**
+ * The leasable subnets of a network: `count` subnets of length `len`, the i-th starting at first + i·size.
+ * Defaults as flannel's: SubnetMin the network's second subnet, SubnetMax its last.
+ */
 export class SubnetRange {
   readonly first: number;
   readonly len: number;
@@ -106,7 +23,8 @@ export class SubnetRange {
     const net = parseCidr(spec.Network);
     this.len = spec.SubnetLen;
     const size = blockSize(this.len);
-    this.first = spec.SubnetMin ? ipToInt(spec.SubnetMin) : net.base;
+    // flannel's default SubnetMin is the network's second subnet (the first holds the network address).
+    this.first = spec.SubnetMin ? ipToInt(spec.SubnetMin) : net.base + size;
     const last = spec.SubnetMax ? ipToInt(spec.SubnetMax) : lastAddress(net) + 1 - size;
     this.count = last < this.first ? 0 : Math.floor((last - this.first) / size) + 1;
   }

@@ -82,6 +82,35 @@ export class EtcdStore implements Store {
     return this.written(key, value, Number(res.header.revision), lease);
   }
 
+  /**
+   * Renewal without a write: one etcd lease keepalive for the lease attached to the key, so the key keeps
+   * its revision and watchers hear nothing. A keepalive resets the lease to the TTL it was granted with, so
+   * this answers undefined (the caller writes again) when that is not `ttlSeconds`.
+   */
+  async refresh(key: string, revision: number, ttlSeconds: number): Promise<Entry | undefined> {
+    if (!(ttlSeconds > 0)) throw new RangeError(`ttlSeconds must be > 0, got ${ttlSeconds}`);
+    const res = await this.call('get', () => this.ns.get(key).exec());
+    const kv = res.kvs[0];
+    if (!kv || Number(kv.mod_revision) !== revision || !kv.lease || kv.lease === '0') return undefined;
+    const ttl = await this.call('lease keepalive', () => this.keepaliveOnce(kv.lease));
+    if (ttl !== Math.ceil(ttlSeconds)) return undefined; // expired (0) or granted another TTL
+    return { ...this.fromRange(kv), expiresAt: Date.now() + ttl * 1000 };
+  }
+
+  /** Sends one keepalive for lease `id` on a short-lived stream; resolves to the lease's new TTL (0: gone). */
+  private async keepaliveOnce(id: string): Promise<number> {
+    const stream = await this.ns.leaseClient.leaseKeepAlive();
+    try {
+      return await new Promise<number>((resolve, reject) => {
+        stream.on('data', (r: { TTL: string }) => resolve(Number(r.TTL)));
+        stream.on('error', reject);
+        stream.write({ ID: id });
+      });
+    } finally {
+      stream.end();
+    }
+  }
+
   async delete(key: string, revision?: number): Promise<boolean> {
     if (revision === undefined) {
       const res = await this.call('delete', () => this.ns.delete().key(key).exec());

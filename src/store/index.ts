@@ -4,7 +4,7 @@
  *   etcd://host[:port][,host[:port]...][/prefix]   (port 2379, prefix /weft by default)
  * etcd3 (gRPC, protobufs) is imported only when an etcd URL is used: a CLI call on sqlite stays fast.
  */
-import { mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, statSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { WeftError } from '../util/errors.js';
 import { SqliteStore } from './sqlite.js';
@@ -14,6 +14,8 @@ export type { Entry, PutOptions, Store, Watch, WatchEvent } from './types.js';
 
 export const DEFAULT_STORE_URL = 'sqlite:///var/lib/weft/weft.db';
 export const DEFAULT_ETCD_PREFIX = '/weft';
+/** Mode of the SQLite database file (and its -wal/-shm files). */
+export const DB_FILE_MODE = 0o600;
 
 export type StoreLocation =
   | { kind: 'sqlite'; path: string }
@@ -56,8 +58,14 @@ export async function openStore(url?: string): Promise<Store> {
   const loc = parseStoreUrl(u);
   if (loc.kind === 'sqlite') {
     try {
-      mkdirSync(dirname(loc.path), { recursive: true });
-      return new SqliteStore(loc.path, { url: u });
+      mkdirSync(dirname(loc.path), { recursive: true, mode: 0o700 });
+      const store = new SqliteStore(loc.path, { url: u });
+      // leases, addresses and Docker options are nobody else's business: 0600 whatever the umask
+      // (SQLite gives -wal/-shm files made later the database file's mode); only files this user owns
+      for (const f of [loc.path, `${loc.path}-wal`, `${loc.path}-shm`]) {
+        if (existsSync(f) && statSync(f).uid === process.getuid?.()) chmodSync(f, DB_FILE_MODE);
+      }
+      return store;
     } catch (err) {
       throw new WeftError(`cannot open store ${u}: ${(err as Error).message}`, 'ESTOREOPEN');
     }

@@ -1,5 +1,6 @@
+import ipaddr from 'ipaddr.js';
 import { WeftError } from '../util/errors.js';
-import { subnetToKey } from '../lease/subnets.js';
+import { intToIp, networkOf, parseCidr, parseCidrLoose } from '../net/ipv4.js';
 import type { Store } from './types.js';
 
 /**
@@ -10,6 +11,7 @@ import type { Store } from './types.js';
  *   networks/<name>/subnets/<a.b.c.d-len>       a host's lease (TTL): flannel's lease JSON, exactly
  *   networks/<name>/hosts/<hostId>              which subnet a host had and until when (no TTL)
  *   networks/<name>/ipam/<a.b.c.d-len>/<ip>     one allocated address in that subnet
+ *   networks/<name>/dns/<dnsname>/<ip>          one A record of the network's name service (value: owner JSON)
  *
  * flannel layout (store.flannelLayout, e.g. etcd prefix /coreos.com/network): the store holds a single
  * network whose keys sit directly under the prefix (`config`, `subnets/10.5.72.0-24`, …) exactly as flannel
@@ -17,6 +19,46 @@ import type { Store } from './types.js';
  */
 
 export const NETWORKS_PREFIX = 'networks/';
+
+/** What a lease key under `subnets/` names: flannel's `10.5.72.0-24`, or its dual-stack `10.5.72.0-24&fd57:0:0:17::-64`. */
+export interface LeaseKey {
+  /** The IPv4 subnet, e.g. "10.5.72.0/24": what the lease occupies in the network's range. */
+  subnet: string;
+  /** The IPv6 subnet of a dual-stack key, e.g. "fd57:0:0:17::/64". */
+  subnetV6?: string;
+}
+
+/** Parses the last segment of a lease key (plain or dual-stack); undefined for anything else. */
+export function parseLeaseKey(key: string): LeaseKey | undefined {
+  const amp = key.indexOf('&');
+  const subnet = keyToSubnet(amp < 0 ? key : key.slice(0, amp));
+  if (!subnet) return undefined;
+  if (amp < 0) return { subnet };
+  const m = /^([0-9a-fA-F:]+)-(\d{1,3})$/.exec(key.slice(amp + 1));
+  if (!m || !ipaddr.IPv6.isValid(m[1]!) || Number(m[2]) > 128) return undefined;
+  const len = Number(m[2]);
+  const addr = ipaddr.IPv6.parse(m[1]!);
+  const net = ipaddr.IPv6.networkAddressFromCIDR(`${m[1]}/${len}`);
+  if (net.toNormalizedString() !== addr.toNormalizedString()) return undefined; // host bits set
+  return { subnet, subnetV6: `${addr.toString()}/${len}` };
+}
+
+
+/** "10.5.72.0/24" → "10.5.72.0-24" (flannel's subnet key). */
+export function subnetToKey(subnet: string): string {
+  const c = parseCidr(subnet);
+  return `${intToIp(c.base)}-${c.len}`;
+}
+
+/** "10.5.72.0-24" → "10.5.72.0/24"; undefined for anything that is not a subnet key. */
+export function keyToSubnet(key: string): string | undefined {
+  const m = /^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})$/.exec(key);
+  if (!m) return undefined;
+  const text = `${m[1]}/${m[2]}`;
+  const c = parseCidrLoose(text);
+  if (!c || networkOf(c.ip, c.len) !== c.ip) return undefined;
+  return text;
+}
 export const FLANNEL_NETWORK_NAME = 'default';
 
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
@@ -74,9 +116,26 @@ export class NetworkKeys {
   endpoint(hostId: string, id: string): string {
     return `${this.endpointsPrefix(hostId)}${id}`;
   }
+  /** DNS records of this network: `dns/<name>/<ip>` (several IPs under one name give round-robin A records). */
+  get dnsPrefix(): string {
+    return `${this.root}dns/`;
+  }
+  /** Prefix of the records of one DNS name (the name is lower-case, checked by src/dns/records.ts). */
+  dnsNamePrefix(name: string): string {
+    return `${this.dnsPrefix}${name}/`;
+  }
+  dnsRecord(name: string, ip: string): string {
+    return `${this.dnsNamePrefix(name)}${ip}`;
+  }
+  /** [name, ip] of a key under dnsPrefix, or undefined for anything else. */
+  dnsRecordOfKey(key: string): [string, string] | undefined {
+    if (!key.startsWith(this.dnsPrefix)) return undefined;
+    const parts = key.slice(this.dnsPrefix.length).split('/');
+    return parts.length === 2 && parts[0] && parts[1] ? [parts[0], parts[1]] : undefined;
+  }
   /** Every prefix holding this network's data (what `network rm --force` deletes). */
   get ownedPrefixes(): string[] {
-    return this.root ? [this.root] : [this.subnetsPrefix, this.hostsPrefix, this.ipamPrefix, this.endpointsRoot, this.config];
+    return this.root ? [this.root] : [this.subnetsPrefix, this.hostsPrefix, this.ipamPrefix, this.endpointsRoot, this.dnsPrefix, this.config];
   }
 }
 

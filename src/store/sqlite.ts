@@ -95,6 +95,7 @@ export class SqliteStore implements Store {
   private timer: NodeJS.Timeout | undefined;
   private closed = false;
   private readonly q;
+  private refreshStmt: Database.Statement<[number, string]> | undefined;
 
   constructor(readonly path: string, opts: SqliteStoreOptions = {}) {
     this.url = opts.url ?? `sqlite://${path}`;
@@ -167,6 +168,20 @@ export class SqliteStore implements Store {
       const current = this.q.getAny.get(key)?.revision ?? 0;
       if (current !== revision) return undefined;
       return this.putLocked(key, value, opts);
+    });
+  }
+
+  /** Renewal without a change-log row: only the expiry moves, so no watcher (in any process) sees an event. */
+  async refresh(key: string, revision: number, ttlSeconds: number): Promise<Entry | undefined> {
+    if (!(ttlSeconds > 0)) throw new RangeError(`ttlSeconds must be > 0, got ${ttlSeconds}`);
+    this.refreshStmt ??= this.db.prepare<[number, string]>('UPDATE kv SET expires_at = ? WHERE key = ?');
+    const stmt = this.refreshStmt;
+    return this.write(() => {
+      const row = this.q.getAny.get(key); // write() swept expired keys first: this is the live row
+      if (!row || row.revision !== revision || row.expires_at === null) return undefined;
+      const expiresAt = Date.now() + Math.round(ttlSeconds * 1000);
+      stmt.run(expiresAt, key);
+      return toEntry({ ...row, expires_at: expiresAt });
     });
   }
 

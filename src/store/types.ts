@@ -47,6 +47,14 @@ export interface Store {
    * Returns the written entry, or undefined when the key had changed (the caller re-reads and retries).
    */
   compareAndSwap(key: string, revision: number, value: string, opts?: PutOptions): Promise<Entry | undefined>;
+  /**
+   * Extends the expiry of a key written with a TTL to `ttlSeconds` from now, without a new revision and
+   * without a watch event (a renewal that does not wake every watcher). Only while the key is still at
+   * `revision`. Returns the entry with its new expiry, or undefined when the key changed, is gone, has no
+   * TTL, or the store cannot extend it to that TTL (etcd: the key's lease was granted another TTL) — the
+   * caller then writes the key again.
+   */
+  refresh(key: string, revision: number, ttlSeconds: number): Promise<Entry | undefined>;
   /** Deletes the key (only at `revision` when given). True when something was deleted. */
   delete(key: string, revision?: number): Promise<boolean>;
   /** Calls `onEvent` with a resync, then with every change under `prefix`, until closed. */

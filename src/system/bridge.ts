@@ -1,5 +1,5 @@
+import { parseCidrLoose } from '../net/ipv4.js';
 import { WeftError } from '../util/errors.js';
-import { parseCidrLoose } from '../lease/subnets.js';
 import { getLink, ipBatch } from './ip.js';
 import type { NsOpts } from './netns.js';
 
@@ -20,7 +20,9 @@ export async function ensureBridge(name: string, gatewayCidr: string, mtu: numbe
   const link = await getLink(name, opts);
   if (link && link.linkinfo?.info_kind !== 'bridge') throw new WeftError(`${name} exists and is not a bridge (${link.linkinfo?.info_kind ?? 'unknown'})`);
   const lines: string[] = [];
-  if (!link) lines.push(`link add ${name} mtu ${mtu} type bridge`);
+  // A fixed MAC: a bridge without one takes its lowest port's, so a container leaving changes the gateway's
+  // MAC and its neighbours lose the gateway (and weft's DNS on it) until their ARP entry goes stale.
+  if (!link) lines.push(`link add ${name} address ${gatewayMac(gatewayCidr)} mtu ${mtu} type bridge`);
   else if (link.mtu !== mtu) lines.push(`link set ${name} mtu ${mtu}`);
   const want = `${gatewayCidr.split('/')[0]}/${gw.len}`;
   const have = (link?.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
@@ -29,6 +31,11 @@ export async function ensureBridge(name: string, gatewayCidr: string, mtu: numbe
   if (!link || !link.flags?.includes('UP')) lines.push(`link set ${name} up`);
   await ipBatch(lines, opts);
   return { created: !link, changes: lines };
+}
+
+/** 02:42 + the gateway's four octets (the scheme of containers' MACs, see macForAddress; no container has the gateway's address). */
+function gatewayMac(gatewayCidr: string): string {
+  return ['02', '42', ...gatewayCidr.split('/')[0]!.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
 }
 
 /** Deletes the bridge; false when it did not exist. */

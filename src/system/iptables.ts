@@ -12,6 +12,17 @@ async function iptables(args: readonly string[], opts: NsOpts, allowFail = false
   return run(cmd, a, { allowFail });
 }
 
+/** `iptables -S CHAIN` lines of a chain, or undefined when the chain does not exist. */
+export async function listChainRules(chain: string, opts: NsOpts & { table?: Table } = {}): Promise<string[] | undefined> {
+  const [cmd, a] = inNetns(opts.netns, 'iptables', ['-w', '5', '-t', opts.table ?? 'filter', '-S', chain]);
+  const r = await run(cmd, a, { allowFail: true, timeoutMs: 10_000 });
+  if (r.code !== 0) {
+    if (/No chain|does not exist/i.test(r.stderr)) return undefined;
+    throw new Error(r.stderr.trim() || `iptables exited ${r.code}`);
+  }
+  return r.stdout.split('\n').filter((l) => l.trim() !== '');
+}
+
 export async function ruleExists(table: Table, chain: string, rule: readonly string[], opts: NsOpts = {}): Promise<boolean> {
   return (await iptables(['-t', table, '-C', chain, ...rule], opts, true)).code === 0;
 }

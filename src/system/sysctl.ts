@@ -2,8 +2,9 @@ import { readFile } from 'node:fs/promises';
 import { run } from './exec.js';
 import { inNetns, type NsOpts } from './netns.js';
 
+/** sysctl(8)'s convention: dots separate levels; a dot inside a device name is written as '/' ("net.ipv4.conf.weft/1.rp_filter"). */
 function keyPath(key: string): string {
-  return `/proc/sys/${key.replace(/\./g, '/')}`;
+  return `/proc/sys/${key.replace(/[./]/g, (c) => (c === '.' ? '/' : '.'))}`;
 }
 
 /** Reads a sysctl (e.g. "net.ipv4.ip_forward") in the namespace. */
@@ -24,4 +25,13 @@ export async function setSysctl(key: string, value: string, opts: NsOpts = {}): 
 /** Turns on IPv4 forwarding (net.ipv4.ip_forward=1). */
 export function enableIpForward(opts: NsOpts = {}): Promise<boolean> {
   return setSysctl('net.ipv4.ip_forward', '1', opts);
+}
+
+/** The sysctl's value, or undefined when it cannot be read (no such device, no permission). */
+export async function readSysctl(key: string, opts: NsOpts = {}): Promise<string | undefined> {
+  try {
+    return await getSysctl(key, opts);
+  } catch {
+    return undefined;
+  }
 }

@@ -1,8 +1,15 @@
-import type { Underlay } from '../backends/types.js';
+import { canonicalCidr } from '../net/ipv4.js';
 import { WeftError } from '../util/errors.js';
-import { canonicalCidr } from './cidr.js';
 import { getLink, ipJson, type IpLink } from './ip.js';
 import type { NsOpts } from './netns.js';
+
+/** The host's underlay: the interface and address peers reach us on. */
+export interface Underlay {
+  iface: string;
+  ip: string;
+  /** The underlay link's MTU. */
+  mtu: number;
+}
 
 export interface UnderlayOptions {
   /** --iface: use this interface (its first IPv4 address unless publicIp is given too). */

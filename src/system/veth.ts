@@ -76,6 +76,16 @@ export interface AttachOptions {
  * the bridge and configures the container end (address, MTU, default route). Two `ip -batch` processes.
  */
 export async function attachVeth(o: AttachOptions): Promise<{ hostIf: string; mac: string }> {
+  const made = await createVethInPlace(o);
+  await configureContainerEnd({ ...o, mac: made.mac });
+  return made;
+}
+
+/**
+ * The first half of attachVeth: the veth, its container end (down, unaddressed) made inside the container's
+ * namespace, its host end on the bridge and up. One `ip -batch` process; nothing is left on failure.
+ */
+export async function createVethInPlace(o: AttachOptions): Promise<{ hostIf: string; mac: string }> {
   checkName(o.ifname, 'interface');
   checkName(o.hostIf, 'host interface');
   const mac = o.mac ?? randomMac();
@@ -90,6 +100,11 @@ export async function attachVeth(o: AttachOptions): Promise<{ hostIf: string; ma
     await ipBatch([`link del ${o.hostIf}`], { netns: o.hostNetns, force: true }).catch(() => {});
     throw e;
   }
+  return { hostIf: o.hostIf, mac };
+}
+
+/** The second half: the container end addressed, up, with its route; the veth is deleted on failure. */
+export async function configureContainerEnd(o: AttachOptions): Promise<void> {
   const inner = ['link set lo up', `addr add ${o.address} dev ${o.ifname}`, `link set ${o.ifname} up`];
   if (o.gateway) inner.push(`route add ${o.routeTo ?? 'default'} via ${o.gateway} dev ${o.ifname}`);
   try {
@@ -98,7 +113,6 @@ export async function attachVeth(o: AttachOptions): Promise<{ hostIf: string; ma
     await ipBatch([`link del ${o.hostIf}`], { netns: o.hostNetns, force: true }).catch(() => {});
     throw e;
   }
-  return { hostIf: o.hostIf, mac };
 }
 
 /** Deletes the host end (the container end goes with it). Returns false when it did not exist. */

@@ -1,3 +1,4 @@
+import { nthAddress } from '../net/ipv4.js';
 import os from 'node:os';
 import { pino } from 'pino';
 import { createBackend } from '../backends/all.js';
@@ -7,7 +8,6 @@ import type { Logger } from '../util/log.js';
 import type { NetworkConfig } from '../config/types.js';
 import type { Lease } from '../lease/types.js';
 import { ensureBridge } from '../system/bridge.js';
-import { nthAddress } from '../system/cidr.js';
 import { ensureForwardAccept } from '../system/iptables.js';
 import { enableIpForward } from '../system/sysctl.js';
 import { findUnderlay } from '../system/underlay.js';

@@ -1,5 +1,6 @@
 import { spawn as spawnChild, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { run, type RunResult } from '../system/exec.js';
 import { ipBatch, ipJson } from '../system/ip.js';
 import { inNetns } from '../system/netns.js';
@@ -92,6 +93,10 @@ export async function cleanupPrefix(prefix: string): Promise<string[]> {
   await ipBatch(ordered.map((n) => `netns del ${n}`), { force: true }).catch(() => {});
   const left = (await listNetns()).filter((n) => belongs(n, prefix));
   for (const n of left) await run('ip', ['netns', 'del', n], { allowFail: true });
+  // per-namespace files (`ip netns exec` bind-mounts them): the agents write resolv.conf there
+  for (const n of existsSync('/etc/netns') ? readdirSync('/etc/netns') : []) {
+    if (belongs(n, prefix)) rmSync(`/etc/netns/${n}`, { recursive: true, force: true });
+  }
   return names;
 }
 

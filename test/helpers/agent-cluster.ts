@@ -1,3 +1,4 @@
+import { cidrWithin } from '../../src/net/ipv4.js';
 import '../../src/backends/all.js';
 import { waitFor } from '../../src/testbed/wait.js';
 import assert from 'node:assert/strict';
@@ -6,7 +7,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { createNetwork } from '../../src/config/registry.js';
 import { openStore } from '../../src/store/index.js';
-import { cidrWithin } from '../../src/system/cidr.js';
 import { bridgeJson, ipJson } from '../../src/system/ip.js';
 import { AgentProcess, runWeft, type CliResult } from '../../src/testbed/agents.js';
 import { createTestbed, type Testbed, type TestbedHost } from '../../src/testbed/index.js';
@@ -60,7 +60,10 @@ export interface ClusterOptions {
   cidr: string;
   hosts: number;
   containersPerHost: number;
-  /** Extra Backend fields of the network (e.g. bgp's HoldTime); a function sees the test bed (its host addresses). */
+  /** Narrow the leasable range (flannel's SubnetMin/SubnetMax). */
+  subnetMin?: string;
+  subnetMax?: string;
+  /** More fields of the Backend config (e.g. a VNI, bgp's HoldTime); a function sees the test bed (its host addresses). */
   backendConfig?: Record<string, unknown> | ((tb: Testbed) => Record<string, unknown>);
 }
 
@@ -90,7 +93,12 @@ export class Cluster {
       tb = await createTestbed({ hosts: o.hosts });
       const store = await openStore(storeUrl);
       try {
-        await createNetwork(store, NETWORK, { Network: o.cidr, Backend: { Type: o.backend, ...(typeof o.backendConfig === 'function' ? o.backendConfig(tb) : o.backendConfig) } });
+        await createNetwork(store, NETWORK, {
+          Network: o.cidr,
+          Backend: { Type: o.backend, ...(typeof o.backendConfig === 'function' ? o.backendConfig(tb) : o.backendConfig) },
+          ...(o.subnetMin ? { SubnetMin: o.subnetMin } : {}),
+          ...(o.subnetMax ? { SubnetMax: o.subnetMax } : {}),
+        });
       } finally {
         await store.close();
       }

@@ -3,8 +3,10 @@
  * (so no two hosts ever hand out one address), veths on the agent's bridge. Also the store records that let
  * every host create the same Docker network (docker/networks/<name>).
  */
+import { containsAddress, tryParseCidr, tryParseIp } from '../../net/ipv4.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createNetwork, findNetwork, removeNetwork as removeWeftNetwork } from '../../config/registry.js';
+import { createNetwork, findNetwork } from '../../config/registry.js';
+import { removeNetwork as removeWeftNetwork } from '../../lease/remove-network.js';
 import type { NetworkConfig } from '../../config/types.js';
 import { Ipam } from '../../ipam/ipam.js';
 import { listLeases } from '../../lease/leases.js';
@@ -13,7 +15,6 @@ import { networkKeys } from '../../store/layout.js';
 import type { Store } from '../../store/types.js';
 import { endpointDriver } from '../../backends/endpoints/registry.js';
 import { WeftError } from '../../util/errors.js';
-import { blockContains, parseBlock, parseIp } from './cidr.js';
 import type { DockerApi } from './docker-api.js';
 import type { DockerBackendOps, HostNetwork, WeftNetworkOptions } from './plugin.js';
 
@@ -168,8 +169,8 @@ export class AgentDockerOps implements DockerBackendOps {
   /** Which host holds the lease an address falls in. */
   private async leaseHolding(name: string, ip: number): Promise<Lease | undefined> {
     for (const l of await listLeases(this.store, name)) {
-      const b = parseBlock(l.subnet);
-      if (b && blockContains(b, ip)) return l;
+      const b = tryParseCidr(l.subnet);
+      if (b && containsAddress(b, ip)) return l;
     }
     return undefined;
   }
@@ -179,10 +180,10 @@ export class AgentDockerOps implements DockerBackendOps {
     const own = runner.plan.pool;
     const me = this.agent.hostId;
     if (req.address) {
-      const n = parseIp(req.address);
+      const n = tryParseIp(req.address);
       if (n === undefined) throw new WeftError(`invalid address "${req.address}"`);
-      const ownBlock = parseBlock(own)!;
-      if (!blockContains(ownBlock, n)) {
+      const ownBlock = tryParseCidr(own)!;
+      if (!containsAddress(ownBlock, n)) {
         const holder = await this.leaseHolding(name, n);
         if (holder) {
           const taken = (await this.ipam.list({ network: name, subnet: holder.subnet })).some((a) => a.address === req.address);
@@ -219,7 +220,7 @@ export class AgentDockerOps implements DockerBackendOps {
     }
   }
 
-  async createVeth(name: string, req: { endpointId: string; mac: string }): Promise<{ hostIf: string; peerIf: string; mac: string }> {
+  async createVeth(name: string, req: { endpointId: string; mac: string; address: string }): Promise<{ hostIf: string; peerIf: string; mac: string }> {
     const runner = await this.runner(name, true);
     const id = req.endpointId.replace(/[^0-9a-zA-Z]/g, '').slice(0, 11);
     const made = await endpointDriver(runner.module.endpointDriver).prepare({
@@ -228,6 +229,7 @@ export class AgentDockerOps implements DockerBackendOps {
       bridge: runner.bridge,
       mtu: runner.backend.mtu,
       mac: req.mac,
+      address: req.address,
     });
     return { hostIf: made.hostIf, peerIf: made.ifname, mac: made.mac };
   }

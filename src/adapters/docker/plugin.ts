@@ -20,13 +20,18 @@
  * - Every call is serialised, and the plugin's own state (pools, networks, endpoints) is saved after each
  *   change, because Docker never replays CreateNetwork/CreateEndpoint after a plugin restart.
  */
+import { containsAddress, formatCidr, stripPrefix, tryParseCidr, tryParseIp } from '../../net/ipv4.js';
+import { gatewayOf } from '../../ipam/addresses.js';
 import * as http from 'node:http';
-import { mkdirSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { readBody, removeStaleSocket } from '../../agent/api.js';
+import { describeIssue, MAX_BODY_BYTES } from '../../agent/schemas.js';
 import {
   GATEWAY_ADDRESS_TYPE,
   PLUGIN_CONTENT_TYPE,
+  PLUGIN_REQUEST_SCHEMAS,
   REQUEST_ADDRESS_TYPE,
   type CreateEndpointRequest,
   type CreateNetworkRequest,
@@ -39,11 +44,11 @@ import {
   type RequestAddressRequest,
   type RequestPoolRequest,
 } from './protocol.js';
-import { blockContains, firstUsable, formatBlock, parseBlock, parseIp, stripPrefix } from './cidr.js';
 import type { EndpointRecord, NetworkRecord, PluginState, StateStore } from './state.js';
 
 export const DEFAULT_PLUGIN_NAME = 'weft';
 export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
+const PLUGIN_SOCKET_MODE = 0o600;
 
 /** Options a user can give with `--ipam-opt` or `-o` (both spellings: with and without the `weft.` prefix). */
 export interface WeftNetworkOptions {
@@ -95,7 +100,7 @@ export interface DockerBackendOps {
   /** Releases an address of this host (no prefix length); no error when it is not allocated. */
   releaseAddress(name: string, ip: string): Promise<void>;
   /** Creates a veth pair on this host's bridge of `name`: host end enslaved and up, peer left in the host namespace. */
-  createVeth(name: string, req: { endpointId: string; mac: string }): Promise<{ hostIf: string; peerIf: string; mac: string }>;
+  createVeth(name: string, req: { endpointId: string; mac: string; address: string }): Promise<{ hostIf: string; peerIf: string; mac: string }>;
   /** Deletes the veth (no error when it is gone). */
   deleteVeth(name: string, hostIf: string): Promise<void>;
   /**
@@ -214,12 +219,19 @@ export class DockerPlugin {
   async start(): Promise<void> {
     this.state = await this.opts.state.load();
     mkdirSync(path.dirname(this.socketPath), { recursive: true });
-    rmSync(this.socketPath, { force: true });
+    await removeStaleSocket(this.socketPath);
     const server = http.createServer((req, res) => void this.serve(req, res));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.socketPath, () => resolve());
+      // dockerd (root) is the only caller: the socket is 0600 from the moment it exists
+      const old = process.umask(0o177);
+      try {
+        server.listen(this.socketPath, () => resolve());
+      } finally {
+        process.umask(old);
+      }
     });
+    chmodSync(this.socketPath, PLUGIN_SOCKET_MODE);
     this.server = server;
   }
 
@@ -246,7 +258,13 @@ export class DockerPlugin {
   async call(method: string, body: unknown, internal = true): Promise<{ status: number; body: unknown }> {
     const h = this.handlers[method] ?? (internal ? this.internal[method] : undefined);
     if (!h) return { status: 404, body: { Err: `weft: unknown plugin method ${method}` } };
-    const run = this.queue.then(() => h(body ?? {}));
+    const schema = PLUGIN_REQUEST_SCHEMAS[method];
+    const input = body === undefined ? {} : body;
+    const checked = schema ? schema.safeParse(input) : { success: true as const, data: input };
+    if (!checked.success) {
+      return { status: 400, body: { Err: `weft: invalid ${method.slice(1)} request: ${describeIssue(checked.error, input)}` } };
+    }
+    const run = this.queue.then(() => h(checked.data));
     this.queue = run.catch(() => {});
     try {
       return { status: 200, body: (await run) ?? {} };
@@ -258,17 +276,28 @@ export class DockerPlugin {
   }
 
   private async serve(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const raw = Buffer.concat(chunks).toString('utf8');
-    let body: unknown = {};
-    let out: { status: number; body: unknown };
+    let raw: string;
     try {
-      body = raw.trim() ? JSON.parse(raw) : {};
-      out = await this.call(new URL(req.url ?? '/', 'http://docker').pathname, body, false);
+      raw = await readBody(req, MAX_BODY_BYTES);
+    } catch (err) {
+      // over the limit: answered unread, and the connection closed so the rest is never buffered
+      const text = JSON.stringify({ Err: `weft: ${(err as Error).message}` });
+      res.writeHead((err as { code?: string }).code === 'ETOOLARGE' ? 413 : 400, {
+        'content-type': PLUGIN_CONTENT_TYPE,
+        'content-length': Buffer.byteLength(text),
+        connection: 'close',
+      });
+      res.end(text, () => req.socket.destroy());
+      return;
+    }
+    let out: { status: number; body: unknown } | undefined;
+    let body: unknown;
+    try {
+      body = raw.trim() ? JSON.parse(raw) : undefined;
     } catch {
       out = { status: 400, body: { Err: 'weft: request body is not JSON' } };
     }
+    out ??= await this.call(new URL(req.url ?? '/', 'http://docker').pathname, body, false);
     const text = JSON.stringify(out.body);
     res.writeHead(out.status, { 'content-type': PLUGIN_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) });
     res.end(text);
@@ -288,12 +317,12 @@ export class DockerPlugin {
       );
     }
     if (b.SubPool) throw new PluginError('--ip-range is not supported: weft gives each host its own part of the subnet');
-    const block = parseBlock(b.Pool);
+    const block = tryParseCidr(b.Pool);
     if (!block) throw new PluginError(`invalid subnet "${b.Pool}" (expected a.b.c.d/len without host bits)`);
     if (block.len > 30) throw new PluginError(`subnet ${b.Pool} is too small for weft (at most /30)`);
     const options = stringOptions(b.Options);
     const opts = parseWeftOptions(options);
-    const pool = formatBlock(block);
+    const pool = formatCidr(block);
     const poolId = pool;
     for (const n of Object.values(this.state.networks)) {
       if (n.pool === pool && this.state.pools[poolId]) {
@@ -324,20 +353,20 @@ export class DockerPlugin {
 
   private async requestAddress(b: RequestAddressRequest): Promise<unknown> {
     const pool = this.poolOf(b.PoolID);
-    const block = parseBlock(pool.pool)!;
+    const block = tryParseCidr(pool.pool)!;
     const opts = stringOptions(b.Options);
     if (opts[REQUEST_ADDRESS_TYPE] === GATEWAY_ADDRESS_TYPE) {
       // Docker's per-network gateway: a placeholder (see the header). Each container's real gateway is its host's bridge (Join).
-      const gw = b.Address ? stripPrefix(b.Address) : firstUsable(block);
-      const n = parseIp(gw);
-      if (n === undefined || !blockContains(block, n)) throw new PluginError(`gateway ${b.Address} is not inside ${pool.pool}`);
+      const gw = b.Address ? stripPrefix(b.Address) : gatewayOf(formatCidr(block));
+      const n = tryParseIp(gw);
+      if (n === undefined || !containsAddress(block, n)) throw new PluginError(`gateway ${b.Address} is not inside ${pool.pool}`);
       return { Address: `${gw}/${block.len}`, Data: {} };
     }
     const requested = b.Address ? stripPrefix(b.Address) : undefined;
     if (requested !== undefined) {
-      const n = parseIp(requested);
+      const n = tryParseIp(requested);
       if (n === undefined) throw new PluginError(`invalid address "${b.Address}"`);
-      if (!blockContains(block, n)) throw new PluginError(`address ${requested} is not inside the network's subnet ${pool.pool}`);
+      if (!containsAddress(block, n)) throw new PluginError(`address ${requested} is not inside the network's subnet ${pool.pool}`);
     }
     const net = await this.networkForPool(b.PoolID);
     if (!net.dockerName && !net.network) {
@@ -357,7 +386,7 @@ export class DockerPlugin {
     const pool = this.state.pools[b.PoolID];
     if (!pool) return {};
     const ip = stripPrefix(b.Address);
-    if (ip === firstUsable(parseBlock(pool.pool)!)) return {}; // the gateway placeholder
+    if (ip === gatewayOf(pool.pool)) return {}; // the gateway placeholder
     const net = Object.values(this.state.networks).find((n) => n.poolId === b.PoolID);
     const name = net?.network ?? pool.network;
     if (name) await this.opts.ops.releaseAddress(name, ip);
@@ -508,7 +537,7 @@ export class DockerPlugin {
     const ep = this.endpoint(b.EndpointID);
     const host = await this.opts.ops.joinNetwork(ep.network);
     if (!ep.hostIf || !ep.peerIf) {
-      const v = await this.opts.ops.createVeth(ep.network, { endpointId: ep.id, mac: ep.mac });
+      const v = await this.opts.ops.createVeth(ep.network, { endpointId: ep.id, mac: ep.mac, address: ep.address });
       ep.hostIf = v.hostIf;
       ep.peerIf = v.peerIf;
       ep.mac = v.mac;

@@ -1,3 +1,5 @@
+import { z } from 'zod';
+
 /**
  * Docker's remote plugin protocol (libnetwork remote NetworkDriver and IpamDriver API, as Docker 20.10 sends
  * it): request and response bodies. Field names are Docker's.
@@ -96,3 +98,54 @@ export interface JoinResponse {
   StaticRoutes: StaticRoute[];
   DisableGatewayService: boolean;
 }
+
+// ---- Validation ----
+// Docker's bodies are untrusted like any other input: each call's body is checked before its handler runs
+// and a bad one is answered 400 {"Err": "weft: invalid <call> request: <field>: …"}. The objects are loose
+// (fields newer Dockers add are let through) and fields Docker may leave out or send as null are optional.
+
+const str = z.string().max(1024);
+const options = z.record(z.string(), z.unknown()).nullable().optional();
+const ipamData = z.looseObject({ AddressSpace: str.optional(), Pool: str, Gateway: str.optional(), AuxAddresses: options });
+const endpointRequest = z.looseObject({ NetworkID: str, EndpointID: str, Options: options });
+/** Calls that carry nothing weft reads (Activate, capabilities, discovery, external connectivity). */
+const anyCall = z.looseObject({});
+
+/** The schema of each plugin call's request body, by URL path. */
+export const PLUGIN_REQUEST_SCHEMAS: Record<string, z.ZodType> = {
+  '/Plugin.Activate': anyCall,
+  '/NetworkDriver.GetCapabilities': anyCall,
+  '/NetworkDriver.CreateNetwork': z.looseObject({
+    NetworkID: str,
+    Options: options,
+    IPv4Data: z.array(ipamData).max(64).nullable().optional(),
+    IPv6Data: z.array(ipamData).max(64).nullable().optional(),
+  }),
+  '/NetworkDriver.DeleteNetwork': z.looseObject({ NetworkID: str }),
+  '/NetworkDriver.CreateEndpoint': z.looseObject({
+    NetworkID: str,
+    EndpointID: str,
+    Interface: z.looseObject({ Address: str.optional(), AddressIPv6: str.optional(), MacAddress: str.optional() }).nullable().optional(),
+    Options: options,
+  }),
+  '/NetworkDriver.EndpointOperInfo': endpointRequest,
+  '/NetworkDriver.DeleteEndpoint': endpointRequest,
+  '/NetworkDriver.Join': endpointRequest.extend({ SandboxKey: str.optional() }),
+  '/NetworkDriver.Leave': endpointRequest,
+  '/NetworkDriver.DiscoverNew': anyCall,
+  '/NetworkDriver.DiscoverDelete': anyCall,
+  '/NetworkDriver.ProgramExternalConnectivity': anyCall,
+  '/NetworkDriver.RevokeExternalConnectivity': anyCall,
+  '/IpamDriver.GetCapabilities': anyCall,
+  '/IpamDriver.GetDefaultAddressSpaces': anyCall,
+  '/IpamDriver.RequestPool': z.looseObject({
+    AddressSpace: str.optional(),
+    Pool: str.optional(),
+    SubPool: str.optional(),
+    Options: options,
+    V6: z.boolean().optional(),
+  }),
+  '/IpamDriver.ReleasePool': z.looseObject({ PoolID: str }),
+  '/IpamDriver.RequestAddress': z.looseObject({ PoolID: str, Address: str.optional(), Options: options }),
+  '/IpamDriver.ReleaseAddress': z.looseObject({ PoolID: str, Address: str }),
+};

@@ -73,17 +73,7 @@ export class FileStateStore implements StateStore {
   async save(state: PluginState): Promise<void> {
     await mkdir(path.dirname(this.file), { recursive: true });
     const tmp = `${this.file}.${process.pid}.tmp`;
-    await writeFile(tmp, JSON.stringify(state, null, 2) + '\n');
+    await writeFile(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
     await rename(tmp, this.file);
-  }
-}
-
-export class MemoryStateStore implements StateStore {
-  private text = JSON.stringify(emptyState());
-  async load(): Promise<PluginState> {
-    return JSON.parse(this.text) as PluginState;
-  }
-  async save(state: PluginState): Promise<void> {
-    this.text = JSON.stringify(state);
   }
 }

@@ -1,4 +1,4 @@
-import { canonicalCidr } from '../../system/cidr.js';
+import { canonicalCidr } from '../../net/ipv4.js';
 import { bad, findRoute, ok } from '../findings.js';
 import type { BackendCheckInput, Finding } from '../types.js';
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { isIPv4 } from '../../lease/subnets.js';
+import { isIPv4 } from '../../net/ipv4.js';
 import { BGP_PEERS_PREFIX, bgpPeerKey, checkName } from '../../store/layout.js';
 import type { Entry, Store } from '../../store/types.js';
 import { WeftError } from '../../util/errors.js';

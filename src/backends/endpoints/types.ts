@@ -47,14 +47,27 @@ export interface EndpointRef {
   hostNetns?: NsOpts['netns'];
 }
 
+/** An endpoint's identity on the wire, for the drivers that enforce it (anti-spoofing). */
+export interface EndpointSource {
+  hostIf: string;
+  /** Address without prefix length. */
+  ip: string;
+  mac: string;
+}
+
 export interface EndpointDriver {
   readonly name: string;
   /** Creates the container's interface inside its namespace, addressed and routed. Leaves nothing behind on failure. */
   join(spec: JoinSpec): Promise<{ mac: string }>;
   /** Creates the interface in the host namespace for a runtime that moves it itself. */
-  prepare(spec: Omit<JoinSpec, 'netns' | 'ifname' | 'address' | 'gateway' | 'routeTo'> & { peerIf: string }): Promise<PreparedInterface>;
+  prepare(spec: Omit<JoinSpec, 'netns' | 'ifname' | 'gateway' | 'routeTo'> & { peerIf: string }): Promise<PreparedInterface>;
   /** Removes the endpoint's interface; false when it was already gone. */
   leave(ep: EndpointRef): Promise<boolean>;
   /** Whether the endpoint's interface still exists (the agent reconciles records against it). */
   exists(ep: EndpointRef): Promise<boolean>;
+  /**
+   * Makes the host's source filters hold exactly these endpoints among the ones this driver made with
+   * `hostIfPattern` (the agent's own; the Docker plugin's have another prefix). Returns ports changed.
+   */
+  reconcileSources?(endpoints: EndpointSource[], hostIfPattern: RegExp): Promise<string[]>;
 }

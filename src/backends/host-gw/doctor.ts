@@ -1,4 +1,4 @@
-import { canonicalCidr, cidrContains, cidrWithin } from '../../system/cidr.js';
+import { canonicalCidr, cidrContains, cidrWithin } from '../../net/ipv4.js';
 import { bad, findRoute, hostWords, ipv4, ok, peerName, rpFinding } from '../findings.js';
 import type { BackendCheckInput, Finding } from '../types.js';
 

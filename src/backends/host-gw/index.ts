@@ -1,5 +1,5 @@
+import { canonicalCidr, cidrContains, cidrWithin } from '../../net/ipv4.js';
 import type { Lease } from '../../lease/types.js';
-import { canonicalCidr, cidrContains, cidrWithin } from '../../system/cidr.js';
 import { KernelBatch, readRoutes, routeDst, type RouteSpec } from '../../system/ops.js';
 import { connectedPrefixes } from '../../system/underlay.js';
 import { registerBackend } from '../registry.js';

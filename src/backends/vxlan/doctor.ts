@@ -1,4 +1,4 @@
-import { canonicalCidr, networkAddress } from '../../system/cidr.js';
+import { canonicalCidr, networkAddress } from '../../net/ipv4.js';
 import type { IpLink } from '../../system/ip.js';
 import { bad, findRoute, hostWords, isUp, ok, peerName, rpFinding } from '../findings.js';
 import type { BackendCheckInput, Finding } from '../types.js';

@@ -1,7 +1,7 @@
+import { canonicalCidr, cidrWithin, networkAddress } from '../../net/ipv4.js';
 import { z } from 'zod';
 import type { BackendConfig } from '../../config/types.js';
 import type { Lease } from '../../lease/types.js';
-import { canonicalCidr, cidrWithin, networkAddress } from '../../system/cidr.js';
 import { getLink, type IpLink } from '../../system/ip.js';
 import { createLink } from '../../system/kernel.js';
 import { KernelBatch, readFdb, readNeigh, readRoutes, type RouteSpec } from '../../system/ops.js';

@@ -3,11 +3,13 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { AddressPool, gatewayOf } from '../src/ipam/addresses.js';
-import { formatSubnetEnv, writeSubnetEnv } from '../src/lease/subnet-env.js';
-import { cidrsOverlap, intToIp, ipToInt, keyToSubnet, parseCidr, SubnetRange, subnetToKey } from '../src/lease/subnets.js';
-import { FLANNEL_NETWORK_NAME, networkKeys } from '../src/store/layout.js';
-import type { Store } from '../src/store/types.js';
+import { AddressPool, gatewayOf } from '../../src/ipam/addresses.js';
+import { formatSubnetEnv, writeSubnetEnv } from '../../src/lease/subnet-env.js';
+import { cidrsOverlap, intToIp, ipToInt, parseCidr } from '../../src/net/ipv4.js';
+import { keyToSubnet, parseLeaseKey, subnetToKey } from '../../src/store/layout.js';
+import { SubnetRange } from '../../src/lease/subnets.js';
+import { FLANNEL_NETWORK_NAME, networkKeys } from '../../src/store/layout.js';
+import type { Store } from '../../src/store/types.js';
 
 test('ip <-> int round trip, including addresses above 2^31', () => {
   assert.equal(ipToInt('10.5.72.1'), 0x0a054801);
@@ -24,18 +26,22 @@ test('subnet keys are flannel\'s a.b.c.d-len', () => {
 });
 
 test('subnet range: whole network, SubnetMin/Max, indexOf', () => {
+  // flannel's defaults: SubnetMin is the network's second subnet, SubnetMax its last
   const all = new SubnetRange({ Network: '10.5.0.0/16', SubnetLen: 24 });
-  assert.equal(all.count, 256);
-  assert.equal(all.at(0), '10.5.0.0/24');
-  assert.equal(all.at(255), '10.5.255.0/24');
-  assert.equal(all.indexOf('10.5.72.0/24'), 72);
+  assert.equal(all.count, 255);
+  assert.equal(all.at(0), '10.5.1.0/24');
+  assert.equal(all.at(254), '10.5.255.0/24');
+  assert.equal(all.has('10.5.0.0/24'), false);
+  assert.equal(all.indexOf('10.5.72.0/24'), 71);
+  assert.deepEqual([...new SubnetRange({ Network: '10.55.0.0/22', SubnetLen: 24 }).all()], ['10.55.1.0/24', '10.55.2.0/24', '10.55.3.0/24']);
+  assert.equal(new SubnetRange({ Network: '10.5.0.0/16', SubnetLen: 24, SubnetMin: '10.5.0.0' }).at(0), '10.5.0.0/24');
   assert.equal(all.indexOf('10.6.0.0/24'), -1);
   assert.equal(all.indexOf('10.5.72.0/25'), -1);
   const some = new SubnetRange({ Network: '10.5.0.0/16', SubnetLen: 26, SubnetMin: '10.5.1.0', SubnetMax: '10.5.1.192' });
   assert.deepEqual([...some.all()], ['10.5.1.0/26', '10.5.1.64/26', '10.5.1.128/26', '10.5.1.192/26']);
   assert.equal(some.has('10.5.0.192/26'), false);
-  const high = new SubnetRange({ Network: '192.168.0.0/23', SubnetLen: 24 });
-  assert.deepEqual([...high.all()], ['192.168.0.0/24', '192.168.1.0/24']);
+  const high = new SubnetRange({ Network: '192.168.0.0/22', SubnetLen: 24 });
+  assert.deepEqual([...high.all()], ['192.168.1.0/24', '192.168.2.0/24', '192.168.3.0/24']);
 });
 
 test('overlap', () => {
@@ -84,4 +90,16 @@ test('key layout: weft and flannel', () => {
   assert.equal(flannel.config, 'config');
   assert.equal(flannel.subnet('10.5.72.0/24'), 'subnets/10.5.72.0-24');
   assert.equal(FLANNEL_NETWORK_NAME, 'default');
+});
+
+test("lease keys: flannel's plain and dual-stack forms, exactly", () => {
+  assert.deepEqual(parseLeaseKey('10.57.1.0-24'), { subnet: '10.57.1.0/24' });
+  assert.deepEqual(parseLeaseKey('10.57.1.0-24&fd57:0:0:17::-64'), { subnet: '10.57.1.0/24', subnetV6: 'fd57:0:0:17::/64' });
+  assert.deepEqual(parseLeaseKey('10.57.1.0-24&FD57:0000:0:17::-64'), { subnet: '10.57.1.0/24', subnetV6: 'fd57:0:0:17::/64' });
+  assert.equal(parseLeaseKey('10.57.1.0-24&fd57:0:0:17::1-64'), undefined, 'IPv6 host bits set');
+  assert.equal(parseLeaseKey('10.57.1.0-24&fd57::-129'), undefined);
+  assert.equal(parseLeaseKey('10.57.1.0-24&banana-64'), undefined);
+  assert.equal(parseLeaseKey('10.57.1.0-24&'), undefined);
+  assert.equal(parseLeaseKey('10.57.1.1-24&fd57::-64'), undefined, 'IPv4 host bits set');
+  assert.equal(keyToSubnet('10.57.1.0-24&fd57:0:0:17::-64'), undefined, 'keyToSubnet stays plain-only');
 });

@@ -1,8 +1,8 @@
-import '../src/backends/all.js';
+import '../../src/backends/all.js';
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseNetworkConfig, requireBackendType } from '../src/config/network.js';
-import { WeftError } from '../src/util/errors.js';
+import { parseNetworkConfig, requireBackendType } from '../../src/config/network.js';
+import { WeftError } from '../../src/util/errors.js';
 
 function rejects(input: unknown, ...parts: Array<string | RegExp>): void {
   assert.throws(
@@ -96,4 +96,11 @@ test('rejects a VNI or port out of range', () => {
   rejects({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', VNI: 16777216 } }, 'Backend.VNI 16777216', 'out of range');
   rejects({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', VNI: -1 } }, 'Backend.VNI -1');
   rejects({ Network: '10.5.0.0/16', Backend: { Type: 'vxlan', Port: 70000 } }, 'Backend.Port 70000', 'out of range');
+});
+
+test('refuses networks that cannot hold four subnets, as flanneld does', () => {
+  rejects({ Network: '10.55.0.0/23', SubnetLen: 24 }, 'SubnetLen 24', 'network must be able to accommodate at least four subnets');
+  rejects({ Network: '10.55.0.0/16', SubnetLen: 17 }, 'SubnetLen 17', 'at least four subnets');
+  assert.equal(parseNetworkConfig({ Network: '10.55.0.0/22', SubnetLen: 24 }).SubnetLen, 24);
+  assert.equal(parseNetworkConfig({ Network: '10.55.0.0/23' }).SubnetLen, 25, 'the default length always leaves four');
 });

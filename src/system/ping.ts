@@ -1,0 +1,15 @@
+import { run } from './exec.js';
+import { inNetns, type NsOpts } from './netns.js';
+import { ipJson } from './ip.js';
+import type { RouteFact } from './ops.js';
+
+/** One ping from this host (or `netns`) with a 2 s wait: whether it was answered. */
+export async function pingOnce(target: string, sys: NsOpts = {}): Promise<boolean> {
+  const [cmd, args] = inNetns(sys.netns, 'ping', ['-n', '-q', '-c', '1', '-W', '2', target]);
+  return (await run(cmd, args, { allowFail: true, timeoutMs: 5000 }).catch(() => ({ code: 1 }))).code === 0;
+}
+
+/** How the kernel routes to `target` (`ip route get`). */
+export async function routeGet(target: string, sys: NsOpts = {}): Promise<RouteFact | undefined> {
+  return (await ipJson<RouteFact[]>(['-4', 'route', 'get', target], sys))[0];
+}

@@ -1,0 +1,207 @@
+import '../../src/backends/all.js';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, test } from 'node:test';
+import { pino } from 'pino';
+import { NetworkRunner, type HostOps } from '../../src/agent/network-runner.js';
+import { registerBackend } from '../../src/backends/registry.js';
+import type { Backend, BackendStatus, EndpointInfo } from '../../src/backends/types.js';
+import { createNetwork, getNetwork } from '../../src/config/registry.js';
+import { hostRecordToJson, leaseToJson } from '../../src/lease/codec.js';
+import type { Lease } from '../../src/lease/types.js';
+import { openStore } from '../../src/store/index.js';
+import { networkKeys } from '../../src/store/layout.js';
+import type { Store } from '../../src/store/types.js';
+import { waitFor } from '../../src/testbed/wait.js';
+
+/**
+ * NetworkRunner against a recording fake backend and recording host operations: no root, no kernel.
+ * The store is SQLite in a temp dir.
+ */
+
+interface Call {
+  op: string;
+  arg?: unknown;
+}
+
+class RecordingBackend implements Backend {
+  readonly type = 'recording';
+  readonly mtu = 1400;
+  calls: Call[] = [];
+  reconciles: Array<{ peers: string[]; endpoints?: string[] }> = [];
+  /** Make reconcile slow so that events pile up behind it. */
+  gate?: Promise<void>;
+  async init() {
+    this.calls.push({ op: 'init' });
+    return { Token: 'x' };
+  }
+  async activate(own: Lease) {
+    this.calls.push({ op: 'activate', arg: own.subnet });
+  }
+  async start() {
+    this.calls.push({ op: 'start' });
+  }
+  async stop() {
+    this.calls.push({ op: 'stop' });
+  }
+  async reconcile(peers: Lease[], endpoints?: EndpointInfo[]) {
+    await this.gate;
+    this.reconciles.push({ peers: peers.map((p) => p.subnet).sort(), ...(endpoints ? { endpoints: endpoints.map((e) => e.address).sort() } : {}) });
+  }
+  status(): BackendStatus {
+    return { healthy: true, detail: 'recording' };
+  }
+  async teardown() {
+    this.calls.push({ op: 'teardown' });
+  }
+}
+
+const backends: RecordingBackend[] = [];
+registerBackend({
+  type: 'recording',
+  description: 'records what the runner asks of it',
+  mtuOverhead: 100,
+  wantsEndpoints: true,
+  create: () => {
+    const b = new RecordingBackend();
+    backends.push(b);
+    return b;
+  },
+});
+
+function recordingHost(): HostOps & { calls: Call[] } {
+  const calls: Call[] = [];
+  return {
+    calls,
+    connectedPrefixes: async () => ['192.168.9.0/24'],
+    enableIpForward: async () => void calls.push({ op: 'ip_forward' }),
+    ensureBridge: async (name, gw, mtu) => void calls.push({ op: 'bridge', arg: `${name} ${gw} ${mtu}` }),
+    ensureForwarding: async (cidr) => void calls.push({ op: 'forwarding', arg: cidr }),
+    ensureMasquerade: async (cidr) => void calls.push({ op: 'masq', arg: cidr }),
+    removeMasquerade: async (cidr) => void calls.push({ op: 'no-masq', arg: cidr }),
+    writeSubnetEnv: async (file, env) => void calls.push({ op: 'subnet.env', arg: `${path.basename(path.dirname(file))} ${env.subnet} ${env.mtu}` }),
+  };
+}
+
+const dirs: string[] = [];
+const log = pino({ level: 'silent' });
+after(() => {
+  for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
+});
+
+async function setup(ttl = 30): Promise<{ dir: string; store: Store; runner: NetworkRunner; backend: RecordingBackend; host: ReturnType<typeof recordingHost>; readdressed: string[] }> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-runner-'));
+  dirs.push(dir);
+  const store = await openStore(`sqlite://${dir}/weft.db`);
+  await createNetwork(store, 'n1', { Network: '10.77.0.0/16', Backend: { Type: 'recording' } });
+  const host = recordingHost();
+  const readdressed: string[] = [];
+  const runner = new NetworkRunner('n1', await getNetwork(store, 'n1'), {
+    store,
+    hostId: 'me',
+    underlay: { iface: 'eth0', ip: '192.168.9.1', mtu: 1500 },
+    bridge: 'weft0',
+    stateDir: dir,
+    subnetEnvPaths: [path.join(dir, 'n1', 'subnet.env')],
+    leaseTtlSeconds: ttl,
+    graceSeconds: 1,
+    resyncSeconds: 3600,
+    host,
+    onReaddressed: (_r, was) => readdressed.push(was.subnet),
+    log,
+  });
+  await runner.start();
+  return { dir, store, runner, backend: backends[backends.length - 1]!, host, readdressed };
+}
+
+async function putPeer(store: Store, subnet: string, ip: string): Promise<void> {
+  const keys = networkKeys(store, 'n1');
+  await store.put(keys.subnet(subnet), leaseToJson({ publicIp: ip, backendType: 'recording', backendData: {} }), { ttlSeconds: 60 });
+}
+
+test('start: lease, bridge with the gateway and the backend MTU, activate, start, subnet.env; state dir 0700', async () => {
+  const { dir, store, runner, backend, host } = await setup();
+  try {
+    const subnet = runner.lease.subnet;
+    assert.deepEqual(backend.calls.map((c) => c.op), ['init', 'activate', 'start']);
+    assert.deepEqual(backend.calls[1]!.arg, subnet);
+    const gw = subnet.replace(/0\/24$/, '1/24');
+    // without --ip-masq a masquerade rule left by an earlier run is removed
+    assert.deepEqual(host.calls.map((c) => c.op).slice(0, 5), ['ip_forward', 'bridge', 'forwarding', 'no-masq', 'subnet.env']);
+    assert.equal(host.calls[1]!.arg, `weft0 ${gw} 1400`);
+    assert.equal(host.calls[4]!.arg, `n1 ${subnet} 1400`);
+    assert.equal(fs.statSync(path.join(dir, 'n1')).mode & 0o777, 0o700, "the network's state dir is 0700");
+    assert.equal(runner.status().status?.detail, 'recording');
+  } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
+
+test('a burst of peer changes is coalesced into few reconciles with the latest set; a no-op event reconciles nothing', async () => {
+  const { store, runner, backend } = await setup();
+  try {
+    await waitFor('first reconcile', 5000, async () => backend.reconciles.length >= 1);
+    let open!: () => void;
+    backend.gate = new Promise<void>((r) => (open = r));
+    runner.kick(true); // a reconcile now blocks on the gate
+    const before = backend.reconciles.length;
+    // 20 peer subnets, none of them ours
+    const peers = Array.from({ length: 21 }, (_, i) => `10.77.${10 + i}.0/24`).filter((s) => s !== runner.lease.subnet).slice(0, 20);
+    for (const [i, s] of peers.entries()) await putPeer(store, s, `192.168.9.${i + 10}`);
+    open();
+    backend.gate = undefined;
+    await waitFor('a reconcile with all 20 peers', 5000, async () => backend.reconciles.at(-1)?.peers.length === 20 || `last reconcile had ${backend.reconciles.at(-1)?.peers.length} peers, ${backend.reconciles.length} reconciles ${runner.status().error} skipped ${runner.skipped}`);
+    assert.ok(backend.reconciles.length - before <= 3, `20 changes became ${backend.reconciles.length - before} reconciles`);
+    // the same peers written again (a renewal): no reconcile
+    const n = backend.reconciles.length;
+    const skipped = runner.skipped;
+    for (const [i, s] of peers.entries()) await putPeer(store, s, `192.168.9.${i + 10}`);
+    await waitFor('the rewrites were seen and skipped', 5000, async () => runner.skipped > skipped);
+    assert.equal(backend.reconciles.length, n, 'renewed peers caused no reconcile');
+    // a forced resync does reconcile
+    runner.kick(true);
+    await waitFor('forced resync', 5000, async () => backend.reconciles.length === n + 1);
+  } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
+
+test('endpoints of every host reach a backend that wants them', async () => {
+  const { store, runner, backend } = await setup();
+  try {
+    const keys = networkKeys(store, 'n1');
+    await store.put(keys.endpoint('other', 'ep1'), JSON.stringify({ hostId: 'other', address: '10.77.200.5/24', mac: '02:42:0a:4d:c8:05' }));
+    await waitFor('the endpoint reaches reconcile', 5000, async () => backend.reconciles.at(-1)?.endpoints?.includes('10.77.200.5/24') ?? false);
+    await store.delete(keys.endpoint('other', 'ep1'));
+    await waitFor('its removal too', 5000, async () => backend.reconciles.at(-1)?.endpoints?.length === 0);
+  } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
+
+test('a lease that changes on renewal re-addresses bridge, backend and subnet.env, and tells the agent', async () => {
+  const { store, runner, backend, host, readdressed } = await setup(3);
+  try {
+    const was = runner.lease.subnet;
+    // another host took our subnet while we were cut off: its lease and its (newer) host record
+    const keys = networkKeys(store, 'n1');
+    await store.put(keys.subnet(was), leaseToJson({ publicIp: '192.168.9.99', backendType: 'recording', backendData: {} }), { ttlSeconds: 60 });
+    await store.put(keys.host('thief'), hostRecordToJson({ hostId: 'thief', subnet: was, publicIp: '192.168.9.99', expiresAt: Date.now() + 600_000 }));
+    await waitFor('the renewal moved us to another subnet', 10_000, async () => runner.lease.subnet !== was);
+    const now = runner.lease.subnet;
+    await waitFor('the agent was told', 5000, async () => readdressed.length === 1);
+    assert.deepEqual(readdressed, [was]);
+    assert.ok(backend.calls.some((c) => c.op === 'activate' && c.arg === now), 'backend activated with the new lease');
+    assert.ok(host.calls.some((c) => c.op === 'bridge' && String(c.arg).startsWith(`weft0 ${now.replace(/0\/24$/, '1/24')}`)), 'bridge re-addressed');
+    assert.ok(host.calls.some((c) => c.op === 'subnet.env' && String(c.arg).includes(now)), 'subnet.env rewritten');
+    assert.ok(!backend.reconciles.at(-1)?.peers.includes(now), 'own new subnet is not a peer');
+  } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
