@@ -10,7 +10,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
  * failure and Ctrl-C). Processes are stopped by PID. Traffic only goes to addresses inside them.
  *
  *   node dist/bench/main.js [--only throughput|attach] [--reps N] [--seconds S] [--pings N]
- *                           [--attaches N] [--cli N] [--no-rules-row] [--json] [--verbose]
+ *                           [--attaches N] [--cli N] [--no-rules-row] [--backends LIST] [--json] [--verbose]
+ *  - wireguard: weft's wireguard backend next to wireguard-go configured by hand with `wg` (same MTU, same
+ *    layout: device with the subnet's network address /32, one peer, a route via the device).
  */
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -23,9 +25,12 @@ import { run } from '../src/system/exec.js';
 import { ipBatch } from '../src/system/ip.js';
 import { inNetns } from '../src/system/netns.js';
 import { AgentProcess, WEFT_BIN } from '../src/testbed/agents.js';
+import { PID_FILE, stopWireguardGo, wgDeviceName } from '../src/backends/wireguard/index.js';
+import { wgSocketPath } from '../src/system/wireguard.js';
 import { createTestbed, type Testbed, type TestbedHost } from '../src/testbed/index.js';
 import { waitFor } from '../src/testbed/wait.js';
 import type { WorkerInput, WorkerOutput } from './attach-worker.js';
+import { iperf as measureIperf, median, pct, pingRtts, type NsRun } from '../src/bench/measure.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const WORKER = path.join(HERE, 'attach-worker.js');
@@ -44,19 +49,24 @@ interface Options {
   verbose: boolean;
   /** Leave out the "host-gw by hand + FORWARD accepts" row. */
   noRules: boolean;
+  /** Which backends' rows (weft and by hand) to build; the underlay and host-gw by hand are always there. */
+  backends: Set<string>;
 }
+
+const BENCH_BACKENDS = ['host-gw', 'vxlan', 'wireguard', 'bgp'];
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n`);
   process.stderr.write(
     'usage: node dist/bench/main.js [--only throughput|attach] [--reps N (5)] [--seconds S (3)] [--pings N (20)]\n' +
-      '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--json] [--verbose]\n',
+      '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--backends host-gw,vxlan,wireguard,bgp]\n' +
+      '                              [--json] [--verbose]\n',
   );
   process.exit(msg ? 2 : 0);
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { reps: 5, seconds: 3, pings: 20, attaches: 100, cli: 20, json: false, verbose: false, noRules: false };
+  const o: Options = { reps: 5, seconds: 3, pings: 20, attaches: 100, cli: 20, json: false, verbose: false, noRules: false, backends: new Set(BENCH_BACKENDS) };
   const int = (v: string | undefined, name: string, min: number, max: number): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min || n > max) usage(`${name} must be an integer in ${min}..${max}`);
@@ -78,6 +88,12 @@ function parseArgs(argv: string[]): Options {
       case '--cli': o.cli = int(argv[++i], a, 0, 50); break;
       case '--json': o.json = true; break;
       case '--no-rules-row': o.noRules = true; break;
+      case '--backends': {
+        const list = (argv[++i] ?? '').split(',').filter(Boolean);
+        if (!list.length || list.some((b) => !BENCH_BACKENDS.includes(b))) usage(`--backends takes a comma list of ${BENCH_BACKENDS.join(', ')}`);
+        o.backends = new Set(list);
+        break;
+      }
       case '--verbose': case '-v': o.verbose = true; break;
       case '--help': case '-h': usage();
       default: usage(`unknown argument ${a}`);
@@ -87,19 +103,6 @@ function parseArgs(argv: string[]): Options {
 }
 
 // ---------------------------------------------------------------- helpers
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-/** Nearest-rank percentile. */
-function pct(xs: number[], p: number): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))]!;
-}
-
 
 let log: (line: string) => void = (line) => process.stderr.write(`bench: ${line}\n`);
 let verbose = false;
@@ -112,7 +115,8 @@ async function sh(script: string): Promise<void> {
 
 // ---------------------------------------------------------------- state and cleanup
 
-const state: { tb?: Testbed; agents: AgentProcess[]; servers: ChildProcess[]; workers: ChildProcess[]; dir?: string; cleaning?: Promise<void> } = {
+const state: { tb?: Testbed; agents: AgentProcess[]; servers: ChildProcess[]; workers: ChildProcess[]; wgSockets: string[]; dir?: string; cleaning?: Promise<void> } = {
+  wgSockets: [],
   agents: [],
   servers: [],
   workers: [],
@@ -130,7 +134,10 @@ async function cleanup(): Promise<void> {
       }
     }
     for (const a of state.agents) await a.stop('SIGTERM').catch(() => {});
+    // weft's wireguard-go outlives its agent by design: stop it by the PID file the agent wrote
+    for (const a of state.agents) await stopWireguardGo(path.join(a.stateDir, 'bench', PID_FILE), wgDeviceName('bench', a.host.id)).catch(() => undefined);
     await state.tb?.destroy().catch((e: Error) => log(`cleanup: ${e.message}`));
+    for (const s of state.wgSockets) fs.rmSync(s, { force: true });
     if (state.dir) fs.rmSync(state.dir, { recursive: true, force: true });
   })();
   return state.cleaning;
@@ -253,30 +260,55 @@ ip -n ${h.ns} route add ${base}.${j + 1}.0/24 via ${base}.${j + 1}.0 dev flannel
   return { key: 'vxlan-hand', label: 'vxlan (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
 }
 
+/**
+ * wireguard-go configured by hand with `wg`, as a user would type it: keys from `wg genkey`, wireguard-go in
+ * the foreground, one peer with the other host's subnet, the subnet's network address /32 on the device, MTU
+ * underlay − 80 and a route to the peer's subnet via the device.
+ */
+async function handWireguard(c: BuildCtx): Promise<Path> {
+  const base = '10.249';
+  const mtu = c.tb.mtu - 80;
+  const hosts = [await c.tb.addHost(), await c.tb.addHost()];
+  // wireguard-go's sockets are machine-wide: names unique to this test bed
+  const devs = hosts.map((_, i) => `bwg${c.tb.prefix}${i}`);
+  const keyFiles = hosts.map((_, i) => path.join(c.dir, `hand-wg${i}.key`));
+  const pubs: string[] = [];
+  for (const f of keyFiles) {
+    const priv = (await run('wg', ['genkey'])).stdout.trim();
+    fs.writeFileSync(f, `${priv}\n`, { mode: 0o600 });
+    pubs.push((await run('wg', ['pubkey'], { input: priv })).stdout.trim());
+  }
+  for (const [i, h] of hosts.entries()) {
+    state.wgSockets.push(wgSocketPath(devs[i]!));
+    c.tb.spawn(h.ns, ['wireguard-go', '-f', devs[i]!], { env: { ...process.env, LOG_LEVEL: 'error' } });
+  }
+  for (const d of devs) {
+    const until = Date.now() + 10_000;
+    while (!fs.existsSync(wgSocketPath(d))) {
+      if (Date.now() > until) throw new Error(`wireguard-go ${d} did not start`);
+      await sleep(20);
+    }
+  }
+  const nss: string[] = [];
+  for (const [i, h] of hosts.entries()) {
+    const ns = await c.tb.addContainer(h, 'c1');
+    nss.push(ns);
+    const j = 1 - i;
+    await sh(`${handHostScript(h, ns, i + 1, base, mtu)}
+ip netns exec ${h.ns} wg set ${devs[i]} listen-port 51820 private-key ${keyFiles[i]} peer ${pubs[j]} endpoint ${hosts[j]!.ip}:51820 allowed-ips ${base}.${j + 1}.0/24
+ip -n ${h.ns} addr add ${base}.${i + 1}.0/32 dev ${devs[i]}
+ip -n ${h.ns} link set ${devs[i]} mtu ${mtu} up
+ip -n ${h.ns} route add ${base}.${j + 1}.0/24 dev ${devs[i]}`);
+  }
+  log(`wireguard-hand: ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.1.2 → ${base}.2.2`);
+  return { key: 'wireguard-hand', label: 'wireguard-go (by hand with wg)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
+}
+
 // ---------------------------------------------------------------- measurements
 
-async function iperf(tb: Testbed, p: Path, seconds: number): Promise<number> {
-  for (let attempt = 1; ; attempt++) {
-    const r = await tb.exec(p.srcNs, ['iperf3', '-c', p.dstIp, '-t', String(seconds), '-O', '1', '-J'], { allowFail: true });
-    let j: any;
-    try {
-      j = JSON.parse(r.stdout);
-    } catch {
-      j = { error: r.stderr.trim() || 'no JSON output' };
-    }
-    const bps = j?.end?.sum_received?.bits_per_second;
-    if (r.code === 0 && typeof bps === 'number') return bps / 1e9;
-    if (attempt >= 3) throw new Error(`iperf3 ${p.key} (${p.srcNs} → ${p.dstIp}) failed: ${j?.error ?? r.stderr}`);
-    await sleep(500);
-  }
-}
-
-async function ping(tb: Testbed, p: Path, count: number): Promise<number[]> {
-  const r = await tb.exec(p.srcNs, ['ping', '-n', '-c', String(count), '-i', '0.05', '-W', '1', p.dstIp], { allowFail: true });
-  const times = [...r.stdout.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]) * 1000);
-  if (times.length === 0) throw new Error(`ping ${p.key} (${p.srcNs} → ${p.dstIp}): no answer: ${r.stdout.trim().split('\n').pop()}`);
-  return times;
-}
+const nsRun = (tb: Testbed): NsRun => (ns, argv) => tb.exec(ns, argv, { allowFail: true });
+const iperf = (tb: Testbed, p: Path, seconds: number) => measureIperf(nsRun(tb), { key: p.key, srcNs: p.srcNs, dstIp: p.dstIp }, seconds);
+const ping = (tb: Testbed, p: Path, count: number) => pingRtts(nsRun(tb), { key: p.key, srcNs: p.srcNs, dstIp: p.dstIp }, count);
 
 interface PathResult {
   key: string;
@@ -293,17 +325,20 @@ interface PathResult {
 
 async function throughput(c: BuildCtx): Promise<PathResult[]> {
   const { tb, opts } = c;
-  log('building the paths (2 hosts each): underlay, host-gw by hand (± FORWARD rules) and by weft, vxlan by hand and by weft, bgp by weft');
+  log('building the paths (2 hosts each): underlay, host-gw by hand (± FORWARD rules) and by weft, vxlan and wireguard by hand and by weft, bgp by weft');
   const hgHand = await handHostGw(c);
   const hgHosts = tb.hosts.slice(-2);
   const underlay: Path = { key: 'underlay', label: 'underlay (host → host)', srcNs: hgHosts[0]!.ns, dstNs: hgHosts[1]!.ns, dstIp: hgHosts[1]!.ip };
-  const hgWeft = await weftPair(c, 'host-gw-weft', 'host-gw', '10.244.0.0/16');
-  const vxHand = await handVxlan(c);
-  const vxWeft = await weftPair(c, 'vxlan-weft', 'vxlan', '10.246.0.0/16');
-  // bgp: BIRD-learned routes, the same path as host-gw by hand
-  const bgpWeft = await weftPair(c, 'bgp-weft', 'bgp', '10.250.0.0/16', 'host-gw-hand');
-  const paths = [underlay, hgHand, hgWeft, vxHand, vxWeft, bgpWeft];
-  if (!opts.noRules) paths.splice(3, 0, await handHostGw(c, true));
+  const paths = [underlay, hgHand];
+  const want = opts.backends;
+  if (want.has('host-gw')) {
+    if (!opts.noRules) paths.push(await handHostGw(c, true));
+    paths.push(await weftPair(c, 'host-gw-weft', 'host-gw', '10.244.0.0/16'));
+  }
+  if (want.has('vxlan')) paths.push(await handVxlan(c), await weftPair(c, 'vxlan-weft', 'vxlan', '10.246.0.0/16'));
+  if (want.has('wireguard')) paths.push(await handWireguard(c), await weftPair(c, 'wireguard-weft', 'wireguard', '10.250.0.0/16'));
+  // bgp: BIRD-learned routes, the same kernel path as host-gw by hand
+  if (want.has('bgp')) paths.push(await weftPair(c, 'bgp-weft', 'bgp', '10.251.0.0/16', 'host-gw-hand'));
 
   for (const p of paths) {
     const srv = tb.spawn(p.dstNs, ['iperf3', '-s', '-B', p.dstIp]);

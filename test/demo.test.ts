@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
+import { implementedBackends } from '../src/backends/all.js';
 import { WEFT_BIN } from '../src/testbed/agents.js';
 import { cleanupPrefix } from '../src/testbed/index.js';
 
@@ -45,6 +46,6 @@ for (const backend of ['vxlan', 'host-gw']) {
 test('weft demo refuses a backend it cannot run, and leaves nothing behind', () => {
   const r = weft('demo', '--backend', 'udp');
   assert.equal(r.status, 1);
-  assert.equal(r.stderr, 'weft: the demo runs one of: host-gw, vxlan (got --backend udp)\n');
+  assert.equal(r.stderr, `weft: the demo runs one of: ${implementedBackends().join(', ')} (got --backend udp)\n`);
   assert.deepEqual(ours(), []);
 });

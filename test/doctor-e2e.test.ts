@@ -9,9 +9,10 @@ import { after, before, describe as suite, test } from 'node:test';
 import { createNetwork } from '../src/config/registry.js';
 import type { Finding } from '../src/doctor/types.js';
 import { openStore } from '../src/store/index.js';
+import { networkKeys } from '../src/store/layout.js';
 import { bridgeJson, ipJson } from '../src/system/ip.js';
 import { NETNS_DIR } from '../src/system/netns.js';
-import { AgentProcess, WEFT_BIN } from '../src/testbed/agents.js';
+import { AgentProcess, runWeft, WEFT_BIN } from '../src/testbed/agents.js';
 import { createTestbed, nsExec, type Testbed, type TestbedHost } from '../src/testbed/index.js';
 import { waitFor } from '../src/testbed/wait.js';
 import { needsRoot } from './helpers/require-root.js';
@@ -126,14 +127,14 @@ suite('weft doctor on a 2-host vxlan test bed: healthy, then names each broken t
    * Breaks something, runs doctor, expects an error finding `check` whose message matches `message`.
    * The agent repairs routes/fdb on its 30 s resync, so a repair racing the run is retried (bounded).
    */
-  const expectBroken = async (what: string, breakIt: () => Promise<unknown>, check: string, message: RegExp, extra: string[] = []): Promise<DoctorRun> => {
+  const expectBroken = async (what: string, breakIt: () => Promise<unknown>, check: string, message: RegExp, extra: string[] = [], severity: 'error' | 'warn' = 'error'): Promise<DoctorRun> => {
     let last: DoctorRun | undefined;
     for (let attempt = 0; attempt < 3; attempt++) {
       await breakIt();
       last = await doctor(h1.ns, [...opts, ...extra]);
-      const hit = last.findings.find((f) => f.check === check && !f.ok && f.severity === 'error');
+      const hit = last.findings.find((f) => f.check === check && !f.ok && f.severity === severity);
       if (hit) {
-        assert.equal(last.code, 1, `${what}: exit 1`);
+        if (severity === 'error') assert.equal(last.code, 1, `${what}: exit 1`);
         assert.match(hit.message, message, `${what}: message`);
         return last;
       }
@@ -154,6 +155,22 @@ suite('weft doctor on a 2-host vxlan test bed: healthy, then names each broken t
     assert.match(human.stdout, /^✓ agent answers at /m);
     assert.match(human.stdout, /^✓ bridge weft0 is up with /m);
     assert.match(human.stdout, /^all checks passed$/m);
+  });
+
+  test('doctor --all: every agent answers through the store; one cluster-wide report', async () => {
+    const r = await runWeft(['doctor', '--all', '--store', storeUrl, '--json'], { timeoutMs: 30_000 });
+    const rep = JSON.parse(r.stdout) as { ok: boolean; hosts: Array<{ hostId: string; ok: boolean; findings: Finding[]; error?: string }> };
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(rep.hosts.map((h) => [h.hostId, h.ok, h.error]), [['h1', true, undefined], ['h2', true, undefined]]);
+    for (const h of rep.hosts) assert.ok(h.findings.some((f) => f.check === 'bridge:weft0' && f.ok), `${h.hostId} ran its checks`);
+    // human output: one line per host
+    await sh('ip link set weft0 down');
+    const human = await runWeft(['doctor', '--all', '--store', storeUrl], { timeoutMs: 30_000 });
+    await sh('ip link set weft0 up');
+    assert.equal(human.code, 1, human.stdout);
+    assert.match(human.stdout, /^== h1 \([\d.]+\): 1 error\(s\), 0 warning\(s\)\n  ✗ bridge weft0 is down: containers of drnet on this host are cut off$/m);
+    assert.match(human.stdout, /^== h2 \([\d.]+\): all \d+ checks passed$/m);
+    assert.match(human.stdout, /^1 of 2 host\(s\) have errors$/m);
   });
 
   test('the route to the peer subnet deleted (also named by --ping)', async () => {
@@ -221,6 +238,90 @@ suite('weft doctor on a 2-host vxlan test bed: healthy, then names each broken t
     await sh('ip link set weft0 mtu 1450');
   });
 
+  // --- the checks of issue 17: each broken, named, repaired ---
+  const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
+  const withStore = async <T>(fn: (s: Awaited<ReturnType<typeof openStore>>) => Promise<T>): Promise<T> => {
+    const s = await openStore(storeUrl);
+    try {
+      return await fn(s);
+    } finally {
+      await s.close();
+    }
+  };
+  const leaseKey = (subnet: string) => withStore(async (s) => networkKeys(s, NET).subnet(subnet));
+  const ownLeaseKey = async () => leaseKey((await a1.status())!.networks[0]!.subnet);
+
+  test('path MTU: the switch port of h2 lowered to 1400 (a silent black hole for full-size packets)', async () => {
+    await expectBroken(
+      'switch port MTU 1400',
+      () => nsExec(tb!.switchNs, 'ip link set h2 mtu 1400'),
+      `pmtu:${NET}:${peerSubnet}`,
+      new RegExp(`^path MTU to peer h2 \\(${esc(h2.ip)}\\) is below the network's MTU 1450: a 1450-byte packet with DF set does not cross \\(small ones do\\)`),
+    );
+    await nsExec(tb!.switchNs, 'ip link set h2 mtu 1500');
+  });
+
+  test('peer unreachable on the underlay (its switch port down)', async () => {
+    await expectBroken(
+      'h2 unplugged',
+      () => nsExec(tb!.switchNs, 'ip link set h2 down'),
+      `path:${NET}:${peerSubnet}:underlay`,
+      new RegExp(`^peer h2 \\(${esc(h2.ip)}\\) does not answer on the underlay`),
+    );
+    await nsExec(tb!.switchNs, 'ip link set h2 up');
+  });
+
+  test('store unreachable', async () => {
+    const r = await doctor(h1.ns, ['--api', a1.api, '--store', 'etcd://127.0.0.1:1', '--json']);
+    assert.equal(r.code, 1, describe(r));
+    const f = r.findings.find((x) => x.check === 'store');
+    assert.ok(f && !f.ok && f.severity === 'error', describe(r));
+    assert.match(f.message, /^the store etcd:\/\/127\.0\.0\.1:1 is unreachable \(/);
+  });
+
+  test("this host's lease expired (gone from the store), then about to expire", async () => {
+    const key = await ownLeaseKey();
+    const value = (await withStore((s) => s.get(key)))!.value;
+    await expectBroken('lease deleted', () => withStore((s) => s.delete(key)), `lease:${NET}`, /has expired \(it is gone from the store\): peers drop their routes to this host$/);
+    await withStore((s) => s.put(key, value, { ttlSeconds: 5 }));
+    await expectBroken('lease with 5 s left', () => withStore((s) => s.put(key, value, { ttlSeconds: 5 })), `lease-expiring:${NET}`, /expires in [0-5]s although it is renewed every 20s: renewals are failing$/, [], 'warn');
+    await withStore((s) => s.put(key, value, { ttlSeconds: 60 }));
+  });
+
+  test("lease conflict: another host's lease with this host's PublicIP", async () => {
+    const fake = '10.213.252.0/24';
+    const key = await leaseKey(fake);
+    const value = JSON.stringify({ PublicIP: h1.ip, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '02:00:00:00:00:52' } });
+    await expectBroken('lease of h9 on h1', () => withStore((s) => s.put(key, value, { ttlSeconds: 60 })), `lease-conflict:${NET}:${fake}`, new RegExp(`^lease ${esc(fake)} of network ${NET} is held by another holder \\(no weft host id\\) but its PublicIP ${esc(h1.ip)} is this host's`));
+    await withStore((s) => s.delete(key));
+  });
+
+  test('a route, a neighbour and an fdb entry no lease explains', async () => {
+    await expectBroken('stale route', () => sh(`ip route replace 10.213.250.0/24 dev ${VXDEV}`), `extra:${NET}:route:10.213.250.0/24`, /no lease in the store has that subnet: stale/, [], 'warn');
+    await sh('ip route del 10.213.250.0/24 2>/dev/null || true');
+    await expectBroken('stale neighbour', () => sh(`ip neigh replace 10.213.250.0 lladdr 02:00:00:00:00:50 dev ${VXDEV} nud permanent`), `extra:${NET}:neigh:10.213.250.0`, /^neighbour entry 10\.213\.250\.0 → 02:00:00:00:00:50 on weft\.1 matches no lease of drnet: stale$/, [], 'warn');
+    await sh(`ip neigh del 10.213.250.0 dev ${VXDEV}`);
+    await expectBroken('stale fdb entry', () => sh(`bridge fdb replace 02:00:00:00:00:50 dev ${VXDEV} dst 192.0.2.50 self permanent`), `extra:${NET}:fdb:02:00:00:00:00:50`, /^fdb entry 02:00:00:00:00:50 → 192\.0\.2\.50 on weft\.1 matches no lease of drnet: stale$/, [], 'warn');
+    await sh(`bridge fdb del 02:00:00:00:00:50 dev ${VXDEV} dst 192.0.2.50 self`);
+  });
+
+  test("Docker's bridge on the weft network's addresses", async () => {
+    await expectBroken('docker0 in 10.213.0.0/16', () => sh('ip link add docker0 type bridge 2>/dev/null; ip addr replace 10.213.251.1/24 dev docker0'), 'docker-overlap:docker0', /^Docker's bridge docker0 has 10\.213\.251\.1\/24, inside weft network drnet \(10\.213\.0\.0\/16\)/);
+    await sh('ip link del docker0');
+  });
+
+  test('rp_filter strict while a peer route is missing', async () => {
+    await expectBroken(
+      'rp_filter=1, route gone',
+      () => sh(`sysctl -qw net.ipv4.conf.all.rp_filter=1; ip route del ${peerSubnet} dev ${VXDEV} 2>/dev/null || true`),
+      `rp_filter:${VXDEV}`,
+      /^rp_filter is strict \(1\) on weft\.1 and there is no route back to /,
+      [],
+      'warn',
+    );
+    await sh(`sysctl -qw net.ipv4.conf.all.rp_filter=0; ip route replace ${peerSubnet} via ${peerGw} dev ${VXDEV} onlink`);
+  });
+
   test('everything repaired: healthy again, the data plane works again', async () => {
     await healthy('after the repairs');
     await waitFor('h1-c1 pings h2-c1 after the repairs', 15_000, () => tb!.ping(c1, ips[1]!, { count: 1, timeoutSec: 2 }));
@@ -233,5 +334,11 @@ suite('weft doctor on a 2-host vxlan test bed: healthy, then names each broken t
     const agentFinding = down.findings.find((f) => f.check === 'agent');
     assert.ok(agentFinding && !agentFinding.ok && agentFinding.severity === 'error', describe(down));
     assert.equal(agentFinding.message, `no agent answers at ${a1.api}: nothing follows peers or renews this host's lease`);
+    // --all names the host whose agent is gone (its lease is still live)
+    const all = await runWeft(['doctor', '--all', '--store', storeUrl, '--wait', '3', '--json'], { timeoutMs: 30_000 });
+    assert.equal(all.code, 1);
+    const rep = JSON.parse(all.stdout) as { hosts: Array<{ hostId: string; ok: boolean; error?: string }> };
+    assert.deepEqual(rep.hosts.map((h) => [h.hostId, h.ok]), [['h1', false], ['h2', true]]);
+    assert.match(rep.hosts[0]!.error!, /^host h1 \([\d.]+\) holds a lease but its agent did not answer within 3 s/);
   });
 });

@@ -299,9 +299,12 @@ test('lease expired (gone from the store), past its expiry, or held by another h
 
   const i = vx();
   i.store = { url: 'etcd://10.0.0.1:2379', error: 'the store etcd://10.0.0.1:2379 did not answer within 5000 ms', networks: [] };
-  const s = onlyFailure(i);
-  assert.equal(s.severity, 'warn');
-  assert.match(s.message, /^lease of e2e not checked: cannot read the store etcd:\/\/10\.0\.0\.1:2379/);
+  const [down, s] = failing(judge(i));
+  assert.equal(down!.check, 'store');
+  assert.equal(down!.severity, 'error');
+  assert.equal(down!.message, 'the store etcd://10.0.0.1:2379 is unreachable (the store etcd://10.0.0.1:2379 did not answer within 5000 ms): leases are not renewed and new hosts cannot join (forwarding carries on)');
+  assert.equal(s!.severity, 'warn');
+  assert.match(s!.message, /^lease of e2e not checked: cannot read the store etcd:\/\/10\.0\.0\.1:2379/);
 });
 
 test('a network the host could not join, underlay down, no network at all', () => {

@@ -20,9 +20,11 @@ import { BridgeNames } from './bridges.js';
 import { Endpoints, type ContainerResolver, type NetworkDirectory } from './endpoints.js';
 import { resolveHostId } from './host-id.js';
 import { lockAgent, type HeldLock } from './lock.js';
-import { NetworkRunner } from './network-runner.js';
-import { attachRequestSchema, detachRequestSchema } from './schemas.js';
-import type { AgentStatus, AttachRequest, DetachRequest } from './types.js';
+import { HealthProbe } from './health.js';
+import { AgentMetrics, serveMetrics } from './metrics.js';
+import { DOCKER_BRIDGE, NetworkRunner } from './network-runner.js';
+import { attachRequestSchema, detachRequestSchema, rotateKeysRequestSchema, dockerOptsRequestSchema } from './schemas.js';
+import type { AgentStatus, AttachRequest, DetachRequest, DockerOptions } from './types.js';
 
 export interface AgentOptions {
   storeUrl?: string;
@@ -47,6 +49,10 @@ export interface AgentOptions {
   forwardParents?: string[];
   /** Name service (src/dns): domain, upstreams, enabled, … (store, host id and log come from the agent). */
   dns?: Omit<DnsServiceOptions, 'store' | 'hostId' | 'log'>;
+  /** Also serve GET /metrics on this TCP HOST:PORT (`--metrics-addr`). */
+  metricsAddr?: string;
+  /** Milliseconds between background health probes (store, peers, counts) behind `weft status` (default 5000). */
+  healthIntervalMs?: number;
   log?: Logger;
 }
 
@@ -71,6 +77,12 @@ export class Agent implements NetworkDirectory {
   private readonly log: Logger;
   /** One agent per host: the state dir and API socket locks (./lock.ts), held until stop(). */
   private locks: HeldLock[] = [];
+  /** Cached store/peer/count probes behind status() (./health.ts). */
+  readonly health: HealthProbe;
+  readonly metrics: AgentMetrics;
+  private metricsServer?: http.Server;
+  /** Where the web map listens and its token for non-loopback clients (set by src/ui when it starts). */
+  ui?: { url: string; token: string };
 
   private constructor(
     readonly store: Store,
@@ -83,6 +95,8 @@ export class Agent implements NetworkDirectory {
     this.endpoints = new Endpoints(store, hostId, this, opts.resolvers, this.log);
     this.dns = new DnsService({ ...opts.dns, store, hostId, log: this.log });
     this.endpoints.dns = this.dns;
+    this.health = new HealthProbe(store, hostId, () => this.all(), this.log, opts.healthIntervalMs);
+    this.metrics = new AgentMetrics(() => this.status(), () => this.health.snap.storeErrors);
   }
 
   static async start(opts: AgentOptions): Promise<Agent> {
@@ -112,6 +126,7 @@ export class Agent implements NetworkDirectory {
     this.log.info({ underlay: this.underlay, store: this.store.url }, 'agent starting');
     // The API answers at once: `weft status` says why a network is not joined yet (store down, subnet full).
     this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log, { gid: this.opts.apiGid });
+    if (this.opts.metricsAddr) this.metricsServer = await serveMetrics(this.opts.metricsAddr, this.metrics, this.log);
     const wanted = this.opts.networks;
     for (const name of wanted ?? (await listNetworkNames(this.store))) await this.join(name);
     if (!wanted) {
@@ -127,6 +142,7 @@ export class Agent implements NetworkDirectory {
     await this.repairEndpoints();
     this.repairTimer = setInterval(() => void this.repairEndpoints(), (this.opts.resyncSeconds ?? 30) * 1000);
     this.repairTimer.unref();
+    this.health.start();
     this.log.info({ api: this.opts.api, networks: [...this.runners.keys()] }, 'agent ready');
   }
 
@@ -201,6 +217,10 @@ export class Agent implements NetworkDirectory {
         graceSeconds: this.opts.graceSeconds,
         ipMasq: this.opts.ipMasq,
         forwardParents: this.opts.forwardParents,
+        onReconciled: (r, secs, err) => {
+          this.metrics.observeReconcile(r.name, secs, err);
+          void this.health.probe();
+        },
         log: this.log,
       });
       await runner.start();
@@ -279,23 +299,42 @@ export class Agent implements NetworkDirectory {
     return [...this.runners.values()];
   }
 
+  /** From memory only (runners and the cached health probe): answers at once, also with the store down. */
   status(): AgentStatus {
+    const h = this.health.snap;
+    const networks = this.all().map((r) => {
+      const n = r.status();
+      const counts = h.networks.get(r.name);
+      for (const p of n.peers) {
+        const reach = h.reachable.get(p.publicIp);
+        if (reach) p.reachable = reach.ok;
+      }
+      return counts ? { ...n, endpoints: counts.endpoints, ipam: { used: counts.ipamUsed, size: counts.ipamSize } } : n;
+    });
     return {
       hostId: this.hostId,
       publicIp: this.underlay.ip,
       iface: this.underlay.iface,
-      networks: this.all().map((r) => r.status()),
+      networks,
       ...(this.failed.size ? { failed: Object.fromEntries(this.failed) } : {}),
+      store: { ...h.store },
+      endpoints: networks.reduce((a, n) => a + (n.endpoints ?? 0), 0),
+      ...(this.ui ? { ui: this.ui.url } : {}),
+      now: Date.now(),
     };
   }
 
   private routes(): Route[] {
     return [
       { method: 'GET', path: '/status', handler: () => this.status() },
+      { method: 'GET', path: '/ui', handler: () => this.ui ?? { error: 'the web map is off (weft agent --ui-addr)' } },
+      { method: 'GET', path: '/metrics', contentType: this.metrics.contentType, handler: () => this.metrics.text() },
       { method: 'GET', path: '/peers', handler: () => this.all().map((r) => ({ network: r.name, peers: r.status().peers })) },
       { method: 'GET', path: '/endpoints', handler: async () => (await this.endpoints.list()).map(({ owner: _o, ...ep }) => ep) },
-      { method: 'POST', path: '/attach', body: attachRequestSchema, handler: (body) => this.endpoints.attach(body as AttachRequest) },
-      { method: 'POST', path: '/detach', body: detachRequestSchema, handler: (body) => this.endpoints.detach(body as DetachRequest) },
+      { method: 'POST', path: '/attach', body: attachRequestSchema, handler: (body) => this.endpoints.attach(body as AttachRequest).finally(() => void this.health.probe()) },
+      { method: 'POST', path: '/detach', body: detachRequestSchema, handler: (body) => this.endpoints.detach(body as DetachRequest).finally(() => void this.health.probe()) },
+      { method: 'POST', path: '/docker-opts', body: dockerOptsRequestSchema, handler: (body) => this.dockerOpts((body ?? {}) as { network?: string }) },
+      { method: 'POST', path: '/rotate-keys', body: rotateKeysRequestSchema, handler: (body) => this.rotateKeys(body) },
       {
         method: 'POST',
         path: '/reset',
@@ -308,12 +347,47 @@ export class Agent implements NetworkDirectory {
     ];
   }
 
+  /** `weft rotate-keys`: new key pairs for one network ({network}) or every network whose backend has keys. */
+  /**
+   * flannel's DOCKER_NETWORK_OPTIONS done right: the network's host bridge becomes docker0 (ports moved,
+   * kept across restarts), Docker's IPAM gets the upper half of the lease (--fixed-cidr) and weft the
+   * lower half, dockerd leaves NAT to weft. Then: restart dockerd with the options returned.
+   */
+  private async dockerOpts(b: { network?: string }): Promise<DockerOptions> {
+    const r = this.get(b.network);
+    const other = this.all().find((x) => x !== r && x.bridge === DOCKER_BRIDGE);
+    if (other) throw new WeftError(`docker0 already serves network ${other.name} on this host; dockerd has one default bridge`);
+    if (r.bridge !== DOCKER_BRIDGE) {
+      await r.moveToBridge(DOCKER_BRIDGE);
+      this.bridges.set(r.name, DOCKER_BRIDGE);
+      this.log.info({ network: r.name }, 'docker0 is now the host bridge of this network: restart dockerd with `weft docker-opts`');
+    }
+    const fixedCidr = r.dockerFixedCidr;
+    if (!fixedCidr || !r.gateway) throw new WeftError(`network ${r.name} cannot serve Docker's default bridge (backend ${r.module.type})`);
+    return { network: r.name, subnet: r.lease.subnet, bip: `${r.gateway}/${r.lease.subnet.split('/')[1]}`, fixedCidr, mtu: r.backend.mtu, ipMasq: false };
+  }
+
+  private async rotateKeys(body: unknown): Promise<Array<{ network: string; subnet: string; backendData: Record<string, unknown> }>> {
+    const b = (body ?? {}) as { network?: string };
+    const runners = b.network ? [this.get(b.network)] : this.all().filter((r) => r.backend.rotateKeys);
+    if (!runners.length) throw new WeftError('no network on this host has keys to rotate');
+    const out = [];
+    for (const r of runners) {
+      const lease = await r.rotateKeys();
+      out.push({ network: r.name, subnet: lease.subnet, backendData: lease.backendData ?? {} });
+    }
+    return out;
+  }
+
   /** Stops following the store and serving the API; the data plane stays. */
   async stop(): Promise<void> {
     this.stopped = true;
     for (const name of [...this.retries.keys()]) this.clearRetry(name);
     if (this.repairTimer) clearInterval(this.repairTimer);
     this.watch?.close();
+    await this.health.stop();
+    this.metricsServer?.close();
+    this.metricsServer?.closeAllConnections?.();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     this.server?.closeAllConnections?.();
     await this.joining;

@@ -31,6 +31,12 @@ export class BridgeNames {
     return this.names[network]!;
   }
 
+  /** Names the network's bridge (docker0 mode); kept across restarts. */
+  set(network: string, bridge: string): void {
+    this.names[network] = bridge;
+    this.save();
+  }
+
   all(): Record<string, string> {
     return { ...this.names };
   }

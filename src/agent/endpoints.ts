@@ -3,7 +3,9 @@ import { endpointDriver } from '../backends/endpoints/registry.js';
 import type { EndpointDriver } from '../backends/endpoints/types.js';
 import type { DnsService } from '../dns/service.js';
 import { normalizeName } from '../dns/records.js';
+import type { PoolRange } from '../ipam/addresses.js';
 import { Ipam } from '../ipam/ipam.js';
+import type { AddressPlan } from '../backends/types.js';
 import { networkKeys } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { kernelFailure } from '../system/exec.js';
@@ -126,7 +128,7 @@ export class Endpoints {
   /** Allocates, creates the interface and writes the record; on failure undoes exactly what it did. */
   private async create(net: NetworkRunner, target: ResolvedContainer, id: string, req: AttachRequest, keepAddress?: string): Promise<StoredEndpoint> {
     const plan = net.plan;
-    const alloc = await this.ipam.allocate({ network: net.name, subnet: plan.pool, owner: target.key, address: keepAddress ?? req.address });
+    const alloc = await this.ipam.allocate({ network: net.name, subnet: plan.pool, owner: target.key, address: keepAddress ?? req.address, range: poolRange(plan) });
     const hostIf = hostIfName(target.key, net.name);
     const driver = this.driver(net);
     let made = false;
@@ -318,6 +320,11 @@ export function endpointId(containerKey: string, network: string): string {
  */
 export function macForAddress(ip: string): string {
   return ['02', '42', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
+}
+
+/** The part of the plan's pool containers of this host may take. */
+export function poolRange(plan: AddressPlan): PoolRange {
+  return { ...(plan.first ? { first: plan.first } : {}), ...(plan.last ? { last: plan.last } : {}), ...(plan.gateway ? { gateway: plan.gateway } : {}) };
 }
 
 function stripLen(a: string): string {

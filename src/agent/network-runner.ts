@@ -9,12 +9,18 @@ import { writeSubnetEnv, type SubnetEnv } from '../lease/subnet-env.js';
 import type { Lease } from '../lease/types.js';
 import { networkKeys } from '../store/layout.js';
 import type { Store, Watch } from '../store/types.js';
-import { ensureBridge } from '../system/bridge.js';
+import { ensureBridge, movePorts } from '../system/bridge.js';
 import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept, removeMasquerade } from '../system/iptables.js';
 import { enableIpForward } from '../system/sysctl.js';
 import { connectedPrefixes } from '../system/underlay.js';
+import { WeftError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { blockSize, formatCidr, intToIp, parseCidr } from '../net/ipv4.js';
 import type { NetworkStatus } from './types.js';
+
+/** Docker's default bridge: in docker0 mode it is the network's host bridge. */
+export const DOCKER_BRIDGE = 'docker0';
 
 /** What the runner changes on the host outside the backend (injectable: unit tests record instead of touching the kernel). */
 export interface HostOps {
@@ -28,6 +34,8 @@ export interface HostOps {
   /** Removes the network's masquerade rules (an agent restarted without --ip-masq). */
   removeMasquerade(cidr: string): Promise<void>;
   writeSubnetEnv(file: string, env: SubnetEnv): Promise<void>;
+  /** Moves every port of bridge `from` onto `to` and deletes `from`. */
+  movePorts(from: string, to: string): Promise<unknown>;
 }
 
 export const realHostOps: HostOps = {
@@ -40,7 +48,10 @@ export const realHostOps: HostOps = {
   ensureMasquerade: (cidr) => ensureMasquerade(cidr),
   removeMasquerade: (cidr) => removeMasquerade(cidr),
   writeSubnetEnv: (file, env) => writeSubnetEnv(file, env),
+  movePorts: (from, to) => movePorts(from, to),
 };
+/** Smallest container MTU a network config may ask for (IPv4 hosts must accept 576-byte datagrams). */
+const MIN_MTU = 576;
 
 export interface RunnerOptions {
   /** Host changes outside the backend (default: the real kernel). */
@@ -60,6 +71,8 @@ export interface RunnerOptions {
   forwardParents?: string[];
   /** Seconds between reconciles that run without a store change (default 30). */
   resyncSeconds?: number;
+  /** Told after each reconcile with its duration and error, if any (metrics). */
+  onReconciled?: (runner: NetworkRunner, seconds: number, error?: string) => void;
   /** Told when the lease changed on renewal and the host side was re-addressed (the agent re-attaches containers). */
   onReaddressed?: (runner: NetworkRunner, was: Lease) => void;
   log: Logger;
@@ -85,6 +98,8 @@ export class NetworkRunner {
   /** What the last successful reconcile applied (peers and endpoints), to skip no-op events. */
   private applied?: string;
   private readonly host: HostOps;
+  /** The host bridge (weft0, …; docker0 in docker0 mode). */
+  private bridgeName: string;
   private running?: Promise<void>;
   private readonly abort = new AbortController();
   /** Reconciles applied so far (tests and the demo wait on it). */
@@ -93,6 +108,8 @@ export class NetworkRunner {
   skipped = 0;
   /** The last reconcile's error, shown by `weft status` until one succeeds. */
   lastError?: string;
+  /** Per peer subnet: when its lease was last seen written with a new expiry (its holder renewed it). */
+  private readonly seen = new Map<string, { expiresAt?: number; at: number }>();
 
   constructor(
     readonly name: string,
@@ -101,11 +118,38 @@ export class NetworkRunner {
   ) {
     this.module = backendModule(config.Backend.Type);
     this.host = opts.host ?? realHostOps;
+    this.bridgeName = opts.bridge;
   }
 
-  /** Where containers of this host take addresses and which gateway they use. */
+  /**
+   * Where containers of this host take addresses and which gateway they use. When Docker's default bridge
+   * is this network's host bridge (docker0 mode, `weft docker-opts`), Docker's IPAM hands out the upper
+   * half of the lease (--fixed-cidr) and weft only the lower half: no address is ever handed out twice.
+   */
   get plan(): AddressPlan {
-    return addressPlan(this.lease, this.config);
+    const plan = addressPlan(this.lease, this.config);
+    const fixed = this.dockerFixedCidr;
+    return fixed ? { ...plan, last: intToIp(parseCidr(fixed).base - 1) } : plan;
+  }
+
+  /** Docker's --fixed-cidr in docker0 mode: the upper half of this host's lease; undefined otherwise. */
+  get dockerFixedCidr(): string | undefined {
+    if (this.bridgeName !== DOCKER_BRIDGE || !this.lease) return undefined;
+    const lease = parseCidr(this.lease.subnet);
+    return formatCidr({ base: lease.base + blockSize(lease.len + 1), len: lease.len + 1 });
+  }
+
+  /**
+   * Makes `name` this network's host bridge: created with the gateway address, every container port moved
+   * onto it, the old bridge removed. For docker0 mode, before dockerd restarts with `--bip` on it.
+   */
+  async moveToBridge(name: string): Promise<void> {
+    const old = this.bridge;
+    if (!old) throw new WeftError(`network ${this.name} uses no host bridge (backend ${this.module.type})`);
+    if (old === name) return;
+    this.bridgeName = name;
+    await this.applyLease();
+    await this.host.movePorts(old, name);
   }
 
   /** The containers' gateway (no prefix length), or undefined when the backend gives them none. */
@@ -115,7 +159,7 @@ export class NetworkRunner {
 
   /** The host bridge's name, or undefined when containers hang off none (macvlan). */
   get bridge(): string | undefined {
-    return this.module.wantsBridge === false ? undefined : this.opts.bridge;
+    return this.module.wantsBridge === false ? undefined : this.bridgeName;
   }
 
   /** This network's own state dir (keys, generated configs), made 0700. */
@@ -131,7 +175,7 @@ export class NetworkRunner {
     this.backend = this.module.create({
       networkName: this.name,
       network: this.config,
-      underlay,
+      underlay: this.underlayForMtu(underlay),
       log,
       stateDir: this.stateDir(),
       bridge: this.opts.bridge,
@@ -162,6 +206,55 @@ export class NetworkRunner {
     this.resyncTimer.unref();
   }
 
+  /**
+   * The underlay as the backend should size its MTU from it. A network config may set `MTU` (the container
+   * MTU): it must fit the underlay link minus the backend's overhead (else a WeftError, shown by `weft status`),
+   * and the backend then sees an underlay of MTU + overhead, so every backend honours it without knowing.
+   */
+  private underlayForMtu(u: Underlay): Underlay {
+    const want = (this.config as { MTU?: unknown }).MTU;
+    if (want === undefined) return u;
+    const overhead = this.module.mtuOverhead;
+    const max = u.mtu - overhead;
+    if (typeof want !== 'number' || !Number.isInteger(want) || want < MIN_MTU)
+      throw new WeftError(`network ${this.name}: MTU ${JSON.stringify(want)} must be a whole number of at least ${MIN_MTU}`);
+    if (want > max)
+      throw new WeftError(`network ${this.name}: MTU ${want} is too large for the underlay: ${u.iface} has MTU ${u.mtu} and ${this.module.type} needs ${overhead} bytes of it (at most ${max})`);
+    return { ...u, mtu: want + overhead };
+  }
+
+  /**
+   * `weft rotate-keys`: the backend makes a new key pair and the lease is rewritten with its new data; peers
+   * pick it up through their lease watch. Renewals pause meanwhile, so a renewal in flight with the old data
+   * cannot land last (checked once more after a moment).
+   */
+  rotateKeys(): Promise<Lease> {
+    // two callers at once rotate one after the other
+    const next = this.rotation.then(() => this.rotateOnce());
+    this.rotation = next.catch(() => {});
+    return next;
+  }
+
+  private rotation: Promise<unknown> = Promise.resolve();
+
+  private async rotateOnce(): Promise<Lease> {
+    if (!this.backend.rotateKeys) throw new WeftError(`network ${this.name}: the ${this.backend.type} backend has no keys to rotate`);
+    const backendData = await this.backend.rotateKeys();
+    const req = { publicIp: this.opts.underlay.ip, backendType: this.backend.type, backendData };
+    this.leases.stop();
+    try {
+      let lease = await this.leases.acquire(req);
+      await sleep(200);
+      if (JSON.stringify(this.leases.lease?.backendData) !== JSON.stringify(backendData)) lease = await this.leases.acquire(req);
+      if (lease.subnet !== this.lease.subnet) await this.onLeaseChanged(lease);
+      else this.lease = lease;
+      this.opts.log.info({ network: this.name }, 'published the rotated keys in the lease');
+      return lease;
+    } finally {
+      if (!this.abort.signal.aborted) this.leases.start((lease) => void this.onLeaseChanged(lease));
+    }
+  }
+
   /** Everything on this host that depends on the lease: bridge address, backend, forwarding, NAT, subnet.env. */
   private async applyLease(): Promise<void> {
     const plan = this.plan;
@@ -171,7 +264,8 @@ export class NetworkRunner {
     }
     await this.backend.activate(this.lease);
     await this.ensureForwarding();
-    const ipMasq = Boolean(this.opts.ipMasq ?? this.config.IPMasq);
+    // docker0 mode: dockerd runs with --ip-masq=false (its rule would NAT traffic to peers too); weft masquerades egress itself
+    const ipMasq = Boolean(this.opts.ipMasq ?? this.config.IPMasq) || this.bridgeName === DOCKER_BRIDGE;
     if (ipMasq) await this.host.ensureMasquerade(this.config.Network);
     else await this.host.removeMasquerade(this.config.Network);
     const env = { network: this.config.Network, subnet: this.lease.subnet, mtu: this.backend.mtu, ipMasq };
@@ -230,14 +324,32 @@ export class NetworkRunner {
       mtu: this.backend.mtu,
       ...(this.gateway ? { gateway: this.gateway } : {}),
       leaseExpiresAt: this.lease.expiresAt,
+      ...(this.leases ? { leaseTtlSeconds: this.leases.ttlSeconds } : {}),
       status: backendStatus,
       ...(this.lastError ? { error: this.lastError } : {}),
-      peers: this.peers.map((p) => ({ subnet: p.subnet, publicIp: p.publicIp, hostId: p.hostId })),
+      peers: this.peers.map((p) => {
+        const latest = this.lastAll.find((l) => l.subnet === p.subnet) ?? p;
+        const seen = this.seen.get(p.subnet);
+        return {
+          subnet: p.subnet,
+          publicIp: p.publicIp,
+          hostId: p.hostId,
+          backendData: p.backendData,
+          ...(seen ? { lastSeen: seen.at } : {}),
+          ...(latest.expiresAt !== undefined ? { expiresAt: latest.expiresAt } : {}),
+        };
+      }),
     };
   }
 
   private onLeases(all: Lease[]): void {
     this.lastAll = all;
+    const now = Date.now();
+    for (const l of all) {
+      const was = this.seen.get(l.subnet);
+      if (!was || was.expiresAt !== l.expiresAt) this.seen.set(l.subnet, { expiresAt: l.expiresAt, at: now });
+    }
+    for (const k of [...this.seen.keys()]) if (!all.some((l) => l.subnet === k)) this.seen.delete(k);
     this.kick();
   }
 
@@ -295,6 +407,7 @@ export class NetworkRunner {
         this.skipped++;
         continue;
       }
+      const t0 = process.hrtime.bigint();
       try {
         await this.ensureForwarding();
         await this.backend.reconcile(peers, endpoints);
@@ -307,6 +420,7 @@ export class NetworkRunner {
         this.lastError = `reconcile failed: ${(err as Error).message}`;
         this.opts.log.error({ err, network: this.name }, 'reconcile failed; will retry on the next change');
       }
+      this.opts.onReconciled?.(this, Number(process.hrtime.bigint() - t0) / 1e9, this.lastError);
     }
   }
 }

@@ -83,6 +83,12 @@ export const detachRequestSchema = z.strictObject({
   network: networkName.optional(),
 });
 
+/** `weft docker-opts [--network N]`: the network whose host bridge becomes docker0 (default: the default network). */
+export const dockerOptsRequestSchema = z.union([z.undefined(), z.null(), z.strictObject({ network: networkName.optional() })]);
+
+/** `weft rotate-keys [--network N]`: every network with keys, or the named one. */
+export const rotateKeysRequestSchema = z.union([z.undefined(), z.null(), z.strictObject({ network: networkName.optional() })]);
+
 // The schemas parse into the request types of ./types.ts (a compile error here when the two drift apart).
 type Parses<S extends z.ZodType, T> = z.infer<S> extends T ? true : false;
 type Assert<T extends true> = T;

@@ -47,11 +47,40 @@ export interface NetworkStatus {
   gateway?: string;
   /** When this host's lease runs out unless renewed (ms since epoch). */
   leaseExpiresAt?: number;
+  /** The lease TTL this host uses (it renews every third of it). */
+  leaseTtlSeconds?: number;
   /** The backend's own health and details. */
   status?: BackendStatus;
   /** Why the last reconcile failed, until one succeeds. */
   error?: string;
-  peers: Array<{ subnet: string; publicIp: string; hostId?: string }>;
+  peers: PeerStatus[];
+  /** This host's containers in this network, and IPAM use of its pool (from the last background probe). */
+  endpoints?: number;
+  ipam?: { used: number; size: number };
+}
+
+export interface PeerStatus {
+  subnet: string;
+  publicIp: string;
+  hostId?: string;
+  /** The peer's backend data from its lease (VtepMAC, public key, …). */
+  backendData?: Record<string, unknown>;
+  /** When this agent last saw the peer's lease written (renewed), ms since epoch. */
+  lastSeen?: number;
+  /** When the peer's lease runs out unless renewed (ms since epoch). */
+  expiresAt?: number;
+  /** Whether the peer's underlay address answered the last ICMP probe (absent: not probed yet). */
+  reachable?: boolean;
+}
+
+/** The store as the agent's background probe last found it. */
+export interface StoreHealth {
+  url: string;
+  healthy: boolean;
+  error?: string;
+  latencyMs?: number;
+  /** When it was last probed (ms since epoch). */
+  checkedAt?: number;
 }
 
 export interface AgentStatus {
@@ -61,4 +90,25 @@ export interface AgentStatus {
   networks: NetworkStatus[];
   /** Networks this host could not join, with the reason. */
   failed?: Record<string, string>;
+  store?: StoreHealth;
+  /** This host's containers over all networks. */
+  endpoints?: number;
+  /** Where the web map listens, when it does. */
+  ui?: string;
+  /** When the status was taken (ms since epoch). */
+  now?: number;
+}
+
+/** What `weft docker-opts` prints for dockerd (flannel's DOCKER_NETWORK_OPTIONS, with docker0 as weft's bridge). */
+export interface DockerOptions {
+  network: string;
+  /** This host's lease. */
+  subnet: string;
+  /** --bip: the gateway with the lease's prefix length. */
+  bip: string;
+  /** --fixed-cidr: the part of the lease Docker's own IPAM hands out (weft never does). */
+  fixedCidr: string;
+  mtu: number;
+  /** --ip-masq: false, weft masquerades egress itself. */
+  ipMasq: false;
 }

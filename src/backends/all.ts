@@ -2,6 +2,7 @@
 import './endpoints/veth-bridge.js';
 import './host-gw/index.js';
 import './vxlan/index.js';
+import './wireguard/index.js';
 import './bgp/index.js';
 
 export { backendModule, createBackend, implementedBackends } from './registry.js';

@@ -92,6 +92,8 @@ export interface Backend {
   status(): BackendStatus;
   /** Remove everything this backend made on the host (`weft reset`, network removed). */
   teardown(): Promise<void>;
+  /** New key pair for backends that have keys (`weft rotate-keys`); returns the lease data to publish. Optional. */
+  rotateKeys?(): Promise<Record<string, unknown>>;
 }
 
 /** A doctor verdict (src/doctor prints them). */

@@ -6,6 +6,7 @@ import { resetHost } from '../agent/reset.js';
 import { DockerApi } from '../adapters/docker/docker-api.js';
 import { dockerContainerResolver } from '../adapters/docker/resolve.js';
 import { parseUpstream } from '../dns/upstream.js';
+import { cniRoutes } from '../adapters/cni/agent-routes.js';
 import { WeftError } from '../util/errors.js';
 import { log } from '../util/log.js';
 import { timeoutMs, timeoutOption } from './options.js';
@@ -35,6 +36,8 @@ export function registerAgent(program: Command): void {
     .option('--docker-plugin-name <name>', 'plugin name (-d NAME, socket NAME.sock)', 'weft')
     .option('--docker-plugin-dir <dir>', 'where dockerd finds plugin sockets', '/run/docker/plugins')
     .option('--docker-host <url>', 'dockerd API (default $DOCKER_HOST or unix:///var/run/docker.sock)')
+    .option('--metrics-addr <host:port>', 'also serve Prometheus GET /metrics on TCP (it is always on the API socket)')
+    .option('--ui-addr <addr>', 'web map: HOST:PORT, unix:/path, or "off" (beyond loopback it needs the token `weft ui` prints)', '127.0.0.1:9403')
     .action(async (o) => {
       const dockerSocket: string | undefined = o.dockerHost?.replace(/^unix:\/\//, '');
       const agent = await Agent.start({
@@ -52,7 +55,26 @@ export function registerAgent(program: Command): void {
         dns: { enabled: o.dns, domain: o.dnsDomain, ttl: o.dnsTtl, ...(o.dnsUpstream ? { upstreams: (o.dnsUpstream as string[]).map(parseUpstream) } : {}) },
         // `weft attach <docker container>` works whenever a Docker API answers
         resolvers: [dockerContainerResolver(new DockerApi(dockerSocket))],
+        routes: cniRoutes, // POST /cni: what the weft-cni executable forwards
+        metricsAddr: o.metricsAddr,
       });
+      const ui = o.uiAddr === 'off' ? undefined : await (await import('../ui/server.js')).startUi(agent, { addr: o.uiAddr, stateDir: o.stateDir, log }).catch((err) => {
+        // the map is a convenience: a taken port must not stop the network
+        log.warn({ err: (err as Error).message, addr: o.uiAddr }, 'web map not started');
+        return undefined;
+      });
+      // `weft doctor --all`: this agent answers doctor requests found in the store (src/doctor/cluster.ts)
+      const { answerDoctorRequests } = await import('../doctor/cluster.js');
+      const { runDoctor } = await import('../doctor/index.js');
+      const doctorWatch = answerDoctorRequests(
+        agent.store,
+        agent.hostId,
+        async () => {
+          const r = await runDoctor({ api: o.api, storeUrl: agent.store.url });
+          return { ok: r.ok, findings: r.findings, publicIp: agent.underlay.ip };
+        },
+        log,
+      );
       const docker = o.docker
         ? await (await import('../adapters/docker/index.js')).startDockerIntegration(agent, {
             stateDir: o.stateDir,
@@ -68,6 +90,8 @@ export function registerAgent(program: Command): void {
           log.info({ signal: sig }, 'stopping; the data plane stays in place');
           Promise.resolve(docker?.stop())
             .catch((err) => log.error({ err }, 'stopping the Docker plugin failed'))
+            .then(() => doctorWatch.close())
+            .then(() => ui?.close())
             .then(() => agent.stop())
             .finally(resolve);
         };

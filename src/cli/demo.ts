@@ -1,5 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
-import { demoDown, runDemo } from '../demo/demo.js';
+import { implementedBackends } from '../backends/all.js';
+import { DEMO_UI_PORT, demoDown, runDemo } from '../demo/demo.js';
 import { printJson } from './output.js';
 
 /** `weft demo` and `weft demo down`. */
@@ -9,8 +10,9 @@ export function registerDemo(program: Command): void {
     .description('a multi-host network on this machine: hosts in namespaces, agents, containers, ping matrix')
     .option('--hosts <n>', 'hosts', count, 3)
     .option('--containers <m>', 'containers per host', count, 2)
-    .option('--backend <b>', 'a registered backend: host-gw, vxlan, bgp, …', 'vxlan')
+    .option('--backend <b>', implementedBackends().join(' | '), 'vxlan')
     .option('--subnet <cidr>', 'the demo network', '10.244.0.0/16')
+    .option('--ui-port <port>', 'forward the live web map to this port on 127.0.0.1 (0: none)', (v) => Number(v), DEMO_UI_PORT)
     .option('--json', 'print JSON')
     .action(async (o) => {
       const result = await runDemo({
@@ -18,6 +20,7 @@ export function registerDemo(program: Command): void {
         containers: o.containers,
         backend: o.backend,
         subnet: o.subnet,
+        uiPort: o.uiPort,
         progress: o.json ? undefined : (line) => process.stdout.write(line + '\n'),
       });
       if (o.json) printJson(result);
@@ -34,6 +37,7 @@ export function registerDemo(program: Command): void {
         if (c && d) {
           process.stdout.write(
             `explore: ip netns exec ${c.ns} ping ${d.ip}   |   weft status --api ${c.api}   |   weft ps --api ${c.api}\n` +
+              (result.ui ? `live map: ${result.ui}\n` : '') +
               `clean up: weft demo down\n`,
           );
         }

@@ -2,21 +2,26 @@ import type { Command } from 'commander';
 import { readFile } from 'node:fs/promises';
 import * as path from 'node:path';
 import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../agent/client.js';
-import { gatewayCidr } from '../ipam/addresses.js';
+import type { DockerOptions } from '../agent/types.js';
 import { subnetEnvPath } from '../lease/subnet-env.js';
 import { WeftError } from '../util/errors.js';
 
 /**
- * `weft docker-opts [--network NAME] [--api SOCK] [--state-dir DIR] [--env]` — flannel's DOCKER_NETWORK_OPTIONS:
- * prints `--bip=<first usable>/<len> --mtu=<mtu>` for dockerd's default bridge on this host's lease.
- * Asks the agent (GET /status); when no agent answers, reads the subnet.env the agent wrote in its state dir.
+ * `weft docker-opts [--network NAME] [--api SOCK] [--state-dir DIR] [--env]` — flannel's
+ * DOCKER_NETWORK_OPTIONS, done so that it works: the agent makes docker0 the network's host bridge and keeps
+ * the upper half of this host's lease for Docker's own IPAM; this prints
+ * `--bip=<gateway>/<len> --fixed-cidr=<upper half> --mtu=<mtu> --ip-masq=false` for dockerd.
+ * Sequence: weft agent → weft docker-opts → restart dockerd with those options.
+ * When no agent answers, it prints what the subnet.env the agent wrote says (the agent then does the
+ * docker0 switch when it next runs docker-opts).
  */
-
 
 export interface DockerOpts {
   network?: string;
   subnet: string;
   bip: string;
+  /** Docker's part of the lease; absent when read from subnet.env without an agent. */
+  fixedCidr?: string;
   mtu: number;
   /** Where it came from: "agent" or the subnet.env path. */
   source: string;
@@ -32,28 +37,13 @@ export function parseSubnetEnv(text: string): Record<string, string> {
   return out;
 }
 
-interface StatusShape {
-  networks?: Array<{ name: string; subnet: string; mtu: number }>;
-}
-
 export async function dockerOpts(o: { network?: string; api?: string; stateDir?: string }): Promise<DockerOpts> {
   const api = o.api ?? DEFAULT_API_SOCKET;
-  const status = await callAgent<StatusShape>(api, 'GET', '/status', undefined, { timeoutMs: 5000 }).catch((err: unknown) => {
+  const fromAgent = await callAgent<DockerOptions>(api, 'POST', '/docker-opts', o.network ? { network: o.network } : {}).catch((err: unknown) => {
     if (err instanceof WeftError && err.code === NO_AGENT) return undefined;
     throw err;
   });
-  if (status) {
-    const nets = status.networks ?? [];
-    const net = o.network ? nets.find((n) => n.name === o.network) : nets[0];
-    if (!net) {
-      throw new WeftError(
-        o.network
-          ? `this host has not joined network ${o.network} (joined: ${nets.map((n) => n.name).join(', ') || 'none'})`
-          : 'this host has not joined any network yet',
-      );
-    }
-    return { network: net.name, subnet: net.subnet, bip: gatewayCidr(net.subnet), mtu: net.mtu, source: 'agent' };
-  }
+  if (fromAgent) return { network: fromAgent.network, subnet: fromAgent.subnet, bip: fromAgent.bip, fixedCidr: fromAgent.fixedCidr, mtu: fromAgent.mtu, source: 'agent' };
   const dir = o.stateDir ?? DEFAULT_STATE_DIR;
   const candidates = o.network
     ? [subnetEnvPath(dir, o.network), path.join(dir, `${o.network}.env`), path.join(dir, 'networks', o.network, 'subnet.env')]
@@ -77,13 +67,13 @@ export async function dockerOpts(o: { network?: string; api?: string; stateDir?:
 }
 
 export function formatDockerOpts(d: DockerOpts): string {
-  return `--bip=${d.bip} --mtu=${d.mtu}`;
+  return `--bip=${d.bip}${d.fixedCidr ? ` --fixed-cidr=${d.fixedCidr}` : ''} --mtu=${d.mtu} --ip-masq=false`;
 }
 
 export function registerDocker(program: Command): void {
   program
     .command('docker-opts')
-    .description("print dockerd options (--bip, --mtu) for this host's lease, like flannel's DOCKER_NETWORK_OPTIONS")
+    .description("make docker0 the network's bridge on this host and print dockerd's options (--bip, --fixed-cidr, --mtu, --ip-masq=false); then restart dockerd with them")
     .option('--network <name>', 'network (default: the host\'s first network)')
     .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
     .option('--state-dir <dir>', 'where the agent keeps subnet.env (used when no agent answers)', DEFAULT_STATE_DIR)

@@ -15,6 +15,10 @@ const groups: Array<[string[], () => Promise<Register>]> = [
   [['demo'], async () => (await import('./demo.js')).registerDemo],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctor],
   [['dns-add', 'dns-remove', 'dns-lookup'], async () => (await import('./dns.js')).registerDns],
+  [['install-cni'], async () => (await import('./cni.js')).registerCni],
+  [['rotate-keys'], async () => (await import('./wireguard.js')).registerWireguard],
+  [['ui'], async () => (await import('./ui.js')).registerUi],
+  [['bench'], async () => (await import('./bench.js')).registerBench],
   [['bgp'], async () => (await import('./bgp.js')).registerBgp],
 ];
 

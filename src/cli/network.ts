@@ -78,6 +78,7 @@ export function registerNetwork(program: Command): void {
     .option('--subnet-len <n>', "prefix length of each host's subnet (default 24)", toInt('--subnet-len'))
     .option('--subnet-min <ip>', 'first subnet handed out')
     .option('--subnet-max <ip>', 'last subnet handed out')
+    .option('--mtu <n>', "containers' MTU (default: the underlay's minus the backend's overhead; larger is refused when a host joins)", toInt('--mtu'))
     .option('--backend <type>', 'data plane (default vxlan)')
     .option('--vni <n>', 'VXLAN network identifier (default: 1, or the lowest one no other network uses)', toInt('--vni'))
     .option('--port <n>', 'backend UDP port', toInt('--port'))
@@ -106,6 +107,7 @@ export function registerNetwork(program: Command): void {
       if (o.subnetMin !== undefined) input.SubnetMin = o.subnetMin;
       if (o.subnetMax !== undefined) input.SubnetMax = o.subnetMax;
       if (o.ipMasq) input.IPMasq = true;
+      if (o.mtu !== undefined) input.MTU = o.mtu;
       await withStore(o.store, async (store) => {
         const config = await createNetwork(store, name, input, {
           

@@ -1,6 +1,8 @@
 import '../backends/all.js';
+import { spawn } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import fs from 'node:fs';
+import net from 'node:net';
 import path from 'node:path';
 import { createNetwork } from '../config/registry.js';
 import { openStore } from '../store/index.js';
@@ -20,13 +22,20 @@ export interface DemoOptions {
   containers: number;
   backend: string;
   subnet?: string;
+  /** Port on 127.0.0.1 where the web map of the first host is forwarded (default 9403; 0: no map). */
+  uiPort?: number;
   progress?: (line: string) => void;
 }
 
 interface DemoState {
   prefix: string;
   agents: Array<{ host: string; pid: number; api: string }>;
+  /** The socat that forwards 127.0.0.1:uiPort to the first agent's web map socket. */
+  uiProxyPid?: number;
 }
+
+/** The demo's web map port on this machine's loopback ($WEFT_DEMO_UI_PORT, else 9403). */
+export const DEMO_UI_PORT = Number(process.env.WEFT_DEMO_UI_PORT ?? 9403);
 
 export interface DemoResult {
   backend: string;
@@ -34,6 +43,8 @@ export interface DemoResult {
   pings: PingResult[];
   matrix: string;
   ok: boolean;
+  /** The live web map, when it is forwarded. */
+  ui?: string;
 }
 
 /**
@@ -79,8 +90,13 @@ async function build(o: DemoOptions, state: DemoState, save: () => void): Promis
   }
 
   const agents: AgentProcess[] = [];
+  // The hosts are namespaces, so an agent's 127.0.0.1 is not the user's. The first agent serves its web map
+  // on a unix socket (file paths cross namespaces) and a socat on the user's 127.0.0.1 forwards to it.
+  const uiSock = path.join(DEMO_DIR, 'ui.sock');
+  const uiPort = o.uiPort ?? DEMO_UI_PORT;
   for (const h of tb.hosts) {
-    const a = await new AgentProcess(h, { storeUrl, dir: DEMO_DIR, detached: true }).start();
+    const args = h === tb.hosts[0] && uiPort ? ['--ui-addr', `unix:${uiSock}`] : [];
+    const a = await new AgentProcess(h, { storeUrl, dir: DEMO_DIR, detached: true, args }).start();
     agents.push(a);
     state.agents.push({ host: h.id, pid: a.pid, api: a.api });
     save();
@@ -88,6 +104,8 @@ async function build(o: DemoOptions, state: DemoState, save: () => void): Promis
     say(`  ${h.id} (${h.ip}): agent pid ${a.pid}, subnet ${st?.networks[0]?.subnet ?? '?'}`);
   }
   await Promise.all(agents.map((a) => a.waitForPeers(o.hosts - 1)));
+  const ui = uiPort ? await forwardUi(uiSock, uiPort, state, save) : undefined;
+  if (ui) say(`live map: ${ui}`);
 
   const containers: DemoResult['containers'] = [];
   for (const a of agents) {
@@ -107,7 +125,30 @@ async function build(o: DemoOptions, state: DemoState, save: () => void): Promis
 
   say(`pinging all ${containers.length * (containers.length - 1)} pairs`);
   const pings = await pingAll(containers);
-  return { backend: o.backend, containers, pings, matrix: formatMatrix(containers, pings), ok: pings.every((p) => p.ok) };
+  return { backend: o.backend, containers, pings, matrix: formatMatrix(containers, pings), ok: pings.every((p) => p.ok), ...(ui ? { ui } : {}) };
+}
+
+/** Starts the socat that forwards 127.0.0.1:port to the web map's socket; resolves with the URL once it answers. */
+async function forwardUi(sock: string, port: number, state: DemoState, save: () => void): Promise<string> {
+  for (let i = 0; i < 50 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 100));
+  const child = spawn('socat', [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork`, `UNIX-CONNECT:${sock}`], { stdio: 'ignore', detached: true });
+  child.on('error', () => {});
+  if (!child.pid) throw new WeftError('cannot start socat for the web map (install socat, or pass --ui-port 0)');
+  child.unref();
+  state.uiProxyPid = child.pid;
+  save();
+  const answers = () =>
+    new Promise<boolean>((resolve) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.once('connect', () => (s.destroy(), resolve(true)));
+      s.once('error', () => resolve(false));
+    });
+  for (let i = 0; i < 50; i++) {
+    if (!alive(child.pid)) throw new WeftError(`cannot forward the web map to 127.0.0.1:${port} (port taken?): pass --ui-port N, or 0 for none`);
+    if (await answers()) return `http://127.0.0.1:${port}/`;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new WeftError(`the web map's forwarder on 127.0.0.1:${port} does not answer`);
 }
 
 /** `weft demo down`: stops the demo's agents by PID and removes its namespaces and files. */
@@ -123,6 +164,7 @@ export async function demoDown(): Promise<{ stopped: number; namespaces: string[
     }
     for (let i = 0; i < 50 && state.agents.some((a) => alive(a.pid)); i++) await new Promise((r) => setTimeout(r, 100));
     for (const a of state.agents) if (alive(a.pid)) process.kill(a.pid, 'SIGKILL');
+    if (state.uiProxyPid && alive(state.uiProxyPid)) process.kill(state.uiProxyPid, 'SIGTERM');
   }
   const namespaces = await cleanupPrefix(DEMO_PREFIX);
   fs.rmSync(DEMO_DIR, { recursive: true, force: true });

@@ -9,10 +9,11 @@ import { listNetworkNames } from '../store/layout.js';
 import { run } from '../system/exec.js';
 import { bridgeJson, ipJson, type IpLink } from '../system/ip.js';
 import { FORWARD_CHAIN, listChainRules } from '../system/iptables.js';
-import { pingOnce, routeGet } from '../system/ping.js';
+import { pingDf, pingOnce, routeGet } from '../system/ping.js';
+import { gatewayCidr } from '../ipam/addresses.js';
 import { readSysctl } from '../system/sysctl.js';
 import { inNetns, type NsOpts } from '../system/netns.js';
-import type { DoctorFacts, FdbFact, NeighFact, RouteFact, StoreNetworkFacts } from './types.js';
+import type { DoctorFacts, FdbFact, NeighFact, PathFact, RouteFact, StoreNetworkFacts } from './types.js';
 
 /**
  * The kernel-facing half of `weft doctor`: reads (never changes) what the judging needs, on this host
@@ -27,6 +28,8 @@ export interface GatherOptions extends NsOpts {
   ping?: string;
   /** Give up on the agent / the store after this long (ms). */
   timeoutMs?: number;
+  /** Skip the per-peer path probes (pings to each peer's underlay address and gateway). */
+  noProbe?: boolean;
 }
 
 const msg = (e: unknown) => (e instanceof Error ? e.message : String(e));
@@ -127,6 +130,7 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
   })();
 
   await Promise.all([agent, store, kernel]);
+  if (!o.noProbe && facts.agent.status) facts.paths = await probePaths(facts.agent.status, sys);
   if (o.ping) facts.ping = await pingFacts(o.ping, o.api, facts.agent.status !== undefined, sys);
 
   // rp_filter of conf.all and of the devices traffic from peers arrives on
@@ -163,4 +167,17 @@ async function pingFacts(target: string, api: string, agentUp: boolean, sys: NsO
     }
   }
   return out;
+}
+
+/** Per peer (in parallel): its underlay address, then its gateway across the overlay small and full-size with DF set. */
+export async function probePaths(st: AgentStatus, sys: NsOpts): Promise<PathFact[]> {
+  const probes = st.networks.flatMap((n) =>
+    n.peers.map(async (p): Promise<PathFact> => {
+      const target = gatewayCidr(p.subnet).split('/')[0]!;
+      const [underlay, small] = await Promise.all([pingOnce(p.publicIp, sys), pingOnce(target, sys)]);
+      const big = small ? await pingDf(target, n.mtu - 28, sys) : false;
+      return { network: n.name, backend: n.backend, subnet: p.subnet, ...(p.hostId ? { hostId: p.hostId } : {}), publicIp: p.publicIp, target, mtu: n.mtu, underlay, small, big };
+    }),
+  );
+  return Promise.all(probes);
 }

@@ -6,28 +6,16 @@ import { bad, ipv4, isUp, ok } from '../backends/findings.js';
 import type { BackendCheckInput } from '../backends/types.js';
 import { FORWARD_CHAIN } from '../system/iptables.js';
 import type { IpLink } from '../system/ip.js';
+import { formatDuration, judgeDockerOverlap, judgeExtras, judgeLeaseHealth, judgePaths, judgeStore } from './checks.js';
 import type { DoctorFacts, Finding, RouteFact, StoreNetworkFacts } from './types.js';
+
+export { formatDuration } from './checks.js';
 
 /**
  * The judging half of `weft doctor`: pure, from recorded facts to findings. Every failing finding names
  * the cause as the user would put it ("bridge weft0 is down") and, where there is one, the fix.
  */
 
-
-/** "3h 5m", "42s", "2d 1h" */
-export function formatDuration(ms: number): string {
-  let s = Math.max(0, Math.round(ms / 1000));
-  const d = Math.floor(s / 86400);
-  s -= d * 86400;
-  const h = Math.floor(s / 3600);
-  s -= h * 3600;
-  const m = Math.floor(s / 60);
-  s -= m * 60;
-  if (d) return `${d}d ${h}h`;
-  if (h) return `${h}h ${m}m`;
-  if (m) return `${m}m ${s}s`;
-  return `${s}s`;
-}
 
 /** All findings for the host the facts were gathered on, in a stable order. */
 export function judge(f: DoctorFacts): Finding[] {
@@ -61,6 +49,9 @@ export function judge(f: DoctorFacts): Finding[] {
 
   // 3. iptables FORWARD
   out.push(...judgeForward(f));
+  // 3b. the store, and Docker bridges on weft's addresses
+  out.push(...judgeStore(f));
+  out.push(...judgeDockerOverlap(f));
 
   if (!st) {
     out.push(bad('networks', 'warn', 'network checks (bridge, routes, peers) skipped: they need the agent\'s status'));
@@ -81,8 +72,9 @@ export function judge(f: DoctorFacts): Finding[] {
     out.push(bad('networks', 'warn', 'this host runs no network yet', 'weft network create NAME --subnet CIDR'));
   }
 
-  // 6. each network
+  // 6. each network, then the probed paths to the peers
   for (const n of st.networks) out.push(...judgeNetwork(f, n, underlay));
+  out.push(...judgePaths(f));
   // 7. --ping
   if (f.ping) out.push(judgePing(f, out));
   return out;
@@ -207,6 +199,7 @@ function judgeNetwork(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undef
     else if (own.expiresAt !== undefined && own.expiresAt <= f.now)
       out.push(bad(`lease:${n.name}`, 'error', `lease ${n.subnet} of network ${n.name} expired ${formatDuration(f.now - own.expiresAt)} ago`, "check the agent's log, or restart it"));
     else out.push(ok(`lease:${n.name}`, `lease ${n.subnet} of network ${n.name}${own.expiresAt !== undefined ? ` expires in ${formatDuration(own.expiresAt - f.now)} (the agent renews it)` : ' is live'}`));
+    out.push(...judgeLeaseHealth(f, n, sn), ...judgeExtras(f, n, sn));
   }
 
   // bridge

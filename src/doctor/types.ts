@@ -68,6 +68,24 @@ export interface DoctorFacts {
   rpFilter: Record<string, number>;
   /** `weft doctor --ping IP`: whether one ping from this host was answered, and how the kernel routes it. */
   ping?: { target: string; answered: boolean; route?: RouteFact; error?: string; endpoints?: Array<{ address: string; container: string; network: string }> };
+  /** Per peer: one ping to its underlay address, one small and one full-size (MTU, DF set) ping to its gateway across the overlay. */
+  paths?: PathFact[];
   /** `iptables -S` of FORWARD, DOCKER-USER and WEFT-FORWARD (filter table); undefined where the chain does not exist. */
   iptables: { error?: string; forward?: string[]; dockerUser?: string[]; weftChain?: string[]; unreadable?: string[] };
+}
+
+/** What probing one peer's path found (src/doctor/gather.ts). */
+export interface PathFact {
+  network: string;
+  backend: string;
+  subnet: string;
+  hostId?: string;
+  publicIp: string;
+  /** The peer's gateway address the overlay pings went to. */
+  target: string;
+  /** The network's MTU: the big ping is MTU - 28 bytes of payload with DF set. */
+  mtu: number;
+  underlay: boolean;
+  small: boolean;
+  big: boolean;
 }

@@ -13,6 +13,8 @@ import type { Store } from './types.js';
  *   networks/<name>/ipam/<a.b.c.d-len>/<ip>     one allocated address in that subnet
  *   networks/<name>/dns/<dnsname>/<ip>          one A record of the network's name service (value: owner JSON)
  *
+ *   cni/<hostId>/<containerId>/<ifname>         a CNI attachment on a host (src/adapters/cni/attachments.ts)
+ *
  * flannel layout (store.flannelLayout, e.g. etcd prefix /coreos.com/network): the store holds a single
  * network whose keys sit directly under the prefix (`config`, `subnets/10.5.72.0-24`, …) exactly as flannel
  * has them. That network is listed as FLANNEL_NETWORK_NAME and found under any name.
@@ -137,6 +139,11 @@ export class NetworkKeys {
   get ownedPrefixes(): string[] {
     return this.root ? [this.root] : [this.subnetsPrefix, this.hostsPrefix, this.ipamPrefix, this.endpointsRoot, this.dnsPrefix, this.config];
   }
+}
+
+/** Where the CNI plugin's attachments of one host live (not per network: DEL must find one by id alone). */
+export function cniAttachmentsPrefix(hostId: string): string {
+  return `cni/${checkName('host id', hostId)}/`;
 }
 
 /** The name a network is listed under: in flannel layout always FLANNEL_NETWORK_NAME, else `name`. */

@@ -1,6 +1,6 @@
 import { parseCidrLoose } from '../net/ipv4.js';
 import { WeftError } from '../util/errors.js';
-import { getLink, ipBatch } from './ip.js';
+import { getLink, ipBatch, ipJson } from './ip.js';
 import type { NsOpts } from './netns.js';
 
 export interface EnsureResult {
@@ -45,3 +45,10 @@ export async function removeBridge(name: string, opts: NsOpts = {}): Promise<boo
   return true;
 }
 
+
+/** Moves every port of bridge `from` onto `to` (one `ip -batch`) and deletes `from`. */
+export async function movePorts(from: string, to: string, opts: NsOpts = {}): Promise<string[]> {
+  const ports = (await ipJson<Array<{ ifname: string; master?: string }>>(['link', 'show', 'master', from], opts).catch(() => [])).map((l) => l.ifname);
+  await ipBatch([...ports.map((p) => `link set ${p} master ${to}`), `link del ${from}`], { ...opts, force: true }).catch(() => undefined);
+  return ports;
+}

@@ -13,3 +13,12 @@ export async function pingOnce(target: string, sys: NsOpts = {}): Promise<boolea
 export async function routeGet(target: string, sys: NsOpts = {}): Promise<RouteFact | undefined> {
   return (await ipJson<RouteFact[]>(['-4', 'route', 'get', target], sys))[0];
 }
+
+/**
+ * One ping with Don't Fragment set and `size` bytes of payload (`ping -M do -s`): whether it was answered.
+ * A path whose MTU is below size + 28 drops it (or answers "message too long").
+ */
+export async function pingDf(target: string, size: number, sys: NsOpts = {}): Promise<boolean> {
+  const [cmd, args] = inNetns(sys.netns, 'ping', ['-n', '-q', '-M', 'do', '-s', String(size), '-c', '1', '-W', '2', target]);
+  return (await run(cmd, args, { allowFail: true, timeoutMs: 5000 }).catch(() => ({ code: 1 }))).code === 0;
+}

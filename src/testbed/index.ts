@@ -4,6 +4,7 @@ import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { run, type RunResult } from '../system/exec.js';
 import { ipBatch, ipJson } from '../system/ip.js';
 import { inNetns } from '../system/netns.js';
+import { pidAlive } from '../system/process.js';
 import { WeftError } from '../util/errors.js';
 
 /**
@@ -62,18 +63,26 @@ async function listNetns(): Promise<string[]> {
   return r.map((n) => n.name);
 }
 
-/** SIGKILLs, by PID, every process living in a namespace (`ip netns pids`), except this one. */
-async function killNetnsPids(ns: string): Promise<void> {
-  const r = await run('ip', ['netns', 'pids', ns], { allowFail: true });
-  for (const pid of r.stdout.split(/\s+/).filter(Boolean).map(Number)) {
-    if (pid > 1 && pid !== process.pid) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        /* already gone */
-      }
-    }
+/**
+ * Stops, by PID, every process still living in these namespaces (`ip netns pids`), except this one:
+ * SIGTERM, then SIGKILL for what is left after a second (daemons an agent left running detached, too).
+ */
+async function stopNetnsProcesses(names: readonly string[]): Promise<void> {
+  const pids: number[] = [];
+  for (const ns of names) {
+    const r = await run('ip', ['netns', 'pids', ns], { allowFail: true });
+    for (const pid of r.stdout.split(/\s+/).filter(Boolean).map(Number)) if (pid > 1 && pid !== process.pid) pids.push(pid);
   }
+  const signal = (pid: number, s: NodeJS.Signals) => {
+    try {
+      process.kill(pid, s);
+    } catch {
+      /* already gone */
+    }
+  };
+  for (const pid of pids) signal(pid, 'SIGTERM');
+  for (let i = 0; i < 20 && pids.some(pidAlive); i++) await new Promise((r) => setTimeout(r, 50));
+  for (const pid of pids) if (pidAlive(pid)) signal(pid, 'SIGKILL');
 }
 
 function belongs(name: string, prefix: string): boolean {
@@ -82,12 +91,14 @@ function belongs(name: string, prefix: string): boolean {
 
 /**
  * Removes every namespace whose name is `prefix` or starts with `prefix-` (`weft demo down`), after
- * killing (by PID) the processes still running inside them. Carries on past failures. Returns the names removed.
+ * stopping (by PID) the processes still running inside them: SIGTERM first, so daemons such as wireguard-go
+ * remove their machine-wide sockets (/var/run/wireguard), SIGKILL after a second. Carries on past failures.
+ * Returns the names removed.
  */
 export async function cleanupPrefix(prefix: string): Promise<string[]> {
   if (!prefix) throw new WeftError('cleanupPrefix needs a non-empty prefix');
   const names = (await listNetns()).filter((n) => belongs(n, prefix));
-  for (const ns of names) await killNetnsPids(ns);
+  await stopNetnsProcesses(names);
   // containers first, switch last, so no veth dangles meanwhile
   const ordered = [...names].sort((a, b) => b.length - a.length);
   await ipBatch(ordered.map((n) => `netns del ${n}`), { force: true }).catch(() => {});
@@ -166,7 +177,7 @@ export class Testbed {
     const h = this.host(id);
     const nss = [...h.containers, h.ns];
     await this.killChildren((ns) => nss.includes(ns));
-    for (const ns of nss) await killNetnsPids(ns);
+    await stopNetnsProcesses(nss);
     await ipBatch(nss.map((n) => `netns del ${n}`), { force: true }).catch(() => {});
     this.hosts.splice(this.hosts.indexOf(h), 1);
   }

@@ -22,8 +22,10 @@ const LAYERS: Record<string, number> = {
   agent: 6,
   adapters: 7,
   doctor: 7,
+  ui: 7,
   testbed: 7,
   demo: 8,
+  bench: 8,
   cli: 9,
 };
 

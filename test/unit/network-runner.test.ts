@@ -81,6 +81,7 @@ function recordingHost(): HostOps & { calls: Call[] } {
     ensureForwarding: async (cidr) => void calls.push({ op: 'forwarding', arg: cidr }),
     ensureMasquerade: async (cidr) => void calls.push({ op: 'masq', arg: cidr }),
     removeMasquerade: async (cidr) => void calls.push({ op: 'no-masq', arg: cidr }),
+    movePorts: async (from, to) => void calls.push({ op: 'move', arg: `${from}>${to}` }),
     writeSubnetEnv: async (file, env) => void calls.push({ op: 'subnet.env', arg: `${path.basename(path.dirname(file))} ${env.subnet} ${env.mtu}` }),
   };
 }
@@ -200,6 +201,25 @@ test('a lease that changes on renewal re-addresses bridge, backend and subnet.en
     assert.ok(host.calls.some((c) => c.op === 'bridge' && String(c.arg).startsWith(`weft0 ${now.replace(/0\/24$/, '1/24')}`)), 'bridge re-addressed');
     assert.ok(host.calls.some((c) => c.op === 'subnet.env' && String(c.arg).includes(now)), 'subnet.env rewritten');
     assert.ok(!backend.reconciles.at(-1)?.peers.includes(now), 'own new subnet is not a peer');
+  } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
+
+test('docker0 mode: the bridge becomes docker0, ports move, weft hands out only the lower half of the lease', async () => {
+  const { store, runner, host } = await setup();
+  try {
+    const lease = runner.lease.subnet; // a /24
+    const base = lease.split('/')[0]!.replace(/\.0$/, '');
+    assert.equal(runner.dockerFixedCidr, undefined);
+    await runner.moveToBridge('docker0');
+    assert.equal(runner.bridge, 'docker0');
+    assert.equal(runner.dockerFixedCidr, `${base}.128/25`);
+    assert.deepEqual([runner.plan.pool, runner.plan.gateway, runner.plan.last], [lease, `${base}.1`, `${base}.127`]);
+    assert.ok(host.calls.some((c) => c.op === 'bridge' && String(c.arg).startsWith(`docker0 ${base}.1/24`)), 'docker0 made with the gateway');
+    assert.ok(host.calls.some((c) => c.op === 'move' && c.arg === 'weft0>docker0'), 'ports moved from weft0');
+    assert.equal(runner.status().bridge, 'docker0');
   } finally {
     await runner.stop();
     await store.close();

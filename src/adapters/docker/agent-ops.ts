@@ -14,6 +14,8 @@ import type { Lease } from '../../lease/types.js';
 import { networkKeys } from '../../store/layout.js';
 import type { Store } from '../../store/types.js';
 import { endpointDriver } from '../../backends/endpoints/registry.js';
+import type { AddressPlan } from '../../backends/types.js';
+import { poolRange } from '../../agent/endpoints.js';
 import { WeftError } from '../../util/errors.js';
 import type { DockerApi } from './docker-api.js';
 import type { DockerBackendOps, HostNetwork, WeftNetworkOptions } from './plugin.js';
@@ -30,7 +32,7 @@ export interface RunnerLike {
   /** How containers of this backend join (veth-bridge, macvlan, …). */
   readonly module: { readonly endpointDriver?: string };
   /** Where this host's containers take addresses. */
-  readonly plan: { readonly pool: string };
+  readonly plan: AddressPlan;
 }
 
 /** What the Docker adapter uses of the agent (src/agent/agent.ts's Agent has these). */
@@ -198,7 +200,7 @@ export class AgentDockerOps implements DockerBackendOps {
       const taken = (await this.ipam.list({ network: name, subnet: own })).some((a) => a.address === req.address);
       if (taken) throw new WeftError(`address ${req.address} is already in use on host ${me}`);
     }
-    const alloc = await this.ipam.allocate({ network: name, subnet: own, owner: req.owner, ...(req.address ? { address: req.address } : {}) });
+    const alloc = await this.ipam.allocate({ network: name, subnet: own, owner: req.owner, range: poolRange(runner.plan), ...(req.address ? { address: req.address } : {}) });
     return alloc.cidr;
   }
 

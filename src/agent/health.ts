@@ -1,0 +1,97 @@
+import { blockSize, ipToInt, parseCidr } from '../net/ipv4.js';
+import { networkKeys } from '../store/layout.js';
+import type { Store } from '../store/types.js';
+import { pingOnce } from '../system/ping.js';
+import type { Logger } from '../util/log.js';
+import type { NetworkRunner } from './network-runner.js';
+import type { StoreHealth } from './types.js';
+
+/** What `weft status` and /metrics show that costs store round trips or pings: probed in the background, read from cache. */
+export interface HealthSnapshot {
+  store: StoreHealth;
+  /** Per peer underlay IP: answered the last ICMP probe, and when it was probed. */
+  reachable: Map<string, { ok: boolean; at: number }>;
+  /** Per network: this host's endpoints and IPAM use of its pool. */
+  networks: Map<string, { endpoints: number; ipamUsed: number; ipamSize: number }>;
+  /** Store calls that failed or timed out since the agent started. */
+  storeErrors: number;
+}
+
+/** Addresses containers can take in a pool: all but network, gateway and broadcast (none of those below a /30). */
+export function poolCapacity(pool: string, first?: string, last?: string): number {
+  if (first && last) return Math.max(0, ipToInt(last) - ipToInt(first) + 1);
+  const size = blockSize(parseCidr(pool).len);
+  return size >= 4 ? size - 3 : size;
+}
+
+function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: NodeJS.Timeout | undefined;
+  return Promise.race([p, new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`${what} did not answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(t));
+}
+
+/**
+ * Probes the store (a bounded read), the peers (one ping each) and counts endpoints/IPAM records every
+ * `intervalMs`, so that `weft status` and /metrics answer from memory at once (< 1 s) even with the store down.
+ */
+export class HealthProbe {
+  readonly snap: HealthSnapshot;
+  private timer?: NodeJS.Timeout;
+  private running?: Promise<void>;
+
+  constructor(
+    private readonly store: Store,
+    private readonly hostId: string,
+    private readonly runners: () => NetworkRunner[],
+    private readonly log: Logger,
+    private readonly intervalMs = 5000,
+    private readonly ping: (ip: string) => Promise<boolean> = (ip) => pingOnce(ip),
+  ) {
+    this.snap = { store: { url: store.url, healthy: true }, reachable: new Map(), networks: new Map(), storeErrors: 0 };
+  }
+
+  start(): void {
+    void this.probe();
+    this.timer = setInterval(() => void this.probe(), this.intervalMs);
+    this.timer.unref();
+  }
+
+  stop(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    return this.running ?? Promise.resolve();
+  }
+
+  /** One round of probes (at most one at a time). */
+  probe(): Promise<void> {
+    this.running ??= this.round().finally(() => (this.running = undefined));
+    return this.running;
+  }
+
+  private async round(): Promise<void> {
+    const started = Date.now();
+    const runners = this.runners();
+    const storePart = (async () => {
+      try {
+        await withDeadline(this.store.get('weft-health-probe'), 2000, 'the store');
+        this.snap.store = { url: this.store.url, healthy: true, latencyMs: Date.now() - started, checkedAt: Date.now() };
+        for (const r of runners) {
+          const keys = networkKeys(this.store, r.name);
+          const [eps, ipam] = await withDeadline(
+            Promise.all([this.store.list(keys.endpointsPrefix(this.hostId)), this.store.list(keys.ipamSubnetPrefix(r.plan.pool))]),
+            2000,
+            'the store',
+          );
+          const plan = r.plan;
+          this.snap.networks.set(r.name, { endpoints: eps.length, ipamUsed: ipam.length, ipamSize: poolCapacity(plan.pool, plan.first, plan.last) });
+        }
+      } catch (err) {
+        this.snap.storeErrors++;
+        this.snap.store = { url: this.store.url, healthy: false, error: (err as Error).message, checkedAt: Date.now() };
+        this.log.debug({ err }, 'store probe failed');
+      }
+    })();
+    const ips = new Set(runners.flatMap((r) => r.peers.map((p) => p.publicIp)));
+    const pings = [...ips].map(async (ip) => this.snap.reachable.set(ip, { ok: await this.ping(ip).catch(() => false), at: Date.now() }));
+    await Promise.all([storePart, ...pings]);
+    for (const ip of [...this.snap.reachable.keys()]) if (!ips.has(ip)) this.snap.reachable.delete(ip);
+  }
+}

@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { AgentMetrics, metricsFromStatus, parseHostPort } from '../../src/agent/metrics.js';
+import { poolCapacity } from '../../src/agent/health.js';
+import type { AgentStatus } from '../../src/agent/types.js';
+import { formatStatus } from '../../src/cli/endpoints.js';
+
+/** Metrics and `weft status` are two views of one AgentStatus: the mapping and the printing, pure. */
+
+const NOW = 1_800_000_000_000;
+const status = (): AgentStatus => ({
+  hostId: 'h1',
+  publicIp: '192.168.1.11',
+  iface: 'eth0',
+  now: NOW,
+  store: { url: 'sqlite:///x.db', healthy: true, latencyMs: 3 },
+  endpoints: 2,
+  networks: [
+    {
+      name: 'blue',
+      subnet: '10.5.1.0/24',
+      backend: 'udp',
+      bridge: 'weft0',
+      mtu: 1472,
+      leaseExpiresAt: NOW + 90_000,
+      leaseTtlSeconds: 120,
+      status: { healthy: true, detail: 'tun up', rxPackets: 10, counters: { drops: 2, name: 'x' } },
+      endpoints: 2,
+      ipam: { used: 2, size: 253 },
+      peers: [
+        { subnet: '10.5.2.0/24', publicIp: '192.168.1.12', hostId: 'h2', backendData: { Port: 8285 }, lastSeen: NOW - 4000, reachable: true },
+        { subnet: '10.5.3.0/24', publicIp: '192.168.1.13', reachable: false },
+      ],
+    },
+  ],
+  failed: { red: 'store down' },
+});
+
+test('metricsFromStatus: one sample per fact of the status', () => {
+  const s = metricsFromStatus(status());
+  const get = (name: string, labels: Record<string, string> = { network: 'blue' }) => s.filter((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v)).map((x) => x.value);
+  assert.deepEqual(get('weft_lease_expiry_seconds'), [90]);
+  assert.deepEqual(get('weft_leases'), [3]);
+  assert.deepEqual(get('weft_peers'), [2]);
+  assert.deepEqual(get('weft_peer_reachable', { peer: 'h2' }), [1]);
+  assert.deepEqual(get('weft_peer_reachable', { peer: '192.168.1.13' }), [0]);
+  assert.deepEqual(get('weft_endpoints'), [2]);
+  assert.deepEqual(get('weft_ipam_used'), [2]);
+  assert.deepEqual(get('weft_ipam_free'), [251]);
+  assert.deepEqual(get('weft_backend_healthy', { backend: 'udp' }), [1]);
+  assert.deepEqual(get('weft_backend_stat', { stat: 'rxPackets' }), [10]);
+  assert.deepEqual(get('weft_backend_stat', { stat: 'counters.drops' }), [2]);
+  assert.deepEqual(get('weft_backend_stat', { stat: 'counters.name' }), []);
+  assert.deepEqual(get('weft_network_failed', { network: 'red' }), [1]);
+  assert.deepEqual(get('weft_store_up', {}), [1]);
+});
+
+test('the registry renders the status, the reconcile histogram, store errors and the DNS hook', async () => {
+  let errors = 0;
+  const m = new AgentMetrics(status, () => errors);
+  m.observeReconcile('blue', 0.02);
+  m.observeReconcile('blue', 0.2, 'boom');
+  m.dnsQuery('blue');
+  errors = 3;
+  const text = await m.text();
+  assert.match(text, /^weft_peers\{network="blue"\} 2$/m);
+  assert.match(text, /^weft_ipam_free\{network="blue"\} 251$/m);
+  assert.match(text, /^weft_reconciles_total\{network="blue",result="ok"\} 1$/m);
+  assert.match(text, /^weft_reconciles_total\{network="blue",result="error"\} 1$/m);
+  assert.match(text, /^weft_reconcile_duration_seconds_count\{network="blue"\} 2$/m);
+  assert.match(text, /^weft_store_errors_total 3$/m);
+  assert.match(text, /^weft_dns_queries_total\{network="blue",rcode="NOERROR"\} 1$/m);
+  errors = 5;
+  assert.match(await m.text(), /^weft_store_errors_total 5$/m);
+});
+
+test('parseHostPort and poolCapacity', () => {
+  assert.deepEqual(parseHostPort('127.0.0.1:9402', '--metrics-addr'), { host: '127.0.0.1', port: 9402 });
+  assert.throws(() => parseHostPort('9402', '--metrics-addr'), /--metrics-addr: expected HOST:PORT/);
+  assert.throws(() => parseHostPort('1.2.3.4:70000', '--ui-addr'), /--ui-addr/);
+  assert.equal(poolCapacity('10.5.1.0/24'), 253);
+  assert.equal(poolCapacity('10.5.0.0/16', '10.5.0.10', '10.5.0.19'), 10);
+});
+
+test('formatStatus: host, store, lease expiry, backend health, peers with last seen and reachability', () => {
+  const text = formatStatus(status());
+  assert.match(text, /^host h1 {2}underlay eth0 192\.168\.1\.11 {2}endpoints 2$/m);
+  assert.match(text, /^store sqlite:\/\/\/x\.db {2}ok \(3 ms\)$/m);
+  assert.match(text, /^network blue: lease 10\.5\.1\.0\/24 expires in 1m30s; backend udp healthy \(tun up\); MTU 1472; bridge weft0; endpoints 2 \(IPAM 2\/253 used\)$/m);
+  assert.match(text, /^h2 +10\.5\.2\.0\/24 +192\.168\.1\.12 +Port=8285 +4s ago +yes$/m);
+  assert.match(text, /^- +10\.5\.3\.0\/24 +192\.168\.1\.13 +- +NO$/m);
+  assert.match(text, /^! red: not joined: store down$/m);
+  const down = status();
+  down.store = { url: 'etcd://127.0.0.1:1', healthy: false, error: 'refused' };
+  assert.match(formatStatus(down), /^store etcd:\/\/127\.0\.0\.1:1 {2}UNREACHABLE: refused$/m);
+});
