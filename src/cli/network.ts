@@ -10,6 +10,7 @@ import { listLeases } from '../lease/leases.js';
 import { openStore } from '../store/index.js';
 import { canonicalNetworkName, FLANNEL_NETWORK_NAME } from '../store/layout.js';
 import type { Store } from '../store/types.js';
+import { WeftError } from '../util/errors.js';
 import { ipJson } from '../system/ip.js';
 import { printJson, printTable } from './output.js';
 
@@ -34,9 +35,15 @@ export async function withStore<T>(url: string | undefined, fn: (store: Store) =
 }
 
 /** Every option the registered backend modules take (first module wins a flag). */
-function backendOptions(): BackendOption[] {
-  const seen = new Map<string, BackendOption>();
-  for (const t of backendTypes()) for (const opt of backendSpec(t)?.options ?? []) if (!seen.has(opt.flag)) seen.set(opt.flag, opt);
+function backendOptions(): Array<BackendOption & { types: string[] }> {
+  const seen = new Map<string, BackendOption & { types: string[] }>();
+  for (const t of backendTypes()) {
+    for (const opt of backendSpec(t)?.options ?? []) {
+      const had = seen.get(opt.flag);
+      if (had) had.types.push(t);
+      else seen.set(opt.flag, { ...opt, types: [t] });
+    }
+  }
   return [...seen.values()];
 }
 
@@ -100,7 +107,9 @@ export function registerNetwork(program: Command): void {
       if (o.port !== undefined) backend.Port = o.port;
       for (const b of extra) {
         const v = o[camel(b.flag)];
-        if (v !== undefined) backend[b.field] = b.kind === 'strings' ? String(v).split(',').map((x) => x.trim()).filter(Boolean) : v;
+        if (v === undefined) continue;
+        if (!b.types.includes(backend.Type as string)) throw new WeftError(`--${b.flag} is an option of the ${b.types.join('/')} backend, not ${backend.Type}`);
+        backend[b.field] = b.kind === 'strings' ? String(v).split(',').map((x) => x.trim()).filter(Boolean) : v;
       }
       const input: Record<string, unknown> = { Network: o.subnet, Backend: backend };
       if (o.subnetLen !== undefined) input.SubnetLen = o.subnetLen;
