@@ -53,13 +53,13 @@ interface Options {
   backends: Set<string>;
 }
 
-const BENCH_BACKENDS = ['host-gw', 'vxlan', 'wireguard', 'bgp'];
+const BENCH_BACKENDS = ['host-gw', 'vxlan', 'wireguard', 'l2', 'bridge', 'macvlan', 'bgp'];
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n`);
   process.stderr.write(
     'usage: node dist/bench/main.js [--only throughput|attach] [--reps N (5)] [--seconds S (3)] [--pings N (20)]\n' +
-      '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--backends host-gw,vxlan,wireguard,bgp]\n' +
+      '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--backends host-gw,vxlan,wireguard,l2,bridge,macvlan,bgp]\n' +
       '                              [--json] [--verbose]\n',
   );
   process.exit(msg ? 2 : 0);
@@ -163,11 +163,11 @@ interface BuildCtx {
 }
 
 /** Two hosts with a weft agent each (own SQLite store, one network), one container attached on each. */
-async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string, hand = `${backend}-hand`): Promise<Path> {
+async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string, config: Record<string, unknown> = {}, hand = `${backend}-hand`): Promise<Path> {
   const storeUrl = `sqlite://${path.join(c.dir, `${key}.db`)}`;
   const store = await openStore(storeUrl);
   try {
-    await createNetwork(store, 'bench', { Network: cidr, SubnetLen: 24, Backend: { Type: backend } });
+    await createNetwork(store, 'bench', { Network: cidr, SubnetLen: 24, ...config, Backend: { Type: backend } });
   } finally {
     await store.close();
   }
@@ -260,6 +260,82 @@ ip -n ${h.ns} route add ${base}.${j + 1}.0/24 via ${base}.${j + 1}.0 dev flannel
   return { key: 'vxlan-hand', label: 'vxlan (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
 }
 
+/** bridge by hand: eth0 enslaved to a bridge that takes its MAC, address and default route; a container on the segment. */
+async function handBridge(c: BuildCtx): Promise<Path> {
+  const base = c.tb.underlayCidr.split('.').slice(0, 3).join('.');
+  const hosts = [await c.tb.addHost(), await c.tb.addHost()];
+  const nss: string[] = [];
+  for (const [i, h] of hosts.entries()) {
+    const ns = await c.tb.addContainer(h, 'c1');
+    nss.push(ns);
+    await sh(`
+ip -n ${h.ns} link add cbr0 mtu ${c.tb.mtu} type bridge
+ip -n ${h.ns} link set cbr0 address $(ip -n ${h.ns} -br link show eth0 | awk '{print $3}') up
+ip -n ${h.ns} link set eth0 master cbr0
+ip -n ${h.ns} addr del ${h.ip}/24 dev eth0
+ip -n ${h.ns} addr add ${h.ip}/24 dev cbr0
+ip -n ${h.ns} route replace default via ${c.tb.gateway} dev cbr0
+ip -n ${h.ns} link add veth0 mtu ${c.tb.mtu} type veth peer name eth0 mtu ${c.tb.mtu} netns ${ns}
+ip -n ${h.ns} link set veth0 master cbr0 up
+ip -n ${ns} addr add ${base}.${200 + i}/24 dev eth0
+ip -n ${ns} link set eth0 up
+ip -n ${ns} route add default via ${h.ip}`);
+  }
+  log(`bridge-hand: ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.200 → ${base}.201`);
+  return { key: 'bridge-hand', label: 'bridge (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.201` };
+}
+
+/**
+ * l2 by hand: one /16 across both hosts; on each a bridge with the shared gateway, a VXLAN port
+ * (nolearning) with an all-zeros FDB entry to the peer and the peer container's MAC, a veth container.
+ */
+async function handL2(c: BuildCtx): Promise<Path> {
+  const base = '10.254';
+  const mtu = c.tb.mtu - 50;
+  const hosts = [await c.tb.addHost(), await c.tb.addHost()];
+  const cmac = (i: number) => `02:42:0a:fa:00:0${i + 2}`;
+  const nss: string[] = [];
+  for (const [i, h] of hosts.entries()) {
+    const ns = await c.tb.addContainer(h, 'c1');
+    nss.push(ns);
+    const peer = hosts[1 - i]!;
+    await sh(`
+ip -n ${h.ns} link add cbr0 mtu ${mtu} type bridge
+ip -n ${h.ns} addr add ${base}.0.1/16 dev cbr0
+ip -n ${h.ns} link set cbr0 up
+ip -n ${h.ns} link add vx0 mtu ${mtu} type vxlan id 42 local ${h.ip} dev eth0 dstport 4789 nolearning
+ip -n ${h.ns} link set vx0 master cbr0 up
+bridge -n ${h.ns} link set dev vx0 neigh_suppress on
+bridge -n ${h.ns} fdb append 00:00:00:00:00:00 dev vx0 dst ${peer.ip} self permanent
+bridge -n ${h.ns} fdb replace ${cmac(1 - i)} dev vx0 dst ${peer.ip} self permanent
+ip -n ${h.ns} link add veth0 mtu ${mtu} type veth peer name eth0 mtu ${mtu} address ${cmac(i)} netns ${ns}
+ip -n ${h.ns} link set veth0 master cbr0 up
+ip -n ${ns} addr add ${base}.0.${i + 2}/16 dev eth0
+ip -n ${ns} link set eth0 up
+ip -n ${ns} route add default via ${base}.0.1`);
+  }
+  log(`l2-hand: ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.0.2 → ${base}.0.3`);
+  return { key: 'l2-hand', label: 'l2 (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.0.3` };
+}
+
+/** macvlan by hand: a macvlan (bridge mode) on each host's eth0 made inside the container, one /16. */
+async function handMacvlan(c: BuildCtx): Promise<Path> {
+  const base = '10.252';
+  const hosts = [await c.tb.addHost(), await c.tb.addHost()];
+  const nss: string[] = [];
+  for (const [i, h] of hosts.entries()) {
+    const ns = await c.tb.addContainer(h, 'c1');
+    nss.push(ns);
+    await sh(`
+ip -n ${h.ns} link add link eth0 name mv0 netns ${ns} type macvlan mode bridge
+ip -n ${ns} link set mv0 name eth0
+ip -n ${ns} addr add ${base}.${i + 1}.2/16 dev eth0
+ip -n ${ns} link set eth0 up`);
+  }
+  log(`macvlan-hand: ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.1.2 → ${base}.2.2`);
+  return { key: 'macvlan-hand', label: 'macvlan (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
+}
+
 /**
  * wireguard-go configured by hand with `wg`, as a user would type it: keys from `wg genkey`, wireguard-go in
  * the foreground, one peer with the other host's subnet, the subnet's network address /32 on the device, MTU
@@ -337,8 +413,14 @@ async function throughput(c: BuildCtx): Promise<PathResult[]> {
   }
   if (want.has('vxlan')) paths.push(await handVxlan(c), await weftPair(c, 'vxlan-weft', 'vxlan', '10.246.0.0/16'));
   if (want.has('wireguard')) paths.push(await handWireguard(c), await weftPair(c, 'wireguard-weft', 'wireguard', '10.250.0.0/16'));
+  if (want.has('l2')) paths.push(await handL2(c), await weftPair(c, 'l2-weft', 'l2', '10.253.0.0/16'));
+  if (want.has('bridge')) {
+    const u24 = c.tb.underlayCidr.split('.').slice(0, 3).join('.');
+    paths.push(await handBridge(c), await weftPair(c, 'bridge-weft', 'bridge', c.tb.underlayCidr, { SubnetLen: 28, SubnetMin: `${u24}.128` }));
+  }
+  if (want.has('macvlan')) paths.push(await handMacvlan(c), await weftPair(c, 'macvlan-weft', 'macvlan', '10.251.0.0/16'));
   // bgp: BIRD-learned routes, the same kernel path as host-gw by hand
-  if (want.has('bgp')) paths.push(await weftPair(c, 'bgp-weft', 'bgp', '10.251.0.0/16', 'host-gw-hand'));
+  if (want.has('bgp')) paths.push(await weftPair(c, 'bgp-weft', 'bgp', '10.242.0.0/16', {}, 'host-gw-hand'));
 
   for (const p of paths) {
     const srv = tb.spawn(p.dstNs, ['iperf3', '-s', '-B', p.dstIp]);

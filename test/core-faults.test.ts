@@ -6,6 +6,7 @@ import type { Endpoint } from '../src/agent/types.js';
 import { networkKeys } from '../src/store/layout.js';
 import { openStore } from '../src/store/index.js';
 import { nsExec } from '../src/testbed/index.js';
+import { WEFT_BIN } from '../src/testbed/agents.js';
 import { needsRoot } from './helpers/require-root.js';
 import { destroyLeftovers, NETWORK, waitUntil, weft, withCluster } from './helpers/agent-cluster.js';
 
@@ -117,6 +118,27 @@ for (const backend of ['vxlan', 'host-gw', 'bgp'] as const) {
         assert.match(ping.stdout, / 0% packet loss/, `after the restore: ${ping.stdout}`);
         const ps = await weft(['ps', '--json', '--api', c.agent('h1').api]);
         assert.equal(JSON.parse(ps.stdout).length, 1, 'the container is still listed');
+      }),
+    );
+
+    test('offline `weft reset` (no agent) removes the endpoint records too: a later attach makes a real interface', { timeout: 60_000 }, () =>
+      withCluster({ backend, cidr: backend === 'vxlan' ? '10.240.0.0/16' : '10.226.0.0/16', hosts: 1, containersPerHost: 1 }, async (c) => {
+        const h1 = c.tb.hosts[0]!;
+        const [ct] = c.on('h1');
+        const agent = c.agent(h1);
+        await agent.stop('SIGTERM');
+        const r = await nsExec(h1.ns, [process.execPath, WEFT_BIN, 'reset', '--api', `${agent.api}.none`, '--store', c.storeUrl, '--state-dir', agent.stateDir, '--host-id', h1.id], { allowFail: true });
+        assert.equal(r.code, 0, r.stderr);
+        const store = await openStore(c.storeUrl);
+        try {
+          assert.deepEqual((await store.list(networkKeys(store, NETWORK).endpointsRoot)).map((e) => e.key), [], 'no endpoint record left');
+        } finally {
+          await store.close();
+        }
+        assert.notEqual((await nsExec(ct!.ns, ['ip', 'link', 'show', 'eth0'], { allowFail: true })).code, 0, "the container's interface is gone");
+        await agent.start();
+        await agent.attach(ct!.ns);
+        assert.equal((await nsExec(ct!.ns, ['ip', 'link', 'show', 'eth0'], { allowFail: true })).code, 0, 'attach after the reset made eth0');
       }),
     );
 

@@ -333,17 +333,16 @@ test('exhaustion fails docker run (not network create) with weft\'s message', as
   const { cluster, mk } = await setup(t);
   const a = await mk('A', { [NET_A]: 'tiny' });
   const b = await mk('B', { [NET_B]: 'tiny' });
-  // one /25 split into /26 leases: two subnets; and --ipam-opt naming the subnet length
-  const na = await dockerNetworkCreate(a.socketPath, NET_A, '10.50.0.0/25', { 'weft.subnet-len': '26' });
-  const nb = await dockerNetworkCreate(b.socketPath, NET_B, '10.50.0.0/25', { 'weft.subnet-len': '26' });
+  // one /24 split into /26 leases: four subnets (flannel's minimum); and --ipam-opt naming the subnet length
+  const na = await dockerNetworkCreate(a.socketPath, NET_A, '10.50.0.0/24', { 'weft.subnet-len': '26' });
+  const nb = await dockerNetworkCreate(b.socketPath, NET_B, '10.50.0.0/24', { 'weft.subnet-len': '26' });
   await waitUntilTrue(() => cluster.networks.get('tiny')?.subnetLen === 26);
-  cluster.leases.get('tiny')!.set('C', 0); // host C holds the first subnet
-  cluster.leases.get('tiny')!.set('D', 1); // host D the second
+  for (const [i, h] of ['C', 'D', 'E', 'F'].entries()) cluster.leases.get('tiny')!.set(h, i); // four other hosts hold all four
   const r = await post(a.socketPath, '/IpamDriver.RequestAddress', { PoolID: na.poolId, Address: '', Options: {} });
-  assert.equal(r.json.Err, 'weft: network tiny 10.50.0.0/25 is exhausted: 2 subnets held by C, D');
-  cluster.leases.get('tiny')!.delete('D');
+  assert.equal(r.json.Err, 'weft: network tiny 10.50.0.0/24 is exhausted: 4 subnets held by C, D, E, F');
+  cluster.leases.get('tiny')!.delete('F');
   const ok1 = await ok(b.socketPath, '/IpamDriver.RequestAddress', { PoolID: nb.poolId, Address: '', Options: {} });
-  assert.equal(ok1.Address, '10.50.0.66/26');
+  assert.equal(ok1.Address, '10.50.0.194/26');
 });
 
 test('state survives a plugin restart (Docker does not replay CreateNetwork/CreateEndpoint)', async (t) => {

@@ -69,6 +69,8 @@ export class Agent implements NetworkDirectory {
   private server?: http.Server;
   private watch?: Watch;
   private joining = Promise.resolve();
+  /** The joins of the networks the store holds at start (attach waits for them). */
+  private initialJoins: Promise<void> = Promise.resolve();
   /** Networks whose join failed, with when to try again (backoff doubles up to a minute). */
   private readonly retries = new Map<string, { at: number; delayMs: number; timer: NodeJS.Timeout }>();
   private stopped = false;
@@ -128,7 +130,10 @@ export class Agent implements NetworkDirectory {
     this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log, { gid: this.opts.apiGid });
     if (this.opts.metricsAddr) this.metricsServer = await serveMetrics(this.opts.metricsAddr, this.metrics, this.log);
     const wanted = this.opts.networks;
-    for (const name of wanted ?? (await listNetworkNames(this.store))) await this.join(name);
+    this.initialJoins = (async () => {
+      for (const name of wanted ?? (await listNetworkNames(this.store))) await this.join(name);
+    })();
+    await this.initialJoins;
     if (!wanted) {
       // Networks created later (by `weft network create` or Docker) are joined as they appear.
       const prefix = this.store.flannelLayout ? 'config' : 'networks/';
@@ -331,8 +336,9 @@ export class Agent implements NetworkDirectory {
       { method: 'GET', path: '/metrics', contentType: this.metrics.contentType, handler: () => this.metrics.text() },
       { method: 'GET', path: '/peers', handler: () => this.all().map((r) => ({ network: r.name, peers: r.status().peers })) },
       { method: 'GET', path: '/endpoints', handler: async () => (await this.endpoints.list()).map(({ owner: _o, ...ep }) => ep) },
-      { method: 'POST', path: '/attach', body: attachRequestSchema, handler: (body) => this.endpoints.attach(body as AttachRequest).finally(() => void this.health.probe()) },
-      { method: 'POST', path: '/detach', body: detachRequestSchema, handler: (body) => this.endpoints.detach(body as DetachRequest).finally(() => void this.health.probe()) },
+      // an attach right after the agent started waits for the networks it is joining (the API answers at once)
+      { method: 'POST', path: '/attach', body: attachRequestSchema, handler: async (body) => (await this.initialJoins, this.endpoints.attach(body as AttachRequest).finally(() => void this.health.probe())) },
+      { method: 'POST', path: '/detach', body: detachRequestSchema, handler: async (body) => (await this.initialJoins, this.endpoints.detach(body as DetachRequest).finally(() => void this.health.probe())) },
       { method: 'POST', path: '/docker-opts', body: dockerOptsRequestSchema, handler: (body) => this.dockerOpts((body ?? {}) as { network?: string }) },
       { method: 'POST', path: '/rotate-keys', body: rotateKeysRequestSchema, handler: (body) => this.rotateKeys(body) },
       {

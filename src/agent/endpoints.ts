@@ -128,7 +128,7 @@ export class Endpoints {
   /** Allocates, creates the interface and writes the record; on failure undoes exactly what it did. */
   private async create(net: NetworkRunner, target: ResolvedContainer, id: string, req: AttachRequest, keepAddress?: string): Promise<StoredEndpoint> {
     const plan = net.plan;
-    const alloc = await this.ipam.allocate({ network: net.name, subnet: plan.pool, owner: target.key, address: keepAddress ?? req.address, range: poolRange(plan) });
+    const alloc = await this.ipam.allocate({ network: net.name, subnet: plan.pool, range: poolRange(plan), host: this.hostId, owner: target.key, address: keepAddress ?? req.address });
     const hostIf = hostIfName(target.key, net.name);
     const driver = this.driver(net);
     let made = false;
@@ -146,6 +146,7 @@ export class Endpoints {
           // The MAC follows the address: whoever gets an address next has the MAC that neighbours cached for it.
           mac: macForAddress(alloc.address),
           bridge: net.bridge,
+          parent: net.backend.parent,
         });
       // Listing a named namespace's interfaces costs an `ip` process (~4–6 ms, a third of an attach): guess
       // eth0 (a fresh container has none) and list only when the kernel says the name exists.
@@ -179,7 +180,7 @@ export class Endpoints {
       return ep;
     } catch (err) {
       if (made) await driver.leave({ hostIf, ifname: req.ifname ?? 'eth0', netns: target.netns }).catch(() => false);
-      if (!keepAddress) await this.ipam.release({ network: net.name, subnet: plan.pool, owner: target.key }).catch(() => []);
+      if (!keepAddress) await this.ipam.release({ network: net.name, subnet: plan.pool, owner: target.key, host: this.hostId }).catch(() => []);
       if (kernelFailure(err) === 'exists') {
         throw new WeftError(`cannot attach ${req.container}: an interface of that name already exists (${(err as Error).message.trim()})`);
       }
@@ -212,7 +213,7 @@ export class Endpoints {
     const net = this.networks.all().find((n) => n.name === ep.network);
     const driver = net ? this.driver(net) : endpointDriver();
     await driver.leave({ hostIf: ep.hostIf, ifname: ep.ifname, netns: netnsOfOwner(ep.owner) });
-    if (net) await this.ipam.release({ network: ep.network, subnet: net.plan.pool, owner: ep.owner });
+    if (net) await this.ipam.release({ network: ep.network, subnet: net.plan.pool, owner: ep.owner, host: this.hostId });
     await this.store.delete(networkKeys(this.store, ep.network).endpoint(this.hostId, ep.id));
     await this.dns?.detached(ep); // never throws
     return publicView(ep);
@@ -260,8 +261,9 @@ export class Endpoints {
     // addresses allocated by a crash between IPAM and the record
     const owners = new Set((await this.list([net.name])).map((e) => e.owner));
     for (const a of await this.ipam.list({ network: net.name, subnet: net.plan.pool })) {
+      if (a.host && a.host !== this.hostId) continue; // a pool shared by hosts (l2, bridge, macvlan): not ours
       if (a.owner && !owners.has(a.owner) && !a.owner.startsWith('docker:') && !a.owner.startsWith('cni:') && /^(netns|pid):/.test(a.owner)) {
-        await this.ipam.release({ network: net.name, subnet: net.plan.pool, owner: a.owner });
+        await this.ipam.release({ network: net.name, subnet: net.plan.pool, owner: a.owner, host: this.hostId });
         repair.releasedAddresses.push(a.address);
       }
     }
@@ -295,7 +297,7 @@ export class Endpoints {
       await this.locks.run(ep.id, async () => {
         const netns = netnsOfOwner(ep.owner);
         await this.driver(net).leave({ hostIf: ep.hostIf, ifname: ep.ifname, netns });
-        await this.ipam.release({ network: net.name, subnet: oldPool, owner: ep.owner }).catch(() => []);
+        await this.ipam.release({ network: net.name, subnet: oldPool, owner: ep.owner, host: this.hostId }).catch(() => []);
         await this.store.delete(networkKeys(this.store, net.name).endpoint(this.hostId, ep.id));
         if (!netns) return;
         const made = await this.create(net, { netns, key: ep.owner }, ep.id, { container: ep.container, network: net.name, ifname: ep.ifname, ...(ep.name ? { name: ep.name } : {}) });

@@ -53,6 +53,8 @@ export interface AddressPlan {
   gateway?: string;
   /** Prefix length on the container interface (default the pool's). */
   prefixLen?: number;
+  /** false: the runner leaves the host bridge's address alone (the bridge backend moves the host's own address there). */
+  bridgeAddress?: false;
 }
 
 /** What `weft status` and doctor show of a backend at run time. */
@@ -75,6 +77,8 @@ export interface Backend {
   readonly type: string;
   /** MTU for container interfaces on this host. */
   readonly mtu: number;
+  /** The NIC containers' interfaces hang off (macvlan); undefined for bridge-based backends. */
+  readonly parent?: string;
   /** Create or adopt what does not depend on the lease; returns data published in the lease (BackendData). */
   init(): Promise<Record<string, unknown>>;
   /** Configure what depends on our own lease (called again when the lease changes on renewal). */

@@ -1,16 +1,18 @@
 import { SubnetRange } from '../lease/subnets.js';
 import '../backends/all.js';
 import { InvalidArgumentError, type Command } from 'commander';
-import { backendSpec, backendTypes, type BackendOption } from '../config/backend-spec.js';
 import { checkUnderlayOverlap } from '../config/ranges.js';
 import { createNetwork, getNetwork, listNetworks } from '../config/registry.js';
 import { removeNetwork } from '../lease/remove-network.js';
 import type { NetworkConfig } from '../config/types.js';
 import { listLeases } from '../lease/leases.js';
+import { allBackendOptions, backendFieldsFromOptions } from '../config/backend-spec.js';
+import { requireBackendType } from '../config/network.js';
+import { connectNetworks, disconnectNetworks, listConnections } from '../config/connections.js';
+import { implementedBackends } from '../backends/registry.js';
 import { openStore } from '../store/index.js';
 import { canonicalNetworkName, FLANNEL_NETWORK_NAME } from '../store/layout.js';
 import type { Store } from '../store/types.js';
-import { WeftError } from '../util/errors.js';
 import { ipJson } from '../system/ip.js';
 import { printJson, printTable } from './output.js';
 
@@ -34,21 +36,10 @@ export async function withStore<T>(url: string | undefined, fn: (store: Store) =
   }
 }
 
-/** Every option the registered backend modules take (first module wins a flag). */
-function backendOptions(): Array<BackendOption & { types: string[] }> {
-  const seen = new Map<string, BackendOption & { types: string[] }>();
-  for (const t of backendTypes()) {
-    for (const opt of backendSpec(t)?.options ?? []) {
-      const had = seen.get(opt.flag);
-      if (had) had.types.push(t);
-      else seen.set(opt.flag, { ...opt, types: [t] });
-    }
-  }
-  return [...seen.values()];
+/** commander's property name of a flag: "ip-masq" → "ipMasq". */
+function camel(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
-
-/** commander's property name of a flag: hold-time → holdTime. */
-const camel = (flag: string) => flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 
 function subnetCount(config: NetworkConfig): number {
   return new SubnetRange({ ...config, SubnetLen: config.SubnetLen! }).count;
@@ -86,31 +77,22 @@ export function registerNetwork(program: Command): void {
     .option('--subnet-min <ip>', 'first subnet handed out')
     .option('--subnet-max <ip>', 'last subnet handed out')
     .option('--mtu <n>', "containers' MTU (default: the underlay's minus the backend's overhead; larger is refused when a host joins)", toInt('--mtu'))
-    .option('--backend <type>', 'data plane (default vxlan)')
-    .option('--vni <n>', 'VXLAN network identifier (default: 1, or the lowest one no other network uses)', toInt('--vni'))
-    .option('--port <n>', 'backend UDP port', toInt('--port'))
+    .option('--backend <type>', `data plane: ${implementedBackends().join(', ')} (default vxlan)`)
     .option('--ip-masq', 'masquerade traffic leaving the network')
     .option('--default', 'the network `weft attach` uses when --network is not given and a host has several')
     .option('--ignore-host-routes', "skip the check that the network overlaps none of this host's routes (when this host is no weft host)")
     .option('--store <url>', STORE_HELP)
     .option('--json', 'print JSON');
-  // Options the backend modules declare (e.g. bgp's --asn), beside the ones above
-  const extra = backendOptions().filter((b) => !['vni', 'port'].includes(b.flag));
-  for (const b of extra) {
-    const flags = `--${b.flag} <${b.kind === 'strings' ? 'list' : b.kind === 'int' ? 'n' : 'value'}>`;
-    if (b.kind === 'int') create.option(flags, b.description, toInt(`--${b.flag}`));
-    else create.option(flags, b.description);
-  }
+  // Each backend module's own options (--vni, --port, --parent, --gateway, …), read generically.
+  const backendOptions = allBackendOptions();
+  for (const bo of backendOptions) create.option(`--${bo.flag} <value>`, `${bo.description} [${bo.backends.join(', ')}]`);
   create.action(async (name: string, o) => {
-      const backend: Record<string, unknown> = { Type: o.backend ?? 'vxlan' };
-      if (o.vni !== undefined) backend.VNI = o.vni;
-      if (o.port !== undefined) backend.Port = o.port;
-      for (const b of extra) {
-        const v = o[camel(b.flag)];
-        if (v === undefined) continue;
-        if (!b.types.includes(backend.Type as string)) throw new WeftError(`--${b.flag} is an option of the ${b.types.join('/')} backend, not ${backend.Type}`);
-        backend[b.field] = b.kind === 'strings' ? String(v).split(',').map((x) => x.trim()).filter(Boolean) : v;
-      }
+      const type = o.backend ?? 'vxlan';
+      requireBackendType(type);
+      const backend: Record<string, unknown> = {
+        Type: type,
+        ...backendFieldsFromOptions(type, (flag) => o[camel(flag)] as string | undefined),
+      };
       const input: Record<string, unknown> = { Network: o.subnet, Backend: backend };
       if (o.subnetLen !== undefined) input.SubnetLen = o.subnetLen;
       if (o.subnetMin !== undefined) input.SubnetMin = o.subnetMin;
@@ -199,6 +181,49 @@ export function registerNetwork(program: Command): void {
         name = canonicalNetworkName(store, name);
         if (o.json) return printJson({ removed: name });
         process.stdout.write(`removed network ${name}\n`);
+      });
+    });
+
+  network
+    .command('connect')
+    .description('let two networks reach each other (networks are isolated from each other by default)')
+    .argument('<a>', 'network name')
+    .argument('<b>', 'network name')
+    .option('--store <url>', STORE_HELP)
+    .option('--json', 'print JSON')
+    .action(async (a: string, b: string, o) => {
+      await withStore(o.store, async (store) => {
+        const { created } = await connectNetworks(store, a, b);
+        if (o.json) return printJson({ connected: [a, b], created });
+        process.stdout.write(created ? `connected ${a} and ${b}\n` : `${a} and ${b} were already connected\n`);
+      });
+    });
+
+  network
+    .command('disconnect')
+    .description('isolate two connected networks from each other again')
+    .argument('<a>', 'network name')
+    .argument('<b>', 'network name')
+    .option('--store <url>', STORE_HELP)
+    .option('--json', 'print JSON')
+    .action(async (a: string, b: string, o) => {
+      await withStore(o.store, async (store) => {
+        const { removed } = await disconnectNetworks(store, a, b);
+        if (o.json) return printJson({ disconnected: [a, b], removed });
+        process.stdout.write(removed ? `disconnected ${a} and ${b}\n` : `${a} and ${b} were not connected\n`);
+      });
+    });
+
+  network
+    .command('connections')
+    .description('list connected network pairs')
+    .option('--store <url>', STORE_HELP)
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      await withStore(o.store, async (store) => {
+        const pairs = await listConnections(store);
+        if (o.json) return printJson(pairs.map(([a, b]) => ({ a, b })));
+        printTable(['network', 'network'], pairs);
       });
     });
 }

@@ -82,8 +82,8 @@ async function build(o: DemoOptions, state: DemoState, save: () => void): Promis
   const storeUrl = `sqlite://${path.join(DEMO_DIR, 'weft.db')}`;
   const store = await openStore(storeUrl);
   try {
-    const subnet = o.subnet ?? '10.244.0.0/16';
-    await createNetwork(store, 'demo', { Network: subnet, Backend: { Type: o.backend } });
+    const { subnet, extra } = demoNetwork(o, tb.underlayCidr);
+    await createNetwork(store, 'demo', { Network: subnet, ...extra, Backend: { Type: o.backend } });
     say(`network demo ${subnet}, backend ${o.backend}, store ${storeUrl}`);
   } finally {
     await store.close();
@@ -149,6 +149,18 @@ async function forwardUi(sock: string, port: number, state: DemoState, save: () 
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new WeftError(`the web map's forwarder on 127.0.0.1:${port} does not answer`);
+}
+
+/**
+ * The demo network: 10.244.0.0/16 unless --subnet says otherwise; the bridge backend puts containers on the
+ * hosts' own segment, so its network is the underlay /24 with per-host /28 ranges from .128 on (clear of the
+ * hosts' and switch's addresses).
+ */
+function demoNetwork(o: DemoOptions, underlay: string): { subnet: string; extra: Record<string, unknown> } {
+  if (o.backend !== 'bridge') return { subnet: o.subnet ?? '10.244.0.0/16', extra: {} };
+  const subnet = o.subnet ?? underlay;
+  const base = subnet.split('/')[0]!.split('.').slice(0, 3).join('.');
+  return { subnet, extra: o.subnet ? {} : { SubnetLen: 28, SubnetMin: `${base}.128` } };
 }
 
 /** `weft demo down`: stops the demo's agents by PID and removes its namespaces and files. */

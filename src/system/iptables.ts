@@ -108,10 +108,97 @@ export async function removeMasquerade(cidr: string, opts: NsOpts = {}): Promise
 
 /** Removes weft's chains and the jumps to them (`weft reset`). */
 export async function removeAllWeftRules(opts: NsOpts & { parents?: string[] } = {}): Promise<void> {
+  await removeIsolation(opts);
   for (const parent of opts.parents ?? ['FORWARD', 'DOCKER-USER']) await removeRule('filter', parent, ['-j', FORWARD_CHAIN], opts);
   await removeRule('nat', 'POSTROUTING', ['-j', POSTROUTING_CHAIN], opts);
   for (const [t, c] of [['filter', FORWARD_CHAIN], ['nat', POSTROUTING_CHAIN]] as const) {
     await iptables(['-t', t, '-F', c], opts, true);
     await iptables(['-t', t, '-X', c], opts, true);
   }
+}
+
+// ---------------- isolation between networks ----------------
+
+/** Holds the drops between weft networks; jumped to first from FORWARD (and DOCKER-USER). */
+export const ISOLATION_CHAIN = 'WEFT-ISOLATION';
+
+export interface IsolatedNetwork {
+  name: string;
+  /** The whole network, e.g. "10.5.0.0/16". */
+  cidr: string;
+}
+
+/**
+ * The isolation rules (pure): for every ordered pair of networks the user has not connected, packets from
+ * one to the other are rejected. One rule per direction, matched on the whole networks, so the same chain
+ * is right on every host whichever networks it runs, for every backend (routed on this host, arriving from
+ * an underlay, or from containers sitting on a physical segment). With fewer than two networks: no rule.
+ * `connected` holds "a+b" with the names sorted.
+ */
+export function isolationRules(networks: readonly IsolatedNetwork[], connected: ReadonlySet<string>): string[][] {
+  const out: string[][] = [];
+  const sorted = [...networks].sort((a, b) => a.name.localeCompare(b.name));
+  for (const a of sorted) {
+    for (const b of sorted) {
+      if (a === b || connected.has([a.name, b.name].sort().join('+'))) continue;
+      out.push(['-s', a.cidr, '-d', b.cidr, '-m', 'comment', '--comment', `weft: ${a.name} -/-> ${b.name}`, '-j', 'REJECT', '--reject-with', 'icmp-admin-prohibited']);
+    }
+  }
+  return out;
+}
+
+/** `iptables -S` text of a rule in our chain (what `-S` prints back), for comparing with the kernel. */
+function ruleText(chain: string, rule: readonly string[]): string {
+  return ['-A', chain, ...rule.map((a) => (/[\s>]/.test(a) ? `"${a}"` : a))].join(' ');
+}
+
+let isolationQueue: Promise<unknown> = Promise.resolve();
+
+/**
+ * Makes WEFT-ISOLATION hold exactly `rules` (isolationRules) and be the first rule of each parent chain.
+ * With no rules (fewer than two networks) the chain and its jumps are removed: a host with one network keeps
+ * a netfilter-free forwarding path (see forwardNeedsAccept). The chain is rewritten atomically with
+ * iptables-restore only when it differs. Calls are serialised (every network's runner calls it).
+ */
+export function reconcileIsolation(rules: readonly string[][], opts: NsOpts & { parents?: string[] } = {}): Promise<{ changed: boolean }> {
+  const run = isolationQueue.catch(() => undefined).then(() => reconcileIsolationNow(rules, opts));
+  isolationQueue = run;
+  return run;
+}
+
+async function reconcileIsolationNow(rules: readonly string[][], opts: NsOpts & { parents?: string[] }): Promise<{ changed: boolean }> {
+  const parents = opts.parents ?? ['FORWARD'];
+  const listed = await iptables(['-t', 'filter', '-S', ISOLATION_CHAIN], opts, true);
+  const exists = listed.code === 0;
+  if (rules.length === 0) {
+    if (!exists) return { changed: false };
+    await removeIsolation(opts);
+    return { changed: true };
+  }
+  const have = listed.stdout.split('\n').filter((l) => l.startsWith('-A '));
+  const want = rules.map((r) => ruleText(ISOLATION_CHAIN, r));
+  let changed = false;
+  if (!exists || have.join('\n') !== want.join('\n')) {
+    const text = ['*filter', `:${ISOLATION_CHAIN} - [0:0]`, `-F ${ISOLATION_CHAIN}`, ...want, 'COMMIT', ''].join('\n');
+    const [cmd, a] = inNetns(opts.netns, 'iptables-restore', ['-w', '5', '--noflush']);
+    await run(cmd, a, { input: text });
+    changed = true;
+  }
+  for (const parent of parents) {
+    const chain = await iptables(['-t', 'filter', '-S', parent], opts, true);
+    if (chain.code !== 0) continue; // DOCKER-USER where Docker does not run
+    const first = chain.stdout.split('\n').find((l) => l.startsWith('-A '));
+    if (first === `-A ${parent} -j ${ISOLATION_CHAIN}`) continue;
+    await removeRule('filter', parent, ['-j', ISOLATION_CHAIN], opts);
+    await iptables(['-t', 'filter', '-I', parent, '1', '-j', ISOLATION_CHAIN], opts);
+    changed = true;
+  }
+  return { changed };
+}
+
+/** Removes the isolation chain and the jumps to it. */
+export async function removeIsolation(opts: NsOpts & { parents?: string[] } = {}): Promise<void> {
+  for (const parent of opts.parents ?? ['FORWARD', 'DOCKER-USER']) await removeRule('filter', parent, ['-j', ISOLATION_CHAIN], opts);
+  await iptables(['-t', 'filter', '-F', ISOLATION_CHAIN], opts, true);
+  await iptables(['-t', 'filter', '-X', ISOLATION_CHAIN], opts, true);
 }

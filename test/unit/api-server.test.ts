@@ -189,3 +189,30 @@ test('--api-group: the socket gets that group, still 0660', { skip: process.getu
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("a kernel failure in a handler is the host's problem: 500, logged with the command; a user error is 400", async () => {
+  const { ExecError } = await import('../../src/system/exec.js');
+  const { WeftError } = await import('../../src/util/errors.js');
+  const logged: Array<Record<string, unknown>> = [];
+  const recording = pino({ level: 'error' }, { write: (line: string) => void logged.push(JSON.parse(line)) });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-api-'));
+  const sock = path.join(dir, 'api.sock');
+  const routes: Route[] = [
+    { method: 'POST', path: '/kernel', handler: () => { throw new ExecError('ip', ['link', 'add', 'x'], 2, 'RTNETLINK answers: Operation not permitted'); } },
+    { method: 'POST', path: '/user', handler: () => { throw new WeftError('no such container'); } },
+  ];
+  const server = await serveApi(sock, routes, recording);
+  try {
+    const k = await post(sock, '/kernel', undefined);
+    assert.equal(k.status, 500);
+    assert.match(k.body.error!, /ip link add x failed \(exit 2\): RTNETLINK answers: Operation not permitted/);
+    assert.ok(logged.some((l) => JSON.stringify(l).includes('ip link add x')), 'the failing command is logged');
+    const u = await post(sock, '/user', undefined);
+    assert.equal(u.status, 400);
+    assert.equal(u.body.error, 'no such container');
+  } finally {
+    server.closeAllConnections();
+    await new Promise((r) => server.close(r));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});

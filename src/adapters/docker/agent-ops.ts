@@ -5,7 +5,9 @@
  */
 import { containsAddress, tryParseCidr, tryParseIp } from '../../net/ipv4.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createNetwork, findNetwork } from '../../config/registry.js';
+import { backendFieldsFromOptions } from '../../config/backend-spec.js';
+import { DEFAULT_BACKEND } from '../../config/network.js';
+import { checkNewNetwork, createNetwork, findNetwork, listNetworks } from '../../config/registry.js';
 import { removeNetwork as removeWeftNetwork } from '../../lease/remove-network.js';
 import type { NetworkConfig } from '../../config/types.js';
 import { Ipam } from '../../ipam/ipam.js';
@@ -28,9 +30,9 @@ export interface RunnerLike {
   readonly gateway: string | undefined;
   /** The host bridge, when the backend has one. */
   readonly bridge: string | undefined;
-  readonly backend: { readonly mtu: number };
+  readonly backend: { readonly mtu: number; readonly parent?: string };
   /** How containers of this backend join (veth-bridge, macvlan, …). */
-  readonly module: { readonly endpointDriver?: string };
+  readonly module: { readonly endpointDriver?: string; readonly wantsEndpoints?: boolean };
   /** Where this host's containers take addresses. */
   readonly plan: AddressPlan;
 }
@@ -89,6 +91,16 @@ export class AgentDockerOps implements DockerBackendOps {
     return this.agent.store;
   }
 
+  async checkNetwork(subnet: string, opts: WeftNetworkOptions): Promise<void> {
+    if ((await listNetworks(this.store)).some((n) => n.config.Network === subnet)) return; // the same network, joined by name later
+    const type = opts.backend ?? DEFAULT_BACKEND;
+    await checkNewNetwork(this.store, {
+      Network: subnet,
+      ...(opts.subnetLen !== undefined ? { SubnetLen: opts.subnetLen } : {}),
+      Backend: { Type: type, ...backendFieldsFromOptions(type, (f) => opts.backendOptions?.[f], (f) => `-o weft.${f}`) },
+    });
+  }
+
   async ensureNetwork(
     name: string,
     subnet: string,
@@ -97,8 +109,8 @@ export class AgentDockerOps implements DockerBackendOps {
     let config = await findNetwork(this.store, name);
     let owned = false;
     if (!config) {
-      const backend: Record<string, unknown> = { Type: opts.backend ?? 'vxlan' };
-      if (opts.vni !== undefined) backend.VNI = opts.vni;
+      const type = opts.backend ?? DEFAULT_BACKEND;
+      const backend: Record<string, unknown> = { Type: type, ...backendFieldsFromOptions(type, (f) => opts.backendOptions?.[f], (f) => `-o weft.${f}`) };
       try {
         config = await createNetwork(this.store, name, {
           Network: subnet,
@@ -200,7 +212,7 @@ export class AgentDockerOps implements DockerBackendOps {
       const taken = (await this.ipam.list({ network: name, subnet: own })).some((a) => a.address === req.address);
       if (taken) throw new WeftError(`address ${req.address} is already in use on host ${me}`);
     }
-    const alloc = await this.ipam.allocate({ network: name, subnet: own, owner: req.owner, range: poolRange(runner.plan), ...(req.address ? { address: req.address } : {}) });
+    const alloc = await this.ipam.allocate({ network: name, subnet: own, range: poolRange(runner.plan), host: this.agent.hostId, owner: req.owner, ...(req.address ? { address: req.address } : {}) });
     return alloc.cidr;
   }
 
@@ -222,23 +234,33 @@ export class AgentDockerOps implements DockerBackendOps {
     }
   }
 
-  async createVeth(name: string, req: { endpointId: string; mac: string; address: string }): Promise<{ hostIf: string; peerIf: string; mac: string }> {
+  async createVeth(name: string, req: { endpointId: string; mac: string; address?: string }): Promise<{ hostIf: string; peerIf: string; mac: string }> {
     const runner = await this.runner(name, true);
     const id = req.endpointId.replace(/[^0-9a-zA-Z]/g, '').slice(0, 11);
     const made = await endpointDriver(runner.module.endpointDriver).prepare({
       hostIf: `wd${id}`,
       peerIf: `wp${id}`,
       bridge: runner.bridge,
+      parent: runner.backend.parent,
       mtu: runner.backend.mtu,
       mac: req.mac,
       address: req.address,
     });
+    if (runner.module.wantsEndpoints && req.address) {
+      // Backends that program containers' MACs (l2) find Docker's containers here too. The record has no
+      // owner or host interface: the agent's own endpoint repair leaves it to Docker's lifecycle.
+      const rec = { hostId: this.agent.hostId, address: req.address, mac: made.mac, docker: req.endpointId };
+      await this.store.put(networkKeys(this.store, name).endpoint(this.agent.hostId, `docker-${id}`), JSON.stringify(rec));
+    }
     return { hostIf: made.hostIf, peerIf: made.ifname, mac: made.mac };
   }
 
   async deleteVeth(name: string, hostIf: string): Promise<void> {
     const runner = this.agent.runners.get(name);
     await endpointDriver(runner?.module.endpointDriver).leave({ hostIf, ifname: hostIf });
+    if (runner?.module.wantsEndpoints && /^w[dp][0-9a-zA-Z]+$/.test(hostIf)) {
+      await this.store.delete(networkKeys(this.store, name).endpoint(this.agent.hostId, `docker-${hostIf.slice(2)}`));
+    }
   }
 
   /**

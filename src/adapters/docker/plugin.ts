@@ -45,6 +45,8 @@ import {
   type RequestPoolRequest,
 } from './protocol.js';
 import type { EndpointRecord, NetworkRecord, PluginState, StateStore } from './state.js';
+import { allBackendOptions, backendFieldsFromOptions } from '../../config/backend-spec.js';
+import { DEFAULT_BACKEND, parseNetworkConfig } from '../../config/network.js';
 
 export const DEFAULT_PLUGIN_NAME = 'weft';
 export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
@@ -58,7 +60,8 @@ export interface WeftNetworkOptions {
   subnetLen?: number;
   /** Backend type (default vxlan). */
   backend?: string;
-  vni?: number;
+  /** The backend's own options by flag (vni, port, parent, gateway, …: each module's BackendModule.options), as given. */
+  backendOptions?: Record<string, string>;
 }
 
 /** This host's view of a weft network it has joined. */
@@ -100,7 +103,7 @@ export interface DockerBackendOps {
   /** Releases an address of this host (no prefix length); no error when it is not allocated. */
   releaseAddress(name: string, ip: string): Promise<void>;
   /** Creates a veth pair on this host's bridge of `name`: host end enslaved and up, peer left in the host namespace. */
-  createVeth(name: string, req: { endpointId: string; mac: string; address: string }): Promise<{ hostIf: string; peerIf: string; mac: string }>;
+  createVeth(name: string, req: { endpointId: string; mac: string; address?: string }): Promise<{ hostIf: string; peerIf: string; mac: string }>;
   /** Deletes the veth (no error when it is gone). */
   deleteVeth(name: string, hostIf: string): Promise<void>;
   /**
@@ -110,6 +113,11 @@ export interface DockerBackendOps {
   removeNetwork(name: string): Promise<void>;
   /** The Docker network's name for a Docker network id, via the Docker API of the daemon served (optional). */
   dockerNetworkName?(networkId: string): Promise<string | undefined>;
+  /**
+   * Refuses, before Docker creates anything, a subnet that overlaps another weft network or options that
+   * clash with one (a VNI in use). A weft network with exactly this subnet is the same network: accepted.
+   */
+  checkNetwork?(subnet: string, opts: WeftNetworkOptions): Promise<void>;
 }
 
 export interface PluginOptions {
@@ -162,11 +170,16 @@ export function parseWeftOptions(...maps: Array<Record<string, string>>): WeftNe
     }
     const backend = get(m, 'backend');
     if (backend) o.backend = backend;
-    const vni = get(m, 'vni');
-    if (vni !== undefined) {
-      if (!/^\d+$/.test(vni)) throw new PluginError(`invalid weft.vni "${vni}"`);
-      o.vni = Number(vni);
+    for (const bo of allBackendOptions()) {
+      const v = get(m, bo.flag);
+      if (v !== undefined) o.backendOptions = { ...o.backendOptions, [bo.flag]: v };
     }
+  }
+  // Checked now (kinds, options of another backend), so `docker network create` fails, not `docker run`.
+  try {
+    backendFieldsFromOptions(o.backend ?? DEFAULT_BACKEND, (f) => o.backendOptions?.[f], (f) => `-o weft.${f}`);
+  } catch (err) {
+    throw new PluginError((err as Error).message);
   }
   return o;
 }
@@ -319,9 +332,21 @@ export class DockerPlugin {
     if (b.SubPool) throw new PluginError('--ip-range is not supported: weft gives each host its own part of the subnet');
     const block = tryParseCidr(b.Pool);
     if (!block) throw new PluginError(`invalid subnet "${b.Pool}" (expected a.b.c.d/len without host bits)`);
-    if (block.len > 30) throw new PluginError(`subnet ${b.Pool} is too small for weft (at most /30)`);
     const options = stringOptions(b.Options);
     const opts = parseWeftOptions(options);
+    // The same rule as `weft network create` (config/network.ts): too small a subnet is refused here, at create time.
+    try {
+      parseNetworkConfig({ Network: b.Pool, ...(opts.subnetLen !== undefined ? { SubnetLen: opts.subnetLen } : {}), Backend: { Type: opts.backend ?? DEFAULT_BACKEND } });
+    } catch (err) {
+      throw new PluginError(`subnet ${b.Pool}: ${(err as Error).message}`);
+    }
+    if (this.opts.ops.checkNetwork) {
+      try {
+        await this.opts.ops.checkNetwork(formatCidr(block), opts);
+      } catch (err) {
+        throw new PluginError((err as Error).message);
+      }
+    }
     const pool = formatCidr(block);
     const poolId = pool;
     for (const n of Object.values(this.state.networks)) {
@@ -544,11 +569,14 @@ export class DockerPlugin {
     }
     ep.gateway = host.gateway;
     await this.save();
+    // Backends whose containers sit on the whole network (l2, bridge, macvlan) get addresses with the network's
+    // prefix: the network is directly connected, so no route through the gateway (there may be no gateway).
+    const direct = ep.address.split('/')[1] === host.network.split('/')[1];
     return {
       InterfaceName: { SrcName: ep.peerIf, DstPrefix: 'eth' },
       Gateway: host.gateway,
       GatewayIPv6: '',
-      StaticRoutes: [{ Destination: host.network, RouteType: 0, NextHop: host.gateway }],
+      StaticRoutes: direct || !host.gateway ? [] : [{ Destination: host.network, RouteType: 0, NextHop: host.gateway }],
       DisableGatewayService: false,
     };
   }

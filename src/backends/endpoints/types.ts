@@ -60,7 +60,7 @@ export interface EndpointDriver {
   /** Creates the container's interface inside its namespace, addressed and routed. Leaves nothing behind on failure. */
   join(spec: JoinSpec): Promise<{ mac: string }>;
   /** Creates the interface in the host namespace for a runtime that moves it itself. */
-  prepare(spec: Omit<JoinSpec, 'netns' | 'ifname' | 'gateway' | 'routeTo'> & { peerIf: string }): Promise<PreparedInterface>;
+  prepare(spec: Omit<JoinSpec, 'netns' | 'ifname' | 'gateway' | 'routeTo' | 'address'> & { peerIf: string; address?: string }): Promise<PreparedInterface>;
   /** Removes the endpoint's interface; false when it was already gone. */
   leave(ep: EndpointRef): Promise<boolean>;
   /** Whether the endpoint's interface still exists (the agent reconciles records against it). */
