@@ -3,7 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 /**
  * `npm run bench`: one run, one table.
  *  - throughput (iperf3, one stream) and ping RTT container→container across two hosts for the underlay,
- *    host-gw and vxlan made by weft (real agents) and the same paths typed out by hand with `ip`;
+ *    host-gw and vxlan made by weft (real agents) and the same paths typed out by hand with `ip`; bgp made
+ *    by weft (BIRD-learned routes) beside host-gw by hand (the same kernel path);
  *  - attach latency through the weft agent's API next to the reference CNI `bridge` plugin.
  * Everything lives in test-bed namespaces with a fresh prefix and is removed at the end (also on
  * failure and Ctrl-C). Processes are stopped by PID. Traffic only goes to addresses inside them.
@@ -27,6 +28,7 @@ import { AgentProcess, WEFT_BIN } from '../src/testbed/agents.js';
 import { PID_FILE, stopWireguardGo, wgDeviceName } from '../src/backends/wireguard/index.js';
 import { wgSocketPath } from '../src/system/wireguard.js';
 import { createTestbed, type Testbed, type TestbedHost } from '../src/testbed/index.js';
+import { waitFor } from '../src/testbed/wait.js';
 import type { WorkerInput, WorkerOutput } from './attach-worker.js';
 import { iperf as measureIperf, median, pct, pingRtts, type NsRun } from '../src/bench/measure.js';
 
@@ -51,13 +53,13 @@ interface Options {
   backends: Set<string>;
 }
 
-const BENCH_BACKENDS = ['host-gw', 'vxlan', 'wireguard', 'l2', 'bridge', 'macvlan'];
+const BENCH_BACKENDS = ['host-gw', 'vxlan', 'wireguard', 'l2', 'bridge', 'macvlan', 'bgp'];
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n`);
   process.stderr.write(
     'usage: node dist/bench/main.js [--only throughput|attach] [--reps N (5)] [--seconds S (3)] [--pings N (20)]\n' +
-      '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--backends host-gw,vxlan,wireguard]\n' +
+      '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--backends host-gw,vxlan,wireguard,l2,bridge,macvlan,bgp]\n' +
       '                              [--json] [--verbose]\n',
   );
   process.exit(msg ? 2 : 0);
@@ -161,7 +163,7 @@ interface BuildCtx {
 }
 
 /** Two hosts with a weft agent each (own SQLite store, one network), one container attached on each. */
-async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string, config: Record<string, unknown> = {}): Promise<Path> {
+async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string, config: Record<string, unknown> = {}, hand = `${backend}-hand`): Promise<Path> {
   const storeUrl = `sqlite://${path.join(c.dir, `${key}.db`)}`;
   const store = await openStore(storeUrl);
   try {
@@ -185,8 +187,10 @@ async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string,
     nss.push(ns);
     ips.push(ep.address.split('/')[0]!);
   }
+  // routes may come a moment after the leases (bgp: once the BGP session is up)
+  await waitFor(`${key}: ${nss[0]} reaches ${ips[1]}`, 20_000, () => c.tb.ping(nss[0]!, ips[1]!, { timeoutSec: 1 }));
   log(`${key}: agents on ${hosts.map((h) => h.ns).join(', ')}; containers ${ips.join(' → ')}`);
-  return { key, label: `${backend} (weft)`, srcNs: nss[0]!, dstNs: nss[1]!, dstIp: ips[1]!, hand: `${backend}-hand` };
+  return { key, label: `${backend} (weft)`, srcNs: nss[0]!, dstNs: nss[1]!, dstIp: ips[1]!, hand };
 }
 
 /** The bridge and container of one host, typed out by hand: bridge, veth made in the container, address, route. */
@@ -397,7 +401,7 @@ interface PathResult {
 
 async function throughput(c: BuildCtx): Promise<PathResult[]> {
   const { tb, opts } = c;
-  log('building the paths (2 hosts each): underlay, host-gw by hand (± FORWARD rules) and by weft, vxlan by hand and by weft');
+  log('building the paths (2 hosts each): underlay, host-gw by hand (± FORWARD rules) and by weft, vxlan and wireguard by hand and by weft, bgp by weft');
   const hgHand = await handHostGw(c);
   const hgHosts = tb.hosts.slice(-2);
   const underlay: Path = { key: 'underlay', label: 'underlay (host → host)', srcNs: hgHosts[0]!.ns, dstNs: hgHosts[1]!.ns, dstIp: hgHosts[1]!.ip };
@@ -415,6 +419,8 @@ async function throughput(c: BuildCtx): Promise<PathResult[]> {
     paths.push(await handBridge(c), await weftPair(c, 'bridge-weft', 'bridge', c.tb.underlayCidr, { SubnetLen: 28, SubnetMin: `${u24}.128` }));
   }
   if (want.has('macvlan')) paths.push(await handMacvlan(c), await weftPair(c, 'macvlan-weft', 'macvlan', '10.251.0.0/16'));
+  // bgp: BIRD-learned routes, the same kernel path as host-gw by hand
+  if (want.has('bgp')) paths.push(await weftPair(c, 'bgp-weft', 'bgp', '10.242.0.0/16', {}, 'host-gw-hand'));
 
   for (const p of paths) {
     const srv = tb.spawn(p.dstNs, ['iperf3', '-s', '-B', p.dstIp]);

@@ -40,11 +40,11 @@ async function answered(pairs: Array<[Container, Container]>): Promise<string[]>
   return ok.sort();
 }
 
-function isolation(backend: 'host-gw' | 'vxlan', cidrs: [string, string]): void {
+function isolation(backend: 'host-gw' | 'vxlan' | 'bgp', cidrs: [string, string]): void {
   describe(`network isolation (${backend})`, { skip, timeout: 170_000 }, () => {
     test('cross-network pings fail until connected, succeed after connect, fail after disconnect', { timeout: 160_000 }, () =>
       withCluster(
-        { backend, cidr: cidrs[0], hosts: 3, containersPerHost: 1, config: () => ({ IPMasq: true }), networks: [{ name: 'other', cidr: cidrs[1], backend }] },
+        { backend, cidr: cidrs[0], hosts: 3, containersPerHost: 1, config: () => ({ IPMasq: true }), networks: [{ name: 'other', cidr: cidrs[1], backend: backend === 'bgp' ? 'host-gw' : backend }] }, // one bgp network per store: its neighbour is host-gw
         async (c: Cluster) => {
           const red = [...c.containers];
           const blue: Container[] = [];
@@ -112,3 +112,4 @@ function isolation(backend: 'host-gw' | 'vxlan', cidrs: [string, string]): void 
 
 isolation('host-gw', ['10.71.0.0/16', '10.72.0.0/16']);
 isolation('vxlan', ['10.73.0.0/16', '10.74.0.0/16']);
+isolation('bgp', ['10.75.0.0/16', '10.76.0.0/16']);

@@ -182,6 +182,7 @@ export class NetworkRunner {
       bridge: this.opts.bridge,
       hostId,
       sys: {},
+      store,
     });
     // a network overlapping this host's own routes would shadow its traffic (refused at create on the creating host; checked here on every host)
     checkUnderlayOverlap(this.config.Network, await this.host.connectedPrefixes(underlay.iface), `this host's underlay ${underlay.iface}`);

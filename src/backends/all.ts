@@ -7,6 +7,7 @@ import './l2/index.js';
 import './endpoints/macvlan.js';
 import './macvlan/index.js';
 import './bridge/index.js';
+import './bgp/index.js';
 
 export { backendModule, createBackend, implementedBackends } from './registry.js';
 export { endpointDriver } from './endpoints/registry.js';

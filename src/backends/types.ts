@@ -4,6 +4,7 @@ import type { Lease } from '../lease/types.js';
 import type { NsOpts } from '../system/netns.js';
 import type { IpLink } from '../system/ip.js';
 import type { FdbFact, NeighFact, RouteFact } from '../system/ops.js';
+import type { Store } from '../store/types.js';
 import type { Logger } from '../util/log.js';
 
 /**
@@ -37,6 +38,8 @@ export interface BackendContext {
   hostId: string;
   /** Where the backend acts: absent = the agent's own namespace (tests drive other namespaces). */
   sys: NsOpts;
+  /** The agent's store, for backends that follow keys of their own (bgp: external peers). Absent in tests without one. */
+  store?: Store;
 }
 
 /** How containers of this host take addresses. Default (lease): the host's leased subnet, gateway = its first address. */

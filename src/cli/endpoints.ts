@@ -102,6 +102,11 @@ export function formatStatus(st: AgentStatus): string {
         ]),
       ).trimEnd(),
     );
+    // sessions a backend reports (bgp): one row each
+    const sessions = Array.isArray(n.status?.sessions) ? (n.status.sessions as Array<Record<string, unknown>>) : [];
+    if (sessions.length) {
+      out.push(formatTable(['session', 'kind', 'state', 'info'], sessions.map((x) => [String(x.peer), String(x.kind ?? ''), String(x.state), String(x.lastError ?? x.info ?? '')])).trimEnd());
+    }
   }
   for (const [name, why] of Object.entries(st.failed ?? {})) out.push(`! ${name}: not joined: ${why}`);
   return out.join('\n') + '\n';

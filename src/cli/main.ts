@@ -19,6 +19,7 @@ const groups: Array<[string[], () => Promise<Register>]> = [
   [['rotate-keys'], async () => (await import('./wireguard.js')).registerWireguard],
   [['ui'], async () => (await import('./ui.js')).registerUi],
   [['bench'], async () => (await import('./bench.js')).registerBench],
+  [['bgp'], async () => (await import('./bgp.js')).registerBgp],
 ];
 
 /**

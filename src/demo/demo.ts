@@ -1,5 +1,6 @@
 import '../backends/all.js';
 import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -115,6 +116,12 @@ async function build(o: DemoOptions, state: DemoState, save: () => void): Promis
     }
     say(`  ${a.host.id}: attached ${o.containers} containers`);
   }
+
+  // Some data planes come up a moment after the leases (bgp: once the BGP sessions are Established)
+  const until = Date.now() + 20_000;
+  const unhealthy = async () => (await Promise.all(agents.map((a) => a.status()))).some((st) => !st || st.networks.some((n) => n.status?.healthy === false));
+  if (await unhealthy()) say('waiting for the data plane to come up (backend status healthy)');
+  while ((await unhealthy()) && Date.now() < until) await sleep(200);
 
   say(`pinging all ${containers.length * (containers.length - 1)} pairs`);
   const pings = await pingAll(containers);

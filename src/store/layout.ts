@@ -186,3 +186,14 @@ export function connectionOfKey(key: string): [string, string] | undefined {
   const m = /^connections\/([^/+]+)\+([^/+]+)$/.exec(key);
   return m ? [m[1]!, m[2]!] : undefined;
 }
+
+/**
+ * External BGP peers (`weft bgp peer add`), shared by every agent: `bgp/peers/<ip>` → {"ip","asn","network"?}
+ * (network absent: every bgp network). Keys sit beside `networks/`, relative to the store's prefix.
+ */
+export const BGP_PEERS_PREFIX = 'bgp/peers/';
+
+export function bgpPeerKey(ip: string): string {
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(ip)) throw new WeftError(`invalid BGP peer address ${JSON.stringify(ip)}`);
+  return `${BGP_PEERS_PREFIX}${ip}`;
+}

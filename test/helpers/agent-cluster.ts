@@ -64,8 +64,8 @@ export interface ClusterOptions {
   /** Narrow the leasable range (flannel's SubnetMin/SubnetMax). */
   subnetMin?: string;
   subnetMax?: string;
-  /** More fields of the Backend config (e.g. a VNI). */
-  backendConfig?: Record<string, unknown>;
+  /** More fields of the Backend config (e.g. a VNI, bgp's HoldTime); a function sees the test bed (its host addresses). */
+  backendConfig?: Record<string, unknown> | ((tb: Testbed) => Record<string, unknown>);
   /** More fields of the network's config (SubnetLen, SubnetMin, Backend fields under `backend`). */
   config?: (underlay: string) => Record<string, unknown>;
   /** Backend fields besides Type (Parent, Gateway, …). */
@@ -109,7 +109,7 @@ export class Cluster {
           ...(o.config?.(underlay) ?? {}),
           ...(o.subnetMin ? { SubnetMin: o.subnetMin } : {}),
           ...(o.subnetMax ? { SubnetMax: o.subnetMax } : {}),
-          Backend: { Type: o.backend, ...o.backendConfig, ...(o.backendFields ?? {}) },
+          Backend: { Type: o.backend, ...(typeof o.backendConfig === 'function' ? o.backendConfig(tb) : o.backendConfig), ...(o.backendFields ?? {}) },
         });
         for (const n of o.networks ?? []) await createNetwork(store, n.name, { Network: n.cidr, Backend: { Type: n.backend } });
       } finally {
