@@ -69,6 +69,11 @@ export interface EndpointRepair {
 export class Endpoints {
   private readonly ipam: Ipam;
   private readonly locks = new KeyedLock();
+  /**
+   * Owner keys whose attach is under way: their address and veth exist before their record does, so the
+   * reconcile's sweep of orphans must not take them.
+   */
+  private readonly inFlight = new Set<string>();
   /** Name service hooks (src/dns): register --name and write resolv.conf after attach, undo after detach. */
   dns?: Pick<DnsService, 'attached' | 'detached'>;
 
@@ -127,6 +132,15 @@ export class Endpoints {
 
   /** Allocates, creates the interface and writes the record; on failure undoes exactly what it did. */
   private async create(net: NetworkRunner, target: ResolvedContainer, id: string, req: AttachRequest, keepAddress?: string): Promise<StoredEndpoint> {
+    this.inFlight.add(target.key);
+    try {
+      return await this.createNow(net, target, id, req, keepAddress);
+    } finally {
+      this.inFlight.delete(target.key);
+    }
+  }
+
+  private async createNow(net: NetworkRunner, target: ResolvedContainer, id: string, req: AttachRequest, keepAddress?: string): Promise<StoredEndpoint> {
     const plan = net.plan;
     const alloc = await this.ipam.allocate({ network: net.name, subnet: plan.pool, range: poolRange(plan), host: this.hostId, owner: target.key, address: keepAddress ?? req.address });
     const hostIf = hostIfName(target.key, net.name);
@@ -260,20 +274,27 @@ export class Endpoints {
         repair.released.push(`${ep.container} ${ep.address}`);
       });
     }
-    // addresses allocated by a crash between IPAM and the record
+    // addresses allocated by a crash between IPAM and the record. Read the addresses first, then the records,
+    // then skip attaches under way: an address whose record is written in between is either in the records
+    // or still in flight, never taken for an orphan.
+    const allocated = await this.ipam.list({ network: net.name, subnet: net.plan.pool });
     const owners = new Set((await this.list([net.name])).map((e) => e.owner));
-    for (const a of await this.ipam.list({ network: net.name, subnet: net.plan.pool })) {
+    for (const a of allocated) {
       if (a.host && a.host !== this.hostId) continue; // a pool shared by hosts (l2, bridge, macvlan): not ours
+      if (this.inFlight.has(a.owner)) continue;
       if (a.owner && !owners.has(a.owner) && !a.owner.startsWith('docker:') && !a.owner.startsWith('cni:') && /^(netns|pid):/.test(a.owner)) {
         await this.ipam.release({ network: net.name, subnet: net.plan.pool, owner: a.owner, host: this.hostId });
         repair.releasedAddresses.push(a.address);
       }
     }
-    // host ends of this network's veths that no record names (vw + 8 hex of (container, network))
+    // host ends of this network's veths that no record names (vw + 8 hex of (container, network)); interfaces
+    // first, then records, then the attaches under way (as for the addresses above)
     if (net.bridge) {
+      const present = (await listInterfaces()).filter((n) => /^vw[0-9a-f]{8}$/.test(n));
       const named = new Set((await this.list([net.name])).map((e) => e.hostIf));
-      for (const ifname of await listInterfaces()) {
-        if (!/^vw[0-9a-f]{8}$/.test(ifname) || named.has(ifname)) continue;
+      const busy = new Set([...this.inFlight].map((owner) => hostIfName(owner, net.name)));
+      for (const ifname of present) {
+        if (named.has(ifname) || busy.has(ifname)) continue;
         const link = await getLink(ifname);
         if (link?.master === net.bridge) {
           await driver.leave({ hostIf: ifname, ifname: 'eth0' }).catch(() => false);
