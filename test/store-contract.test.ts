@@ -259,7 +259,7 @@ contractSuite({
   async teardown() {
     rmSync(sqliteDir, { recursive: true, force: true });
   },
-  open: () => openStore(`sqlite://${join(sqliteDir, 'weft.db')}`),
+  open: () => openStore(`sqlite://${join(sqliteDir, 'weft.db')}`, { create: true }),
 });
 
 // ---------------------------------------------------------------- etcd
