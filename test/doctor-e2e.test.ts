@@ -77,7 +77,7 @@ test('weft doctor on a 2-host vxlan test bed: healthy, then names each broken th
   owed.add(teardown);
   try {
     tb = await createTestbed({ prefix: prefix(), hosts: 2 });
-    const store = await openStore(storeUrl);
+    const store = await openStore(storeUrl, { create: true });
     try {
       await createNetwork(store, NET, { Network: CIDR, Backend: { Type: 'vxlan' } });
     } finally {

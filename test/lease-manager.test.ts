@@ -236,7 +236,7 @@ leaseSuite(
   'sqlite',
   async () => {
     dir = await mkdtemp(join(tmpdir(), 'weft-lease-'));
-    return { open: () => openStore(`sqlite://${join(dir, 'weft.db')}`) };
+    return { open: () => openStore(`sqlite://${join(dir, 'weft.db')}`, { create: true }) };
   },
   () => rm(dir, { recursive: true, force: true }),
 );

@@ -7,11 +7,11 @@ import { dockerContainerResolver } from '../adapters/docker/resolve.js';
 import { WeftError } from '../util/errors.js';
 import { log } from '../util/log.js';
 import { printJson } from './output.js';
+import { addEtcdTlsFlags } from './store-flags.js';
 
 /** `weft agent` (the per-host daemon, foreground) and `weft reset`. */
 export function registerAgent(program: Command): void {
-  program
-    .command('agent')
+  addEtcdTlsFlags(program.command('agent'))
     .description('run the per-host daemon in the foreground')
     .option('--store <url>', 'store URL (sqlite:///path or etcd://host:port[/prefix]); default $WEFT_STORE or sqlite:///var/lib/weft/weft.db')
     .option('--iface <if>', 'underlay interface (default: the default route\'s)')
@@ -66,8 +66,7 @@ export function registerAgent(program: Command): void {
       });
     });
 
-  program
-    .command('reset')
+  addEtcdTlsFlags(program.command('reset'))
     .description('remove everything weft made on this host and give its leases back')
     .option('--api <sock>', 'unix socket of the running agent', DEFAULT_API_SOCKET)
     .option('--store <url>', 'store URL, when no agent runs')

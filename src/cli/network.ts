@@ -3,10 +3,11 @@ import { createNetwork, getNetwork, listNetworks, removeNetwork } from '../confi
 import type { NetworkConfig } from '../config/types.js';
 import { listLeases } from '../lease/leases.js';
 import { SubnetRange } from '../lease/subnets.js';
-import { openStore } from '../store/index.js';
+import { openStore, type OpenStoreOptions } from '../store/index.js';
 import { canonicalNetworkName, FLANNEL_NETWORK_NAME } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { printJson, printTable } from './output.js';
+import { addEtcdTlsFlags } from './store-flags.js';
 
 /** `weft network create|ls|inspect|rm` — networks in the store (no agent needed). */
 
@@ -19,8 +20,8 @@ function toInt(name: string): (v: string) => number {
   };
 }
 
-async function withStore<T>(url: string | undefined, fn: (store: Store) => Promise<T>): Promise<T> {
-  const store = await openStore(url);
+async function withStore<T>(url: string | undefined, fn: (store: Store) => Promise<T>, opts?: OpenStoreOptions): Promise<T> {
+  const store = await openStore(url, opts);
   try {
     return await fn(store);
   } finally {
@@ -75,7 +76,7 @@ export function registerNetwork(program: Command): void {
         if (store.flannelLayout && name !== FLANNEL_NETWORK_NAME) {
           process.stdout.write(`note: ${store.url} holds flannel's single network; it is listed as "${FLANNEL_NETWORK_NAME}" and found under any name\n`);
         }
-      });
+      }, { create: true }); // the one command that may create a new database
     });
 
   network
@@ -144,4 +145,5 @@ export function registerNetwork(program: Command): void {
         process.stdout.write(`removed network ${name}\n`);
       });
     });
+  for (const c of network.commands) addEtcdTlsFlags(c);
 }

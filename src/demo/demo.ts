@@ -67,7 +67,7 @@ async function build(o: DemoOptions, state: DemoState, save: () => void): Promis
   say(`building ${o.hosts} hosts on an underlay switch (namespaces ${DEMO_PREFIX}-*)`);
   const tb = await createTestbed({ prefix: DEMO_PREFIX, hosts: o.hosts });
   const storeUrl = `sqlite://${path.join(DEMO_DIR, 'weft.db')}`;
-  const store = await openStore(storeUrl);
+  const store = await openStore(storeUrl, { create: true }); // the demo makes its own database
   try {
     const subnet = o.subnet ?? '10.244.0.0/16';
     await createNetwork(store, 'demo', { Network: subnet, Backend: { Type: o.backend } });

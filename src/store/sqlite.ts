@@ -388,7 +388,8 @@ export class SqliteStore implements Store {
   private explain(err: unknown): string {
     const code = (err as { code?: string }).code;
     if (code === 'SQLITE_BUSY') return `database is locked by another process (waited ${this.busyTimeoutMs} ms)`;
-    if (code === 'SQLITE_NOTADB') return 'not a SQLite database (corrupt or overwritten)';
+    if (code === 'SQLITE_NOTADB') return 'not a SQLite database (corrupt or overwritten); restore it from a backup';
+    if (code?.startsWith('SQLITE_CORRUPT')) return `the file is corrupt (${(err as Error).message}); restore it from a backup`;
     return err instanceof Error ? err.message : String(err);
   }
 

@@ -85,7 +85,7 @@ export class Cluster {
     let tb: Testbed | undefined;
     try {
       tb = await createTestbed({ hosts: o.hosts });
-      const store = await openStore(storeUrl);
+      const store = await openStore(storeUrl, { create: true });
       try {
         await createNetwork(store, NETWORK, { Network: o.cidr, Backend: { Type: o.backend } });
       } finally {
