@@ -109,7 +109,7 @@ const FALLBACK_POLL_MS = 50;
  * After an inotify wake-up, look again this long after it (ms): a commit writes its WAL frames (the
  * event) a moment before it publishes them in the wal-index, so the first look may be too early.
  */
-const FOLLOW_UPS_MS = [15, 60, 250];
+const FOLLOW_UPS_MS = [15, 60, 250, 1000];
 /** Longest wait between failed sweeps of expired keys (ms). */
 const MAX_SWEEP_BACKOFF_MS = 30_000;
 /** setTimeout's longest delay. */
@@ -160,7 +160,7 @@ export class SqliteStore implements Store {
 
   constructor(readonly path: string, opts: SqliteStoreOptions = {}) {
     this.url = opts.url ?? `sqlite://${path}`;
-    this.pollMs = opts.pollMs ?? 1000;
+    this.pollMs = opts.pollMs ?? 5000;
     this.keepChanges = opts.keepChanges ?? 1000;
     this.keepChangesMs = opts.keepChangesMs ?? 5 * 60_000;
     this.pruneEvery = opts.pruneEvery ?? 100;
