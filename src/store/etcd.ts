@@ -33,6 +33,22 @@ function toEntry(kv: IKeyValue): Entry {
   return { key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) };
 }
 
+/**
+ * grpc-js hands an IP endpoint to TLS as the server name, which Node deprecates (DEP0123) with a warning on
+ * stderr that tells a weft user nothing (the certificate is still checked against the IP). Drops just that.
+ */
+let ipServerNameWarningSilenced = false;
+function silenceIpServerNameWarning(): void {
+  if (ipServerNameWarningSilenced) return;
+  ipServerNameWarningSilenced = true;
+  const emit = process.emitWarning.bind(process) as (...a: unknown[]) => void;
+  process.emitWarning = ((warning: unknown, ...rest: unknown[]) => {
+    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+    if (code === 'DEP0123') return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
 function checkTtl(opts?: PutOptions): void {
   const ttl = opts?.ttlSeconds;
   if (ttl !== undefined && !(ttl > 0)) throw new RangeError(`ttlSeconds must be > 0, got ${ttl}`);
@@ -61,6 +77,7 @@ export class EtcdStore implements Store {
     this.prefix = opts.prefix;
     this.flannelLayout = opts.prefix.endsWith('/network');
     this.endpoints = opts.endpoints;
+    if (opts.endpoints.some((e) => e.startsWith('https:'))) silenceIpServerNameWarning();
     this.timeoutMs = opts.timeoutMs ?? 5000;
     const timeoutMs = this.timeoutMs;
     this.client = new etcd3.Etcd3({
