@@ -13,6 +13,7 @@
 import etcd3 from 'etcd3';
 import type { Etcd3, IKeyValue, Namespace, Watcher as EtcdWatcher } from 'etcd3';
 import { log } from '../util/log.js';
+import { RateLimitedLog } from '../util/rate-limited-log.js';
 import { WeftError } from '../util/errors.js';
 import type { Entry, PutOptions, Store, Watch, WatchEvent } from './types.js';
 
@@ -236,6 +237,8 @@ class PrefixWatch implements Watch {
   /** Wakes the run loop when the current etcd watcher fails or the watch is closed. */
   private wake: (() => void) | undefined;
   private done: Promise<void> | undefined;
+  /** An unreachable etcd fails every retry: log the first, then a count. */
+  private readonly faults = new RateLimitedLog(log);
 
   constructor(
     private readonly store: EtcdStore,
@@ -280,6 +283,7 @@ class PrefixWatch implements Watch {
         const { entries, revision } = await this.store.range(this.prefix);
         if (this.stopped) break;
         this.deliver({ type: 'resync', entries });
+        this.faults.clear('lost', `store watch on ${this.prefix} is back`);
         // A watch that cannot be set up within the deadline is cancelled when it finally arrives.
         watcher = await this.store.withDeadline(
           'watch',
@@ -318,7 +322,7 @@ class PrefixWatch implements Watch {
       // Cancel synchronously after a disconnect, before etcd3 re-attaches this watcher on its own.
       if (watcher) await watcher.cancel().catch(() => undefined);
       if (this.stopped) break;
-      log.warn({ err: failed, url: this.store.url, prefix: this.prefix }, 'store watch lost; re-listing');
+      this.faults.warn('lost', { err: failed, url: this.store.url, prefix: this.prefix }, 'store watch lost; re-listing');
       await delay(backoff);
       backoff = Math.min(backoff * 2, 5000);
     }
