@@ -78,6 +78,32 @@ describe('sqlite: opening', () => {
     assert.equal(statSync(join(path, '..', '..')).mode & 0o777, 0o700);
   });
 
+  it('processes creating one database at once all open the same, complete database', { timeout: 60_000 }, async () => {
+    const path = fresh();
+    const mod = new URL('../src/store/index.js', import.meta.url).href;
+    const code = `
+      const { openStore } = await import(${JSON.stringify(mod)});
+      const s = await openStore('sqlite://' + process.argv[1], { create: true });
+      await s.put('who/' + process.pid, 'x');
+      await s.close();`;
+    const kids = Array.from({ length: 8 }, () =>
+      new Promise<string>((resolve) => {
+        let err = '';
+        const c = spawn(process.execPath, ['--input-type=module', '-e', code, path], { stdio: ['ignore', 'ignore', 'pipe'] });
+        c.stderr.setEncoding('utf8');
+        c.stderr.on('data', (d: string) => (err += d));
+        c.once('close', (rc) => resolve(rc === 0 ? '' : `exit ${rc}: ${err}`));
+      }),
+    );
+    assert.deepEqual((await Promise.all(kids)).filter((e) => e !== ''), []);
+    const s = await openStore(`sqlite://${path}`);
+    try {
+      assert.equal((await s.list('who/')).length, 8);
+    } finally {
+      await s.close();
+    }
+  });
+
   it('create refuses a path whose -wal survived the database (deleted while in use)', async () => {
     const path = fresh();
     const s = await openStore(`sqlite://${path}`, { create: true });

@@ -18,7 +18,7 @@
  * the path still names the file that was opened (deleted, replaced or truncated under a running process).
  * Every error names the file.
  */
-import { chmodSync, closeSync, existsSync, fchmodSync, mkdirSync, openSync, statSync, watch as watchFs, type FSWatcher } from 'node:fs';
+import { chmodSync, closeSync, existsSync, fchmodSync, linkSync, mkdirSync, openSync, rmSync, statSync, watch as watchFs, type FSWatcher } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { WeftError } from '../util/errors.js';
@@ -120,7 +120,12 @@ function makePrivateDirs(dir: string): void {
   const missing: string[] = [];
   for (let d = dir; !existsSync(d); d = dirname(d)) missing.unshift(d);
   for (const d of missing) {
-    mkdirSync(d, { mode: 0o700 });
+    try {
+      mkdirSync(d, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue; // another process made it just now
+      throw err;
+    }
     chmodSync(d, 0o700); // mkdir's mode is masked by the umask
   }
 }
@@ -166,13 +171,13 @@ export class SqliteStore implements Store {
     this.pruneEvery = opts.pruneEvery ?? 100;
     this.busyTimeoutMs = opts.busyTimeoutMs ?? 5000;
     this.faults = new RateLimitedLog(opts.log ?? rootLog, opts.faultLogIntervalMs);
-    const created = this.createIfAsked(opts.create ?? true);
+    this.createIfAsked(opts.create ?? true);
     let db: Database.Database | undefined;
     try {
       db = new Database(path, { fileMustExist: true });
       // busy_timeout first: switching to WAL and creating the schema may meet another process's lock.
       db.pragma(`busy_timeout = ${this.busyTimeoutMs}`);
-      if (!created) this.checkIntegrity(db);
+      this.checkIntegrity(db);
       db.pragma('journal_mode = WAL');
       // NORMAL is durable across process crashes in WAL mode (only an OS crash may lose the last commits).
       db.pragma('synchronous = NORMAL');
@@ -300,7 +305,7 @@ export class SqliteStore implements Store {
 
   // ---- file checks and errors ----
 
-  /** Makes the file when it is missing and `create` allows; returns true when this call made it. */
+  /** Makes the file when it is missing and `create` allows; true when this call made it (false: it existed, or another process won). */
   private createIfAsked(create: boolean): boolean {
     const path = this.path;
     const st = statSync(path, { throwIfNoEntry: false });
@@ -325,20 +330,37 @@ export class SqliteStore implements Store {
         );
       }
     }
+    makePrivateDirs(dirname(path));
+    // Built under a temporary name and linked into place: the path never shows an empty or half-made
+    // database, and when several processes create at once, exactly one link wins and the rest open it.
+    const tmp = `${path}.${process.pid}.creating`;
+    let made = false;
     try {
-      makePrivateDirs(dirname(path));
-      const fd = openSync(path, 'wx', 0o600);
+      const fd = openSync(tmp, 'wx', 0o600);
       try {
         fchmodSync(fd, 0o600); // the open mode is masked by the umask
       } finally {
         closeSync(fd);
       }
+      const db = new Database(tmp);
+      try {
+        db.pragma('journal_mode = WAL');
+        db.exec(SCHEMA);
+      } finally {
+        db.close(); // checkpoints and removes tmp's -wal/-shm
+      }
+      try {
+        linkSync(tmp, path);
+        made = true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
     } catch (err) {
-      // Another process created it a moment ago: it is initialising it, use it as created.
-      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return true;
       throw fileError(`cannot create the weft database ${path}: ${(err as Error).message}`);
+    } finally {
+      for (const f of [tmp, `${tmp}-wal`, `${tmp}-shm`]) rmSync(f, { force: true });
     }
-    return true;
+    return made;
   }
 
   /** Refuses a corrupt file, or one that is not a weft database, naming it. */
