@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { DEFAULT_API_SOCKET } from '../agent/client.js';
 import { runDoctor, type Finding } from '../doctor/index.js';
 import { printJson } from './output.js';
+import { addEtcdTlsFlags } from './store-flags.js';
 
 /** One line per finding: ✓ ok, ✗ error, ! warning; the fix on the next line. */
 export function formatFindings(findings: Finding[]): string {
@@ -16,8 +17,7 @@ export function formatFindings(findings: Finding[]): string {
 
 /** `weft doctor`: names why packets don't arrive on this host. Exit 1 when any check finds an error. */
 export function registerDoctor(program: Command): void {
-  program
-    .command('doctor')
+  addEtcdTlsFlags(program.command('doctor'))
     .description("check this host's agent, bridge, routes, vxlan entries, forwarding and firewall; name what is wrong")
     .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
     .option('--store <url>', 'store URL for lease and VtepMAC checks (default $WEFT_STORE, else the default SQLite file if present)')
