@@ -165,7 +165,7 @@ interface BuildCtx {
 /** Two hosts with a weft agent each (own SQLite store, one network), one container attached on each. */
 async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string, config: Record<string, unknown> = {}, hand = `${backend}-hand`): Promise<Path> {
   const storeUrl = `sqlite://${path.join(c.dir, `${key}.db`)}`;
-  const store = await openStore(storeUrl);
+  const store = await openStore(storeUrl, { create: true });
   try {
     await createNetwork(store, 'bench', { Network: cidr, SubnetLen: 24, ...config, Backend: { Type: backend } });
   } finally {
@@ -485,7 +485,7 @@ async function attach(c: BuildCtx): Promise<AttachResult> {
     throw new Error(`the reference plugins ${plugin} and host-local are missing (Debian containernetworking-plugins)`);
   }
   const storeUrl = `sqlite://${path.join(dir, 'attach.db')}`;
-  const store = await openStore(storeUrl);
+  const store = await openStore(storeUrl, { create: true });
   try {
     await createNetwork(store, 'bench', { Network: '10.248.0.0/16', SubnetLen: 24, Backend: { Type: 'host-gw' } });
   } finally {

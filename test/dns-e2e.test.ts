@@ -107,7 +107,7 @@ describe('dns e2e', { skip, timeout: 240_000 }, () => {
     beds.add(bed);
     try {
       const storeUrl = `sqlite://${path.join(dir, 'weft.db')}`;
-      const store = await openStore(storeUrl);
+      const store = await openStore(storeUrl, { create: true });
       await createNetwork(store, 'dnsnet', { Network: '10.77.0.0/16', Backend: { Type: 'host-gw' } });
       await store.close();
       const [h1, h2] = tb.hosts as [TestbedHost, TestbedHost];

@@ -35,7 +35,7 @@ test('docker-opts: default-bridge containers on two hosts reach each other and a
   const storeUrl = `sqlite://${dir}/weft.db`;
   tb = await createTestbed({ hosts: 2 });
   const [h1, h2] = tb.hosts as [TestbedHost, TestbedHost];
-  const store = await openStore(storeUrl);
+  const store = await openStore(storeUrl, { create: true });
   try {
     await createNetwork(store, 'dnet', { Network: '10.47.0.0/16', Backend: { Type: 'vxlan' } });
   } finally {

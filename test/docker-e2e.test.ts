@@ -100,7 +100,7 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: 
   const tb = await createTestbed({ hosts: 2 });
   const daemons: Dockerd[] = [];
   const hosts: Host[] = [];
-  const store = await openStore(storeUrl);
+  const store = await openStore(storeUrl, { create: true });
   const holders: LeaseManager[] = [];
   t.after(async () => {
     for (const h of holders) await h.release().catch(() => {});

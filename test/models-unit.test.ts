@@ -27,7 +27,7 @@ import { runWeft } from '../src/testbed/agents.js';
 async function withStore(fn: (store: Store, url: string) => Promise<void>): Promise<void> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'weft-models-'));
   const url = `sqlite://${path.join(dir, 'weft.db')}`;
-  const store = await openStore(url);
+  const store = await openStore(url, { create: true });
   try {
     await fn(store, url);
   } finally {

@@ -11,11 +11,11 @@ import { WeftError } from '../util/errors.js';
 import { log } from '../util/log.js';
 import { timeoutMs, timeoutOption } from './options.js';
 import { printJson } from './output.js';
+import { addEtcdTlsFlags } from './store-flags.js';
 
 /** `weft agent` (the per-host daemon, foreground) and `weft reset`. */
 export function registerAgent(program: Command): void {
-  program
-    .command('agent')
+  addEtcdTlsFlags(program.command('agent'))
     .description('run the per-host daemon in the foreground')
     .option('--store <url>', 'store URL (sqlite:///path or etcd://host:port[/prefix]); default $WEFT_STORE or sqlite:///var/lib/weft/weft.db')
     .option('--iface <if>', 'underlay interface (default: the default route\'s)')
@@ -102,8 +102,7 @@ export function registerAgent(program: Command): void {
       });
     });
 
-  program
-    .command('reset')
+  addEtcdTlsFlags(program.command('reset'))
     .description('remove everything weft made on this host and give its leases back')
     .option('--api <sock>', 'unix socket of the running agent', DEFAULT_API_SOCKET)
     .option('--store <url>', 'store URL, when no agent runs')

@@ -10,11 +10,12 @@ import { allBackendOptions, backendFieldsFromOptions } from '../config/backend-s
 import { requireBackendType } from '../config/network.js';
 import { connectNetworks, disconnectNetworks, listConnections } from '../config/connections.js';
 import { implementedBackends } from '../backends/registry.js';
-import { openStore } from '../store/index.js';
+import { openStore, type OpenStoreOptions } from '../store/index.js';
 import { canonicalNetworkName, FLANNEL_NETWORK_NAME } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { ipJson } from '../system/ip.js';
 import { printJson, printTable } from './output.js';
+import { addEtcdTlsFlags } from './store-flags.js';
 
 /** `weft network create|ls|inspect|rm` — networks in the store (no agent needed). */
 
@@ -27,8 +28,8 @@ function toInt(name: string): (v: string) => number {
   };
 }
 
-export async function withStore<T>(url: string | undefined, fn: (store: Store) => Promise<T>): Promise<T> {
-  const store = await openStore(url);
+export async function withStore<T>(url: string | undefined, fn: (store: Store) => Promise<T>, opts?: OpenStoreOptions): Promise<T> {
+  const store = await openStore(url, opts);
   try {
     return await fn(store);
   } finally {
@@ -113,7 +114,7 @@ export function registerNetwork(program: Command): void {
         if (store.flannelLayout && name !== FLANNEL_NETWORK_NAME) {
           process.stdout.write(`note: ${store.url} holds flannel's single network; it is listed as "${FLANNEL_NETWORK_NAME}" and found under any name\n`);
         }
-      });
+      }, { create: true }); // the one command that may create a new database
     });
 
   network
@@ -226,4 +227,5 @@ export function registerNetwork(program: Command): void {
         printTable(['network', 'network'], pairs);
       });
     });
+  for (const c of network.commands) addEtcdTlsFlags(c);
 }

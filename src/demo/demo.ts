@@ -80,7 +80,7 @@ async function build(o: DemoOptions, state: DemoState, save: () => void): Promis
   say(`building ${o.hosts} hosts on an underlay switch (namespaces ${DEMO_PREFIX}-*)`);
   const tb = await createTestbed({ prefix: DEMO_PREFIX, hosts: o.hosts });
   const storeUrl = `sqlite://${path.join(DEMO_DIR, 'weft.db')}`;
-  const store = await openStore(storeUrl);
+  const store = await openStore(storeUrl, { create: true }); // the demo makes its own database
   try {
     const { subnet, extra } = demoNetwork(o, tb.underlayCidr);
     await createNetwork(store, 'demo', { Network: subnet, ...extra, Backend: { Type: o.backend } });

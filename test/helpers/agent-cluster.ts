@@ -101,7 +101,7 @@ export class Cluster {
     try {
       tb = await createTestbed({ hosts: o.hosts });
       const underlay = `${tb.hosts[0]!.ip.split('.').slice(0, 3).join('.')}.0/24`;
-      const store = await openStore(storeUrl);
+      const store = await openStore(storeUrl, { create: true });
       try {
         const cidr = typeof o.cidr === 'function' ? o.cidr(underlay) : o.cidr;
         await createNetwork(store, NETWORK, {
