@@ -24,7 +24,15 @@ import { HealthProbe } from './health.js';
 import { AgentMetrics, serveMetrics } from './metrics.js';
 import { DOCKER_BRIDGE, NetworkRunner } from './network-runner.js';
 import { attachRequestSchema, detachRequestSchema, rotateKeysRequestSchema, dockerOptsRequestSchema } from './schemas.js';
-import type { AgentStatus, AttachRequest, DetachRequest, DockerOptions } from './types.js';
+import type { AgentStatus, AttachRequest, DetachRequest, DockerOptions, Endpoint } from './types.js';
+import { readdir, rm } from 'node:fs/promises';
+
+/** A source of endpoints outside the store (see Agent.endpointSources). */
+export interface EndpointSource {
+  list(): Promise<Endpoint[]>;
+  /** This host's endpoints of a network, from memory (status answers without I/O). */
+  count(network: string): number;
+}
 
 export interface AgentOptions {
   storeUrl?: string;
@@ -81,6 +89,11 @@ export class Agent implements NetworkDirectory {
   readonly health: HealthProbe;
   readonly metrics: AgentMetrics;
   private metricsServer?: http.Server;
+  /**
+   * Endpoints this agent's store does not hold (Docker's, kept by its plugin): listed by GET /endpoints and
+   * counted by `weft status`. Adapters push theirs (src/adapters/docker/index.ts).
+   */
+  readonly endpointSources: EndpointSource[] = [];
   /** Where the web map listens and its token for non-loopback clients (set by src/ui when it starts). */
   ui?: { url: string; token: string };
 
@@ -128,7 +141,9 @@ export class Agent implements NetworkDirectory {
     this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log, { gid: this.opts.apiGid });
     if (this.opts.metricsAddr) this.metricsServer = await serveMetrics(this.opts.metricsAddr, this.metrics, this.log);
     const wanted = this.opts.networks;
-    for (const name of wanted ?? (await listNetworkNames(this.store))) await this.join(name);
+    const names = wanted ?? (await listNetworkNames(this.store));
+    await this.removeStaleSubnetEnv(names);
+    for (const name of names) await this.join(name);
     if (!wanted) {
       // Networks created later (by `weft network create` or Docker) are joined as they appear.
       const prefix = this.store.flannelLayout ? 'config' : 'networks/';
@@ -178,6 +193,7 @@ export class Agent implements NetworkDirectory {
         await this.dns.stopNetwork(n);
         await runner.stop();
         await runner.backend.teardown().catch((err) => this.log.warn({ err }, 'teardown failed'));
+        for (const f of this.subnetEnvPaths(n)) await rm(f, { force: true }).catch(() => {});
         await removeBridge(this.bridges.get(n)).catch(() => {});
         this.bridges.forget(n);
       } else {
@@ -271,6 +287,16 @@ export class Agent implements NetworkDirectory {
     return this.bridges.get(network) === 'weft0' ? [own, path.join(this.opts.stateDir, 'subnet.env')] : [own];
   }
 
+  /** subnet.env files of networks no longer in the store (removed while this agent was down). */
+  private async removeStaleSubnetEnv(known: readonly string[]): Promise<void> {
+    const dirs = await readdir(this.opts.stateDir, { withFileTypes: true }).catch(() => []);
+    for (const d of dirs) {
+      if (!d.isDirectory() || known.includes(d.name)) continue;
+      const f = subnetEnvPath(this.opts.stateDir, d.name);
+      await rm(f, { force: true }).catch(() => {});
+    }
+  }
+
   get(name?: string): NetworkRunner {
     if (name) {
       const r = this.runners.get(name);
@@ -309,7 +335,8 @@ export class Agent implements NetworkDirectory {
         const reach = h.reachable.get(p.publicIp);
         if (reach) p.reachable = reach.ok;
       }
-      return counts ? { ...n, endpoints: counts.endpoints, ipam: { used: counts.ipamUsed, size: counts.ipamSize } } : n;
+      const extra = this.endpointSources.reduce((a, src) => a + src.count(r.name), 0);
+      return counts ? { ...n, endpoints: counts.endpoints + extra, ipam: { used: counts.ipamUsed, size: counts.ipamSize } } : n;
     });
     return {
       hostId: this.hostId,
@@ -330,7 +357,14 @@ export class Agent implements NetworkDirectory {
       { method: 'GET', path: '/ui', handler: () => this.ui ?? { error: 'the web map is off (weft agent --ui-addr)' } },
       { method: 'GET', path: '/metrics', contentType: this.metrics.contentType, handler: () => this.metrics.text() },
       { method: 'GET', path: '/peers', handler: () => this.all().map((r) => ({ network: r.name, peers: r.status().peers })) },
-      { method: 'GET', path: '/endpoints', handler: async () => (await this.endpoints.list()).map(({ owner: _o, ...ep }) => ep) },
+      {
+        method: 'GET',
+        path: '/endpoints',
+        handler: async () => [
+          ...(await this.endpoints.list()).map(({ owner: _o, ...ep }) => ep),
+          ...(await Promise.all(this.endpointSources.map((s) => s.list().catch(() => [])))).flat(),
+        ],
+      },
       { method: 'POST', path: '/attach', body: attachRequestSchema, handler: (body) => this.endpoints.attach(body as AttachRequest).finally(() => void this.health.probe()) },
       { method: 'POST', path: '/detach', body: detachRequestSchema, handler: (body) => this.endpoints.detach(body as DetachRequest).finally(() => void this.health.probe()) },
       { method: 'POST', path: '/docker-opts', body: dockerOptsRequestSchema, handler: (body) => this.dockerOpts((body ?? {}) as { network?: string }) },

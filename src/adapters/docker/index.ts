@@ -4,6 +4,7 @@ import { DEFAULT_DOCKER_SOCKET, DockerApi } from './docker-api.js';
 import { DEFAULT_PLUGIN_DIR, DEFAULT_PLUGIN_NAME, DockerPlugin } from './plugin.js';
 import { FileStateStore } from './state.js';
 import { DockerNetworkSync } from './sync.js';
+import { dockerEndpointSource } from './endpoint-source.js';
 
 export { DockerPlugin, type DockerBackendOps } from './plugin.js';
 export { AgentDockerOps } from './agent-ops.js';
@@ -42,6 +43,15 @@ export async function startDockerIntegration(agent: AgentLike, o: DockerIntegrat
     ...(o.log ? { log: o.log } : {}),
   });
   await plugin.start();
+  // Docker's containers in `weft ps` and `weft status`
+  agent.endpointSources?.push(
+    dockerEndpointSource({
+      hostId: agent.hostId,
+      endpoints: () => plugin.endpointRecords(),
+      docker,
+      recordedInStore: (n) => agent.runners.get(n)?.module.wantsEndpoints === true,
+    }),
+  );
   let sync: DockerNetworkSync | undefined;
   if (o.sync ?? true) {
     sync = new DockerNetworkSync(agent.store, docker, plugin.name, o.log);
