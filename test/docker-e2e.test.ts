@@ -180,7 +180,7 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: 
   await t.test("A: ping and nc to B's container by IP", async () => {
     const out = await dockerA.dockerOk(
       ['run', '--rm', '--name', 'cli', '--network', 'prodnet', 'busybox:local', 'sh', '-c',
-        `ip -o -4 addr show eth0; ping -c 3 -W 2 ${ipB}; echo hello | nc -w 3 ${ipB} 7777`],
+        `ip -o -4 addr show eth0; for i in 1 2 3 4 5; do ping -c 1 -W 1 ${ipB} >/dev/null && break; done; ping -c 3 -W 2 ${ipB}; echo hello | nc -w 3 ${ipB} 7777`],
       { timeoutMs: 60_000 },
     );
     assert.match(out, new RegExp(`inet ${ipPlus(stA.subnet, 2).replace(/\./g, '\\.')}/24 `), 'first free address of A\'s lease');
@@ -223,19 +223,26 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: 
       holders.push(m);
     }
     const { createNetwork } = await import('../src/config/registry.js');
-    await createNetwork(store, 'small', { Network: '10.41.0.0/24', SubnetLen: 26, SubnetMin: '10.41.0.64', SubnetMax: '10.41.0.128', Backend: { Type: 'vxlan' } });
-    for (const [i, m] of holders.entries()) await m.acquire({ publicIp: `192.0.2.${98 + i}`, backendType: 'vxlan', backendData: {} });
+    // the agents are paused meanwhile: otherwise one of them may join the new network (and take a subnet) first
+    for (const h of hosts) process.kill(h.agent.pid!, 'SIGSTOP');
+    try {
+      await createNetwork(store, 'small', { Network: '10.41.0.0/24', SubnetLen: 26, SubnetMin: '10.41.0.64', SubnetMax: '10.41.0.128', Backend: { Type: 'vxlan' } });
+      for (const [i, m] of holders.entries()) await m.acquire({ publicIp: `192.0.2.${98 + i}`, backendType: 'vxlan', backendData: {} });
+    } finally {
+      for (const h of hosts) process.kill(h.agent.pid!, 'SIGCONT');
+    }
     await dockerA.dockerOk(['network', 'create', '-d', 'weft', '--ipam-driver', 'weft', '--subnet', '10.41.0.0/24', 'small']);
     const full = await dockerA.docker(['run', '--rm', '--network', 'small', 'busybox:local', 'true'], { timeoutMs: 60_000 });
     assert.notEqual(full.code, 0);
     assert.match(full.stderr, /weft: network "small" \(10\.41\.0\.0\/24\) is full: all 2 \/26 subnets are taken — held by .*\(h[89]\).*\(h[89]\)/);
-    for (const m of holders.splice(0)) await m.release();
     await dockerA.dockerOk(['network', 'rm', 'small']);
     await waitFor('small gone from B (its record went)', 20_000, async () => (await dockerB.docker(['network', 'inspect', 'small'])).code !== 0);
     // B's Docker removed its copy too (DeleteNetwork on B with no record left): the weft network, made
-    // before Docker used it, stays — only `weft network rm` removes it
+    // before Docker used it, stays — only `weft network rm` removes it (before the holders let go, so no
+    // agent joins it meanwhile)
     assert.ok(await findNetwork(store, 'small'), 'a weft network Docker did not create outlives its Docker networks');
     await removeNetwork(store, 'small', { force: true });
+    for (const m of holders.splice(0)) await m.release();
 
   });
   await t.test('published port: -p 8080:80 on B answers from A (underlay), from B itself, and from a container', async () => {

@@ -1,6 +1,7 @@
 import type { Endpoint } from '../../agent/types.js';
 import type { DockerApi } from './docker-api.js';
 import type { EndpointRecord } from './state.js';
+import { describePort } from './ports.js';
 
 /**
  * Docker's containers on weft networks, for `weft ps` and `weft status` (src/agent's EndpointSource): the
@@ -10,7 +11,7 @@ export function dockerEndpointSource(o: {
   hostId: string;
   /** The plugin's endpoint records (its in-memory state). */
   endpoints: () => readonly EndpointRecord[];
-  /** Docker network id → weft network (the plugin's state). */
+  /** For container names and ids (Docker network inspect). */
   docker?: DockerApi;
   /** Networks whose backend already keeps a store record per Docker endpoint (l2): counted there. */
   recordedInStore?: (network: string) => boolean;
@@ -44,7 +45,7 @@ export function dockerEndpointSource(o: {
           address: e.address,
           mac: e.mac,
           ...(e.gateway ? { gateway: e.gateway } : {}),
-          ...(e.ports?.length ? { ports: e.ports.map((p) => `${p.hostIp ? `${p.hostIp}:` : ''}${p.hostPort}->${p.port}/${p.proto}`) } : {}),
+          ...(e.ports?.length ? { ports: e.ports.map(describePort) } : {}),
         };
       });
     },
