@@ -22,6 +22,7 @@ import { openStore } from '../src/store/index.js';
 import { LeaseManager } from '../src/lease/manager.js';
 import { listLeases } from '../src/lease/leases.js';
 import { removeNetwork } from '../src/lease/remove-network.js';
+import { networkKeys } from '../src/store/layout.js';
 import { findNetwork } from '../src/config/registry.js';
 import { startDockerd, ensureBusyboxImage, run, type Dockerd } from './helpers/dockerd.js';
 
@@ -289,8 +290,24 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: 
     B = await startAgent(tb, h2, dockerB, storeUrl, dir);
     hosts[1] = B;
     await waitFor(`${h2.ip}:8080 answers again after the agent restarts`, 20_000, fetch(h1.ns, h2.ip));
+    // a container removed while the agent (and plugin) is down never gets its Revoke: unpublished at start
+    const down = new Promise((r) => B.agent.once('exit', r));
+    process.kill(B.agent.pid!, 'SIGTERM');
+    await down;
+    await dockerB.dockerOk(['rm', '-f', 'web'], { timeoutMs: 90_000 });
+    assert.match((await run('ip', ['netns', 'exec', h2.ns, 'iptables', '-t', 'nat', '-S', 'WEFT-DNAT'])).stdout, /--dport 8080/, 'stale rule while the agent is down');
+    B = await startAgent(tb, h2, dockerB, storeUrl, dir);
+    hosts[1] = B;
+    await waitFor('the stale published port is gone after the agent starts', 20_000, async () => !/WEFT-DNAT/.test((await run('ip', ['netns', 'exec', h2.ns, 'iptables', '-t', 'nat', '-S'])).stdout));
+    // and the container's endpoint is forgotten, its address free again
+    const psAfter = JSON.parse((await run(process.execPath, [WEFT_BIN, 'ps', '--json', '--api', B.api])).stdout) as any[];
+    assert.ok(!psAfter.some((e) => e.address.split('/')[0] === webIp), `no ghost of web in weft ps: ${JSON.stringify(psAfter)}`);
+    const ipamKeys = (await store.list(networkKeys(store, 'prodnet').ipamPrefix)).map((e) => e.key).filter((k) => k.endsWith(`/${webIp}`));
+    assert.deepEqual(ipamKeys, [], "web's address released");
     // removed with the container: chain and jumps gone when no port is published
-    await dockerB.dockerOk(['rm', '-f', 'web']);
+    await dockerB.dockerOk(['run', '-d', '--name', 'web2', '--network', 'prodnet', '-p', '8081:80', 'busybox:local', 'sleep', '600']);
+    assert.match((await run('ip', ['netns', 'exec', h2.ns, 'iptables', '-t', 'nat', '-S', 'WEFT-DNAT'])).stdout, /--dport 8081/);
+    await dockerB.dockerOk(['rm', '-f', 'web2']);
     const after = await run('ip', ['netns', 'exec', h2.ns, 'iptables', '-t', 'nat', '-S']);
     assert.doesNotMatch(after.stdout, /WEFT-DNAT/);
   });
@@ -298,6 +315,9 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: 
     // Docker drops its own network whatever the driver says; weft keeps the network for B's containers,
     // refuses new containers on it and removes it everywhere when the last one is gone.
     await dockerB.dockerOk(['run', '-d', '--name', 'srv2', '--network', 'prodnet', 'busybox:local', 'sleep', '600']);
+    // (earlier, `docker rm web` with the plugin down failed its release, as it must: only what follows counts)
+    const logFrom = (await dockerA.log()).length;
+    const logFromB = (await dockerB.log()).length;
     await dockerA.dockerOk(['network', 'rm', 'prodnet']);
     assert.equal((await dockerA.docker(['network', 'inspect', 'prodnet'])).code, 1);
     assert.ok((await listLeases(store, 'prodnet')).length === 2, 'leases kept while B has a container');
@@ -326,7 +346,8 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: 
     assert.deepEqual(await listLeases(store, 'prodnet'), []);
     const left = (await store.list('')).map((e) => e.key).filter((k) => k.includes('prodnet') || k.includes('small') || k.startsWith('docker/'));
     assert.deepEqual(left, []);
-    for (const d of [dockerA, dockerB]) assert.doesNotMatch(await d.log(), /Failed to release/, 'dockerd was told every release succeeded');
+    assert.doesNotMatch((await dockerA.log()).slice(logFrom), /Failed to release/, 'dockerd A was told every release succeeded');
+    assert.doesNotMatch((await dockerB.log()).slice(logFromB), /Failed to release/, 'dockerd B was told every release succeeded');
     for (const h of [h1, h2]) assert.equal(existsSync(path.join(dir, `state-${h.id}`, 'prodnet', 'subnet.env')), false, `no stale subnet.env on ${h.id}`);
     for (const h of hosts) {
       const lines = h.log.join('').split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as { level: number; network?: string; msg: string });
@@ -351,6 +372,5 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: 
     await waitFor('stale prodnet removed from B at agent start', 20_000, async () => (await dockerB.docker(['network', 'inspect', 'prodnet'])).code !== 0);
     assert.equal(existsSync(path.join(dir, 'state-h2', 'prodnet', 'subnet.env')), false, 'stale subnet.env removed at agent start');
     assert.match(B.log.join(''), /removed on another host while this agent was down/);
-    assert.doesNotMatch(await dockerB.log(), /Failed to release/);
   });
 });

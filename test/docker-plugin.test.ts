@@ -424,4 +424,19 @@ test('published ports: programmed, refused when taken, revoked, restored at plug
   assert.equal(published.pop()!.length, 1);
   await ok(p2.socketPath, '/NetworkDriver.Leave', { NetworkID: NET_A, EndpointID: e1 });
   assert.deepEqual(published.pop(), []);
+  // a container Docker removed while the plugin was down (no Revoke ever came): unpublished at start
+  await ok(p2.socketPath, '/NetworkDriver.ProgramExternalConnectivity', { NetworkID: NET_A, EndpointID: e2, Options: portmap(9090, 90) });
+  assert.equal(published.pop()!.length, 1);
+  // an endpoint made since the plugin started is never judged (Docker may not show it yet)
+  const e3 = 'e3'.repeat(32);
+  await dockerRun(p2.socketPath, NET_A, na.poolId, e3);
+  const ip2 = p2.snapshot().endpoints[e2]!.address.split('/')[0]!;
+  assert.ok(cluster.addresses.get('prodnet')!.has(ip2));
+  assert.deepEqual(await p2.pruneStaleEndpoints(async () => undefined), [], 'Docker not answering: kept');
+  assert.deepEqual(await p2.pruneStaleEndpoints(async (ep) => ep.id !== e2), [e2]);
+  assert.deepEqual(published.pop(), []);
+  assert.equal(p2.snapshot().endpoints[e2], undefined, 'the endpoint is forgotten');
+  assert.equal(cluster.addresses.get('prodnet')!.has(ip2), false, 'its address is released');
+  assert.ok(p2.snapshot().endpoints[e1], 'the endpoint Docker still has is kept');
+  assert.ok(p2.snapshot().endpoints[e3], 'an endpoint newer than the plugin start is kept');
 });

@@ -215,6 +215,8 @@ export class DockerPlugin {
   private readonly internal: Record<string, Handler>;
   /** Docker names being resolved for networks just created. */
   private readonly naming = new Map<string, Promise<string | undefined>>();
+  /** Endpoints in the saved state at start: the only ones pruneEndpoints may judge (newer ones may not be in Docker's view yet). */
+  private loadedEndpoints = new Set<string>();
 
   constructor(readonly opts: PluginOptions) {
     this.name = opts.name ?? DEFAULT_PLUGIN_NAME;
@@ -241,12 +243,16 @@ export class DockerPlugin {
       '/IpamDriver.ReleaseAddress': (b: ReleaseAddressRequest) => this.releaseAddress(b),
     };
     // internal: queued follow-up of CreateNetwork (not reachable over the socket)
-    this.internal = { '/weft.AdoptNetwork': (b: { NetworkID: string; DockerName: string }) => this.adoptNetwork(b) };
+    this.internal = {
+      '/weft.AdoptNetwork': (b: { NetworkID: string; DockerName: string }) => this.adoptNetwork(b),
+      '/weft.PruneEndpoints': (b: { present: (ep: EndpointRecord) => Promise<boolean | undefined> }) => this.pruneEndpoints(b.present),
+    };
   }
 
   /** Loads the saved state and listens on the socket. */
   async start(): Promise<void> {
     this.state = await this.opts.state.load();
+    this.loadedEndpoints = new Set(Object.keys(this.state.endpoints));
     // Published ports are kernel state: made again from the saved state (and stale ones dropped) at every start.
     await this.applyPorts().catch((err) => this.opts.log?.warn({ err: (err as Error).message }, 'cannot restore published ports'));
     mkdirSync(path.dirname(this.socketPath), { recursive: true });
@@ -647,6 +653,39 @@ export class DockerPlugin {
       throw new PluginError(`cannot publish ${ports.map(describePort).join(', ')}: ${(err as Error).message}`);
     }
     return {};
+  }
+
+  /**
+   * Forgets the endpoints Docker no longer has (`present` says false): a container removed while the plugin
+   * was down never got its Revoke/Leave/DeleteEndpoint/ReleaseAddress, so its published ports would stay
+   * (pointing at an address that may go to another container) and its address would stay taken. Its ports
+   * are unpublished, its host veth deleted (if any is left) and its address released. `present` undefined
+   * (Docker not answering): kept.
+   */
+  private async pruneEndpoints(present: (ep: EndpointRecord) => Promise<boolean | undefined>): Promise<string[]> {
+    const gone: EndpointRecord[] = [];
+    for (const ep of Object.values(this.state.endpoints)) {
+      if (!this.loadedEndpoints.has(ep.id)) continue;
+      if ((await present(ep).catch(() => undefined)) !== false) continue;
+      delete this.state.endpoints[ep.id];
+      gone.push(ep);
+    }
+    if (!gone.length) return [];
+    await this.save();
+    if (gone.some((e) => e.ports?.length)) await this.applyPorts();
+    for (const ep of gone) {
+      if (ep.hostIf) await this.opts.ops.deleteVeth(ep.network, ep.hostIf).catch(() => {});
+      await this.opts.ops.releaseAddress(ep.network, stripPrefix(ep.address)).catch((err) => this.opts.log?.warn({ err: (err as Error).message, address: ep.address }, 'cannot release the address of a removed container'));
+    }
+    this.opts.log?.info({ endpoints: gone.map((e) => e.id.slice(0, 12)) }, 'forgot endpoints of containers Docker removed while the plugin was down');
+    return gone.map((e) => e.id);
+  }
+
+  /** See pruneEndpoints; queued like Docker's calls. */
+  async pruneStaleEndpoints(present: (ep: EndpointRecord) => Promise<boolean | undefined>): Promise<string[]> {
+    const r = await this.call('/weft.PruneEndpoints', { present });
+    if (r.status !== 200) throw new Error((r.body as { Err?: string }).Err ?? 'prune failed');
+    return r.body as string[];
   }
 
   private async revokeExternal(b: EndpointRequest): Promise<unknown> {
