@@ -5,6 +5,7 @@
  * A client without a certificate, with one from another CA, or speaking plain gRPC fails within the
  * deadline with one line naming the endpoint.
  */
+import '../src/backends/all.js';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';

@@ -36,6 +36,10 @@ export interface Endpoint {
   /** The container's gateway; absent when the backend gives none. */
   gateway?: string;
   name?: string;
+  /** Who made it when not weft itself ("docker": a container of weft's Docker plugin). */
+  runtime?: string;
+  /** Published ports ("8080->80/tcp"), Docker's containers only. */
+  ports?: string[];
 }
 
 export interface DetachRequest {

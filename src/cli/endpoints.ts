@@ -53,8 +53,8 @@ export function registerEndpoints(program: Command): void {
       const eps = await callAgent<Endpoint[]>(o.api, 'GET', '/endpoints', undefined, { timeoutMs: timeoutMs(o) });
       if (o.json) return printJson(eps);
       printTable(
-        ['container', 'network', 'ip', 'mac', 'interface', 'name'],
-        eps.map((e) => [e.container, e.network, e.address, e.mac, e.ifname, e.name]),
+        ['container', 'id', 'runtime', 'network', 'ip', 'mac', 'interface', 'name', 'ports'],
+        eps.map((e) => [e.container, e.id.slice(0, 12), e.runtime ?? 'weft', e.network, e.address, e.mac, e.ifname, e.name, e.ports?.join(',')]),
       );
     });
 

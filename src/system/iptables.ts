@@ -109,6 +109,7 @@ export async function removeMasquerade(cidr: string, opts: NsOpts = {}): Promise
 /** Removes weft's chains and the jumps to them (`weft reset`). */
 export async function removeAllWeftRules(opts: NsOpts & { parents?: string[] } = {}): Promise<void> {
   await removeIsolation(opts);
+  await removeDnat(opts); // published ports (Docker -p)
   for (const parent of opts.parents ?? ['FORWARD', 'DOCKER-USER']) await removeRule('filter', parent, ['-j', FORWARD_CHAIN], opts);
   await removeRule('nat', 'POSTROUTING', ['-j', POSTROUTING_CHAIN], opts);
   for (const [t, c] of [['filter', FORWARD_CHAIN], ['nat', POSTROUTING_CHAIN]] as const) {
@@ -201,4 +202,78 @@ export async function removeIsolation(opts: NsOpts & { parents?: string[] } = {}
   for (const parent of opts.parents ?? ['FORWARD', 'DOCKER-USER']) await removeRule('filter', parent, ['-j', ISOLATION_CHAIN], opts);
   await iptables(['-t', 'filter', '-F', ISOLATION_CHAIN], opts, true);
   await iptables(['-t', 'filter', '-X', ISOLATION_CHAIN], opts, true);
+}
+
+// ---------------- published ports (Docker -p) ----------------
+
+/** nat chain of DNAT rules for published ports, jumped from PREROUTING and (local traffic) OUTPUT. */
+export const DNAT_CHAIN = 'WEFT-DNAT';
+/** nat chain that masquerades hairpin traffic (a container of the network reaching a port published on its own host). */
+export const DNAT_HAIRPIN_CHAIN = 'WEFT-DNAT-HAIRPIN';
+
+export interface PortRule {
+  proto: 'tcp' | 'udp' | 'sctp';
+  /** Host address to match (absent: any local address). */
+  hostIp?: string;
+  hostPort: number;
+  /** Container address (no prefix length) and port. */
+  ip: string;
+  port: number;
+  /** The whole network of the container: its members reaching the host port are masqueraded (hairpin). */
+  networkCidr?: string;
+  /** Who the rule is for (endpoint id): a comment on the rule. */
+  owner: string;
+}
+
+/** The jumps into the chains: [table chain, rule], each inserted first. */
+const DNAT_JUMPS: Array<[string, string[]]> = [
+  ['PREROUTING', ['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', DNAT_CHAIN]],
+  // local clients (the host itself) reaching its own address; 127.0.0.0/8 would need route_localnet
+  ['OUTPUT', ['!', '-d', '127.0.0.0/8', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', DNAT_CHAIN]],
+  ['POSTROUTING', ['-j', DNAT_HAIRPIN_CHAIN]],
+];
+
+/** The two chains' rules (pure), in iptables-restore form. */
+export function dnatRuleLines(rules: readonly PortRule[]): string[] {
+  const out: string[] = [];
+  for (const r of rules) {
+    out.push(['-A', DNAT_CHAIN, ...(r.hostIp ? ['-d', `${r.hostIp}/32`] : []), '-p', r.proto, '-m', r.proto, '--dport', String(r.hostPort), ...comment(r), '-j', 'DNAT', '--to-destination', `${r.ip}:${r.port}`].join(' '));
+  }
+  for (const r of rules) {
+    const src = r.networkCidr ?? `${r.ip}/32`;
+    out.push(['-A', DNAT_HAIRPIN_CHAIN, '-s', src, '-d', `${r.ip}/32`, '-p', r.proto, '-m', r.proto, '--dport', String(r.port), '-m', 'conntrack', '--ctstate', 'DNAT', ...comment(r), '-j', 'MASQUERADE'].join(' '));
+  }
+  return out;
+  function comment(r: PortRule) {
+    return ['-m', 'comment', '--comment', `"weft: ${r.owner.replace(/[^0-9A-Za-z:._-]/g, '')}"`];
+  }
+}
+
+let dnatQueue: Promise<unknown> = Promise.resolve();
+
+/**
+ * Makes WEFT-DNAT and WEFT-DNAT-HAIRPIN hold exactly `rules` (both rewritten atomically with iptables-restore)
+ * and jumped to first. With no rules, the chains and jumps are removed. Serialised.
+ */
+export function reconcileDnat(rules: readonly PortRule[], opts: NsOpts = {}): Promise<void> {
+  const run = dnatQueue.catch(() => undefined).then(() => reconcileDnatNow(rules, opts));
+  dnatQueue = run;
+  return run;
+}
+
+async function reconcileDnatNow(rules: readonly PortRule[], opts: NsOpts): Promise<void> {
+  if (rules.length === 0) return removeDnat(opts);
+  const text = ['*nat', `:${DNAT_CHAIN} - [0:0]`, `:${DNAT_HAIRPIN_CHAIN} - [0:0]`, `-F ${DNAT_CHAIN}`, `-F ${DNAT_HAIRPIN_CHAIN}`, ...dnatRuleLines(rules), 'COMMIT', ''].join('\n');
+  const [cmd, a] = inNetns(opts.netns, 'iptables-restore', ['-w', '5', '--noflush']);
+  await run(cmd, a, { input: text });
+  for (const [parent, jump] of DNAT_JUMPS) await ensureRule('nat', parent, jump, { ...opts, position: 1 });
+}
+
+/** Removes the published-port chains and the jumps to them (no rules left, `weft reset`). */
+export async function removeDnat(opts: NsOpts = {}): Promise<void> {
+  for (const [parent, jump] of DNAT_JUMPS) await removeRule('nat', parent, jump, opts);
+  for (const c of [DNAT_CHAIN, DNAT_HAIRPIN_CHAIN]) {
+    await iptables(['-t', 'nat', '-F', c], opts, true);
+    await iptables(['-t', 'nat', '-X', c], opts, true);
+  }
 }

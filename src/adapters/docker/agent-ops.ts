@@ -20,7 +20,8 @@ import type { AddressPlan } from '../../backends/types.js';
 import { poolRange } from '../../agent/endpoints.js';
 import { WeftError } from '../../util/errors.js';
 import type { DockerApi } from './docker-api.js';
-import type { DockerBackendOps, HostNetwork, WeftNetworkOptions } from './plugin.js';
+import type { DockerBackendOps, EndpointPorts, HostNetwork, WeftNetworkOptions } from './plugin.js';
+import { reconcileDnat, type PortRule } from '../../system/iptables.js';
 
 /** What the Docker adapter uses of a running network (the agent's NetworkRunner has these). */
 export interface RunnerLike {
@@ -46,6 +47,8 @@ export interface AgentLike {
   readonly failed: Map<string, string>;
   /** Joins a network (idempotent); undefined when it failed (reason in `failed`). */
   join(name: string): Promise<RunnerLike | undefined>;
+  /** Where Docker's endpoints are added for `weft ps` and `weft status` (the Agent's endpointSources). */
+  readonly endpointSources?: Array<{ list(): Promise<import('../../agent/types.js').Endpoint[]>; count(network: string): number }>;
 }
 
 /** Where the Docker network behind a weft network is described for the other hosts. */
@@ -92,7 +95,19 @@ export class AgentDockerOps implements DockerBackendOps {
   }
 
   async checkNetwork(subnet: string, opts: WeftNetworkOptions): Promise<void> {
-    if ((await listNetworks(this.store)).some((n) => n.config.Network === subnet)) return; // the same network, joined by name later
+    const same = (await listNetworks(this.store)).find((n) => n.config.Network === subnet);
+    if (same) {
+      // The same network, joined by name later — unless a `docker network rm` is under way: accepting the
+      // create would let Docker make a network that the removal then deletes under the user.
+      const rec = await this.record(same.name);
+      if (rec?.removing) {
+        throw new WeftError(
+          `network ${same.name} (${subnet}) is being removed (docker network rm on host ${rec.removing.by} at ${rec.removing.at}); ` +
+            `it goes away once its last container is gone (${await this.describeAddresses(same.name)}): create it again after that`,
+        );
+      }
+      return;
+    }
     const type = opts.backend ?? DEFAULT_BACKEND;
     await checkNewNetwork(this.store, {
       Network: subnet,
@@ -221,7 +236,28 @@ export class AgentDockerOps implements DockerBackendOps {
     if (!runner) return; // the network (and its addresses) is gone
     await this.ipam.release({ network: name, subnet: runner.plan.pool, address: ip });
     const rec = await this.record(name);
-    if (rec?.removing) await this.removeNetwork(name);
+    // The address is free: that is all Docker asked. Endpoints left elsewhere only mean the removal waits.
+    if (rec?.removing) await this.removeIfUnused(name);
+  }
+
+  /** Removes a network being removed once no address is left on any host; otherwise leaves it for the last release. */
+  private async removeIfUnused(name: string): Promise<void> {
+    const keys = networkKeys(this.store, name);
+    if ((await this.store.list(keys.ipamPrefix)).length) return;
+    await this.removeNetwork(name);
+  }
+
+  /** "10.40.1.9 on host h2, …" for the addresses still allocated in a network. */
+  private async describeAddresses(name: string): Promise<string> {
+    const keys = networkKeys(this.store, name);
+    const addresses = (await this.store.list(keys.ipamPrefix)).map((e) => e.key.slice(keys.ipamPrefix.length).split('/'));
+    if (!addresses.length) return 'none left';
+    const leases = await listLeases(this.store, name);
+    const where = addresses.map(([subnetKey, ip]) => {
+      const l = leases.find((x) => x.subnet === subnetKey!.replace(/-(\d+)$/, '/$1'));
+      return `${ip} on host ${l ? (l.hostId ?? l.publicIp) : '?'}`;
+    });
+    return `${addresses.length} endpoint(s): ${where.slice(0, 10).join(', ')}${where.length > 10 ? ' …' : ''}`;
   }
 
   private async record(name: string): Promise<DockerNetworkRecord | undefined> {
@@ -275,32 +311,36 @@ export class AgentDockerOps implements DockerBackendOps {
       await this.store.delete(dockerKey);
       return;
     }
-    if (rec && !rec.owned) {
+    if (!rec || !rec.owned) {
+      // no record: Docker never made this weft network (or its record went with a removal elsewhere); not Docker's to remove
       await this.store.delete(dockerKey);
       return;
     }
     const keys = networkKeys(this.store, name);
-    const addresses = (await this.store.list(keys.ipamPrefix)).map((e) => e.key.slice(keys.ipamPrefix.length).split('/'));
-    if (addresses.length) {
-      const leases = await listLeases(this.store, name);
-      const where = addresses.map(([subnetKey, ip]) => {
-        const l = leases.find((x) => x.subnet === subnetKey!.replace(/-(\d+)$/, '/$1'));
-        return `${ip} on host ${l ? (l.hostId ?? l.publicIp) : '?'}`;
-      });
+    if ((await this.store.list(keys.ipamPrefix)).length) {
       if (rec && !rec.removing) {
         rec.removing = { by: this.agent.hostId, at: new Date().toISOString() };
         await this.store.put(dockerKey, JSON.stringify(rec));
       }
-      throw new WeftError(
-        `network ${name} still has ${addresses.length} endpoint(s): ${where.slice(0, 10).join(', ')}${where.length > 10 ? ' …' : ''}; ` +
-          'it is removed everywhere when they are gone',
-      );
+      throw new WeftError(`network ${name} still has ${await this.describeAddresses(name)}; it is removed everywhere when they are gone`);
     }
     await this.store.delete(dockerKey);
     await removeWeftNetwork(this.store, name, { force: true });
     // A lease renewal that was already under way may write its keys back: sweep once more.
     await sleep(300);
     for (const prefix of keys.ownedPrefixes) for (const e of await this.store.list(prefix)) await this.store.delete(e.key);
+  }
+
+  /** DNAT for every published port of this host (the whole set; see DockerBackendOps.publishPorts). */
+  async publishPorts(all: EndpointPorts[]): Promise<void> {
+    const rules: PortRule[] = [];
+    for (const e of all) {
+      const cidr = this.agent.runners.get(e.network)?.config.Network;
+      for (const p of e.ports) {
+        rules.push({ proto: p.proto, ...(p.hostIp ? { hostIp: p.hostIp } : {}), hostPort: p.hostPort, ip: e.ip, port: p.port, ...(cidr ? { networkCidr: cidr } : {}), owner: e.endpointId.slice(0, 12) });
+      }
+    }
+    await reconcileDnat(rules);
   }
 
   async dockerNetworkName(networkId: string): Promise<string | undefined> {
