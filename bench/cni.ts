@@ -126,7 +126,7 @@ async function main(): Promise<void> {
   process.once('SIGINT', () => void cleanup().finally(() => process.exit(130)));
   try {
     const storeUrl = `sqlite://${path.join(dir, 'weft.db')}`;
-    const store = await openStore(storeUrl);
+    const store = await openStore(storeUrl, { create: true });
     // a /22 per host: 3 × (n + warm-up) weft attaches stay up until the DELs
     await createNetwork(store, 'bench', { Network: '10.248.0.0/16', SubnetLen: 22, Backend: { Type: 'host-gw' } });
     await store.close();

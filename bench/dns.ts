@@ -93,7 +93,7 @@ async function main(): Promise<void> {
     tb = await createTestbed({ hosts: 1 });
     const h = tb.hosts[0]!;
     const storeUrl = `sqlite://${path.join(dir, 'weft.db')}`;
-    const store = await openStore(storeUrl);
+    const store = await openStore(storeUrl, { create: true });
     try {
       await createNetwork(store, 'bench', { Network: '10.79.0.0/16', Backend: { Type: 'host-gw' } });
       // no upstream answers: the bench asks weft names only

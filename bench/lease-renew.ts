@@ -15,7 +15,7 @@ const n = Number(process.argv[2] ?? 1000);
 const dir = mkdtempSync(join(tmpdir(), 'weft-bench-renew-'));
 const quiet = pino({ level: 'silent' }) as unknown as Logger;
 try {
-  const store = await openStore(`sqlite://${join(dir, 'weft.db')}`);
+  const store = await openStore(`sqlite://${join(dir, 'weft.db')}`, { create: true });
   await createNetwork(store, 'bench', { Network: '10.0.0.0/8', Backend: { Type: 'host-gw' } });
   const managers = Array.from({ length: n }, (_, i) => new LeaseManager(store, 'bench', { hostId: `h${i}`, log: quiet }));
   const t0 = performance.now();

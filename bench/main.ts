@@ -3,7 +3,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 /**
  * `npm run bench`: one run, one table.
  *  - throughput (iperf3, one stream) and ping RTT container→container across two hosts for the underlay,
- *    host-gw and vxlan made by weft (real agents) and the same paths typed out by hand with `ip`;
+ *    host-gw and vxlan made by weft (real agents) and the same paths typed out by hand with `ip`; bgp made
+ *    by weft (BIRD-learned routes) beside host-gw by hand (the same kernel path);
  *  - attach latency through the weft agent's API next to the reference CNI `bridge` plugin.
  * Everything lives in test-bed namespaces with a fresh prefix and is removed at the end (also on
  * failure and Ctrl-C). Processes are stopped by PID. Traffic only goes to addresses inside them.
@@ -28,6 +29,7 @@ import { AgentProcess, WEFT_BIN } from '../src/testbed/agents.js';
 import { PID_FILE, stopWireguardGo, wgDeviceName } from '../src/backends/wireguard/index.js';
 import { wgSocketPath } from '../src/system/wireguard.js';
 import { createTestbed, type Testbed, type TestbedHost } from '../src/testbed/index.js';
+import { waitFor } from '../src/testbed/wait.js';
 import type { WorkerInput, WorkerOutput } from './attach-worker.js';
 import { iperf as measureIperf, median, pct, pingRtts, type NsRun } from '../src/bench/measure.js';
 
@@ -52,13 +54,13 @@ interface Options {
   backends: Set<string>;
 }
 
-const BENCH_BACKENDS = ['host-gw', 'vxlan', 'wireguard', 'udp'];
+const BENCH_BACKENDS = ['host-gw', 'vxlan', 'wireguard', 'l2', 'bridge', 'macvlan', 'bgp', 'udp'];
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n`);
   process.stderr.write(
     'usage: node dist/bench/main.js [--only throughput|attach] [--reps N (5)] [--seconds S (3)] [--pings N (20)]\n' +
-      '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--backends host-gw,vxlan,wireguard,udp]\n' +
+      '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--backends host-gw,vxlan,wireguard,l2,bridge,macvlan,bgp,udp]\n' +
       '                              [--json] [--verbose]\n',
   );
   process.exit(msg ? 2 : 0);
@@ -162,11 +164,11 @@ interface BuildCtx {
 }
 
 /** Two hosts with a weft agent each (own SQLite store, one network), one container attached on each. */
-async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string): Promise<Path> {
+async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string, config: Record<string, unknown> = {}, hand = `${backend}-hand`): Promise<Path> {
   const storeUrl = `sqlite://${path.join(c.dir, `${key}.db`)}`;
-  const store = await openStore(storeUrl);
+  const store = await openStore(storeUrl, { create: true });
   try {
-    await createNetwork(store, 'bench', { Network: cidr, SubnetLen: 24, Backend: { Type: backend } });
+    await createNetwork(store, 'bench', { Network: cidr, SubnetLen: 24, ...config, Backend: { Type: backend } });
   } finally {
     await store.close();
   }
@@ -186,8 +188,10 @@ async function weftPair(c: BuildCtx, key: string, backend: string, cidr: string)
     nss.push(ns);
     ips.push(ep.address.split('/')[0]!);
   }
+  // routes may come a moment after the leases (bgp: once the BGP session is up)
+  await waitFor(`${key}: ${nss[0]} reaches ${ips[1]}`, 20_000, () => c.tb.ping(nss[0]!, ips[1]!, { timeoutSec: 1 }));
   log(`${key}: agents on ${hosts.map((h) => h.ns).join(', ')}; containers ${ips.join(' → ')}`);
-  return { key, label: `${backend} (weft)`, srcNs: nss[0]!, dstNs: nss[1]!, dstIp: ips[1]!, hand: `${backend}-hand` };
+  return { key, label: `${backend} (weft)`, srcNs: nss[0]!, dstNs: nss[1]!, dstIp: ips[1]!, hand };
 }
 
 /** The bridge and container of one host, typed out by hand: bridge, veth made in the container, address, route. */
@@ -257,6 +261,82 @@ ip -n ${h.ns} route add ${base}.${j + 1}.0/24 via ${base}.${j + 1}.0 dev flannel
   return { key: 'vxlan-hand', label: 'vxlan (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
 }
 
+/** bridge by hand: eth0 enslaved to a bridge that takes its MAC, address and default route; a container on the segment. */
+async function handBridge(c: BuildCtx): Promise<Path> {
+  const base = c.tb.underlayCidr.split('.').slice(0, 3).join('.');
+  const hosts = [await c.tb.addHost(), await c.tb.addHost()];
+  const nss: string[] = [];
+  for (const [i, h] of hosts.entries()) {
+    const ns = await c.tb.addContainer(h, 'c1');
+    nss.push(ns);
+    await sh(`
+ip -n ${h.ns} link add cbr0 mtu ${c.tb.mtu} type bridge
+ip -n ${h.ns} link set cbr0 address $(ip -n ${h.ns} -br link show eth0 | awk '{print $3}') up
+ip -n ${h.ns} link set eth0 master cbr0
+ip -n ${h.ns} addr del ${h.ip}/24 dev eth0
+ip -n ${h.ns} addr add ${h.ip}/24 dev cbr0
+ip -n ${h.ns} route replace default via ${c.tb.gateway} dev cbr0
+ip -n ${h.ns} link add veth0 mtu ${c.tb.mtu} type veth peer name eth0 mtu ${c.tb.mtu} netns ${ns}
+ip -n ${h.ns} link set veth0 master cbr0 up
+ip -n ${ns} addr add ${base}.${200 + i}/24 dev eth0
+ip -n ${ns} link set eth0 up
+ip -n ${ns} route add default via ${h.ip}`);
+  }
+  log(`bridge-hand: ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.200 → ${base}.201`);
+  return { key: 'bridge-hand', label: 'bridge (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.201` };
+}
+
+/**
+ * l2 by hand: one /16 across both hosts; on each a bridge with the shared gateway, a VXLAN port
+ * (nolearning) with an all-zeros FDB entry to the peer and the peer container's MAC, a veth container.
+ */
+async function handL2(c: BuildCtx): Promise<Path> {
+  const base = '10.254';
+  const mtu = c.tb.mtu - 50;
+  const hosts = [await c.tb.addHost(), await c.tb.addHost()];
+  const cmac = (i: number) => `02:42:0a:fa:00:0${i + 2}`;
+  const nss: string[] = [];
+  for (const [i, h] of hosts.entries()) {
+    const ns = await c.tb.addContainer(h, 'c1');
+    nss.push(ns);
+    const peer = hosts[1 - i]!;
+    await sh(`
+ip -n ${h.ns} link add cbr0 mtu ${mtu} type bridge
+ip -n ${h.ns} addr add ${base}.0.1/16 dev cbr0
+ip -n ${h.ns} link set cbr0 up
+ip -n ${h.ns} link add vx0 mtu ${mtu} type vxlan id 42 local ${h.ip} dev eth0 dstport 4789 nolearning
+ip -n ${h.ns} link set vx0 master cbr0 up
+bridge -n ${h.ns} link set dev vx0 neigh_suppress on
+bridge -n ${h.ns} fdb append 00:00:00:00:00:00 dev vx0 dst ${peer.ip} self permanent
+bridge -n ${h.ns} fdb replace ${cmac(1 - i)} dev vx0 dst ${peer.ip} self permanent
+ip -n ${h.ns} link add veth0 mtu ${mtu} type veth peer name eth0 mtu ${mtu} address ${cmac(i)} netns ${ns}
+ip -n ${h.ns} link set veth0 master cbr0 up
+ip -n ${ns} addr add ${base}.0.${i + 2}/16 dev eth0
+ip -n ${ns} link set eth0 up
+ip -n ${ns} route add default via ${base}.0.1`);
+  }
+  log(`l2-hand: ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.0.2 → ${base}.0.3`);
+  return { key: 'l2-hand', label: 'l2 (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.0.3` };
+}
+
+/** macvlan by hand: a macvlan (bridge mode) on each host's eth0 made inside the container, one /16. */
+async function handMacvlan(c: BuildCtx): Promise<Path> {
+  const base = '10.252';
+  const hosts = [await c.tb.addHost(), await c.tb.addHost()];
+  const nss: string[] = [];
+  for (const [i, h] of hosts.entries()) {
+    const ns = await c.tb.addContainer(h, 'c1');
+    nss.push(ns);
+    await sh(`
+ip -n ${h.ns} link add link eth0 name mv0 netns ${ns} type macvlan mode bridge
+ip -n ${ns} link set mv0 name eth0
+ip -n ${ns} addr add ${base}.${i + 1}.2/16 dev eth0
+ip -n ${ns} link set eth0 up`);
+  }
+  log(`macvlan-hand: ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.1.2 → ${base}.2.2`);
+  return { key: 'macvlan-hand', label: 'macvlan (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
+}
+
 /**
  * wireguard-go configured by hand with `wg`, as a user would type it: keys from `wg genkey`, wireguard-go in
  * the foreground, one peer with the other host's subnet, the subnet's network address /32 on the device, MTU
@@ -307,7 +387,7 @@ ip -n ${h.ns} route add ${base}.${j + 1}.0/24 dev ${devs[i]}`);
  * underlay − 28 (no fragments), a route for the peer's subnet via the device; containers with the same MTU.
  */
 async function handSocat(c: BuildCtx): Promise<Path> {
-  const base = '10.251';
+  const base = '10.241';
   const mtu = c.tb.mtu - 28;
   const hosts = [await c.tb.addHost(), await c.tb.addHost()];
   const nss: string[] = [];
@@ -356,7 +436,7 @@ interface PathResult {
 
 async function throughput(c: BuildCtx): Promise<PathResult[]> {
   const { tb, opts } = c;
-  log('building the paths (2 hosts each): underlay, host-gw by hand (± FORWARD rules) and by weft, vxlan by hand and by weft');
+  log('building the paths (2 hosts each): underlay, host-gw by hand (± FORWARD rules) and by weft, vxlan and wireguard by hand and by weft, bgp by weft');
   const hgHand = await handHostGw(c);
   const hgHosts = tb.hosts.slice(-2);
   const underlay: Path = { key: 'underlay', label: 'underlay (host → host)', srcNs: hgHosts[0]!.ns, dstNs: hgHosts[1]!.ns, dstIp: hgHosts[1]!.ip };
@@ -368,7 +448,15 @@ async function throughput(c: BuildCtx): Promise<PathResult[]> {
   }
   if (want.has('vxlan')) paths.push(await handVxlan(c), await weftPair(c, 'vxlan-weft', 'vxlan', '10.246.0.0/16'));
   if (want.has('wireguard')) paths.push(await handWireguard(c), await weftPair(c, 'wireguard-weft', 'wireguard', '10.250.0.0/16'));
-  if (want.has('udp')) paths.push(await handSocat(c), await weftPair(c, 'udp-weft', 'udp', '10.252.0.0/16'));
+  if (want.has('l2')) paths.push(await handL2(c), await weftPair(c, 'l2-weft', 'l2', '10.253.0.0/16'));
+  if (want.has('bridge')) {
+    const u24 = c.tb.underlayCidr.split('.').slice(0, 3).join('.');
+    paths.push(await handBridge(c), await weftPair(c, 'bridge-weft', 'bridge', c.tb.underlayCidr, { SubnetLen: 28, SubnetMin: `${u24}.128` }));
+  }
+  if (want.has('macvlan')) paths.push(await handMacvlan(c), await weftPair(c, 'macvlan-weft', 'macvlan', '10.251.0.0/16'));
+  // bgp: BIRD-learned routes, the same kernel path as host-gw by hand
+  if (want.has('bgp')) paths.push(await weftPair(c, 'bgp-weft', 'bgp', '10.242.0.0/16', {}, 'host-gw-hand'));
+  if (want.has('udp')) paths.push(await handSocat(c), await weftPair(c, 'udp-weft', 'udp', '10.240.0.0/16'));
 
   for (const p of paths) {
     const srv = tb.spawn(p.dstNs, ['iperf3', '-s', '-B', p.dstIp]);
@@ -433,7 +521,7 @@ async function attach(c: BuildCtx): Promise<AttachResult> {
     throw new Error(`the reference plugins ${plugin} and host-local are missing (Debian containernetworking-plugins)`);
   }
   const storeUrl = `sqlite://${path.join(dir, 'attach.db')}`;
-  const store = await openStore(storeUrl);
+  const store = await openStore(storeUrl, { create: true });
   try {
     await createNetwork(store, 'bench', { Network: '10.248.0.0/16', SubnetLen: 24, Backend: { Type: 'host-gw' } });
   } finally {

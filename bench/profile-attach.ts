@@ -38,7 +38,7 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => void stop().finally(() => process.exit(130)));
   try {
     const storeUrl = `sqlite://${path.join(dir, 'p.db')}`;
-    const store = await openStore(storeUrl);
+    const store = await openStore(storeUrl, { create: true });
     await createNetwork(store, 'bench', { Network: '10.248.0.0/16', SubnetLen: 24, Backend: { Type: 'host-gw' } });
     await store.close();
     const h = await tb.addHost();

@@ -28,7 +28,7 @@ const VXDEV = 'weft.1';
 after(() => destroyLeftovers());
 const re = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
-function e2e(backend: 'host-gw' | 'vxlan', cidr: string): void {
+function e2e(backend: 'host-gw' | 'vxlan' | 'bgp', cidr: string): void {
   const cluster = (hosts: number, containersPerHost: number) => ({ backend, cidr, hosts, containersPerHost });
 
   describe(`agent e2e (${backend})`, { timeout: 170_000 }, () => {
@@ -88,7 +88,7 @@ function e2e(backend: 'host-gw' | 'vxlan', cidr: string): void {
           }
           return found;
         };
-        const want = backend === 'vxlan' ? ['route', 'fdb', 'neigh'] : ['route', 'route via h3'];
+        const want = backend === 'vxlan' ? ['route', 'fdb', 'neigh'] : backend === 'host-gw' ? ['route', 'route via h3'] : ['route'];
         for (const h of others) assert.deepEqual(await present(h.ns), want, `${h.id} routes to h3 before its removal`);
 
         const a3 = c.agent(h3);
@@ -236,10 +236,11 @@ function e2e(backend: 'host-gw' | 'vxlan', cidr: string): void {
 
     test('a network created while agents run is joined by all; a container attached to it too gets ethwe0 routing only that network', { timeout: 60_000 }, () =>
       withCluster(cluster(2, 1), async (c) => {
-        const second = backend === 'vxlan' ? '10.213.0.0/16' : '10.214.0.0/16';
+        const second = backend === 'vxlan' ? '10.213.0.0/16' : backend === 'host-gw' ? '10.214.0.0/16' : '10.215.0.0/16';
         const store = await openStore(c.storeUrl);
         try {
-          await createNetwork(store, 'second', { Network: second, Backend: { Type: backend } });
+          // one bgp network per store (one BIRD per host): beside a bgp network, the second one is host-gw
+          await createNetwork(store, 'second', { Network: second, Backend: { Type: backend === 'bgp' ? 'host-gw' : backend } });
         } finally {
           await store.close();
         }
@@ -312,3 +313,4 @@ function e2e(backend: 'host-gw' | 'vxlan', cidr: string): void {
 
 e2e('host-gw', '10.246.0.0/16');
 e2e('vxlan', '10.247.0.0/16');
+e2e('bgp', '10.248.0.0/16');

@@ -6,6 +6,7 @@
 import '../src/backends/all.js';
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { openStore } from '../src/store/index.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -102,6 +103,8 @@ before(async () => {
   host = tb.hosts[0]!;
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-api-e2e-'));
   store = `sqlite://${path.join(dir, 'weft.db')}`;
+  // the database is made once, as `weft network create` would (agents never create one implicitly)
+  await (await openStore(store, { create: true })).close();
 });
 
 after(async () => {

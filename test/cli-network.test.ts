@@ -88,7 +88,7 @@ test('bad input: one line on stderr, non-zero exit', async () => {
 });
 
 test('inspect shows holders; rm is refused while leases are held, --force removes everything', async () => {
-  const store = await openStore(storeUrl);
+  const store = await openStore(storeUrl, { create: true });
   try {
     const quiet = pino({ level: 'silent' }) as unknown as Logger;
     const lease = await new LeaseManager(store, 'blue', { hostId: 'host-a', log: quiet }).acquire({

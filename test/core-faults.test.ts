@@ -6,6 +6,7 @@ import type { Endpoint } from '../src/agent/types.js';
 import { networkKeys } from '../src/store/layout.js';
 import { openStore } from '../src/store/index.js';
 import { nsExec } from '../src/testbed/index.js';
+import { WEFT_BIN } from '../src/testbed/agents.js';
 import { needsRoot } from './helpers/require-root.js';
 import { destroyLeftovers, NETWORK, waitUntil, weft, withCluster } from './helpers/agent-cluster.js';
 
@@ -26,13 +27,10 @@ async function countFrom(ns: string, src: string): Promise<() => Promise<number>
   };
 }
 
-/** Each backend's test networks: vxlan's, host-gw's, and for udp host-gw's second octet − 10. */
-const cidrOf = (b: string, vxlan: string, hostGw: string) => (b === 'vxlan' ? vxlan : b === 'host-gw' ? hostGw : hostGw.replace(/^10\.(\d+)/, (_, n: string) => `10.${Number(n) - 10}`));
-
-for (const backend of ['vxlan', 'host-gw', 'udp'] as const) {
+for (const backend of ['vxlan', 'host-gw', 'bgp', 'udp'] as const) {
   describe(`core faults (${backend})`, { timeout: 150_000, skip: needsRoot('iptables', 'ebtables') }, () => {
     test('forged source addresses and MACs from a container never reach another container', { timeout: 70_000 }, () =>
-      withCluster({ backend, cidr: cidrOf(backend, '10.231.0.0/16', '10.232.0.0/16'), hosts: 2, containersPerHost: 2 }, async (c) => {
+      withCluster({ backend, cidr: backend === 'vxlan' ? '10.231.0.0/16' : '10.232.0.0/16', hosts: 2, containersPerHost: 2 }, async (c) => {
         const [a1, a2] = c.on('h1');
         const [b1] = c.on('h2');
         // control: the real source gets through, to the same host and across
@@ -64,7 +62,7 @@ for (const backend of ['vxlan', 'host-gw', 'udp'] as const) {
     );
 
     test('the same container attached many times at once gets one interface, one address, one record', { timeout: 60_000 }, () =>
-      withCluster({ backend, cidr: cidrOf(backend, '10.233.0.0/16', '10.234.0.0/16'), hosts: 2, containersPerHost: 0 }, async (c) => {
+      withCluster({ backend, cidr: backend === 'vxlan' ? '10.233.0.0/16' : '10.234.0.0/16', hosts: 2, containersPerHost: 0 }, async (c) => {
         const h1 = c.tb.hosts[0]!;
         const ns = await c.tb.addContainer(h1, 'dup');
         const api = c.agent(h1).api;
@@ -92,7 +90,7 @@ for (const backend of ['vxlan', 'host-gw', 'udp'] as const) {
     );
 
     test('a deleted network config never tears down a working data plane; putting it back changes nothing', { timeout: 60_000 }, () =>
-      withCluster({ backend, cidr: cidrOf(backend, '10.237.0.0/16', '10.238.0.0/16'), hosts: 2, containersPerHost: 1 }, async (c) => {
+      withCluster({ backend, cidr: backend === 'vxlan' ? '10.237.0.0/16' : '10.238.0.0/16', hosts: 2, containersPerHost: 1 }, async (c) => {
         const [a] = c.on('h1');
         const [b] = c.on('h2');
         await waitUntil('h1 reaches h2 before', 15_000, async () => (await nsExec(a!.ns, ['ping', '-n', '-q', '-c', '1', '-W', '1', b!.ip], { allowFail: true })).code === 0);
@@ -123,8 +121,29 @@ for (const backend of ['vxlan', 'host-gw', 'udp'] as const) {
       }),
     );
 
+    test('offline `weft reset` (no agent) removes the endpoint records too: a later attach makes a real interface', { timeout: 60_000 }, () =>
+      withCluster({ backend, cidr: backend === 'vxlan' ? '10.240.0.0/16' : '10.226.0.0/16', hosts: 1, containersPerHost: 1 }, async (c) => {
+        const h1 = c.tb.hosts[0]!;
+        const [ct] = c.on('h1');
+        const agent = c.agent(h1);
+        await agent.stop('SIGTERM');
+        const r = await nsExec(h1.ns, [process.execPath, WEFT_BIN, 'reset', '--api', `${agent.api}.none`, '--store', c.storeUrl, '--state-dir', agent.stateDir, '--host-id', h1.id], { allowFail: true });
+        assert.equal(r.code, 0, r.stderr);
+        const store = await openStore(c.storeUrl);
+        try {
+          assert.deepEqual((await store.list(networkKeys(store, NETWORK).endpointsRoot)).map((e) => e.key), [], 'no endpoint record left');
+        } finally {
+          await store.close();
+        }
+        assert.notEqual((await nsExec(ct!.ns, ['ip', 'link', 'show', 'eth0'], { allowFail: true })).code, 0, "the container's interface is gone");
+        await agent.start();
+        await agent.attach(ct!.ns);
+        assert.equal((await nsExec(ct!.ns, ['ip', 'link', 'show', 'eth0'], { allowFail: true })).code, 0, 'attach after the reset made eth0');
+      }),
+    );
+
     test('records and kernel agree: a lost interface is re-created, a stray one removed, attach repairs', { timeout: 60_000 }, () =>
-      withCluster({ backend, cidr: cidrOf(backend, '10.235.0.0/16', '10.236.0.0/16'), hosts: 1, containersPerHost: 1 }, async (c) => {
+      withCluster({ backend, cidr: backend === 'vxlan' ? '10.235.0.0/16' : '10.236.0.0/16', hosts: 1, containersPerHost: 1 }, async (c) => {
         const h1 = c.tb.hosts[0]!;
         const [ct] = c.on('h1');
         const ep = (await callAgent<Endpoint[]>(c.agent(h1).api, 'GET', '/endpoints'))[0]!;

@@ -44,8 +44,8 @@ for (const backend of ['vxlan', 'host-gw', 'udp']) {
 }
 
 test('weft demo refuses a backend it cannot run, and leaves nothing behind', () => {
-  const r = weft('demo', '--backend', 'ipip');
+  const r = weft('demo', '--backend', 'frobnicate');
   assert.equal(r.status, 1);
-  assert.equal(r.stderr, `weft: the demo runs one of: ${implementedBackends().join(', ')} (got --backend ipip)\n`);
+  assert.equal(r.stderr, `weft: the demo runs one of: ${implementedBackends().join(', ')} (got --backend frobnicate)\n`);
   assert.deepEqual(ours(), []);
 });

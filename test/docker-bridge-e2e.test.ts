@@ -35,13 +35,13 @@ test('docker-opts: default-bridge containers on two hosts reach each other and a
   const storeUrl = `sqlite://${dir}/weft.db`;
   tb = await createTestbed({ hosts: 2 });
   const [h1, h2] = tb.hosts as [TestbedHost, TestbedHost];
-  const store = await openStore(storeUrl);
+  const store = await openStore(storeUrl, { create: true });
   try {
     await createNetwork(store, 'dnet', { Network: '10.47.0.0/16', Backend: { Type: 'vxlan' } });
   } finally {
     await store.close();
   }
-  for (const h of [h1, h2]) agents.push(await new AgentProcess(h, { storeUrl, dir, leaseTtlSeconds: 60, args: ['--resync', '2'] }).start());
+  for (const h of [h1, h2]) agents.push(await new AgentProcess(h, { storeUrl, dir, leaseTtlSeconds: 60 }).start());
   await Promise.all(agents.map((a) => a.waitForPeers(1, 20_000)));
 
   // a weft-attached container on h2 first: it takes the lowest address of h2's lower half

@@ -333,17 +333,16 @@ test('exhaustion fails docker run (not network create) with weft\'s message', as
   const { cluster, mk } = await setup(t);
   const a = await mk('A', { [NET_A]: 'tiny' });
   const b = await mk('B', { [NET_B]: 'tiny' });
-  // one /25 split into /26 leases: two subnets; and --ipam-opt naming the subnet length
-  const na = await dockerNetworkCreate(a.socketPath, NET_A, '10.50.0.0/25', { 'weft.subnet-len': '26' });
-  const nb = await dockerNetworkCreate(b.socketPath, NET_B, '10.50.0.0/25', { 'weft.subnet-len': '26' });
+  // one /24 split into /26 leases: four subnets (flannel's minimum); and --ipam-opt naming the subnet length
+  const na = await dockerNetworkCreate(a.socketPath, NET_A, '10.50.0.0/24', { 'weft.subnet-len': '26' });
+  const nb = await dockerNetworkCreate(b.socketPath, NET_B, '10.50.0.0/24', { 'weft.subnet-len': '26' });
   await waitUntilTrue(() => cluster.networks.get('tiny')?.subnetLen === 26);
-  cluster.leases.get('tiny')!.set('C', 0); // host C holds the first subnet
-  cluster.leases.get('tiny')!.set('D', 1); // host D the second
+  for (const [i, h] of ['C', 'D', 'E', 'F'].entries()) cluster.leases.get('tiny')!.set(h, i); // four other hosts hold all four
   const r = await post(a.socketPath, '/IpamDriver.RequestAddress', { PoolID: na.poolId, Address: '', Options: {} });
-  assert.equal(r.json.Err, 'weft: network tiny 10.50.0.0/25 is exhausted: 2 subnets held by C, D');
-  cluster.leases.get('tiny')!.delete('D');
+  assert.equal(r.json.Err, 'weft: network tiny 10.50.0.0/24 is exhausted: 4 subnets held by C, D, E, F');
+  cluster.leases.get('tiny')!.delete('F');
   const ok1 = await ok(b.socketPath, '/IpamDriver.RequestAddress', { PoolID: nb.poolId, Address: '', Options: {} });
-  assert.equal(ok1.Address, '10.50.0.66/26');
+  assert.equal(ok1.Address, '10.50.0.194/26');
 });
 
 test('state survives a plugin restart (Docker does not replay CreateNetwork/CreateEndpoint)', async (t) => {
@@ -365,4 +364,79 @@ test('state survives a plugin restart (Docker does not replay CreateNetwork/Crea
   await dockerStop(a2.socketPath, NET_A, na.poolId, 'e3'.repeat(32), addr.Address);
   assert.equal((await dockerNetworkRm(a2.socketPath, NET_A, na.poolId, na.gateway)).status, 200);
   assert.equal(cluster.networks.has('custom'), false);
+});
+
+test('published ports: programmed, refused when taken, revoked, restored at plugin start, undone on failure', async (t) => {
+  const { dir, cluster } = await setup(t);
+  const stateFile = path.join(dir, 'P-state.json');
+  const published: Array<Array<{ endpointId: string; network: string; ip: string; ports: unknown[] }>> = [];
+  let fail = false;
+  const mkp = async () => {
+    const p = new DockerPlugin({
+      ops: {
+        ...cluster.ops('A', { [NET_A]: 'prodnet' }),
+        publishPorts: async (all) => {
+          if (fail) throw new Error('iptables-restore: no nat table');
+          published.push(all.map((e) => ({ ...e })));
+        },
+      },
+      state: new FileStateStore(stateFile),
+      pluginDir: path.join(dir, 'P'),
+      nameTimeoutMs: 1000,
+    });
+    await p.start();
+    t.after(() => p.stop());
+    return p;
+  };
+  const p1 = await mkp();
+  assert.deepEqual(published.pop(), [], 'start reconciles: nothing published yet');
+  const na = await dockerNetworkCreate(p1.socketPath, NET_A, '10.40.0.0/16');
+  const e1 = 'e1'.repeat(32);
+  const e2 = 'e2'.repeat(32);
+  const r1 = await dockerRun(p1.socketPath, NET_A, na.poolId, e1);
+  await dockerRun(p1.socketPath, NET_A, na.poolId, e2);
+  const portmap = (hostPort: number, port: number) => ({ 'com.docker.network.portmap': [{ Proto: 6, IP: '', Port: port, HostIP: '', HostPort: hostPort, HostPortEnd: hostPort }] });
+  await ok(p1.socketPath, '/NetworkDriver.ProgramExternalConnectivity', { NetworkID: NET_A, EndpointID: e1, Options: portmap(8080, 80) });
+  const ip1 = r1.address.split('/')[0];
+  assert.deepEqual(published.at(-1), [{ endpointId: e1, network: 'prodnet', ip: ip1, ports: [{ proto: 'tcp', hostPort: 8080, port: 80 }] }]);
+  // the same host port for another container: refused, naming the holder
+  const taken = await post(p1.socketPath, '/NetworkDriver.ProgramExternalConnectivity', { NetworkID: NET_A, EndpointID: e2, Options: portmap(8080, 81) });
+  assert.match(taken.json.Err, /^weft: host port 8080->81\/tcp is already published by container endpoint e1e1e1e1e1e1 /);
+  // -p 80 without a host port: refused (Docker allocates none for a plugin)
+  const noHost = await post(p1.socketPath, '/NetworkDriver.ProgramExternalConnectivity', { NetworkID: NET_A, EndpointID: e2, Options: { 'com.docker.network.portmap': [{ Proto: 6, Port: 80, HostPort: 0 }] } });
+  assert.match(noHost.json.Err, /explicit host port/);
+  // a failure of the kernel rules leaves nothing half made: e2 publishes nothing
+  fail = true;
+  const broken = await post(p1.socketPath, '/NetworkDriver.ProgramExternalConnectivity', { NetworkID: NET_A, EndpointID: e2, Options: portmap(9090, 90) });
+  assert.match(broken.json.Err, /cannot publish 9090->90\/tcp: iptables-restore: no nat table/);
+  assert.equal(p1.snapshot().endpoints[e2]!.ports, undefined);
+  fail = false;
+  // restart: the saved ports are published again before Docker calls anything
+  await p1.stop();
+  published.length = 0;
+  const p2 = await mkp();
+  assert.deepEqual(published.pop(), [{ endpointId: e1, network: 'prodnet', ip: ip1, ports: [{ proto: 'tcp', hostPort: 8080, port: 80 }] }]);
+  // docker stop: revoked
+  await ok(p2.socketPath, '/NetworkDriver.RevokeExternalConnectivity', { NetworkID: NET_A, EndpointID: e1 });
+  assert.deepEqual(published.pop(), []);
+  // published again, then removed with the endpoint (Leave without a Revoke first)
+  await ok(p2.socketPath, '/NetworkDriver.ProgramExternalConnectivity', { NetworkID: NET_A, EndpointID: e1, Options: portmap(8080, 80) });
+  assert.equal(published.pop()!.length, 1);
+  await ok(p2.socketPath, '/NetworkDriver.Leave', { NetworkID: NET_A, EndpointID: e1 });
+  assert.deepEqual(published.pop(), []);
+  // a container Docker removed while the plugin was down (no Revoke ever came): unpublished at start
+  await ok(p2.socketPath, '/NetworkDriver.ProgramExternalConnectivity', { NetworkID: NET_A, EndpointID: e2, Options: portmap(9090, 90) });
+  assert.equal(published.pop()!.length, 1);
+  // an endpoint made since the plugin started is never judged (Docker may not show it yet)
+  const e3 = 'e3'.repeat(32);
+  await dockerRun(p2.socketPath, NET_A, na.poolId, e3);
+  const ip2 = p2.snapshot().endpoints[e2]!.address.split('/')[0]!;
+  assert.ok(cluster.addresses.get('prodnet')!.has(ip2));
+  assert.deepEqual(await p2.pruneStaleEndpoints(async () => undefined), [], 'Docker not answering: kept');
+  assert.deepEqual(await p2.pruneStaleEndpoints(async (ep) => ep.id !== e2), [e2]);
+  assert.deepEqual(published.pop(), []);
+  assert.equal(p2.snapshot().endpoints[e2], undefined, 'the endpoint is forgotten');
+  assert.equal(cluster.addresses.get('prodnet')!.has(ip2), false, 'its address is released');
+  assert.ok(p2.snapshot().endpoints[e1], 'the endpoint Docker still has is kept');
+  assert.ok(p2.snapshot().endpoints[e3], 'an endpoint newer than the plugin start is kept');
 });

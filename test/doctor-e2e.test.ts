@@ -86,7 +86,7 @@ suite('weft doctor on a 2-host vxlan test bed: healthy, then names each broken t
 
   before(async () => {
     tb = await createTestbed({ prefix: prefix(), hosts: 2 });
-    const store = await openStore(storeUrl);
+    const store = await openStore(storeUrl, { create: true });
     try {
       await createNetwork(store, NET, { Network: CIDR, Backend: { Type: 'vxlan' } });
     } finally {
@@ -241,7 +241,7 @@ suite('weft doctor on a 2-host vxlan test bed: healthy, then names each broken t
   // --- the checks of issue 17: each broken, named, repaired ---
   const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
   const withStore = async <T>(fn: (s: Awaited<ReturnType<typeof openStore>>) => Promise<T>): Promise<T> => {
-    const s = await openStore(storeUrl);
+    const s = await openStore(storeUrl, { create: true });
     try {
       return await fn(s);
     } finally {

@@ -11,7 +11,7 @@ ipamSuite(
   'sqlite',
   async () => {
     dir = await mkdtemp(join(tmpdir(), 'weft-ipam-'));
-    return () => openStore(`sqlite://${join(dir, 'weft.db')}`);
+    return () => openStore(`sqlite://${join(dir, 'weft.db')}`, { create: true });
   },
   () => rm(dir, { recursive: true, force: true }),
   500,

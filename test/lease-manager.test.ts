@@ -119,7 +119,7 @@ leaseSuite(
   'sqlite',
   async () => {
     dir = await mkdtemp(join(tmpdir(), 'weft-lease-'));
-    return () => openStore(`sqlite://${join(dir, 'weft.db')}`);
+    return () => openStore(`sqlite://${join(dir, 'weft.db')}`, { create: true });
   },
   () => rm(dir, { recursive: true, force: true }),
 );

@@ -40,7 +40,7 @@ function parseProm(text: string): Map<string, number> {
 test('every gauge on /metrics equals what `weft status --json` says', { timeout: 120_000, skip: needsRoot('curl') }, async () => {
   tb = await createTestbed({ hosts: 2 });
   const storeUrl = `sqlite://${path.join(dir, 'weft.db')}`;
-  const store = await openStore(storeUrl);
+  const store = await openStore(storeUrl, { create: true });
   try {
     await createNetwork(store, 'mnet', { Network: '10.214.0.0/16', Backend: { Type: 'vxlan' } });
   } finally {

@@ -28,7 +28,7 @@ contractSuite({
   async teardown() {
     rmSync(sqliteDir, { recursive: true, force: true });
   },
-  open: () => openStore(`sqlite://${join(sqliteDir, 'weft.db')}`),
+  open: () => openStore(`sqlite://${join(sqliteDir, 'weft.db')}`, { create: true }),
 });
 
 // ---------------------------------------------------------------- etcd
@@ -138,7 +138,7 @@ describe('SqliteStore: several instances and processes on one file', () => {
             let out = '';
             k.stdout.setEncoding('utf8');
             k.stdout.on('data', (d: string) => (out += d));
-            k.on('exit', (c) => (c === 0 ? resolve(out) : reject(new Error(`child exited ${c}: ${out}`))));
+            k.on('close', (c) => (c === 0 ? resolve(out) : reject(new Error(`child exited ${c}: ${out}`))));
           }),
       );
       await Promise.all(

@@ -93,9 +93,9 @@ describe('openStore', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it('sqlite: creates the parent directory; url as given; no flannel layout', async () => {
+  it('sqlite: with create, creates the parent directory; url as given; no flannel layout', async () => {
     const url = `sqlite://${dir}/a/b/weft.db`;
-    const s = await openStore(url);
+    const s = await openStore(url, { create: true });
     try {
       assert.equal(s.url, url);
       assert.equal(s.flannelLayout, false);
@@ -109,7 +109,7 @@ describe('openStore', () => {
 
   it('no URL: uses $WEFT_STORE', async () => {
     process.env.WEFT_STORE = `sqlite://${dir}/env/weft.db`;
-    const s = await openStore();
+    const s = await openStore(undefined, { create: true });
     try {
       assert.equal(s.url, process.env.WEFT_STORE);
       assert.ok(existsSync(join(dir, 'env/weft.db')));
@@ -144,7 +144,7 @@ describe('openStore', () => {
     const code = `
       import { createRequire } from 'node:module';
       const { openStore } = await import(${JSON.stringify(mod)});
-      const s = await openStore(process.argv[1]);
+      const s = await openStore(process.argv[1], { create: true });
       await s.close();
       const loaded = Object.keys(createRequire(import.meta.url).cache).filter((k) => k.includes('/node_modules/etcd3/'));
       console.log(JSON.stringify(loaded.length));`;

@@ -91,7 +91,7 @@ test('weft demo prints a live map: every host and container; a container attache
   // a host joining (its lease appears in the store) shows up without a reload too
   const h1 = JSON.parse((await runWeft(['status', '--api', result.containers[0]!.api, '--json'])).stdout) as { publicIp: string };
   const joinerIp = h1.publicIp.replace(/\.\d+$/, '.99'); // on the demo's own underlay switch: nothing answers, nothing leaves
-  const store = await openStore(`sqlite://${path.join(dir, 'weft.db')}`);
+  const store = await openStore(`sqlite://${path.join(dir, 'weft.db')}`, { create: true });
   const key = networkKeys(store, 'demo').subnet('10.244.250.0/24');
   try {
     await store.put(key, JSON.stringify({ PublicIP: joinerIp, BackendType: 'vxlan', BackendData: { VNI: 1, VtepMAC: '02:00:00:00:00:99' } }), { ttlSeconds: 60 });

@@ -25,7 +25,7 @@ test('MTU override: applied to subnet.env and containers when it fits, refused w
   const tb = await createTestbed({ hosts: 1 });
   const agent = new AgentProcess(tb.hosts[0]!, { storeUrl, dir });
   try {
-    const store = await openStore(storeUrl);
+    const store = await openStore(storeUrl, { create: true });
     try {
       await createNetwork(store, 'fits', { Network: '10.81.0.0/16', MTU: 1300, Backend: { Type: 'wireguard' } });
       await createNetwork(store, 'big', { Network: '10.82.0.0/16', MTU: 1421, Backend: { Type: 'wireguard' } });

@@ -10,6 +10,7 @@ import { openStore } from '../store/index.js';
 import type { Store, Watch } from '../store/types.js';
 import type { Underlay } from '../backends/types.js';
 import { removeBridge } from '../system/bridge.js';
+import { getLink } from '../system/ip.js';
 import { removeAntispoof } from '../system/antispoof.js';
 import { removeAllWeftRules } from '../system/iptables.js';
 import { findUnderlay } from '../system/underlay.js';
@@ -24,7 +25,15 @@ import { HealthProbe } from './health.js';
 import { AgentMetrics, serveMetrics } from './metrics.js';
 import { DOCKER_BRIDGE, NetworkRunner } from './network-runner.js';
 import { attachRequestSchema, detachRequestSchema, rotateKeysRequestSchema, dockerOptsRequestSchema } from './schemas.js';
-import type { AgentStatus, AttachRequest, DetachRequest, DockerOptions } from './types.js';
+import type { AgentStatus, AttachRequest, DetachRequest, DockerOptions, Endpoint } from './types.js';
+import { readdir, rm } from 'node:fs/promises';
+
+/** A source of endpoints outside the store (see Agent.endpointSources). */
+export interface EndpointSource {
+  list(): Promise<Endpoint[]>;
+  /** This host's endpoints of a network, from memory (status answers without I/O). */
+  count(network: string): number;
+}
 
 export interface AgentOptions {
   storeUrl?: string;
@@ -69,6 +78,8 @@ export class Agent implements NetworkDirectory {
   private server?: http.Server;
   private watch?: Watch;
   private joining = Promise.resolve();
+  /** The joins of the networks the store holds at start (attach waits for them). */
+  private initialJoins: Promise<void> = Promise.resolve();
   /** Networks whose join failed, with when to try again (backoff doubles up to a minute). */
   private readonly retries = new Map<string, { at: number; delayMs: number; timer: NodeJS.Timeout }>();
   private stopped = false;
@@ -81,6 +92,11 @@ export class Agent implements NetworkDirectory {
   readonly health: HealthProbe;
   readonly metrics: AgentMetrics;
   private metricsServer?: http.Server;
+  /**
+   * Endpoints this agent's store does not hold (Docker's, kept by its plugin): listed by GET /endpoints and
+   * counted by `weft status`. Adapters push theirs (src/adapters/docker/index.ts).
+   */
+  readonly endpointSources: EndpointSource[] = [];
   /** Where the web map listens and its token for non-loopback clients (set by src/ui when it starts). */
   ui?: { url: string; token: string };
 
@@ -128,7 +144,12 @@ export class Agent implements NetworkDirectory {
     this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log, { gid: this.opts.apiGid });
     if (this.opts.metricsAddr) this.metricsServer = await serveMetrics(this.opts.metricsAddr, this.metrics, this.log);
     const wanted = this.opts.networks;
-    for (const name of wanted ?? (await listNetworkNames(this.store))) await this.join(name);
+    this.initialJoins = (async () => {
+      const names = wanted ?? (await listNetworkNames(this.store));
+      await this.removeStaleSubnetEnv(names);
+      for (const name of names) await this.join(name);
+    })();
+    await this.initialJoins;
     if (!wanted) {
       // Networks created later (by `weft network create` or Docker) are joined as they appear.
       const prefix = this.store.flannelLayout ? 'config' : 'networks/';
@@ -178,6 +199,7 @@ export class Agent implements NetworkDirectory {
         await this.dns.stopNetwork(n);
         await runner.stop();
         await runner.backend.teardown().catch((err) => this.log.warn({ err }, 'teardown failed'));
+        for (const f of this.subnetEnvPaths(n)) await rm(f, { force: true }).catch(() => {});
         await removeBridge(this.bridges.get(n)).catch(() => {});
         this.bridges.forget(n);
       } else {
@@ -271,6 +293,16 @@ export class Agent implements NetworkDirectory {
     return this.bridges.get(network) === 'weft0' ? [own, path.join(this.opts.stateDir, 'subnet.env')] : [own];
   }
 
+  /** subnet.env files of networks no longer in the store (removed while this agent was down). */
+  private async removeStaleSubnetEnv(known: readonly string[]): Promise<void> {
+    const dirs = await readdir(this.opts.stateDir, { withFileTypes: true }).catch(() => []);
+    for (const d of dirs) {
+      if (!d.isDirectory() || known.includes(d.name)) continue;
+      const f = subnetEnvPath(this.opts.stateDir, d.name);
+      await rm(f, { force: true }).catch(() => {});
+    }
+  }
+
   get(name?: string): NetworkRunner {
     if (name) {
       const r = this.runners.get(name);
@@ -309,7 +341,8 @@ export class Agent implements NetworkDirectory {
         const reach = h.reachable.get(p.publicIp);
         if (reach) p.reachable = reach.ok;
       }
-      return counts ? { ...n, endpoints: counts.endpoints, ipam: { used: counts.ipamUsed, size: counts.ipamSize } } : n;
+      const extra = this.endpointSources.reduce((a, src) => a + src.count(r.name), 0);
+      return counts ? { ...n, endpoints: counts.endpoints + extra, ipam: { used: counts.ipamUsed, size: counts.ipamSize } } : n;
     });
     return {
       hostId: this.hostId,
@@ -330,9 +363,17 @@ export class Agent implements NetworkDirectory {
       { method: 'GET', path: '/ui', handler: () => this.ui ?? { error: 'the web map is off (weft agent --ui-addr)' } },
       { method: 'GET', path: '/metrics', contentType: this.metrics.contentType, handler: () => this.metrics.text() },
       { method: 'GET', path: '/peers', handler: () => this.all().map((r) => ({ network: r.name, peers: r.status().peers })) },
-      { method: 'GET', path: '/endpoints', handler: async () => (await this.endpoints.list()).map(({ owner: _o, ...ep }) => ep) },
-      { method: 'POST', path: '/attach', body: attachRequestSchema, handler: (body) => this.endpoints.attach(body as AttachRequest).finally(() => void this.health.probe()) },
-      { method: 'POST', path: '/detach', body: detachRequestSchema, handler: (body) => this.endpoints.detach(body as DetachRequest).finally(() => void this.health.probe()) },
+      {
+        method: 'GET',
+        path: '/endpoints',
+        handler: async () => [
+          ...(await this.endpoints.list()).map(({ owner: _o, ...ep }) => ep),
+          ...(await Promise.all(this.endpointSources.map((s) => s.list().catch(() => [])))).flat(),
+        ],
+      },
+      // an attach right after the agent started waits for the networks it is joining (the API answers at once)
+      { method: 'POST', path: '/attach', body: attachRequestSchema, handler: async (body) => (await this.initialJoins, this.endpoints.attach(body as AttachRequest).finally(() => void this.health.probe())) },
+      { method: 'POST', path: '/detach', body: detachRequestSchema, handler: async (body) => (await this.initialJoins, this.endpoints.detach(body as DetachRequest).finally(() => void this.health.probe())) },
       { method: 'POST', path: '/docker-opts', body: dockerOptsRequestSchema, handler: (body) => this.dockerOpts((body ?? {}) as { network?: string }) },
       { method: 'POST', path: '/rotate-keys', body: rotateKeysRequestSchema, handler: (body) => this.rotateKeys(body) },
       {
@@ -358,6 +399,12 @@ export class Agent implements NetworkDirectory {
     const other = this.all().find((x) => x !== r && x.bridge === DOCKER_BRIDGE);
     if (other) throw new WeftError(`docker0 already serves network ${other.name} on this host; dockerd has one default bridge`);
     if (r.bridge !== DOCKER_BRIDGE) {
+      // a dockerd running with its own docker0 keeps it: re-addressing it under its containers would cut them off
+      const current = await getLink(DOCKER_BRIDGE);
+      const addr = current?.addr_info?.find((a) => a.family === 'inet');
+      if (addr && `${addr.local}/${addr.prefixlen}` !== `${r.gateway}/${r.lease.subnet.split('/')[1]}`) {
+        throw new WeftError(`docker0 is dockerd's bridge with ${addr.local}/${addr.prefixlen} now: stop dockerd, run \`weft docker-opts\` again, then start dockerd with the options it prints`);
+      }
       await r.moveToBridge(DOCKER_BRIDGE);
       this.bridges.set(r.name, DOCKER_BRIDGE);
       this.log.info({ network: r.name }, 'docker0 is now the host bridge of this network: restart dockerd with `weft docker-opts`');

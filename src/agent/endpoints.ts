@@ -69,6 +69,11 @@ export interface EndpointRepair {
 export class Endpoints {
   private readonly ipam: Ipam;
   private readonly locks = new KeyedLock();
+  /**
+   * Owner keys whose attach is under way: their address and veth exist before their record does, so the
+   * reconcile's sweep of orphans must not take them.
+   */
+  private readonly inFlight = new Set<string>();
   /** Name service hooks (src/dns): register --name and write resolv.conf after attach, undo after detach. */
   dns?: Pick<DnsService, 'attached' | 'detached'>;
 
@@ -127,8 +132,17 @@ export class Endpoints {
 
   /** Allocates, creates the interface and writes the record; on failure undoes exactly what it did. */
   private async create(net: NetworkRunner, target: ResolvedContainer, id: string, req: AttachRequest, keepAddress?: string): Promise<StoredEndpoint> {
+    this.inFlight.add(target.key);
+    try {
+      return await this.createNow(net, target, id, req, keepAddress);
+    } finally {
+      this.inFlight.delete(target.key);
+    }
+  }
+
+  private async createNow(net: NetworkRunner, target: ResolvedContainer, id: string, req: AttachRequest, keepAddress?: string): Promise<StoredEndpoint> {
     const plan = net.plan;
-    const alloc = await this.ipam.allocate({ network: net.name, subnet: plan.pool, owner: target.key, address: keepAddress ?? req.address, range: poolRange(plan) });
+    const alloc = await this.ipam.allocate({ network: net.name, subnet: plan.pool, range: poolRange(plan), host: this.hostId, owner: target.key, address: keepAddress ?? req.address });
     const hostIf = hostIfName(target.key, net.name);
     const driver = this.driver(net);
     let made = false;
@@ -145,7 +159,9 @@ export class Endpoints {
           mtu: net.backend.mtu,
           // The MAC follows the address: whoever gets an address next has the MAC that neighbours cached for it.
           mac: macForAddress(alloc.address),
+          pinMac: req.pinMac !== false,
           bridge: net.bridge,
+          parent: net.backend.parent,
         });
       // Listing a named namespace's interfaces costs an `ip` process (~4–6 ms, a third of an attach): guess
       // eth0 (a fresh container has none) and list only when the kernel says the name exists.
@@ -170,6 +186,7 @@ export class Endpoints {
         hostIf,
         address: alloc.cidr,
         mac,
+        ...(req.pinMac === false ? { pinMac: false as const } : {}),
         ...(plan.gateway ? { gateway: plan.gateway } : {}),
         ...(req.name ? { name: req.name } : {}),
         owner: target.key,
@@ -179,7 +196,7 @@ export class Endpoints {
       return ep;
     } catch (err) {
       if (made) await driver.leave({ hostIf, ifname: req.ifname ?? 'eth0', netns: target.netns }).catch(() => false);
-      if (!keepAddress) await this.ipam.release({ network: net.name, subnet: plan.pool, owner: target.key }).catch(() => []);
+      if (!keepAddress) await this.ipam.release({ network: net.name, subnet: plan.pool, owner: target.key, host: this.hostId }).catch(() => []);
       if (kernelFailure(err) === 'exists') {
         throw new WeftError(`cannot attach ${req.container}: an interface of that name already exists (${(err as Error).message.trim()})`);
       }
@@ -212,7 +229,7 @@ export class Endpoints {
     const net = this.networks.all().find((n) => n.name === ep.network);
     const driver = net ? this.driver(net) : endpointDriver();
     await driver.leave({ hostIf: ep.hostIf, ifname: ep.ifname, netns: netnsOfOwner(ep.owner) });
-    if (net) await this.ipam.release({ network: ep.network, subnet: net.plan.pool, owner: ep.owner });
+    if (net) await this.ipam.release({ network: ep.network, subnet: net.plan.pool, owner: ep.owner, host: this.hostId });
     await this.store.delete(networkKeys(this.store, ep.network).endpoint(this.hostId, ep.id));
     await this.dns?.detached(ep); // never throws
     return publicView(ep);
@@ -257,19 +274,27 @@ export class Endpoints {
         repair.released.push(`${ep.container} ${ep.address}`);
       });
     }
-    // addresses allocated by a crash between IPAM and the record
+    // addresses allocated by a crash between IPAM and the record. Read the addresses first, then the records,
+    // then skip attaches under way: an address whose record is written in between is either in the records
+    // or still in flight, never taken for an orphan.
+    const allocated = await this.ipam.list({ network: net.name, subnet: net.plan.pool });
     const owners = new Set((await this.list([net.name])).map((e) => e.owner));
-    for (const a of await this.ipam.list({ network: net.name, subnet: net.plan.pool })) {
+    for (const a of allocated) {
+      if (a.host && a.host !== this.hostId) continue; // a pool shared by hosts (l2, bridge, macvlan): not ours
+      if (this.inFlight.has(a.owner)) continue;
       if (a.owner && !owners.has(a.owner) && !a.owner.startsWith('docker:') && !a.owner.startsWith('cni:') && /^(netns|pid):/.test(a.owner)) {
-        await this.ipam.release({ network: net.name, subnet: net.plan.pool, owner: a.owner });
+        await this.ipam.release({ network: net.name, subnet: net.plan.pool, owner: a.owner, host: this.hostId });
         repair.releasedAddresses.push(a.address);
       }
     }
-    // host ends of this network's veths that no record names (vw + 8 hex of (container, network))
+    // host ends of this network's veths that no record names (vw + 8 hex of (container, network)); interfaces
+    // first, then records, then the attaches under way (as for the addresses above)
     if (net.bridge) {
+      const present = (await listInterfaces()).filter((n) => /^vw[0-9a-f]{8}$/.test(n));
       const named = new Set((await this.list([net.name])).map((e) => e.hostIf));
-      for (const ifname of await listInterfaces()) {
-        if (!/^vw[0-9a-f]{8}$/.test(ifname) || named.has(ifname)) continue;
+      const busy = new Set([...this.inFlight].map((owner) => hostIfName(owner, net.name)));
+      for (const ifname of present) {
+        if (named.has(ifname) || busy.has(ifname)) continue;
         const link = await getLink(ifname);
         if (link?.master === net.bridge) {
           await driver.leave({ hostIf: ifname, ifname: 'eth0' }).catch(() => false);
@@ -281,7 +306,7 @@ export class Endpoints {
     if (driver.reconcileSources) {
       const eps = (await this.list([net.name])).filter((e) => e.mac);
       const others = (await this.list()).filter((e) => e.network !== net.name && e.mac);
-      const fixed = await driver.reconcileSources([...eps, ...others].map((e) => ({ hostIf: e.hostIf, ip: stripLen(e.address), mac: e.mac })), /^vw[0-9a-f]{8}$/);
+      const fixed = await driver.reconcileSources([...eps, ...others].map((e) => ({ hostIf: e.hostIf, ip: stripLen(e.address), ...(e.pinMac === false ? {} : { mac: e.mac }) })), /^vw[0-9a-f]{8}$/);
       if (fixed.length) repair.filters = fixed;
     }
     const changed = repair.recreated.length + repair.released.length + repair.removedInterfaces.length + repair.releasedAddresses.length + (repair.filters?.length ?? 0);
@@ -295,7 +320,7 @@ export class Endpoints {
       await this.locks.run(ep.id, async () => {
         const netns = netnsOfOwner(ep.owner);
         await this.driver(net).leave({ hostIf: ep.hostIf, ifname: ep.ifname, netns });
-        await this.ipam.release({ network: net.name, subnet: oldPool, owner: ep.owner }).catch(() => []);
+        await this.ipam.release({ network: net.name, subnet: oldPool, owner: ep.owner, host: this.hostId }).catch(() => []);
         await this.store.delete(networkKeys(this.store, net.name).endpoint(this.hostId, ep.id));
         if (!netns) return;
         const made = await this.create(net, { netns, key: ep.owner }, ep.id, { container: ep.container, network: net.name, ifname: ep.ifname, ...(ep.name ? { name: ep.name } : {}) });

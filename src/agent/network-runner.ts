@@ -7,10 +7,11 @@ import type { NetworkConfig } from '../config/types.js';
 import { LeaseManager } from '../lease/manager.js';
 import { writeSubnetEnv, type SubnetEnv } from '../lease/subnet-env.js';
 import type { Lease } from '../lease/types.js';
-import { networkKeys } from '../store/layout.js';
+import { CONNECTIONS_PREFIX, networkKeys } from '../store/layout.js';
 import type { Store, Watch } from '../store/types.js';
 import { ensureBridge, movePorts } from '../system/bridge.js';
-import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept, removeMasquerade } from '../system/iptables.js';
+import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept, isolationRules, reconcileIsolation, removeMasquerade } from '../system/iptables.js';
+import { isolationPolicy } from '../config/connections.js';
 import { enableIpForward } from '../system/sysctl.js';
 import { connectedPrefixes } from '../system/underlay.js';
 import { WeftError } from '../util/errors.js';
@@ -181,6 +182,7 @@ export class NetworkRunner {
       bridge: this.opts.bridge,
       hostId,
       sys: {},
+      store,
     });
     // a network overlapping this host's own routes would shadow its traffic (refused at create on the creating host; checked here on every host)
     checkUnderlayOverlap(this.config.Network, await this.host.connectedPrefixes(underlay.iface), `this host's underlay ${underlay.iface}`);
@@ -200,6 +202,8 @@ export class NetworkRunner {
     const keys = networkKeys(store, this.name);
     this.watches.push(this.leases.watchLeases((all) => this.onLeases(all)));
     if (this.module.wantsEndpoints) this.watches.push(store.watch(keys.endpointsRoot, (ev) => this.onEndpointEvent(ev)));
+    // a connect/disconnect (or a network created or removed elsewhere) changes the isolation rules: force a reconcile
+    if (!store.flannelLayout) this.watches.push(store.watch(CONNECTIONS_PREFIX, () => this.kick(true)));
     // Reconcile now and then even without store changes: repairs routes someone deleted by hand.
     this.resyncTimer = setInterval(() => this.kick(true), (this.opts.resyncSeconds ?? 30) * 1000);
     this.resyncTimer.unref();
@@ -257,7 +261,7 @@ export class NetworkRunner {
   /** Everything on this host that depends on the lease: bridge address, backend, forwarding, NAT, subnet.env. */
   private async applyLease(): Promise<void> {
     const plan = this.plan;
-    if (this.bridge && plan.gateway) {
+    if (this.bridge && plan.gateway && plan.bridgeAddress !== false) {
       const len = plan.prefixLen ?? Number(plan.pool.split('/')[1]);
       await this.host.ensureBridge(this.bridge, `${plan.gateway}/${len}`, this.backend.mtu);
     }
@@ -410,6 +414,9 @@ export class NetworkRunner {
       try {
         await this.ensureForwarding();
         await this.backend.reconcile(peers, endpoints);
+        // Networks are isolated unless connected; an unreadable store keeps the rules as they are.
+        const policy = await isolationPolicy(this.opts.store);
+        await reconcileIsolation(isolationRules(policy.networks, policy.connected), { parents: this.opts.forwardParents });
         this.applied = state;
         this.peers = peers;
         this.reconciles++;

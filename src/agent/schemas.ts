@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { dnsNameProblem } from '../dns/records.js';
 import { isIPv4, parseCidrLoose } from '../net/ipv4.js';
 import { checkName } from '../store/layout.js';
 import { WeftError } from '../util/errors.js';
@@ -24,21 +25,6 @@ const MAX_CONTAINER = 255;
 export const IFNAME_RE = /^[A-Za-z][A-Za-z0-9_.-]{0,14}$/;
 
 /** A DNS name: labels of 1–63 letters, digits and '-' (not at either end), separated by '.', 253 at most. */
-export const DNS_LABEL_RE = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
-export const MAX_DNS_NAME = 253;
-
-/** Why `name` is not a DNS name, or undefined when it is one. */
-export function dnsNameProblem(name: string): string | undefined {
-  const bare = name.endsWith('.') ? name.slice(0, -1) : name;
-  if (!bare) return 'empty';
-  if (bare.length > MAX_DNS_NAME) return `longer than ${MAX_DNS_NAME} characters (${bare.length})`;
-  for (const label of bare.split('.')) {
-    if (label.length > 63) return `label "${label.slice(0, 20)}…" is longer than 63 characters`;
-    if (!DNS_LABEL_RE.test(label)) return `label ${JSON.stringify(label)}: use letters, digits and '-' (not first or last)`;
-  }
-  return undefined;
-}
-
 const containerRef = z
   .string()
   .trim()

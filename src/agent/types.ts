@@ -13,6 +13,11 @@ export interface AttachRequest {
   name?: string;
   /** Interface name inside the container; default eth0, else the next free ethweN. */
   ifname?: string;
+  /**
+   * In-process callers only (the API schema refuses it): false lets the container change its MAC (a CNI
+   * chain's tuning plugin may); its IPv4 source is still pinned.
+   */
+  pinMac?: boolean;
 }
 
 export interface Endpoint {
@@ -26,9 +31,15 @@ export interface Endpoint {
   /** Address with prefix length, e.g. "10.5.72.2/24". */
   address: string;
   mac: string;
+  /** false when the port's filter pins only the address (see AttachRequest.pinMac). */
+  pinMac?: false;
   /** The container's gateway; absent when the backend gives none. */
   gateway?: string;
   name?: string;
+  /** Who made it when not weft itself ("docker": a container of weft's Docker plugin). */
+  runtime?: string;
+  /** Published ports ("8080->80/tcp"), Docker's containers only. */
+  ports?: string[];
 }
 
 export interface DetachRequest {

@@ -3,6 +3,11 @@ import './endpoints/veth-bridge.js';
 import './host-gw/index.js';
 import './vxlan/index.js';
 import './wireguard/index.js';
+import './l2/index.js';
+import './endpoints/macvlan.js';
+import './macvlan/index.js';
+import './bridge/index.js';
+import './bgp/index.js';
 import './udp/index.js';
 
 export { backendModule, createBackend, implementedBackends } from './registry.js';

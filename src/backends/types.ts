@@ -4,6 +4,7 @@ import type { Lease } from '../lease/types.js';
 import type { NsOpts } from '../system/netns.js';
 import type { IpLink } from '../system/ip.js';
 import type { FdbFact, NeighFact, RouteFact } from '../system/ops.js';
+import type { Store } from '../store/types.js';
 import type { Logger } from '../util/log.js';
 
 /**
@@ -37,6 +38,8 @@ export interface BackendContext {
   hostId: string;
   /** Where the backend acts: absent = the agent's own namespace (tests drive other namespaces). */
   sys: NsOpts;
+  /** The agent's store, for backends that follow keys of their own (bgp: external peers). Absent in tests without one. */
+  store?: Store;
 }
 
 /** How containers of this host take addresses. Default (lease): the host's leased subnet, gateway = its first address. */
@@ -50,6 +53,8 @@ export interface AddressPlan {
   gateway?: string;
   /** Prefix length on the container interface (default the pool's). */
   prefixLen?: number;
+  /** false: the runner leaves the host bridge's address alone (the bridge backend moves the host's own address there). */
+  bridgeAddress?: false;
 }
 
 /** What `weft status` and doctor show of a backend at run time. */
@@ -72,6 +77,8 @@ export interface Backend {
   readonly type: string;
   /** MTU for container interfaces on this host. */
   readonly mtu: number;
+  /** The NIC containers' interfaces hang off (macvlan); undefined for bridge-based backends. */
+  readonly parent?: string;
   /** Create or adopt what does not depend on the lease; returns data published in the lease (BackendData). */
   init(): Promise<Record<string, unknown>>;
   /** Configure what depends on our own lease (called again when the lease changes on renewal). */

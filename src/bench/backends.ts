@@ -90,7 +90,7 @@ export async function runBackendBench(o: BenchOptions = {}): Promise<BenchRow[]>
     for (const [i, backend] of backends.entries()) {
       say(`${backend}: two hosts, an agent and a container on each`);
       const storeUrl = `sqlite://${path.join(dir, `${backend}.db`)}`;
-      const store = await openStore(storeUrl);
+      const store = await openStore(storeUrl, { create: true });
       try {
         await createNetwork(store, 'bench', { Network: `10.${230 + i}.0.0/16`, SubnetLen: 24, Backend: { Type: backend } });
       } finally {

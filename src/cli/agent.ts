@@ -11,11 +11,11 @@ import { WeftError } from '../util/errors.js';
 import { log } from '../util/log.js';
 import { timeoutMs, timeoutOption } from './options.js';
 import { printJson } from './output.js';
+import { addEtcdTlsFlags } from './store-flags.js';
 
 /** `weft agent` (the per-host daemon, foreground) and `weft reset`. */
 export function registerAgent(program: Command): void {
-  program
-    .command('agent')
+  addEtcdTlsFlags(program.command('agent'))
     .description('run the per-host daemon in the foreground')
     .option('--store <url>', 'store URL (sqlite:///path or etcd://host:port[/prefix]); default $WEFT_STORE or sqlite:///var/lib/weft/weft.db')
     .option('--iface <if>', 'underlay interface (default: the default route\'s)')
@@ -27,6 +27,7 @@ export function registerAgent(program: Command): void {
     .option('--network <name...>', 'join only these networks (default: all, including ones created later)')
     .option('--lease-ttl <seconds>', 'subnet lease TTL', toInt)
     .option('--grace <seconds>', 'how long an expired subnet stays reserved for its holder', toInt)
+    .option('--resync <seconds>', 'full reconcile against the kernel (routes, rules, endpoints) every N seconds (default 30)', toInt)
     .option('--ip-masq', 'masquerade traffic leaving the network')
     .option('--dns-domain <domain>', 'domain of container names served on each network\'s gateway', 'weft.local')
     .option('--dns-upstream <addr...>', 'where other names are forwarded, IP[:PORT] each (default: nameservers of /etc/resolv.conf)')
@@ -50,6 +51,7 @@ export function registerAgent(program: Command): void {
         hostId: o.hostId,
         networks: o.network,
         leaseTtlSeconds: o.leaseTtl,
+        ...(o.resync ? { resyncSeconds: o.resync } : {}),
         graceSeconds: o.grace,
         ipMasq: o.ipMasq,
         dns: { enabled: o.dns, domain: o.dnsDomain, ttl: o.dnsTtl, ...(o.dnsUpstream ? { upstreams: (o.dnsUpstream as string[]).map(parseUpstream) } : {}) },
@@ -100,8 +102,7 @@ export function registerAgent(program: Command): void {
       });
     });
 
-  program
-    .command('reset')
+  addEtcdTlsFlags(program.command('reset'))
     .description('remove everything weft made on this host and give its leases back')
     .option('--api <sock>', 'unix socket of the running agent', DEFAULT_API_SOCKET)
     .option('--store <url>', 'store URL, when no agent runs')

@@ -11,7 +11,7 @@ export function registerDemo(program: Command): void {
     .option('--hosts <n>', 'hosts', count, 3)
     .option('--containers <m>', 'containers per host', count, 2)
     .option('--backend <b>', implementedBackends().join(' | '), 'vxlan')
-    .option('--subnet <cidr>', 'the demo network', '10.244.0.0/16')
+    .option('--subnet <cidr>', 'the demo network (default 10.244.0.0/16; bridge: the hosts\' own underlay /24)')
     .option('--ui-port <port>', 'forward the live web map to this port on 127.0.0.1 (0: none)', (v) => Number(v), DEMO_UI_PORT)
     .option('--json', 'print JSON')
     .action(async (o) => {

@@ -5,6 +5,7 @@ import { pickStoreUrl, runDoctor, type Finding } from '../doctor/index.js';
 import { openStore } from '../store/index.js';
 import { WeftError } from '../util/errors.js';
 import { printJson } from './output.js';
+import { addEtcdTlsFlags } from './store-flags.js';
 
 /** One line per finding: ✓ ok, ✗ error, ! warning; the fix on the next line. */
 export function formatFindings(findings: Finding[]): string {
@@ -35,8 +36,7 @@ export function formatCluster(r: ClusterReport, verbose = false): string {
 
 /** `weft doctor`: names why packets don't arrive on this host. Exit 1 when any check finds an error. */
 export function registerDoctor(program: Command): void {
-  program
-    .command('doctor')
+  addEtcdTlsFlags(program.command('doctor'))
     .description("check this host's agent, bridge, routes, vxlan entries, forwarding and firewall; name what is wrong")
     .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
     .option('--store <url>', 'store URL for lease and VtepMAC checks (default $WEFT_STORE, else the default SQLite file if present)')

@@ -53,8 +53,8 @@ export function registerEndpoints(program: Command): void {
       const eps = await callAgent<Endpoint[]>(o.api, 'GET', '/endpoints', undefined, { timeoutMs: timeoutMs(o) });
       if (o.json) return printJson(eps);
       printTable(
-        ['container', 'network', 'ip', 'mac', 'interface', 'name'],
-        eps.map((e) => [e.container, e.network, e.address, e.mac, e.ifname, e.name]),
+        ['container', 'id', 'runtime', 'network', 'ip', 'mac', 'interface', 'name', 'ports'],
+        eps.map((e) => [e.container, e.id.slice(0, 12), e.runtime ?? 'weft', e.network, e.address, e.mac, e.ifname, e.name, e.ports?.join(',')]),
       );
     });
 
@@ -102,6 +102,11 @@ export function formatStatus(st: AgentStatus): string {
         ]),
       ).trimEnd(),
     );
+    // sessions a backend reports (bgp): one row each
+    const sessions = Array.isArray(n.status?.sessions) ? (n.status.sessions as Array<Record<string, unknown>>) : [];
+    if (sessions.length) {
+      out.push(formatTable(['session', 'kind', 'state', 'info'], sessions.map((x) => [String(x.peer), String(x.kind ?? ''), String(x.state), String(x.lastError ?? x.info ?? '')])).trimEnd());
+    }
   }
   for (const [name, why] of Object.entries(st.failed ?? {})) out.push(`! ${name}: not joined: ${why}`);
   return out.join('\n') + '\n';

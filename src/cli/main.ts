@@ -19,6 +19,7 @@ const groups: Array<[string[], () => Promise<Register>]> = [
   [['rotate-keys'], async () => (await import('./wireguard.js')).registerWireguard],
   [['ui'], async () => (await import('./ui.js')).registerUi],
   [['bench'], async () => (await import('./bench.js')).registerBench],
+  [['bgp'], async () => (await import('./bgp.js')).registerBgp],
 ];
 
 /**
@@ -43,6 +44,6 @@ try {
     const msg = err instanceof WeftError ? err.message : err instanceof Error ? err.message : String(err);
     process.stderr.write(`weft: ${msg.split('\n')[0]}\n`);
     if (process.env.WEFT_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-    process.exitCode = 1;
+    process.exit(1); // not exitCode: a connect still pending to an unreachable store (SYNs dropped) would hold the process for minutes
   }
 }

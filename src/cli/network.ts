@@ -6,11 +6,16 @@ import { createNetwork, getNetwork, listNetworks } from '../config/registry.js';
 import { removeNetwork } from '../lease/remove-network.js';
 import type { NetworkConfig } from '../config/types.js';
 import { listLeases } from '../lease/leases.js';
-import { openStore } from '../store/index.js';
+import { allBackendOptions, backendFieldsFromOptions } from '../config/backend-spec.js';
+import { requireBackendType } from '../config/network.js';
+import { connectNetworks, disconnectNetworks, listConnections } from '../config/connections.js';
+import { implementedBackends } from '../backends/registry.js';
+import { openStore, type OpenStoreOptions } from '../store/index.js';
 import { canonicalNetworkName, FLANNEL_NETWORK_NAME } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { ipJson } from '../system/ip.js';
 import { printJson, printTable } from './output.js';
+import { addEtcdTlsFlags } from './store-flags.js';
 
 /** `weft network create|ls|inspect|rm` — networks in the store (no agent needed). */
 
@@ -23,13 +28,18 @@ function toInt(name: string): (v: string) => number {
   };
 }
 
-export async function withStore<T>(url: string | undefined, fn: (store: Store) => Promise<T>): Promise<T> {
-  const store = await openStore(url);
+export async function withStore<T>(url: string | undefined, fn: (store: Store) => Promise<T>, opts?: OpenStoreOptions): Promise<T> {
+  const store = await openStore(url, opts);
   try {
     return await fn(store);
   } finally {
     await store.close();
   }
+}
+
+/** commander's property name of a flag: "ip-masq" → "ipMasq". */
+function camel(flag: string): string {
+  return flag.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 }
 
 function subnetCount(config: NetworkConfig): number {
@@ -59,7 +69,7 @@ async function checkHostRoutes(config: NetworkConfig): Promise<void> {
 export function registerNetwork(program: Command): void {
   const network = program.command('network').description('create, list, inspect and remove networks');
 
-  network
+  const create = network
     .command('create')
     .description('create a network in the store')
     .argument('<name>', 'network name')
@@ -68,18 +78,22 @@ export function registerNetwork(program: Command): void {
     .option('--subnet-min <ip>', 'first subnet handed out')
     .option('--subnet-max <ip>', 'last subnet handed out')
     .option('--mtu <n>', "containers' MTU (default: the underlay's minus the backend's overhead; larger is refused when a host joins)", toInt('--mtu'))
-    .option('--backend <type>', 'data plane (default vxlan)')
-    .option('--vni <n>', 'VXLAN network identifier (default: 1, or the lowest one no other network uses)', toInt('--vni'))
-    .option('--port <n>', 'backend UDP port', toInt('--port'))
+    .option('--backend <type>', `data plane: ${implementedBackends().join(', ')} (default vxlan)`)
     .option('--ip-masq', 'masquerade traffic leaving the network')
     .option('--default', 'the network `weft attach` uses when --network is not given and a host has several')
     .option('--ignore-host-routes', "skip the check that the network overlaps none of this host's routes (when this host is no weft host)")
     .option('--store <url>', STORE_HELP)
-    .option('--json', 'print JSON')
-    .action(async (name: string, o) => {
-      const backend: Record<string, unknown> = { Type: o.backend ?? 'vxlan' };
-      if (o.vni !== undefined) backend.VNI = o.vni;
-      if (o.port !== undefined) backend.Port = o.port;
+    .option('--json', 'print JSON');
+  // Each backend module's own options (--vni, --port, --parent, --gateway, …), read generically.
+  const backendOptions = allBackendOptions();
+  for (const bo of backendOptions) create.option(`--${bo.flag} <value>`, `${bo.description} [${bo.backends.join(', ')}]`);
+  create.action(async (name: string, o) => {
+      const type = o.backend ?? 'vxlan';
+      requireBackendType(type);
+      const backend: Record<string, unknown> = {
+        Type: type,
+        ...backendFieldsFromOptions(type, (flag) => o[camel(flag)] as string | undefined),
+      };
       const input: Record<string, unknown> = { Network: o.subnet, Backend: backend };
       if (o.subnetLen !== undefined) input.SubnetLen = o.subnetLen;
       if (o.subnetMin !== undefined) input.SubnetMin = o.subnetMin;
@@ -100,7 +114,7 @@ export function registerNetwork(program: Command): void {
         if (store.flannelLayout && name !== FLANNEL_NETWORK_NAME) {
           process.stdout.write(`note: ${store.url} holds flannel's single network; it is listed as "${FLANNEL_NETWORK_NAME}" and found under any name\n`);
         }
-      });
+      }, { create: true }); // the one command that may create a new database
     });
 
   network
@@ -170,4 +184,48 @@ export function registerNetwork(program: Command): void {
         process.stdout.write(`removed network ${name}\n`);
       });
     });
+
+  network
+    .command('connect')
+    .description('let two networks reach each other (networks are isolated from each other by default)')
+    .argument('<a>', 'network name')
+    .argument('<b>', 'network name')
+    .option('--store <url>', STORE_HELP)
+    .option('--json', 'print JSON')
+    .action(async (a: string, b: string, o) => {
+      await withStore(o.store, async (store) => {
+        const { created } = await connectNetworks(store, a, b);
+        if (o.json) return printJson({ connected: [a, b], created });
+        process.stdout.write(created ? `connected ${a} and ${b}\n` : `${a} and ${b} were already connected\n`);
+      });
+    });
+
+  network
+    .command('disconnect')
+    .description('isolate two connected networks from each other again')
+    .argument('<a>', 'network name')
+    .argument('<b>', 'network name')
+    .option('--store <url>', STORE_HELP)
+    .option('--json', 'print JSON')
+    .action(async (a: string, b: string, o) => {
+      await withStore(o.store, async (store) => {
+        const { removed } = await disconnectNetworks(store, a, b);
+        if (o.json) return printJson({ disconnected: [a, b], removed });
+        process.stdout.write(removed ? `disconnected ${a} and ${b}\n` : `${a} and ${b} were not connected\n`);
+      });
+    });
+
+  network
+    .command('connections')
+    .description('list connected network pairs')
+    .option('--store <url>', STORE_HELP)
+    .option('--json', 'print JSON')
+    .action(async (o) => {
+      await withStore(o.store, async (store) => {
+        const pairs = await listConnections(store);
+        if (o.json) return printJson(pairs.map(([a, b]) => ({ a, b })));
+        printTable(['network', 'network'], pairs);
+      });
+    });
+  for (const c of network.commands) addEtcdTlsFlags(c);
 }

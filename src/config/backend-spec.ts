@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { WeftError } from '../util/errors.js';
 import type { BackendConfig } from './types.js';
 
 /**
@@ -50,4 +51,42 @@ export function backendSpec(type: string): BackendSpec | undefined {
 /** Every registered backend type, in registration order. */
 export function backendTypes(): string[] {
   return [...specs.keys()];
+}
+
+/** Every option any registered backend takes (one per flag; the first module's description). */
+export function allBackendOptions(): Array<BackendOption & { backends: string[] }> {
+  const byFlag = new Map<string, BackendOption & { backends: string[] }>();
+  for (const spec of specs.values()) {
+    for (const o of spec.options ?? []) {
+      const seen = byFlag.get(o.flag);
+      if (seen) {
+        seen.backends.push(spec.type);
+        if (!seen.description.includes(o.description)) seen.description += `; ${spec.type}: ${o.description}`;
+      }
+      else byFlag.set(o.flag, { ...o, backends: [spec.type] });
+    }
+  }
+  return [...byFlag.values()];
+}
+
+/**
+ * The Backend fields that option values set for backend `type` (`--vni 7`, Docker's `-o vni=7`): `get`
+ * answers the raw text of a flag or undefined. A value of the wrong kind, or an option another backend
+ * takes but this one does not, is refused naming the flag. The same code serves the CLI and the Docker plugin.
+ */
+export function backendFieldsFromOptions(type: string, get: (flag: string) => string | undefined, how: (flag: string) => string = (f) => `--${f}`): Record<string, unknown> {
+  const own = new Map((specs.get(type)?.options ?? []).map((o) => [o.flag, o]));
+  const out: Record<string, unknown> = {};
+  for (const o of allBackendOptions()) {
+    const raw = get(o.flag);
+    if (raw === undefined) continue;
+    const mine = own.get(o.flag);
+    if (!mine) throw new WeftError(`${how(o.flag)} is not an option of backend ${type} (it is one of ${o.backends.join(', ')})`);
+    if (mine.kind === 'int') {
+      if (!/^\d+$/.test(raw.trim())) throw new WeftError(`${how(o.flag)} must be a whole number, got "${raw}"`);
+      out[mine.field] = Number(raw.trim());
+    } else if (mine.kind === 'strings') out[mine.field] = raw.split(',').map((x) => x.trim()).filter(Boolean);
+    else out[mine.field] = raw;
+  }
+  return out;
 }

@@ -62,6 +62,23 @@ export async function createNetwork(store: Store, name: string, input: Record<st
     throw new WeftError(`${store.url} uses flannel's single-network layout and already holds a network (${existing[0]!.config.Network})`);
   }
   if (existing.some((n) => n.name === name)) throw new WeftError(`network "${name}" already exists in ${store.url}`);
+  const config = await fitNetwork(existing, input, opts);
+  const written = await store.compareAndSwap(keys.config, 0, JSON.stringify(config));
+  if (!written) throw new WeftError(`network "${name}" already exists in ${store.url}`);
+  return config;
+}
+
+/**
+ * Checks a network that is about to be created without creating it (the Docker plugin asks at RequestPool,
+ * so `docker network create` itself fails): the same validation, overlap and backend-conflict checks as
+ * createNetwork. Returns the config it would store.
+ */
+export async function checkNewNetwork(store: Store, input: Record<string, unknown>, opts: CreateOptions = {}): Promise<NetworkConfig> {
+  return fitNetwork(await listNetworks(store), input, opts);
+}
+
+/** Validates `input` and refuses an overlap with, or a backend conflict (a VNI) with, the `existing` networks. */
+async function fitNetwork(existing: NetworkInfo[], input: Record<string, unknown>, opts: CreateOptions): Promise<NetworkConfig> {
   const raw: Record<string, unknown> = { ...input };
   const type = String((raw.Backend as Record<string, unknown> | undefined)?.Type ?? DEFAULT_BACKEND);
   requireBackendType(type);
@@ -84,7 +101,5 @@ export async function createNetwork(store: Store, name: string, input: Record<st
       throw new WeftError(`network "${other.name}" is already the default; create this one without --default`);
     }
   }
-  const written = await store.compareAndSwap(keys.config, 0, JSON.stringify(config));
-  if (!written) throw new WeftError(`network "${name}" already exists in ${store.url}`);
   return config;
 }

@@ -1,5 +1,6 @@
 import '../backends/all.js';
 import { spawn } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -79,10 +80,10 @@ async function build(o: DemoOptions, state: DemoState, save: () => void): Promis
   say(`building ${o.hosts} hosts on an underlay switch (namespaces ${DEMO_PREFIX}-*)`);
   const tb = await createTestbed({ prefix: DEMO_PREFIX, hosts: o.hosts });
   const storeUrl = `sqlite://${path.join(DEMO_DIR, 'weft.db')}`;
-  const store = await openStore(storeUrl);
+  const store = await openStore(storeUrl, { create: true }); // the demo makes its own database
   try {
-    const subnet = o.subnet ?? '10.244.0.0/16';
-    await createNetwork(store, 'demo', { Network: subnet, Backend: { Type: o.backend } });
+    const { subnet, extra } = demoNetwork(o, tb.underlayCidr);
+    await createNetwork(store, 'demo', { Network: subnet, ...extra, Backend: { Type: o.backend } });
     say(`network demo ${subnet}, backend ${o.backend}, store ${storeUrl}`);
   } finally {
     await store.close();
@@ -116,6 +117,12 @@ async function build(o: DemoOptions, state: DemoState, save: () => void): Promis
     say(`  ${a.host.id}: attached ${o.containers} containers`);
   }
 
+  // Some data planes come up a moment after the leases (bgp: once the BGP sessions are Established)
+  const until = Date.now() + 20_000;
+  const unhealthy = async () => (await Promise.all(agents.map((a) => a.status()))).some((st) => !st || st.networks.some((n) => n.status?.healthy === false));
+  if (await unhealthy()) say('waiting for the data plane to come up (backend status healthy)');
+  while ((await unhealthy()) && Date.now() < until) await sleep(200);
+
   say(`pinging all ${containers.length * (containers.length - 1)} pairs`);
   const pings = await pingAll(containers);
   return { backend: o.backend, containers, pings, matrix: formatMatrix(containers, pings), ok: pings.every((p) => p.ok), ...(ui ? { ui } : {}) };
@@ -142,6 +149,18 @@ async function forwardUi(sock: string, port: number, state: DemoState, save: () 
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new WeftError(`the web map's forwarder on 127.0.0.1:${port} does not answer`);
+}
+
+/**
+ * The demo network: 10.244.0.0/16 unless --subnet says otherwise; the bridge backend puts containers on the
+ * hosts' own segment, so its network is the underlay /24 with per-host /28 ranges from .128 on (clear of the
+ * hosts' and switch's addresses).
+ */
+function demoNetwork(o: DemoOptions, underlay: string): { subnet: string; extra: Record<string, unknown> } {
+  if (o.backend !== 'bridge') return { subnet: o.subnet ?? '10.244.0.0/16', extra: {} };
+  const subnet = o.subnet ?? underlay;
+  const base = subnet.split('/')[0]!.split('.').slice(0, 3).join('.');
+  return { subnet, extra: o.subnet ? {} : { SubnetLen: 28, SubnetMin: `${base}.128` } };
 }
 
 /** `weft demo down`: stops the demo's agents by PID and removes its namespaces and files. */

@@ -25,15 +25,27 @@ export const DnsRecordValue = z.object({
 export type DnsRecord = z.infer<typeof DnsRecordValue>;
 
 // Labels as RFC 1035 allows in practice plus '_' (Docker container names have it); dots join labels.
-const LABEL = '[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?';
-const NAME_RE = new RegExp(`^${LABEL}(?:\\.${LABEL})*$`);
+const LABEL_RE = /^[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$/;
+/** Longest name weft registers (a full name with the domain must stay within DNS's 253). */
+export const MAX_DNS_NAME = 200;
 
-/** A DNS name as weft stores it: lower case, no trailing dot, valid labels, at most 200 characters. */
+/** Why `name` cannot be a container's DNS name, or undefined (the one rule: API, CLI, store records). */
+export function dnsNameProblem(name: string): string | undefined {
+  const bare = name.endsWith('.') ? name.slice(0, -1) : name;
+  if (!bare) return 'empty';
+  if (bare.length > MAX_DNS_NAME) return `longer than ${MAX_DNS_NAME} characters (${bare.length})`;
+  for (const label of bare.split('.')) {
+    if (label.length > 63) return `label "${label.slice(0, 20)}…" is longer than 63 characters`;
+    if (!LABEL_RE.test(label)) return `label ${JSON.stringify(label)}: use letters, digits, '-' and '_' (not '-' first or last)`;
+  }
+  return undefined;
+}
+
+/** A DNS name as weft stores it: lower case, no trailing dot, valid labels (dnsNameProblem). */
 export function normalizeName(name: string): string {
   const n = name.trim().toLowerCase().replace(/\.$/, '');
-  if (n.length > 200 || !NAME_RE.test(n)) {
-    throw new WeftError(`invalid DNS name ${JSON.stringify(name)}: use labels of letters, digits, '-' and '_' joined by dots`);
-  }
+  const why = dnsNameProblem(n);
+  if (why) throw new WeftError(`invalid DNS name ${JSON.stringify(name)}: ${why}`);
   return n;
 }
 

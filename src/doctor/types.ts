@@ -3,35 +3,11 @@ import type { BackendConfig } from '../config/types.js';
 import type { Lease } from '../lease/types.js';
 import type { IpLink } from '../system/ip.js';
 
-/** One verdict of `weft doctor`. A failing finding's message names the cause in the user's words. */
-export interface Finding {
-  /** Stable id of the check, e.g. "ip_forward", "bridge:weft0", "peer:e2e:10.5.7.0/24". */
-  check: string;
-  ok: boolean;
-  /** error: packets are lost now; warn: fragile or degraded; info: context (always for ok findings). */
-  severity: 'error' | 'warn' | 'info';
-  message: string;
-  /** What to type (or do) to repair it. */
-  fix?: string;
-}
-
-export interface RouteFact {
-  dst: string;
-  gateway?: string;
-  dev?: string;
-  flags?: string[];
-}
-export interface NeighFact {
-  dst: string;
-  lladdr?: string;
-  state?: string[];
-}
-export interface FdbFact {
-  mac: string;
-  dst?: string;
-  flags?: string[];
-  state?: string;
-}
+/** A verdict and the kernel facts doctor reads: one definition each, shared with the backends' checks. */
+export type { Finding } from '../backends/types.js';
+export type { FdbFact, NeighFact, RouteFact } from '../system/ops.js';
+import type { Finding } from '../backends/types.js';
+import type { FdbFact, NeighFact, RouteFact } from '../system/ops.js';
 
 /** What the store says about one network (config and live leases). */
 export interface StoreNetworkFacts {

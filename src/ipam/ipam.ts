@@ -1,7 +1,7 @@
-import { ipToInt } from '../net/ipv4.js';
 import { networkKeys } from '../store/layout.js';
 import type { Entry, Store } from '../store/types.js';
 import { WeftError } from '../util/errors.js';
+import { ipToInt } from '../net/ipv4.js';
 import { AddressPool, type PoolRange } from './addresses.js';
 
 /**
@@ -29,6 +29,8 @@ export interface Allocation {
   cidr: string;
   gateway: string;
   owner: string;
+  /** The host that allocated it (records written before hosts were recorded have none). */
+  host?: string;
 }
 
 export interface AllocateRequest {
@@ -39,8 +41,13 @@ export interface AllocateRequest {
   owner: string;
   /** A specific address ("10.5.72.9" or "10.5.72.9/24"); the next free one when absent. */
   address?: string;
-  /** Hand out only this part of the subnet (see AddressPool). */
+  /** The part of the pool this host hands out (a backend's address plan); default: the whole leased subnet. */
   range?: PoolRange;
+  /**
+   * The allocating host, kept in the record. In a pool shared by hosts (l2, bridge, macvlan) an owner key
+   * such as "netns:c1" may exist on two hosts: an owner's address is only its own host's.
+   */
+  host?: string;
 }
 
 export interface ReleaseRequest {
@@ -48,6 +55,8 @@ export interface ReleaseRequest {
   subnet: string;
   owner?: string;
   address?: string;
+  /** Release only this host's records (a pool shared by hosts). */
+  host?: string;
 }
 
 export class Ipam {
@@ -84,22 +93,23 @@ export class Ipam {
     const keys = networkKeys(this.store, req.network);
     const wanted = req.address === undefined ? undefined : pool.check(req.address);
     const records = await this.records(req.network, req.subnet);
-    const own = records.find((r) => r.owner === req.owner);
+    const own = records.find((r) => r.owner === req.owner && sameHost(r, req.host));
     if (own) {
       if (wanted && wanted !== own.address) {
         throw new WeftError(`${req.owner} already has address ${own.address} in ${req.subnet}; release it first`);
       }
       return own;
     }
-    const value = JSON.stringify({ Owner: req.owner, AllocatedAt: new Date().toISOString() });
-    const make = (address: string): Allocation => allocation(req.network, pool, address, req.owner);
+    const value = JSON.stringify({ Owner: req.owner, AllocatedAt: new Date().toISOString(), ...(req.host ? { Host: req.host } : {}) });
+    const make = (address: string): Allocation => ({ ...allocation(req.network, pool, address, req.owner), ...(req.host ? { host: req.host } : {}) });
 
     if (wanted) {
       const taken = records.find((r) => r.address === wanted);
       if (!taken && (await this.store.compareAndSwap(keys.ipamAddress(req.subnet, wanted), 0, value))) return make(wanted);
       const holder = taken ?? (await this.read(req.network, req.subnet, wanted));
-      if (holder?.owner === req.owner) return holder;
-      throw new WeftError(`address ${wanted} in ${req.subnet} is already taken${holder ? ` by ${holder.owner}` : ''}`);
+      if (holder?.owner === req.owner && sameHost(holder, req.host)) return holder;
+      const by = holder ? ` by ${holder.owner}${holder.host && holder.host !== req.host ? ` on host ${holder.host}` : ''}` : '';
+      throw new WeftError(`address ${wanted} in ${req.subnet} is already taken${by}`);
     }
 
     let used = new Set(records.map((r) => r.address));
@@ -149,6 +159,7 @@ export class Ipam {
     const freed: Allocation[] = [];
     const keys = networkKeys(this.store, req.network);
     for (const r of await this.records(req.network, req.subnet)) {
+      if (!sameHost(r, req.host)) continue;
       if ((req.owner !== undefined && r.owner === req.owner) || (address !== undefined && r.address === address)) {
         const key = keys.ipamAddress(req.subnet, r.address);
         this.claiming.delete(key);
@@ -159,7 +170,7 @@ export class Ipam {
   }
 
   /** Every allocated address of the subnet, in address order. */
-  async list(req: { network: string; subnet: string }): Promise<Allocation[]> {
+  async list(req: { network: string; subnet: string; range?: PoolRange }): Promise<Allocation[]> {
     return (await this.records(req.network, req.subnet)).sort((a, b) => ipToInt(a.address) - ipToInt(b.address));
   }
 
@@ -181,13 +192,18 @@ export class Ipam {
 }
 
 function allocation(network: string, pool: AddressPool, address: string, owner: string): Allocation {
-  return { network, subnet: pool.subnet, address, cidr: `${address}/${pool.cidr.len}`, gateway: pool.gateway, owner };
+  return { network, subnet: pool.subnet, address, cidr: `${address}/${pool.cidr.len}`, gateway: pool.gateway ?? '', owner };
+}
+
+/** A record belongs to `host` when either side does not say (records and callers from before hosts were kept). */
+function sameHost(r: Allocation, host: string | undefined): boolean {
+  return host === undefined || r.host === undefined || r.host === host;
 }
 
 function fromEntry(network: string, pool: AddressPool, address: string, e: Entry): Allocation | undefined {
   try {
-    const v = JSON.parse(e.value) as { Owner?: unknown };
-    return allocation(network, pool, address, typeof v.Owner === 'string' ? v.Owner : '');
+    const v = JSON.parse(e.value) as { Owner?: unknown; Host?: unknown };
+    return { ...allocation(network, pool, address, typeof v.Owner === 'string' ? v.Owner : ''), ...(typeof v.Host === 'string' ? { host: v.Host } : {}) };
   } catch {
     return undefined;
   }

@@ -6,10 +6,14 @@
  *   writing the key again (as a lease renewal does) attaches a new lease, the old one expires empty.
  * - watch = range read (the resync) + etcd watch from the read's revision; on any watch error,
  *   disconnect or compaction it starts over with a fresh read, so the caller sees a new resync.
+ * - deadline: every call ends within `timeoutMs` (gRPC deadline plus our own timer, since etcd3 retries
+ *   and dials on its own); an unreachable cluster is a one-line error naming the endpoints.
+ * - close() waits for the calls in flight (each bounded by the deadline) before closing the client.
  */
 import etcd3 from 'etcd3';
 import type { Etcd3, IKeyValue, Namespace, Watcher as EtcdWatcher } from 'etcd3';
 import { log } from '../util/log.js';
+import { RateLimitedLog } from '../util/rate-limited-log.js';
 import { WeftError } from '../util/errors.js';
 import type { Entry, PutOptions, Store, Watch, WatchEvent } from './types.js';
 
@@ -19,13 +23,36 @@ export interface EtcdStoreOptions {
   endpoints: string[];
   /** Leading slash, no trailing slash, e.g. `/weft` or `/coreos.com/network`. */
   prefix: string;
-  /** gRPC dial timeout (ms). */
-  dialTimeoutMs?: number;
+  /** Deadline of every call, and the gRPC dial timeout (ms). */
+  timeoutMs?: number;
+  /** TLS: CA to trust (default: the system's) and the client certificate and key (PEM). */
+  credentials?: { rootCertificate?: Buffer; certChain?: Buffer; privateKey?: Buffer };
 }
 
 /** kv from a watch event or getAll() (etcd3's namespace strips the prefix from those). */
 function toEntry(kv: IKeyValue): Entry {
   return { key: kv.key.toString(), value: kv.value.toString(), revision: Number(kv.mod_revision) };
+}
+
+/**
+ * grpc-js hands an IP endpoint to TLS as the server name, which Node deprecates (DEP0123) with a warning on
+ * stderr that tells a weft user nothing (the certificate is still checked against the IP). Drops just that.
+ */
+let ipServerNameWarningSilenced = false;
+function silenceIpServerNameWarning(): void {
+  if (ipServerNameWarningSilenced) return;
+  ipServerNameWarningSilenced = true;
+  const emit = process.emitWarning.bind(process) as (...a: unknown[]) => void;
+  process.emitWarning = ((warning: unknown, ...rest: unknown[]) => {
+    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+    if (code === 'DEP0123') return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
+}
+
+function checkTtl(opts?: PutOptions): void {
+  const ttl = opts?.ttlSeconds;
+  if (ttl !== undefined && !(ttl > 0)) throw new RangeError(`ttlSeconds must be > 0, got ${ttl}`);
 }
 
 const delay = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
@@ -37,6 +64,9 @@ export class EtcdStore implements Store {
   private readonly client: Etcd3;
   private readonly ns: Namespace;
   private readonly watches = new Set<PrefixWatch>();
+  private readonly inFlight = new Set<Promise<unknown>>();
+  private readonly endpoints: string[];
+  readonly timeoutMs: number;
   private closed = false;
 
   static async open(opts: EtcdStoreOptions): Promise<EtcdStore> {
@@ -47,14 +77,27 @@ export class EtcdStore implements Store {
     this.url = opts.url;
     this.prefix = opts.prefix;
     this.flannelLayout = opts.prefix.endsWith('/network');
-    this.client = new etcd3.Etcd3({ hosts: opts.endpoints, dialTimeout: opts.dialTimeoutMs ?? 3000 });
+    this.endpoints = opts.endpoints;
+    if (opts.endpoints.some((e) => e.startsWith('https:'))) silenceIpServerNameWarning();
+    this.timeoutMs = opts.timeoutMs ?? 5000;
+    const timeoutMs = this.timeoutMs;
+    this.client = new etcd3.Etcd3({
+      hosts: opts.endpoints,
+      dialTimeout: timeoutMs,
+      // Unary calls carry the deadline to gRPC too, so a timed-out call is cancelled, not left retrying.
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeoutMs }),
+      // etcd3 wants a Buffer here, but gRPC takes null for "the system's CAs".
+      ...(opts.credentials ? { credentials: { ...opts.credentials, rootCertificate: opts.credentials.rootCertificate ?? (null as unknown as Buffer) } } : {}),
+    });
     this.ns = this.client.namespace(`${opts.prefix}/`);
   }
 
   async get(key: string): Promise<Entry | undefined> {
-    const res = await this.call('get', () => this.ns.get(key).exec());
-    const kv = res.kvs[0];
-    return kv && this.fromRange(kv);
+    return this.op('get', async () => {
+      const res = await this.ns.get(key).exec();
+      const kv = res.kvs[0];
+      return kv && this.fromRange(kv);
+    });
   }
 
   async list(prefix: string): Promise<Entry[]> {
@@ -62,24 +105,30 @@ export class EtcdStore implements Store {
   }
 
   async put(key: string, value: string, opts?: PutOptions): Promise<Entry> {
-    const lease = await this.grant(opts);
-    const put = this.ns.put(key).value(value);
-    if (lease) put.lease(lease.id);
-    const res = await this.call('put', () => put.exec());
-    return this.written(key, value, Number(res.header.revision), lease);
+    checkTtl(opts);
+    return this.op('put', async () => {
+      const lease = await this.grant(opts);
+      const put = this.ns.put(key).value(value);
+      if (lease) put.lease(lease.id);
+      const res = await put.exec();
+      return this.written(key, value, Number(res.header.revision), lease);
+    });
   }
 
   async compareAndSwap(key: string, revision: number, value: string, opts?: PutOptions): Promise<Entry | undefined> {
-    const lease = await this.grant(opts);
-    const put = this.ns.put(key).value(value);
-    if (lease) put.lease(lease.id);
-    const cond = revision === 0 ? this.ns.if(key, 'Create', '==', 0) : this.ns.if(key, 'Mod', '==', revision);
-    const res = await this.call('compare-and-swap', () => cond.then(put).commit());
-    if (!res.succeeded) {
-      if (lease) this.revoke(lease.id);
-      return undefined;
-    }
-    return this.written(key, value, Number(res.header.revision), lease);
+    checkTtl(opts);
+    return this.op('compare-and-swap', async () => {
+      const lease = await this.grant(opts);
+      const put = this.ns.put(key).value(value);
+      if (lease) put.lease(lease.id);
+      const cond = revision === 0 ? this.ns.if(key, 'Create', '==', 0) : this.ns.if(key, 'Mod', '==', revision);
+      const res = await cond.then(put).commit();
+      if (!res.succeeded) {
+        if (lease) this.revoke(lease.id);
+        return undefined;
+      }
+      return this.written(key, value, Number(res.header.revision), lease);
+    });
   }
 
   /**
@@ -89,10 +138,10 @@ export class EtcdStore implements Store {
    */
   async refresh(key: string, revision: number, ttlSeconds: number): Promise<Entry | undefined> {
     if (!(ttlSeconds > 0)) throw new RangeError(`ttlSeconds must be > 0, got ${ttlSeconds}`);
-    const res = await this.call('get', () => this.ns.get(key).exec());
+    const res = await this.op('get', () => this.ns.get(key).exec());
     const kv = res.kvs[0];
     if (!kv || Number(kv.mod_revision) !== revision || !kv.lease || kv.lease === '0') return undefined;
-    const ttl = await this.call('lease keepalive', () => this.keepaliveOnce(kv.lease));
+    const ttl = await this.op('lease keepalive', () => this.keepaliveOnce(kv.lease));
     if (ttl !== Math.ceil(ttlSeconds)) return undefined; // expired (0) or granted another TTL
     return { ...this.fromRange(kv), expiresAt: Date.now() + ttl * 1000 };
   }
@@ -112,28 +161,30 @@ export class EtcdStore implements Store {
   }
 
   async delete(key: string, revision?: number): Promise<boolean> {
-    if (revision === undefined) {
-      const res = await this.call('delete', () => this.ns.delete().key(key).exec());
-      return Number(res.deleted) > 0;
-    }
-    const res = await this.call('delete', () =>
-      this.ns.if(key, 'Mod', '==', revision).then(this.ns.delete().key(key)).commit(),
-    );
-    return res.succeeded && Number(res.responses[0]?.response_delete_range?.deleted ?? 0) > 0;
+    return this.op('delete', async () => {
+      if (revision === undefined) {
+        const res = await this.ns.delete().key(key).exec();
+        return Number(res.deleted) > 0;
+      }
+      const res = await this.ns.if(key, 'Mod', '==', revision).then(this.ns.delete().key(key)).commit();
+      return res.succeeded && Number(res.responses[0]?.response_delete_range?.deleted ?? 0) > 0;
+    });
   }
 
   watch(prefix: string, onEvent: (ev: WatchEvent) => void): Watch {
-    if (this.closed) throw new Error(`store ${this.url} is closed`);
+    if (this.closed) throw new WeftError(`store ${this.url} is closed`, 'ESTORECLOSED');
     const w = new PrefixWatch(this, this.ns, prefix, onEvent, () => this.watches.delete(w));
     this.watches.add(w);
     void w.run();
     return w;
   }
 
+  /** Stops the watches, lets the calls in flight finish (each within its deadline), then closes the client. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await Promise.all([...this.watches].map((w) => w.stop()));
+    await Promise.allSettled([...this.inFlight]);
     this.client.close();
   }
 
@@ -141,8 +192,27 @@ export class EtcdStore implements Store {
 
   /** One range read: the sorted live entries under prefix and the store revision they are current at. */
   async range(prefix: string): Promise<{ entries: Entry[]; revision: number }> {
-    const res = await this.call('list', () => this.ns.getAll().prefix(prefix).sort('Key', 'Ascend').exec());
-    return { entries: res.kvs.map(toEntry), revision: Number(res.header.revision) };
+    return this.op('list', async () => {
+      const res = await this.ns.getAll().prefix(prefix).sort('Key', 'Ascend').exec();
+      return { entries: res.kvs.map(toEntry), revision: Number(res.header.revision) };
+    });
+  }
+
+  /** Runs `p` within the deadline; a late result is dropped (and handed to `late`, e.g. to cancel it). */
+  withDeadline<T>(what: string, p: Promise<T>, late?: (v: T) => void): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        if (late) p.then(late, () => undefined);
+        reject(
+          new WeftError(
+            `store ${this.url}: ${what} got no answer within ${this.timeoutMs / 1000} s from etcd at ${this.endpoints.join(',')}`,
+            'ESTORETIMEOUT',
+          ),
+        );
+      }, this.timeoutMs);
+    });
+    return Promise.race([p, expired]).finally(() => clearTimeout(timer));
   }
 
   /** kv from a single-key get(): etcd3 leaves the full key there, so strip `<prefix>/`. */
@@ -155,10 +225,9 @@ export class EtcdStore implements Store {
   private async grant(opts?: PutOptions): Promise<{ id: string; expiresAt: number } | undefined> {
     const ttl = opts?.ttlSeconds;
     if (ttl === undefined) return undefined;
-    if (!(ttl > 0)) throw new RangeError(`ttlSeconds must be > 0, got ${ttl}`);
     // etcd leases count whole seconds (and raise tiny TTLs to the cluster minimum, ~2 s).
     const seconds = Math.ceil(ttl);
-    const res = await this.call('lease grant', () => this.ns.leaseClient.leaseGrant({ TTL: seconds }));
+    const res = await this.ns.leaseClient.leaseGrant({ TTL: seconds });
     return { id: res.ID, expiresAt: Date.now() + Number(res.TTL) * 1000 };
   }
 
@@ -172,13 +241,21 @@ export class EtcdStore implements Store {
     return e;
   }
 
-  /** Runs an etcd call; connection-level failures become one-line errors naming the store. */
-  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (err) {
-      throw new WeftError(`store ${this.url}: ${what} failed: ${(err as Error).message}`, 'ESTORE');
-    }
+  /**
+   * One store call: refused once closed, counted as in flight until it settles, bounded by the deadline;
+   * failures become one-line errors naming the store and its endpoints.
+   */
+  private op<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    if (this.closed) return Promise.reject(new WeftError(`store ${this.url} is closed`, 'ESTORECLOSED'));
+    const p = this.withDeadline(what, fn()).catch((err: unknown) => {
+      if (err instanceof WeftError) throw err;
+      const msg = String((err as Error).message ?? err).split('\n')[0];
+      throw new WeftError(`store ${this.url}: ${what} failed (etcd at ${this.endpoints.join(',')}): ${msg}`, 'ESTORE');
+    });
+    this.inFlight.add(p);
+    const done = () => this.inFlight.delete(p);
+    p.then(done, done);
+    return p;
   }
 }
 
@@ -189,6 +266,8 @@ class PrefixWatch implements Watch {
   /** Wakes the run loop when the current etcd watcher fails or the watch is closed. */
   private wake: (() => void) | undefined;
   private done: Promise<void> | undefined;
+  /** An unreachable etcd fails every retry: log the first, then a count. */
+  private readonly faults = new RateLimitedLog(log);
 
   constructor(
     private readonly store: EtcdStore,
@@ -233,7 +312,13 @@ class PrefixWatch implements Watch {
         const { entries, revision } = await this.store.range(this.prefix);
         if (this.stopped) break;
         this.deliver({ type: 'resync', entries });
-        watcher = await this.ns.watch().prefix(this.prefix).startRevision(String(revision + 1)).create();
+        this.faults.clear('lost', `store watch on ${this.prefix} is back`);
+        // A watch that cannot be set up within the deadline is cancelled when it finally arrives.
+        watcher = await this.store.withDeadline(
+          'watch',
+          this.ns.watch().prefix(this.prefix).startRevision(String(revision + 1)).create(),
+          (late) => void late.cancel().catch(() => undefined),
+        );
         this.current = watcher;
         backoff = 100;
         const gen = watcher;
@@ -266,7 +351,7 @@ class PrefixWatch implements Watch {
       // Cancel synchronously after a disconnect, before etcd3 re-attaches this watcher on its own.
       if (watcher) await watcher.cancel().catch(() => undefined);
       if (this.stopped) break;
-      log.warn({ err: failed, url: this.store.url, prefix: this.prefix }, 'store watch lost; re-listing');
+      this.faults.warn('lost', { err: failed, url: this.store.url, prefix: this.prefix }, 'store watch lost; re-listing');
       await delay(backoff);
       backoff = Math.min(backoff * 2, 5000);
     }

@@ -169,3 +169,31 @@ export async function listNetworkNames(store: Store): Promise<string[]> {
   const names = (await store.list(NETWORKS_PREFIX)).map((e) => networkNameOfConfigKey(e.key));
   return names.filter((n): n is string => n !== undefined).sort();
 }
+
+/**
+ * Networks the user connected (`weft network connect A B`): one key per pair, `connections/<a>+<b>` with the
+ * names sorted (so A B and B A are one key). Networks are isolated from each other unless connected.
+ */
+export const CONNECTIONS_PREFIX = 'connections/';
+
+export function connectionKey(a: string, b: string): string {
+  const [x, y] = [checkName('network name', a), checkName('network name', b)].sort();
+  return `${CONNECTIONS_PREFIX}${x}+${y}`;
+}
+
+/** The two names of a connection key ("a+b"), or undefined when the key is not one. */
+export function connectionOfKey(key: string): [string, string] | undefined {
+  const m = /^connections\/([^/+]+)\+([^/+]+)$/.exec(key);
+  return m ? [m[1]!, m[2]!] : undefined;
+}
+
+/**
+ * External BGP peers (`weft bgp peer add`), shared by every agent: `bgp/peers/<ip>` → {"ip","asn","network"?}
+ * (network absent: every bgp network). Keys sit beside `networks/`, relative to the store's prefix.
+ */
+export const BGP_PEERS_PREFIX = 'bgp/peers/';
+
+export function bgpPeerKey(ip: string): string {
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(ip)) throw new WeftError(`invalid BGP peer address ${JSON.stringify(ip)}`);
+  return `${BGP_PEERS_PREFIX}${ip}`;
+}

@@ -17,16 +17,17 @@ export interface SourceBinding {
   hostIf: string;
   /** The container's address, without prefix length. */
   ip: string;
-  mac: string;
+  /** Absent: the MAC is not pinned (a CNI chain may change it); the address always is. */
+  mac?: string;
 }
 
 function rulesFor(b: SourceBinding): string[] {
   const i = `-i ${b.hostIf}`;
   return [
-    `${i} -s ! ${b.mac} -j DROP`,
+    ...(b.mac ? [`${i} -s ! ${b.mac} -j DROP`] : []),
     `-p IPv4 ${i} --ip-src ! ${b.ip} -j DROP`,
     `-p ARP ${i} --arp-ip-src ! ${b.ip} -j DROP`,
-    `-p ARP ${i} --arp-mac-src ! ${b.mac} -j DROP`,
+    ...(b.mac ? [`-p ARP ${i} --arp-mac-src ! ${b.mac} -j DROP`] : []),
     `-p IPv6 ${i} -j DROP`,
   ];
 }
@@ -96,7 +97,7 @@ export async function reconcileSources(bindings: SourceBinding[], owns: (hostIf:
   const changed: string[] = [];
   for (const [hostIf, rules] of have) {
     const b = want.get(hostIf);
-    const right = b && rules.length === rulesFor(b).length && rules.every((r) => r.includes(b.mac) || r.includes(b.ip) || r.includes('IPv6'));
+    const right = b && rules.length === rulesFor(b).length && rules.every((r) => (b.mac !== undefined && r.includes(b.mac)) || r.includes(b.ip) || r.includes('IPv6'));
     if (owns(hostIf) && !right) {
       lines.push(...rules.map((r) => `-D ${ANTISPOOF_CHAIN} ${r}`));
       changed.push(hostIf);

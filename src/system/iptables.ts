@@ -108,10 +108,172 @@ export async function removeMasquerade(cidr: string, opts: NsOpts = {}): Promise
 
 /** Removes weft's chains and the jumps to them (`weft reset`). */
 export async function removeAllWeftRules(opts: NsOpts & { parents?: string[] } = {}): Promise<void> {
+  await removeIsolation(opts);
+  await removeDnat(opts); // published ports (Docker -p)
   for (const parent of opts.parents ?? ['FORWARD', 'DOCKER-USER']) await removeRule('filter', parent, ['-j', FORWARD_CHAIN], opts);
   await removeRule('nat', 'POSTROUTING', ['-j', POSTROUTING_CHAIN], opts);
   for (const [t, c] of [['filter', FORWARD_CHAIN], ['nat', POSTROUTING_CHAIN]] as const) {
     await iptables(['-t', t, '-F', c], opts, true);
     await iptables(['-t', t, '-X', c], opts, true);
+  }
+}
+
+// ---------------- isolation between networks ----------------
+
+/** Holds the drops between weft networks; jumped to first from FORWARD (and DOCKER-USER). */
+export const ISOLATION_CHAIN = 'WEFT-ISOLATION';
+
+export interface IsolatedNetwork {
+  name: string;
+  /** The whole network, e.g. "10.5.0.0/16". */
+  cidr: string;
+}
+
+/**
+ * The isolation rules (pure): for every ordered pair of networks the user has not connected, packets from
+ * one to the other are rejected. One rule per direction, matched on the whole networks, so the same chain
+ * is right on every host whichever networks it runs, for every backend (routed on this host, arriving from
+ * an underlay, or from containers sitting on a physical segment). With fewer than two networks: no rule.
+ * `connected` holds "a+b" with the names sorted.
+ */
+export function isolationRules(networks: readonly IsolatedNetwork[], connected: ReadonlySet<string>): string[][] {
+  const out: string[][] = [];
+  const sorted = [...networks].sort((a, b) => a.name.localeCompare(b.name));
+  for (const a of sorted) {
+    for (const b of sorted) {
+      if (a === b || connected.has([a.name, b.name].sort().join('+'))) continue;
+      out.push(['-s', a.cidr, '-d', b.cidr, '-m', 'comment', '--comment', `weft: ${a.name} -/-> ${b.name}`, '-j', 'REJECT', '--reject-with', 'icmp-admin-prohibited']);
+    }
+  }
+  return out;
+}
+
+/** `iptables -S` text of a rule in our chain (what `-S` prints back), for comparing with the kernel. */
+function ruleText(chain: string, rule: readonly string[]): string {
+  return ['-A', chain, ...rule.map((a) => (/[\s>]/.test(a) ? `"${a}"` : a))].join(' ');
+}
+
+let isolationQueue: Promise<unknown> = Promise.resolve();
+
+/**
+ * Makes WEFT-ISOLATION hold exactly `rules` (isolationRules) and be the first rule of each parent chain.
+ * With no rules (fewer than two networks) the chain and its jumps are removed: a host with one network keeps
+ * a netfilter-free forwarding path (see forwardNeedsAccept). The chain is rewritten atomically with
+ * iptables-restore only when it differs. Calls are serialised (every network's runner calls it).
+ */
+export function reconcileIsolation(rules: readonly string[][], opts: NsOpts & { parents?: string[] } = {}): Promise<{ changed: boolean }> {
+  const run = isolationQueue.catch(() => undefined).then(() => reconcileIsolationNow(rules, opts));
+  isolationQueue = run;
+  return run;
+}
+
+async function reconcileIsolationNow(rules: readonly string[][], opts: NsOpts & { parents?: string[] }): Promise<{ changed: boolean }> {
+  const parents = opts.parents ?? ['FORWARD'];
+  const listed = await iptables(['-t', 'filter', '-S', ISOLATION_CHAIN], opts, true);
+  const exists = listed.code === 0;
+  if (rules.length === 0) {
+    if (!exists) return { changed: false };
+    await removeIsolation(opts);
+    return { changed: true };
+  }
+  const have = listed.stdout.split('\n').filter((l) => l.startsWith('-A '));
+  const want = rules.map((r) => ruleText(ISOLATION_CHAIN, r));
+  let changed = false;
+  if (!exists || have.join('\n') !== want.join('\n')) {
+    const text = ['*filter', `:${ISOLATION_CHAIN} - [0:0]`, `-F ${ISOLATION_CHAIN}`, ...want, 'COMMIT', ''].join('\n');
+    const [cmd, a] = inNetns(opts.netns, 'iptables-restore', ['-w', '5', '--noflush']);
+    await run(cmd, a, { input: text });
+    changed = true;
+  }
+  for (const parent of parents) {
+    const chain = await iptables(['-t', 'filter', '-S', parent], opts, true);
+    if (chain.code !== 0) continue; // DOCKER-USER where Docker does not run
+    const first = chain.stdout.split('\n').find((l) => l.startsWith('-A '));
+    if (first === `-A ${parent} -j ${ISOLATION_CHAIN}`) continue;
+    await removeRule('filter', parent, ['-j', ISOLATION_CHAIN], opts);
+    await iptables(['-t', 'filter', '-I', parent, '1', '-j', ISOLATION_CHAIN], opts);
+    changed = true;
+  }
+  return { changed };
+}
+
+/** Removes the isolation chain and the jumps to it. */
+export async function removeIsolation(opts: NsOpts & { parents?: string[] } = {}): Promise<void> {
+  for (const parent of opts.parents ?? ['FORWARD', 'DOCKER-USER']) await removeRule('filter', parent, ['-j', ISOLATION_CHAIN], opts);
+  await iptables(['-t', 'filter', '-F', ISOLATION_CHAIN], opts, true);
+  await iptables(['-t', 'filter', '-X', ISOLATION_CHAIN], opts, true);
+}
+
+// ---------------- published ports (Docker -p) ----------------
+
+/** nat chain of DNAT rules for published ports, jumped from PREROUTING and (local traffic) OUTPUT. */
+export const DNAT_CHAIN = 'WEFT-DNAT';
+/** nat chain that masquerades hairpin traffic (a container of the network reaching a port published on its own host). */
+export const DNAT_HAIRPIN_CHAIN = 'WEFT-DNAT-HAIRPIN';
+
+export interface PortRule {
+  proto: 'tcp' | 'udp' | 'sctp';
+  /** Host address to match (absent: any local address). */
+  hostIp?: string;
+  hostPort: number;
+  /** Container address (no prefix length) and port. */
+  ip: string;
+  port: number;
+  /** The whole network of the container: its members reaching the host port are masqueraded (hairpin). */
+  networkCidr?: string;
+  /** Who the rule is for (endpoint id): a comment on the rule. */
+  owner: string;
+}
+
+/** The jumps into the chains: [table chain, rule], each inserted first. */
+const DNAT_JUMPS: Array<[string, string[]]> = [
+  ['PREROUTING', ['-m', 'addrtype', '--dst-type', 'LOCAL', '-j', DNAT_CHAIN]],
+  // local clients (the host itself) reaching its own address; 127.0.0.0/8 would need route_localnet
+  ['OUTPUT', ['!', '-d', '127.0.0.0/8', '-m', 'addrtype', '--dst-type', 'LOCAL', '-j', DNAT_CHAIN]],
+  ['POSTROUTING', ['-j', DNAT_HAIRPIN_CHAIN]],
+];
+
+/** The two chains' rules (pure), in iptables-restore form. */
+export function dnatRuleLines(rules: readonly PortRule[]): string[] {
+  const out: string[] = [];
+  for (const r of rules) {
+    out.push(['-A', DNAT_CHAIN, ...(r.hostIp ? ['-d', `${r.hostIp}/32`] : []), '-p', r.proto, '-m', r.proto, '--dport', String(r.hostPort), ...comment(r), '-j', 'DNAT', '--to-destination', `${r.ip}:${r.port}`].join(' '));
+  }
+  for (const r of rules) {
+    const src = r.networkCidr ?? `${r.ip}/32`;
+    out.push(['-A', DNAT_HAIRPIN_CHAIN, '-s', src, '-d', `${r.ip}/32`, '-p', r.proto, '-m', r.proto, '--dport', String(r.port), '-m', 'conntrack', '--ctstate', 'DNAT', ...comment(r), '-j', 'MASQUERADE'].join(' '));
+  }
+  return out;
+  function comment(r: PortRule) {
+    return ['-m', 'comment', '--comment', `"weft: ${r.owner.replace(/[^0-9A-Za-z:._-]/g, '')}"`];
+  }
+}
+
+let dnatQueue: Promise<unknown> = Promise.resolve();
+
+/**
+ * Makes WEFT-DNAT and WEFT-DNAT-HAIRPIN hold exactly `rules` (both rewritten atomically with iptables-restore)
+ * and jumped to first. With no rules, the chains and jumps are removed. Serialised.
+ */
+export function reconcileDnat(rules: readonly PortRule[], opts: NsOpts = {}): Promise<void> {
+  const run = dnatQueue.catch(() => undefined).then(() => reconcileDnatNow(rules, opts));
+  dnatQueue = run;
+  return run;
+}
+
+async function reconcileDnatNow(rules: readonly PortRule[], opts: NsOpts): Promise<void> {
+  if (rules.length === 0) return removeDnat(opts);
+  const text = ['*nat', `:${DNAT_CHAIN} - [0:0]`, `:${DNAT_HAIRPIN_CHAIN} - [0:0]`, `-F ${DNAT_CHAIN}`, `-F ${DNAT_HAIRPIN_CHAIN}`, ...dnatRuleLines(rules), 'COMMIT', ''].join('\n');
+  const [cmd, a] = inNetns(opts.netns, 'iptables-restore', ['-w', '5', '--noflush']);
+  await run(cmd, a, { input: text });
+  for (const [parent, jump] of DNAT_JUMPS) await ensureRule('nat', parent, jump, { ...opts, position: 1 });
+}
+
+/** Removes the published-port chains and the jumps to them (no rules left, `weft reset`). */
+export async function removeDnat(opts: NsOpts = {}): Promise<void> {
+  for (const [parent, jump] of DNAT_JUMPS) await removeRule('nat', parent, jump, opts);
+  for (const c of [DNAT_CHAIN, DNAT_HAIRPIN_CHAIN]) {
+    await iptables(['-t', 'nat', '-F', c], opts, true);
+    await iptables(['-t', 'nat', '-X', c], opts, true);
   }
 }

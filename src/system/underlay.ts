@@ -25,8 +25,10 @@ function ipv4s(link: IpLink): Array<{ local: string; prefixlen: number }> {
 /** Finds the underlay: --iface, else the interface holding --public-ip, else the default route's interface. */
 export async function findUnderlay(o: UnderlayOptions = {}, opts: NsOpts = {}): Promise<Underlay> {
   if (o.iface) {
-    const link = await getLink(o.iface, opts);
+    let link = await getLink(o.iface, opts);
     if (!link) throw new WeftError(`underlay interface ${o.iface} does not exist`, 'ENOUNDERLAY');
+    // a NIC the bridge backend enslaved: its addresses are on the bridge now
+    if (!o.publicIp && !ipv4s(link).length && link.master) link = (await getLink(link.master, opts)) ?? link;
     const addr = o.publicIp ?? ipv4s(link)[0]?.local;
     if (!addr) throw new WeftError(`underlay interface ${o.iface} has no IPv4 address`, 'ENOUNDERLAY');
     return { iface: link.ifname, ip: addr, mtu: link.mtu };

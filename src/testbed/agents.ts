@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { callAgent } from '../agent/client.js';
 import type { AgentStatus, Endpoint } from '../agent/types.js';
 import { inNetns } from '../system/netns.js';
+import { pidAlive } from '../system/process.js';
 import { WeftError } from '../util/errors.js';
 import type { TestbedHost } from './index.js';
 
@@ -91,12 +92,12 @@ export class AgentProcess {
     }
   }
 
-  /** Waits until every network on this host has `peers` peers. */
+  /** Waits until every network on this host has `peers` peers and its backend says it is healthy (bgp: sessions up, routes in). */
   async waitForPeers(peers: number, timeoutMs = 10_000): Promise<void> {
     await this.waitFor(
       async () => {
         const st = await this.status();
-        return !!st && st.networks.length > 0 && st.networks.every((n) => n.peers.length === peers);
+        return !!st && st.networks.length > 0 && st.networks.every((n) => n.peers.length === peers && n.status?.healthy !== false);
       },
       timeoutMs,
       `${peers} peers`,
@@ -129,16 +130,8 @@ export class AgentProcess {
   }
 }
 
-export function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    // a zombie child counts as gone
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return !/^\d+ \(.*\) Z/.test(stat);
-  } catch {
-    return false;
-  }
-}
+/** True when `pid` runs and is not a zombie (a zombie child counts as gone). */
+export const alive = pidAlive;
 
 function tail(file: string): string {
   try {

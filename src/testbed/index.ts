@@ -63,19 +63,11 @@ async function listNetns(): Promise<string[]> {
   return r.map((n) => n.name);
 }
 
-function belongs(name: string, prefix: string): boolean {
-  return name === prefix || name.startsWith(prefix + '-');
-}
-
 /**
- * Removes every namespace whose name is `prefix` or starts with `prefix-` (`weft demo down`), after
- * stopping (by PID) the processes still running inside them: SIGTERM first, so daemons such as wireguard-go
- * remove their machine-wide sockets (/var/run/wireguard), SIGKILL after a second. Carries on past failures.
- * Returns the names removed.
+ * Stops, by PID, every process still living in these namespaces (`ip netns pids`), except this one:
+ * SIGTERM, then SIGKILL for what is left after a second (daemons an agent left running detached, too).
  */
-export async function cleanupPrefix(prefix: string): Promise<string[]> {
-  if (!prefix) throw new WeftError('cleanupPrefix needs a non-empty prefix');
-  const names = (await listNetns()).filter((n) => belongs(n, prefix));
+async function stopNetnsProcesses(names: readonly string[]): Promise<void> {
   const pids: number[] = [];
   for (const ns of names) {
     const r = await run('ip', ['netns', 'pids', ns], { allowFail: true });
@@ -91,6 +83,22 @@ export async function cleanupPrefix(prefix: string): Promise<string[]> {
   for (const pid of pids) signal(pid, 'SIGTERM');
   for (let i = 0; i < 20 && pids.some(pidAlive); i++) await new Promise((r) => setTimeout(r, 50));
   for (const pid of pids) if (pidAlive(pid)) signal(pid, 'SIGKILL');
+}
+
+function belongs(name: string, prefix: string): boolean {
+  return name === prefix || name.startsWith(prefix + '-');
+}
+
+/**
+ * Removes every namespace whose name is `prefix` or starts with `prefix-` (`weft demo down`), after
+ * stopping (by PID) the processes still running inside them: SIGTERM first, so daemons such as wireguard-go
+ * remove their machine-wide sockets (/var/run/wireguard), SIGKILL after a second. Carries on past failures.
+ * Returns the names removed.
+ */
+export async function cleanupPrefix(prefix: string): Promise<string[]> {
+  if (!prefix) throw new WeftError('cleanupPrefix needs a non-empty prefix');
+  const names = (await listNetns()).filter((n) => belongs(n, prefix));
+  await stopNetnsProcesses(names);
   // containers first, switch last, so no veth dangles meanwhile
   const ordered = [...names].sort((a, b) => b.length - a.length);
   await ipBatch(ordered.map((n) => `netns del ${n}`), { force: true }).catch(() => {});
@@ -161,11 +169,15 @@ export class Testbed {
     return h;
   }
 
-  /** Kills the host's tracked processes and deletes its namespace and its containers' namespaces. */
+  /**
+   * Kills the host's tracked processes, then (by PID) any other process still in its namespaces (e.g. a
+   * daemon an agent left running detached), and deletes its namespace and its containers' namespaces.
+   */
   async removeHost(id: string | TestbedHost): Promise<void> {
     const h = this.host(id);
     const nss = [...h.containers, h.ns];
     await this.killChildren((ns) => nss.includes(ns));
+    await stopNetnsProcesses(nss);
     await ipBatch(nss.map((n) => `netns del ${n}`), { force: true }).catch(() => {});
     this.hosts.splice(this.hosts.indexOf(h), 1);
   }

@@ -57,14 +57,23 @@ export const waitUntil = (what: string, ms: number, check: () => Promise<boolean
 
 export interface ClusterOptions {
   backend: string;
-  cidr: string;
+  /** The network's CIDR, or a function of the test bed's underlay /24 (the bridge backend shares it). */
+  cidr: string | ((underlay: string) => string);
   hosts: number;
   containersPerHost: number;
   /** Narrow the leasable range (flannel's SubnetMin/SubnetMax). */
   subnetMin?: string;
   subnetMax?: string;
-  /** More fields of the Backend config (e.g. a VNI). */
-  backendConfig?: Record<string, unknown>;
+  /** More fields of the Backend config (e.g. a VNI, bgp's HoldTime); a function sees the test bed (its host addresses). */
+  backendConfig?: Record<string, unknown> | ((tb: Testbed) => Record<string, unknown>);
+  /** More fields of the network's config (SubnetLen, SubnetMin, Backend fields under `backend`). */
+  config?: (underlay: string) => Record<string, unknown>;
+  /** Backend fields besides Type (Parent, Gateway, …). */
+  backendFields?: Record<string, unknown>;
+  /** Further networks created before the agents start (every agent joins them too). */
+  networks?: Array<{ name: string; cidr: string; backend: string }>;
+  /** Runs after the test bed is built, before any agent starts (e.g. start a probe that watches the agents' effect). */
+  beforeAgents?: (tb: Testbed) => Promise<void> | void;
 }
 
 const live = new Set<Cluster>();
@@ -91,20 +100,25 @@ export class Cluster {
     let tb: Testbed | undefined;
     try {
       tb = await createTestbed({ hosts: o.hosts });
-      const store = await openStore(storeUrl);
+      const underlay = `${tb.hosts[0]!.ip.split('.').slice(0, 3).join('.')}.0/24`;
+      const store = await openStore(storeUrl, { create: true });
       try {
+        const cidr = typeof o.cidr === 'function' ? o.cidr(underlay) : o.cidr;
         await createNetwork(store, NETWORK, {
-          Network: o.cidr,
-          Backend: { Type: o.backend, ...o.backendConfig },
+          Network: cidr,
+          ...(o.config?.(underlay) ?? {}),
           ...(o.subnetMin ? { SubnetMin: o.subnetMin } : {}),
           ...(o.subnetMax ? { SubnetMax: o.subnetMax } : {}),
+          Backend: { Type: o.backend, ...(typeof o.backendConfig === 'function' ? o.backendConfig(tb) : o.backendConfig), ...(o.backendFields ?? {}) },
         });
+        for (const n of o.networks ?? []) await createNetwork(store, n.name, { Network: n.cidr, Backend: { Type: n.backend } });
       } finally {
         await store.close();
       }
       const c = new Cluster(o, tb, dir, storeUrl);
       live.add(c);
       try {
+        await o.beforeAgents?.(tb);
         for (const h of tb.hosts) await c.startAgent(h);
         await Promise.all([...c.agents.values()].map((a) => a.waitForPeers(o.hosts - 1)));
         for (const h of tb.hosts) await c.addContainers(h, o.containersPerHost);
@@ -146,7 +160,7 @@ export class Cluster {
     const first = this.on(h.id).length + 1;
     for (let i = first; i < first + n; i++) {
       const ns = await this.tb.addContainer(h, `c${i}`);
-      const ep = await this.agent(h).attach(ns);
+      const ep = await this.agent(h).attach(ns, { network: NETWORK });
       this.containers.push({ ns, label: `${h.id}-c${i}`, ip: ep.address.split('/')[0]!, host: h.id });
     }
   }

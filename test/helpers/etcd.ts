@@ -5,9 +5,14 @@
  *
  *   const etcd = await startEtcd();          // etcd.url = 'etcd://127.0.0.1:PORT'
  *   after(() => etcd.stop());
+ *
+ * With `tls` (files from test/helpers/tls.ts) it serves clients over TLS only and requires a client
+ * certificate signed by `tls.ca`: etcd.url = 'etcds://127.0.0.1:PORT', etcd.endpoint = 'https://…'.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +27,18 @@ export interface TestEtcd {
   /** Kills this etcd (SIGKILL, like a crash) and starts it again on the same ports and data. */
   restart(): Promise<void>;
   stop(): Promise<void>;
+}
+
+export interface EtcdTls {
+  /** CA that signs the server and the accepted client certificates. */
+  ca: string;
+  server: { cert: string; key: string };
+  /** A client certificate the health check uses. */
+  client: { cert: string; key: string };
+}
+
+export interface StartEtcdOptions {
+  tls?: EtcdTls;
 }
 
 export const ETCD_BIN = process.env.WEFT_TEST_ETCD ?? '/usr/bin/etcd';
@@ -40,7 +57,8 @@ export function freePort(): Promise<number> {
   });
 }
 
-async function healthy(endpoint: string): Promise<boolean> {
+async function healthy(endpoint: string, tls?: EtcdTls): Promise<boolean> {
+  if (tls) return healthyTls(endpoint, tls);
   try {
     const res = await fetch(`${endpoint}/health`, { signal: AbortSignal.timeout(500) });
     const body = (await res.json()) as { health?: string };
@@ -48,6 +66,24 @@ async function healthy(endpoint: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+function healthyTls(endpoint: string, tls: EtcdTls): Promise<boolean> {
+  return new Promise((resolve) => {
+    const req = httpsRequest(
+      `${endpoint}/health`,
+      { ca: readFileSync(tls.ca), cert: readFileSync(tls.client.cert), key: readFileSync(tls.client.key), timeout: 500 },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (d: string) => (body += d));
+        res.on('end', () => resolve(/"health":\s*"true"/.test(body)));
+      },
+    );
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(false));
+    req.end();
+  });
 }
 
 function exited(child: ChildProcess): Promise<void> {
@@ -65,7 +101,9 @@ async function killChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-export async function startEtcd(): Promise<TestEtcd> {
+export async function startEtcd(opts: StartEtcdOptions = {}): Promise<TestEtcd> {
+  const tls = opts.tls;
+  const scheme = tls ? 'https' : 'http';
   const dataDir = mkdtempSync(join(tmpdir(), 'weft-etcd-'));
   let clientPort = 0;
   let peerPort = 0;
@@ -73,8 +111,11 @@ export async function startEtcd(): Promise<TestEtcd> {
   let stderr = '';
 
   const launch = async (): Promise<ChildProcess> => {
-    const endpoint = `http://127.0.0.1:${clientPort}`;
+    const endpoint = `${scheme}://127.0.0.1:${clientPort}`;
     const peer = `http://127.0.0.1:${peerPort}`;
+    const tlsArgs = tls
+      ? ['--cert-file', tls.server.cert, '--key-file', tls.server.key, '--client-cert-auth', '--trusted-ca-file', tls.ca]
+      : [];
     stderr = '';
     const c = spawn(
       ETCD_BIN,
@@ -88,6 +129,7 @@ export async function startEtcd(): Promise<TestEtcd> {
         '--initial-cluster', `default=${peer}`,
         '--logger', 'zap',
         '--log-level', 'error',
+        ...tlsArgs,
       ],
       { stdio: ['ignore', 'ignore', 'pipe'] },
     );
@@ -98,7 +140,7 @@ export async function startEtcd(): Promise<TestEtcd> {
     const deadline = Date.now() + 15_000;
     while (Date.now() < deadline) {
       if (c.exitCode !== null || c.signalCode !== null) break;
-      if (await healthy(endpoint)) return c;
+      if (await healthy(endpoint, tls)) return c;
       await new Promise((r) => setTimeout(r, 50));
     }
     await killChild(c);
@@ -136,9 +178,9 @@ export async function startEtcd(): Promise<TestEtcd> {
     }
   }
 
-  const endpoint = `http://127.0.0.1:${clientPort}`;
+  const endpoint = `${scheme}://127.0.0.1:${clientPort}`;
   const etcd: TestEtcd = {
-    url: `etcd://127.0.0.1:${clientPort}`,
+    url: `${tls ? 'etcds' : 'etcd'}://127.0.0.1:${clientPort}`,
     endpoint,
     pid: child.pid!,
     dataDir,

@@ -69,9 +69,9 @@ test('every malformed attach/detach body is a 400 naming the field, never a 500,
       ['/attach', '{"container":"c1","ifname":"eth0\\nlink del weft0"}', /ifname: not an interface name/],
       ['/attach', '{"container":"c1","ifname":"abcdefghijklmnop"}', /ifname: not an interface name/],
       ['/attach', '{"container":"c1","ifname":"-x"}', /ifname: not an interface name/],
-      ['/attach', JSON.stringify({ container: 'c1', name: 'a'.repeat(1000) }), /name: not a DNS name: longer than 253/],
+      ['/attach', JSON.stringify({ container: 'c1', name: 'a'.repeat(1000) }), /name: not a DNS name: longer than 200/],
       ['/attach', JSON.stringify({ container: 'c1', name: `${'a'.repeat(64)}.example` }), /name: not a DNS name: label .* longer than 63/],
-      ['/attach', '{"container":"c1","name":"web_1"}', /name: not a DNS name: label "web_1"/],
+      ['/attach', '{"container":"c1","name":"web!1"}', /name: not a DNS name: label "web!1"/],
       ['/attach', '{"container":"c1","address":"10.5.0.300"}', /address: not an IPv4 address/],
       ['/attach', '{"container":"c1","network":"a/b"}', /network: not a network name/],
       ['/attach', '{"container":"c1","netwrok":"blue"}', /unknown field "netwrok"/],
@@ -185,6 +185,33 @@ test('--api-group: the socket gets that group, still 0660', { skip: process.getu
     assert.equal(st.uid, 0);
     assert.equal(st.mode & 0o777, 0o660);
   } finally {
+    await new Promise((r) => server.close(r));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a kernel failure in a handler is the host's problem: 500, logged with the command; a user error is 400", async () => {
+  const { ExecError } = await import('../../src/system/exec.js');
+  const { WeftError } = await import('../../src/util/errors.js');
+  const logged: Array<Record<string, unknown>> = [];
+  const recording = pino({ level: 'error' }, { write: (line: string) => void logged.push(JSON.parse(line)) });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-api-'));
+  const sock = path.join(dir, 'api.sock');
+  const routes: Route[] = [
+    { method: 'POST', path: '/kernel', handler: () => { throw new ExecError('ip', ['link', 'add', 'x'], 2, 'RTNETLINK answers: Operation not permitted'); } },
+    { method: 'POST', path: '/user', handler: () => { throw new WeftError('no such container'); } },
+  ];
+  const server = await serveApi(sock, routes, recording);
+  try {
+    const k = await post(sock, '/kernel', undefined);
+    assert.equal(k.status, 500);
+    assert.match(k.body.error!, /ip link add x failed \(exit 2\): RTNETLINK answers: Operation not permitted/);
+    assert.ok(logged.some((l) => JSON.stringify(l).includes('ip link add x')), 'the failing command is logged');
+    const u = await post(sock, '/user', undefined);
+    assert.equal(u.status, 400);
+    assert.equal(u.body.error, 'no such container');
+  } finally {
+    server.closeAllConnections();
     await new Promise((r) => server.close(r));
     fs.rmSync(dir, { recursive: true, force: true });
   }

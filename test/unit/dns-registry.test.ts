@@ -21,7 +21,7 @@ describe('dns registry', () => {
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-dns-reg-'));
     url = `sqlite://${path.join(dir, 'weft.db')}`;
-    store = await openStore(url);
+    store = await openStore(url, { create: true });
     await createNetwork(store, 'blue', { Network: '10.5.0.0/16', Backend: { Type: 'host-gw' } });
   });
   after(async () => {

@@ -93,7 +93,7 @@ describe('dns service on loopback', () => {
 
   before(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-dns-unit-'));
-    store = await openStore(`sqlite://${path.join(dir, 'weft.db')}`);
+    store = await openStore(`sqlite://${path.join(dir, 'weft.db')}`, { create: true });
     await putLease('h1', '10.5.1.0/24');
     const up = await upstream.start();
     dns = new DnsService({ store, hostId: 'h1', log: quiet, port: 0, upstreams: [{ ip: '127.0.0.1', port: up }], forwardTimeoutMs: 300, netnsEtc: path.join(dir, 'netns') });

@@ -95,7 +95,7 @@ after(() => {
 async function setup(ttl = 30): Promise<{ dir: string; store: Store; runner: NetworkRunner; backend: RecordingBackend; host: ReturnType<typeof recordingHost>; readdressed: string[] }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-runner-'));
   dirs.push(dir);
-  const store = await openStore(`sqlite://${dir}/weft.db`);
+  const store = await openStore(`sqlite://${dir}/weft.db`, { create: true });
   await createNetwork(store, 'n1', { Network: '10.77.0.0/16', Backend: { Type: 'recording' } });
   const host = recordingHost();
   const readdressed: string[] = [];

@@ -117,6 +117,8 @@ export class CniService {
         network: runner.name,
         address: requestedAddress(env, cfg),
         ifname,
+        // the runtime owns the container: a chained plugin (tuning) or runtimeConfig.mac may change its MAC
+        pinMac: false,
         ...(name && /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(name) ? { name } : {}),
       });
       const mac = cfg.runtimeConfig?.mac?.toLowerCase() ?? ep.mac;

@@ -5,7 +5,9 @@
  */
 import { containsAddress, tryParseCidr, tryParseIp } from '../../net/ipv4.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { createNetwork, findNetwork } from '../../config/registry.js';
+import { backendFieldsFromOptions } from '../../config/backend-spec.js';
+import { DEFAULT_BACKEND } from '../../config/network.js';
+import { checkNewNetwork, createNetwork, findNetwork, listNetworks } from '../../config/registry.js';
 import { removeNetwork as removeWeftNetwork } from '../../lease/remove-network.js';
 import type { NetworkConfig } from '../../config/types.js';
 import { Ipam } from '../../ipam/ipam.js';
@@ -18,7 +20,8 @@ import type { AddressPlan } from '../../backends/types.js';
 import { poolRange } from '../../agent/endpoints.js';
 import { WeftError } from '../../util/errors.js';
 import type { DockerApi } from './docker-api.js';
-import type { DockerBackendOps, HostNetwork, WeftNetworkOptions } from './plugin.js';
+import type { DockerBackendOps, EndpointPorts, HostNetwork, WeftNetworkOptions } from './plugin.js';
+import { reconcileDnat, type PortRule } from '../../system/iptables.js';
 
 /** What the Docker adapter uses of a running network (the agent's NetworkRunner has these). */
 export interface RunnerLike {
@@ -28,9 +31,9 @@ export interface RunnerLike {
   readonly gateway: string | undefined;
   /** The host bridge, when the backend has one. */
   readonly bridge: string | undefined;
-  readonly backend: { readonly mtu: number };
+  readonly backend: { readonly mtu: number; readonly parent?: string };
   /** How containers of this backend join (veth-bridge, macvlan, …). */
-  readonly module: { readonly endpointDriver?: string };
+  readonly module: { readonly endpointDriver?: string; readonly wantsEndpoints?: boolean };
   /** Where this host's containers take addresses. */
   readonly plan: AddressPlan;
 }
@@ -44,6 +47,8 @@ export interface AgentLike {
   readonly failed: Map<string, string>;
   /** Joins a network (idempotent); undefined when it failed (reason in `failed`). */
   join(name: string): Promise<RunnerLike | undefined>;
+  /** Where Docker's endpoints are added for `weft ps` and `weft status` (the Agent's endpointSources). */
+  readonly endpointSources?: Array<{ list(): Promise<import('../../agent/types.js').Endpoint[]>; count(network: string): number }>;
 }
 
 /** Where the Docker network behind a weft network is described for the other hosts. */
@@ -89,6 +94,28 @@ export class AgentDockerOps implements DockerBackendOps {
     return this.agent.store;
   }
 
+  async checkNetwork(subnet: string, opts: WeftNetworkOptions): Promise<void> {
+    const same = (await listNetworks(this.store)).find((n) => n.config.Network === subnet);
+    if (same) {
+      // The same network, joined by name later — unless a `docker network rm` is under way: accepting the
+      // create would let Docker make a network that the removal then deletes under the user.
+      const rec = await this.record(same.name);
+      if (rec?.removing) {
+        throw new WeftError(
+          `network ${same.name} (${subnet}) is being removed (docker network rm on host ${rec.removing.by} at ${rec.removing.at}); ` +
+            `it goes away once its last container is gone (${await this.describeAddresses(same.name)}): create it again after that`,
+        );
+      }
+      return;
+    }
+    const type = opts.backend ?? DEFAULT_BACKEND;
+    await checkNewNetwork(this.store, {
+      Network: subnet,
+      ...(opts.subnetLen !== undefined ? { SubnetLen: opts.subnetLen } : {}),
+      Backend: { Type: type, ...backendFieldsFromOptions(type, (f) => opts.backendOptions?.[f], (f) => `-o weft.${f}`) },
+    });
+  }
+
   async ensureNetwork(
     name: string,
     subnet: string,
@@ -97,8 +124,8 @@ export class AgentDockerOps implements DockerBackendOps {
     let config = await findNetwork(this.store, name);
     let owned = false;
     if (!config) {
-      const backend: Record<string, unknown> = { Type: opts.backend ?? 'vxlan' };
-      if (opts.vni !== undefined) backend.VNI = opts.vni;
+      const type = opts.backend ?? DEFAULT_BACKEND;
+      const backend: Record<string, unknown> = { Type: type, ...backendFieldsFromOptions(type, (f) => opts.backendOptions?.[f], (f) => `-o weft.${f}`) };
       try {
         config = await createNetwork(this.store, name, {
           Network: subnet,
@@ -200,7 +227,7 @@ export class AgentDockerOps implements DockerBackendOps {
       const taken = (await this.ipam.list({ network: name, subnet: own })).some((a) => a.address === req.address);
       if (taken) throw new WeftError(`address ${req.address} is already in use on host ${me}`);
     }
-    const alloc = await this.ipam.allocate({ network: name, subnet: own, owner: req.owner, range: poolRange(runner.plan), ...(req.address ? { address: req.address } : {}) });
+    const alloc = await this.ipam.allocate({ network: name, subnet: own, range: poolRange(runner.plan), host: this.agent.hostId, owner: req.owner, ...(req.address ? { address: req.address } : {}) });
     return alloc.cidr;
   }
 
@@ -209,7 +236,28 @@ export class AgentDockerOps implements DockerBackendOps {
     if (!runner) return; // the network (and its addresses) is gone
     await this.ipam.release({ network: name, subnet: runner.plan.pool, address: ip });
     const rec = await this.record(name);
-    if (rec?.removing) await this.removeNetwork(name);
+    // The address is free: that is all Docker asked. Endpoints left elsewhere only mean the removal waits.
+    if (rec?.removing) await this.removeIfUnused(name);
+  }
+
+  /** Removes a network being removed once no address is left on any host; otherwise leaves it for the last release. */
+  private async removeIfUnused(name: string): Promise<void> {
+    const keys = networkKeys(this.store, name);
+    if ((await this.store.list(keys.ipamPrefix)).length) return;
+    await this.removeNetwork(name);
+  }
+
+  /** "10.40.1.9 on host h2, …" for the addresses still allocated in a network. */
+  private async describeAddresses(name: string): Promise<string> {
+    const keys = networkKeys(this.store, name);
+    const addresses = (await this.store.list(keys.ipamPrefix)).map((e) => e.key.slice(keys.ipamPrefix.length).split('/'));
+    if (!addresses.length) return 'none left';
+    const leases = await listLeases(this.store, name);
+    const where = addresses.map(([subnetKey, ip]) => {
+      const l = leases.find((x) => x.subnet === subnetKey!.replace(/-(\d+)$/, '/$1'));
+      return `${ip} on host ${l ? (l.hostId ?? l.publicIp) : '?'}`;
+    });
+    return `${addresses.length} endpoint(s): ${where.slice(0, 10).join(', ')}${where.length > 10 ? ' …' : ''}`;
   }
 
   private async record(name: string): Promise<DockerNetworkRecord | undefined> {
@@ -222,23 +270,33 @@ export class AgentDockerOps implements DockerBackendOps {
     }
   }
 
-  async createVeth(name: string, req: { endpointId: string; mac: string; address: string }): Promise<{ hostIf: string; peerIf: string; mac: string }> {
+  async createVeth(name: string, req: { endpointId: string; mac: string; address?: string }): Promise<{ hostIf: string; peerIf: string; mac: string }> {
     const runner = await this.runner(name, true);
     const id = req.endpointId.replace(/[^0-9a-zA-Z]/g, '').slice(0, 11);
     const made = await endpointDriver(runner.module.endpointDriver).prepare({
       hostIf: `wd${id}`,
       peerIf: `wp${id}`,
       bridge: runner.bridge,
+      parent: runner.backend.parent,
       mtu: runner.backend.mtu,
       mac: req.mac,
       address: req.address,
     });
+    if (runner.module.wantsEndpoints && req.address) {
+      // Backends that program containers' MACs (l2) find Docker's containers here too. The record has no
+      // owner or host interface: the agent's own endpoint repair leaves it to Docker's lifecycle.
+      const rec = { hostId: this.agent.hostId, address: req.address, mac: made.mac, docker: req.endpointId };
+      await this.store.put(networkKeys(this.store, name).endpoint(this.agent.hostId, `docker-${id}`), JSON.stringify(rec));
+    }
     return { hostIf: made.hostIf, peerIf: made.ifname, mac: made.mac };
   }
 
   async deleteVeth(name: string, hostIf: string): Promise<void> {
     const runner = this.agent.runners.get(name);
     await endpointDriver(runner?.module.endpointDriver).leave({ hostIf, ifname: hostIf });
+    if (runner?.module.wantsEndpoints && /^w[dp][0-9a-zA-Z]+$/.test(hostIf)) {
+      await this.store.delete(networkKeys(this.store, name).endpoint(this.agent.hostId, `docker-${hostIf.slice(2)}`));
+    }
   }
 
   /**
@@ -253,32 +311,36 @@ export class AgentDockerOps implements DockerBackendOps {
       await this.store.delete(dockerKey);
       return;
     }
-    if (rec && !rec.owned) {
+    if (!rec || !rec.owned) {
+      // no record: Docker never made this weft network (or its record went with a removal elsewhere); not Docker's to remove
       await this.store.delete(dockerKey);
       return;
     }
     const keys = networkKeys(this.store, name);
-    const addresses = (await this.store.list(keys.ipamPrefix)).map((e) => e.key.slice(keys.ipamPrefix.length).split('/'));
-    if (addresses.length) {
-      const leases = await listLeases(this.store, name);
-      const where = addresses.map(([subnetKey, ip]) => {
-        const l = leases.find((x) => x.subnet === subnetKey!.replace(/-(\d+)$/, '/$1'));
-        return `${ip} on host ${l ? (l.hostId ?? l.publicIp) : '?'}`;
-      });
+    if ((await this.store.list(keys.ipamPrefix)).length) {
       if (rec && !rec.removing) {
         rec.removing = { by: this.agent.hostId, at: new Date().toISOString() };
         await this.store.put(dockerKey, JSON.stringify(rec));
       }
-      throw new WeftError(
-        `network ${name} still has ${addresses.length} endpoint(s): ${where.slice(0, 10).join(', ')}${where.length > 10 ? ' …' : ''}; ` +
-          'it is removed everywhere when they are gone',
-      );
+      throw new WeftError(`network ${name} still has ${await this.describeAddresses(name)}; it is removed everywhere when they are gone`);
     }
     await this.store.delete(dockerKey);
     await removeWeftNetwork(this.store, name, { force: true });
     // A lease renewal that was already under way may write its keys back: sweep once more.
     await sleep(300);
     for (const prefix of keys.ownedPrefixes) for (const e of await this.store.list(prefix)) await this.store.delete(e.key);
+  }
+
+  /** DNAT for every published port of this host (the whole set; see DockerBackendOps.publishPorts). */
+  async publishPorts(all: EndpointPorts[]): Promise<void> {
+    const rules: PortRule[] = [];
+    for (const e of all) {
+      const cidr = this.agent.runners.get(e.network)?.config.Network;
+      for (const p of e.ports) {
+        rules.push({ proto: p.proto, ...(p.hostIp ? { hostIp: p.hostIp } : {}), hostPort: p.hostPort, ip: e.ip, port: p.port, ...(cidr ? { networkCidr: cidr } : {}), owner: e.endpointId.slice(0, 12) });
+      }
+    }
+    await reconcileDnat(rules);
   }
 
   async dockerNetworkName(networkId: string): Promise<string | undefined> {

@@ -20,6 +20,8 @@ export interface DockerNetworkSummary {
   Id: string;
   Name: string;
   Driver: string;
+  /** When Docker made it (RFC 3339 with nanoseconds). */
+  Created?: string;
   IPAM?: { Driver?: string; Config?: Array<{ Subnet?: string }>; Options?: Record<string, string> | null };
   Options?: Record<string, string> | null;
   Containers?: Record<string, unknown> | null;

@@ -1,9 +1,10 @@
 import * as path from 'node:path';
 import { AgentDockerOps, type AgentLike } from './agent-ops.js';
-import { DEFAULT_DOCKER_SOCKET, DockerApi } from './docker-api.js';
+import { DEFAULT_DOCKER_SOCKET, DockerApi, DockerApiError } from './docker-api.js';
 import { DEFAULT_PLUGIN_DIR, DEFAULT_PLUGIN_NAME, DockerPlugin } from './plugin.js';
 import { FileStateStore } from './state.js';
 import { DockerNetworkSync } from './sync.js';
+import { dockerEndpointSource } from './endpoint-source.js';
 
 export { DockerPlugin, type DockerBackendOps } from './plugin.js';
 export { AgentDockerOps } from './agent-ops.js';
@@ -42,6 +43,26 @@ export async function startDockerIntegration(agent: AgentLike, o: DockerIntegrat
     ...(o.log ? { log: o.log } : {}),
   });
   await plugin.start();
+  // Containers removed while the plugin was down (Docker gave up calling it): ports, veth and address freed.
+  void plugin
+    .pruneStaleEndpoints(async (ep) => {
+      try {
+        const net = await docker.inspectNetwork(ep.networkId);
+        return Object.values(net.Containers ?? {}).some((c) => (c as { EndpointID?: string }).EndpointID === ep.id);
+      } catch (err) {
+        return err instanceof DockerApiError && err.status === 404 ? false : undefined;
+      }
+    })
+    .catch((err) => o.log?.warn({ err: (err as Error).message }, 'cannot check the plugin\'s endpoints against Docker'));
+  // Docker's containers in `weft ps` and `weft status`
+  agent.endpointSources?.push(
+    dockerEndpointSource({
+      hostId: agent.hostId,
+      endpoints: () => plugin.endpointRecords(),
+      docker,
+      recordedInStore: (n) => agent.runners.get(n)?.module.wantsEndpoints === true,
+    }),
+  );
   let sync: DockerNetworkSync | undefined;
   if (o.sync ?? true) {
     sync = new DockerNetworkSync(agent.store, docker, plugin.name, o.log);

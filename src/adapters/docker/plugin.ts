@@ -45,6 +45,9 @@ import {
   type RequestPoolRequest,
 } from './protocol.js';
 import type { EndpointRecord, NetworkRecord, PluginState, StateStore } from './state.js';
+import { allBackendOptions, backendFieldsFromOptions } from '../../config/backend-spec.js';
+import { DEFAULT_BACKEND, parseNetworkConfig } from '../../config/network.js';
+import { describePort, parsePortMap, portsClash, type PublishedPort } from './ports.js';
 
 export const DEFAULT_PLUGIN_NAME = 'weft';
 export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
@@ -58,7 +61,8 @@ export interface WeftNetworkOptions {
   subnetLen?: number;
   /** Backend type (default vxlan). */
   backend?: string;
-  vni?: number;
+  /** The backend's own options by flag (vni, port, parent, gateway, …: each module's BackendModule.options), as given. */
+  backendOptions?: Record<string, string>;
 }
 
 /** This host's view of a weft network it has joined. */
@@ -100,7 +104,7 @@ export interface DockerBackendOps {
   /** Releases an address of this host (no prefix length); no error when it is not allocated. */
   releaseAddress(name: string, ip: string): Promise<void>;
   /** Creates a veth pair on this host's bridge of `name`: host end enslaved and up, peer left in the host namespace. */
-  createVeth(name: string, req: { endpointId: string; mac: string; address: string }): Promise<{ hostIf: string; peerIf: string; mac: string }>;
+  createVeth(name: string, req: { endpointId: string; mac: string; address?: string }): Promise<{ hostIf: string; peerIf: string; mac: string }>;
   /** Deletes the veth (no error when it is gone). */
   deleteVeth(name: string, hostIf: string): Promise<void>;
   /**
@@ -110,6 +114,26 @@ export interface DockerBackendOps {
   removeNetwork(name: string): Promise<void>;
   /** The Docker network's name for a Docker network id, via the Docker API of the daemon served (optional). */
   dockerNetworkName?(networkId: string): Promise<string | undefined>;
+  /**
+   * Refuses, before Docker creates anything, a subnet that overlaps another weft network or options that
+   * clash with one (a VNI in use). A weft network with exactly this subnet is the same network: accepted.
+   */
+  checkNetwork?(subnet: string, opts: WeftNetworkOptions): Promise<void>;
+  /**
+   * Makes this host's published ports exactly `ports` (every endpoint's, not a change): DNAT from the host's
+   * addresses to the containers. Called after every change and at plugin start (reconcile).
+   */
+  publishPorts?(ports: EndpointPorts[]): Promise<void>;
+}
+
+/** One endpoint's published ports, for DockerBackendOps.publishPorts. */
+export interface EndpointPorts {
+  endpointId: string;
+  /** The weft network. */
+  network: string;
+  /** The container's address (no prefix length). */
+  ip: string;
+  ports: PublishedPort[];
 }
 
 export interface PluginOptions {
@@ -162,11 +186,16 @@ export function parseWeftOptions(...maps: Array<Record<string, string>>): WeftNe
     }
     const backend = get(m, 'backend');
     if (backend) o.backend = backend;
-    const vni = get(m, 'vni');
-    if (vni !== undefined) {
-      if (!/^\d+$/.test(vni)) throw new PluginError(`invalid weft.vni "${vni}"`);
-      o.vni = Number(vni);
+    for (const bo of allBackendOptions()) {
+      const v = get(m, bo.flag);
+      if (v !== undefined) o.backendOptions = { ...o.backendOptions, [bo.flag]: v };
     }
+  }
+  // Checked now (kinds, options of another backend), so `docker network create` fails, not `docker run`.
+  try {
+    backendFieldsFromOptions(o.backend ?? DEFAULT_BACKEND, (f) => o.backendOptions?.[f], (f) => `-o weft.${f}`);
+  } catch (err) {
+    throw new PluginError((err as Error).message);
   }
   return o;
 }
@@ -186,6 +215,8 @@ export class DockerPlugin {
   private readonly internal: Record<string, Handler>;
   /** Docker names being resolved for networks just created. */
   private readonly naming = new Map<string, Promise<string | undefined>>();
+  /** Endpoints in the saved state at start: the only ones pruneEndpoints may judge (newer ones may not be in Docker's view yet). */
+  private loadedEndpoints = new Set<string>();
 
   constructor(readonly opts: PluginOptions) {
     this.name = opts.name ?? DEFAULT_PLUGIN_NAME;
@@ -202,8 +233,8 @@ export class DockerPlugin {
       '/NetworkDriver.Leave': (b: EndpointRequest) => this.leave(b),
       '/NetworkDriver.DiscoverNew': async () => ({}),
       '/NetworkDriver.DiscoverDelete': async () => ({}),
-      '/NetworkDriver.ProgramExternalConnectivity': async () => ({}),
-      '/NetworkDriver.RevokeExternalConnectivity': async () => ({}),
+      '/NetworkDriver.ProgramExternalConnectivity': (b: EndpointRequest & { Options?: Record<string, unknown> | null }) => this.programExternal(b),
+      '/NetworkDriver.RevokeExternalConnectivity': (b: EndpointRequest) => this.revokeExternal(b),
       '/IpamDriver.GetCapabilities': async () => ({ RequiresMACAddress: false, RequiresRequestReplay: false }),
       '/IpamDriver.GetDefaultAddressSpaces': async () => ({ LocalDefaultAddressSpace: 'weft', GlobalDefaultAddressSpace: 'weft' }),
       '/IpamDriver.RequestPool': (b: RequestPoolRequest) => this.requestPool(b),
@@ -212,12 +243,18 @@ export class DockerPlugin {
       '/IpamDriver.ReleaseAddress': (b: ReleaseAddressRequest) => this.releaseAddress(b),
     };
     // internal: queued follow-up of CreateNetwork (not reachable over the socket)
-    this.internal = { '/weft.AdoptNetwork': (b: { NetworkID: string; DockerName: string }) => this.adoptNetwork(b) };
+    this.internal = {
+      '/weft.AdoptNetwork': (b: { NetworkID: string; DockerName: string }) => this.adoptNetwork(b),
+      '/weft.PruneEndpoints': (b: { present: (ep: EndpointRecord) => Promise<boolean | undefined> }) => this.pruneEndpoints(b.present),
+    };
   }
 
   /** Loads the saved state and listens on the socket. */
   async start(): Promise<void> {
     this.state = await this.opts.state.load();
+    this.loadedEndpoints = new Set(Object.keys(this.state.endpoints));
+    // Published ports are kernel state: made again from the saved state (and stale ones dropped) at every start.
+    await this.applyPorts().catch((err) => this.opts.log?.warn({ err: (err as Error).message }, 'cannot restore published ports'));
     mkdirSync(path.dirname(this.socketPath), { recursive: true });
     await removeStaleSocket(this.socketPath);
     const server = http.createServer((req, res) => void this.serve(req, res));
@@ -247,6 +284,11 @@ export class DockerPlugin {
     await Promise.allSettled([...this.naming.values()]);
     await this.queue.catch(() => {});
     rmSync(this.socketPath, { force: true });
+  }
+
+  /** The endpoint records as they are (read only; for `weft ps` and status counts). */
+  endpointRecords(): readonly EndpointRecord[] {
+    return this.state ? Object.values(this.state.endpoints) : [];
   }
 
   /** A copy of the plugin's state (for `weft status`, tests). */
@@ -319,9 +361,21 @@ export class DockerPlugin {
     if (b.SubPool) throw new PluginError('--ip-range is not supported: weft gives each host its own part of the subnet');
     const block = tryParseCidr(b.Pool);
     if (!block) throw new PluginError(`invalid subnet "${b.Pool}" (expected a.b.c.d/len without host bits)`);
-    if (block.len > 30) throw new PluginError(`subnet ${b.Pool} is too small for weft (at most /30)`);
     const options = stringOptions(b.Options);
     const opts = parseWeftOptions(options);
+    // The same rule as `weft network create` (config/network.ts): too small a subnet is refused here, at create time.
+    try {
+      parseNetworkConfig({ Network: b.Pool, ...(opts.subnetLen !== undefined ? { SubnetLen: opts.subnetLen } : {}), Backend: { Type: opts.backend ?? DEFAULT_BACKEND } });
+    } catch (err) {
+      throw new PluginError(`subnet ${b.Pool}: ${(err as Error).message}`);
+    }
+    if (this.opts.ops.checkNetwork) {
+      try {
+        await this.opts.ops.checkNetwork(formatCidr(block), opts);
+      } catch (err) {
+        throw new PluginError((err as Error).message);
+      }
+    }
     const pool = formatCidr(block);
     const poolId = pool;
     for (const n of Object.values(this.state.networks)) {
@@ -544,18 +598,113 @@ export class DockerPlugin {
     }
     ep.gateway = host.gateway;
     await this.save();
+    // Backends whose containers sit on the whole network (l2, bridge, macvlan) get addresses with the network's
+    // prefix: the network is directly connected, so no route through the gateway (there may be no gateway).
+    const direct = ep.address.split('/')[1] === host.network.split('/')[1];
     return {
       InterfaceName: { SrcName: ep.peerIf, DstPrefix: 'eth' },
       Gateway: host.gateway,
       GatewayIPv6: '',
-      StaticRoutes: [{ Destination: host.network, RouteType: 0, NextHop: host.gateway }],
+      StaticRoutes: direct || !host.gateway ? [] : [{ Destination: host.network, RouteType: 0, NextHop: host.gateway }],
       DisableGatewayService: false,
     };
+  }
+
+  // ---------------- published ports ----------------
+
+  /** Every endpoint's published ports to the ops (the whole set: the kernel is made to match it). */
+  private async applyPorts(): Promise<void> {
+    if (!this.opts.ops.publishPorts) return;
+    const all: EndpointPorts[] = Object.values(this.state.endpoints)
+      .filter((e) => e.ports?.length)
+      .map((e) => ({ endpointId: e.id, network: e.network, ip: stripPrefix(e.address), ports: e.ports! }));
+    await this.opts.ops.publishPorts(all);
+  }
+
+  private async programExternal(b: EndpointRequest & { Options?: Record<string, unknown> | null }): Promise<unknown> {
+    const ep = this.endpoint(b.EndpointID);
+    let ports: PublishedPort[];
+    try {
+      ports = parsePortMap(b.Options);
+    } catch (err) {
+      throw new PluginError((err as Error).message);
+    }
+    if (!ports.length && !ep.ports?.length) return {};
+    if (ports.length && !this.opts.ops.publishPorts) throw new PluginError('published ports (-p) are not supported by this weft plugin');
+    for (const p of ports) {
+      for (const other of Object.values(this.state.endpoints)) {
+        if (other.id === ep.id) continue;
+        const clash = other.ports?.find((q) => portsClash(p, q));
+        if (clash) throw new PluginError(`host port ${describePort(p)} is already published by container endpoint ${other.id.slice(0, 12)} (${other.address}, ${describePort(clash)})`);
+      }
+    }
+    const was = ep.ports;
+    if (ports.length) ep.ports = ports;
+    else delete ep.ports;
+    await this.save();
+    try {
+      await this.applyPorts();
+    } catch (err) {
+      // no half-made state: the endpoint's ports go back to what they were
+      if (was) ep.ports = was;
+      else delete ep.ports;
+      await this.save();
+      await this.applyPorts().catch(() => {});
+      throw new PluginError(`cannot publish ${ports.map(describePort).join(', ')}: ${(err as Error).message}`);
+    }
+    return {};
+  }
+
+  /**
+   * Forgets the endpoints Docker no longer has (`present` says false): a container removed while the plugin
+   * was down never got its Revoke/Leave/DeleteEndpoint/ReleaseAddress, so its published ports would stay
+   * (pointing at an address that may go to another container) and its address would stay taken. Its ports
+   * are unpublished, its host veth deleted (if any is left) and its address released. `present` undefined
+   * (Docker not answering): kept.
+   */
+  private async pruneEndpoints(present: (ep: EndpointRecord) => Promise<boolean | undefined>): Promise<string[]> {
+    const gone: EndpointRecord[] = [];
+    for (const ep of Object.values(this.state.endpoints)) {
+      if (!this.loadedEndpoints.has(ep.id)) continue;
+      if ((await present(ep).catch(() => undefined)) !== false) continue;
+      delete this.state.endpoints[ep.id];
+      gone.push(ep);
+    }
+    if (!gone.length) return [];
+    await this.save();
+    if (gone.some((e) => e.ports?.length)) await this.applyPorts();
+    for (const ep of gone) {
+      if (ep.hostIf) await this.opts.ops.deleteVeth(ep.network, ep.hostIf).catch(() => {});
+      await this.opts.ops.releaseAddress(ep.network, stripPrefix(ep.address)).catch((err) => this.opts.log?.warn({ err: (err as Error).message, address: ep.address }, 'cannot release the address of a removed container'));
+    }
+    this.opts.log?.info({ endpoints: gone.map((e) => e.id.slice(0, 12)) }, 'forgot endpoints of containers Docker removed while the plugin was down');
+    return gone.map((e) => e.id);
+  }
+
+  /** See pruneEndpoints; queued like Docker's calls. */
+  async pruneStaleEndpoints(present: (ep: EndpointRecord) => Promise<boolean | undefined>): Promise<string[]> {
+    const r = await this.call('/weft.PruneEndpoints', { present });
+    if (r.status !== 200) throw new Error((r.body as { Err?: string }).Err ?? 'prune failed');
+    return r.body as string[];
+  }
+
+  private async revokeExternal(b: EndpointRequest): Promise<unknown> {
+    await this.dropPorts(this.state.endpoints[b.EndpointID]);
+    return {};
+  }
+
+  /** Unpublishes an endpoint's ports (revoke, leave, delete). */
+  private async dropPorts(ep: EndpointRecord | undefined): Promise<void> {
+    if (!ep?.ports) return;
+    delete ep.ports;
+    await this.save();
+    await this.applyPorts();
   }
 
   private async leave(b: EndpointRequest): Promise<unknown> {
     const ep = this.state.endpoints[b.EndpointID];
     if (!ep) return {};
+    await this.dropPorts(ep);
     if (ep.hostIf) await this.opts.ops.deleteVeth(ep.network, ep.hostIf);
     delete ep.hostIf;
     delete ep.peerIf;
@@ -566,6 +715,7 @@ export class DockerPlugin {
   private async deleteEndpoint(b: EndpointRequest): Promise<unknown> {
     const ep = this.state.endpoints[b.EndpointID];
     if (!ep) return {};
+    await this.dropPorts(ep);
     if (ep.hostIf) await this.opts.ops.deleteVeth(ep.network, ep.hostIf);
     delete this.state.endpoints[b.EndpointID];
     await this.save();

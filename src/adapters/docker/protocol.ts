@@ -108,7 +108,7 @@ const str = z.string().max(1024);
 const options = z.record(z.string(), z.unknown()).nullable().optional();
 const ipamData = z.looseObject({ AddressSpace: str.optional(), Pool: str, Gateway: str.optional(), AuxAddresses: options });
 const endpointRequest = z.looseObject({ NetworkID: str, EndpointID: str, Options: options });
-/** Calls that carry nothing weft reads (Activate, capabilities, discovery, external connectivity). */
+/** Calls that carry nothing weft reads (Activate, capabilities, discovery). */
 const anyCall = z.looseObject({});
 
 /** The schema of each plugin call's request body, by URL path. */
@@ -134,8 +134,8 @@ export const PLUGIN_REQUEST_SCHEMAS: Record<string, z.ZodType> = {
   '/NetworkDriver.Leave': endpointRequest,
   '/NetworkDriver.DiscoverNew': anyCall,
   '/NetworkDriver.DiscoverDelete': anyCall,
-  '/NetworkDriver.ProgramExternalConnectivity': anyCall,
-  '/NetworkDriver.RevokeExternalConnectivity': anyCall,
+  '/NetworkDriver.ProgramExternalConnectivity': endpointRequest,
+  '/NetworkDriver.RevokeExternalConnectivity': endpointRequest,
   '/IpamDriver.GetCapabilities': anyCall,
   '/IpamDriver.GetDefaultAddressSpaces': anyCall,
   '/IpamDriver.RequestPool': z.looseObject({

@@ -1,5 +1,6 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import * as path from 'node:path';
+import type { PublishedPort } from './ports.js';
 
 /**
  * What the Docker plugin must remember across restarts (Docker never replays CreateNetwork/CreateEndpoint
@@ -39,6 +40,8 @@ export interface EndpointRecord {
   hostIf?: string;
   peerIf?: string;
   gateway?: string;
+  /** Ports published with `docker run -p` (ProgramExternalConnectivity), until revoked. */
+  ports?: PublishedPort[];
 }
 
 export interface PluginState {

@@ -20,6 +20,8 @@ export class DockerNetworkSync {
   /** Names that had a record at some point: only those are removed from Docker when the record goes. */
   private readonly seen = new Set<string>();
   private stopped = false;
+  /** When this sync started: Docker networks older than that may have been removed elsewhere meanwhile. */
+  private startedAt = 0;
 
   constructor(
     private readonly store: Store,
@@ -29,6 +31,7 @@ export class DockerNetworkSync {
   ) {}
 
   start(): void {
+    this.startedAt = Date.now();
     this.watch = this.store.watch(DOCKER_NETWORKS_PREFIX, (ev) => this.onEvent(ev));
   }
 
@@ -104,8 +107,20 @@ export class DockerNetworkSync {
       }
     }
     const wanted = new Set([...this.records.values()].filter((r) => !r.removing).map((r) => r.dockerName));
+    const recorded = new Set([...this.records.values()].map((r) => r.dockerName));
     for (const n of local) {
-      if (n.Driver !== this.driver || wanted.has(n.Name) || !this.seen.has(n.Name)) continue;
+      if (n.Driver !== this.driver || wanted.has(n.Name)) continue;
+      if (!this.seen.has(n.Name)) {
+        // Removed on another host while this agent was down (the store's record went while nobody here
+        // watched): the store is what every host agrees on, and its owner removed the network, so the stale
+        // local copy goes too — re-creating it would bring back, everywhere, a network the user deleted.
+        // Only networks Docker made before this agent started: a network made since is the user's own,
+        // waiting for its record (created by the plugin right after Docker's CreateNetwork).
+        const created = n.Created ? Date.parse(n.Created) : NaN;
+        if (recorded.has(n.Name) || !(created < this.startedAt)) continue;
+        this.seen.add(n.Name);
+        this.log?.info({ network: n.Name }, 'Docker network has no record in the store (removed on another host while this agent was down): removing it here');
+      }
       try {
         // still in use here (being removed while this host has containers on it): wait for the record to go
         const full = await this.docker.inspectNetwork(n.Id);

@@ -21,6 +21,8 @@ export interface JoinSpec {
   routeTo: string;
   mtu: number;
   mac: string;
+  /** Pin the MAC in the port's source filter too (default true); the IPv4 source is always pinned. */
+  pinMac?: boolean;
   /** The host bridge (veth-bridge). */
   bridge?: string;
   /** The parent NIC (macvlan). */
@@ -52,7 +54,8 @@ export interface EndpointSource {
   hostIf: string;
   /** Address without prefix length. */
   ip: string;
-  mac: string;
+  /** Absent: the MAC is not pinned. */
+  mac?: string;
 }
 
 export interface EndpointDriver {
@@ -60,7 +63,7 @@ export interface EndpointDriver {
   /** Creates the container's interface inside its namespace, addressed and routed. Leaves nothing behind on failure. */
   join(spec: JoinSpec): Promise<{ mac: string }>;
   /** Creates the interface in the host namespace for a runtime that moves it itself. */
-  prepare(spec: Omit<JoinSpec, 'netns' | 'ifname' | 'gateway' | 'routeTo'> & { peerIf: string }): Promise<PreparedInterface>;
+  prepare(spec: Omit<JoinSpec, 'netns' | 'ifname' | 'gateway' | 'routeTo' | 'address'> & { peerIf: string; address?: string }): Promise<PreparedInterface>;
   /** Removes the endpoint's interface; false when it was already gone. */
   leave(ep: EndpointRef): Promise<boolean>;
   /** Whether the endpoint's interface still exists (the agent reconciles records against it). */

@@ -32,7 +32,7 @@ export const vethBridge: EndpointDriver = {
     };
     // The port's source filter and the veth are made side by side (two processes at once); the container
     // end stays down, so nothing leaves the container until both are in place.
-    const [bound, made] = await Promise.allSettled([bindSource({ hostIf: s.hostIf, ip: s.address.split('/')[0]!, mac: s.mac }, sys), createVethInPlace(o)]);
+    const [bound, made] = await Promise.allSettled([bindSource({ hostIf: s.hostIf, ip: s.address.split('/')[0]!, ...(s.pinMac === false ? {} : { mac: s.mac }) }, sys), createVethInPlace(o)]);
     try {
       if (bound.status === 'rejected') throw bound.reason;
       if (made.status === 'rejected') throw made.reason;
@@ -49,7 +49,8 @@ export const vethBridge: EndpointDriver = {
     if (!s.bridge) throw new WeftError('veth-bridge: the network has no host bridge');
     await detachVeth(s.hostIf, { netns: s.hostNetns }).catch(() => false); // a leftover of a crashed run
     await unbindSource(s.hostIf, { netns: s.hostNetns });
-    await bindSource({ hostIf: s.hostIf, ip: s.address.split('/')[0]!, mac: s.mac }, { netns: s.hostNetns });
+    // the port's source filter (Docker hands us the address at Join; without one the port is not pinned)
+    if (s.address) await bindSource({ hostIf: s.hostIf, ip: s.address.split('/')[0]!, mac: s.mac }, { netns: s.hostNetns });
     const made = await createVethPair(s.hostIf, s.peerIf, { bridge: s.bridge, mtu: s.mtu, mac: s.mac, netns: s.hostNetns });
     return { ifname: made.peerIf, hostIf: made.hostIf, mac: made.mac };
   },
