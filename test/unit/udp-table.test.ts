@@ -143,6 +143,18 @@ test('weft-udpd filter: accepts only a current peer sending from its own lease t
   });
 });
 
+test('weft-udpd filter: a connected network (allow line) is accepted as a source from any peer, nothing else is', { skip: skipC }, () => {
+  const text = renderTable('10.9.1.0/24', [{ subnet: '10.9.2.0/24', ip: '192.168.5.2', port: 8285 }], ['10.20.0.0/16', 'bogus', '10.20.0.0/16']);
+  assert.equal(text.split('\n').filter((l) => l.startsWith('allow ')).join(';'), 'allow 10.20.0.0/16', 'one line per valid CIDR');
+  withTable(text, (t) => {
+    assert.equal(udpd('check', t, '192.168.5.2', '8285', ipv4('10.20.7.5', '10.9.1.7')), 'accept');
+    assert.equal(udpd('check', t, '192.168.5.2', '8285', ipv4('10.21.7.5', '10.9.1.7')), 'spoofedSource');
+    assert.equal(udpd('check', t, '192.168.5.9', '8285', ipv4('10.20.7.5', '10.9.1.7')), 'unknownPeer', 'still only from peers');
+    assert.equal(udpd('check', t, '192.168.5.2', '8285', ipv4('10.20.7.5', '10.20.1.7')), 'notLocal', 'still only to our lease');
+  });
+  withTable(TABLE, (t) => assert.equal(udpd('check', t, '192.168.5.2', '8285', ipv4('10.20.7.5', '10.9.1.7')), 'spoofedSource', 'not connected: refused'));
+});
+
 test('weft-udpd filter: without an own lease nothing is accepted; bad table lines are skipped', { skip: skipC }, () => {
   withTable('peer 10.9.2.0/24 192.168.5.2 8285\npeer 10.9.3.0/33 192.168.5.3 8285\npeer 10.9.4.0/24 999.1.1.1 8285\npeer 10.9.5.0/24 192.168.5.5 0\ngarbage\n', (t) => {
     assert.equal(udpd('check', t, '192.168.5.2', '8285', ipv4('10.9.2.5', '10.9.1.7')), 'notLocal');

@@ -76,6 +76,8 @@ export class UdpBackend implements Backend {
   /** The peers of the last reconcile (undefined before the first: the table file is left as it is). */
   private peers?: UdpPeer[];
   private lastLeases?: Lease[];
+  /** CIDRs of the networks connected to this one (their containers may send to ours through a peer). */
+  private connected: string[] = [];
   private stats?: UdpStats;
   private statsAt = 0;
   private lock: Promise<unknown> = Promise.resolve();
@@ -202,7 +204,7 @@ export class UdpBackend implements Backend {
     if (link.mtu !== this.mtu) batch.linkSet(this.device, { mtu: this.mtu });
     if (!link.flags?.includes('UP')) batch.linkSet(this.device, { up: true });
     await batch.commit(this.ctx.sys);
-    if (this.peers) this.writeTable(own.subnet, this.peers);
+    if (this.peers) this.writeTable(own.subnet, this.peers, this.connected);
   }
 
   reconcile(leases: Lease[]): Promise<void> {
@@ -217,7 +219,7 @@ export class UdpBackend implements Backend {
     const plan = planUdpPeers(leases, { network: this.ctx.network.Network, ownSubnet: this.own?.subnet, ownIp: this.ctx.underlay.ip, defaultPort: this.port });
     for (const r of plan.refused) this.refusals.refuse(r, r.why);
     this.peers = plan.peers;
-    this.writeTable(this.own?.subnet, plan.peers);
+    this.writeTable(this.own?.subnet, plan.peers, this.connected);
     const routes = (await readRoutes({ dev: this.device, ...this.ctx.sys })).filter((r) => r.dst !== 'default' && cidrWithin(routeDst(r.dst), this.ctx.network.Network));
     const want: RouteSpec[] = plan.peers.map((p) => ({ dst: p.subnet, dev: this.device }));
     const batch = new KernelBatch();
@@ -225,9 +227,17 @@ export class UdpBackend implements Backend {
     await batch.commit({ ...this.ctx.sys, force: true });
   }
 
+  /** Connected networks (after every reconcile): their sources are accepted from peers too. */
+  connectedNetworks(cidrs: string[]): Promise<void> {
+    return this.serial(async () => {
+      this.connected = cidrs;
+      if (this.peers) this.writeTable(this.own?.subnet, this.peers, cidrs);
+    });
+  }
+
   /** Writes the table (atomically, 0600) when it changed, and tells weft-udpd to read it. */
-  private writeTable(own: string | undefined, peers: readonly UdpPeer[]): void {
-    const text = renderTable(own, peers);
+  private writeTable(own: string | undefined, peers: readonly UdpPeer[], allow: readonly string[] = []): void {
+    const text = renderTable(own, peers, allow);
     let old: string | undefined;
     try {
       old = fs.readFileSync(this.tableFile, 'utf8');

@@ -77,11 +77,16 @@ export function planUdpPeers(leases: readonly Lease[], o: { network: string; own
   return { peers, refused };
 }
 
-/** The table file weft-udpd reads (see its header): `own NET/LEN` and one `peer NET/LEN IP PORT` per peer. */
-export function renderTable(ownSubnet: string | undefined, peers: readonly UdpPeer[]): string {
+/**
+ * The table file weft-udpd reads (see its header): `own NET/LEN`, one `peer NET/LEN IP PORT` per peer, and one
+ * `allow NET/LEN` per connected network (`weft network connect`): inner sources a peer may send from besides
+ * its own lease (a container of the connected network on that host; which host is not checked).
+ */
+export function renderTable(ownSubnet: string | undefined, peers: readonly UdpPeer[], allow: readonly string[] = []): string {
   const lines = ['# written by the weft agent; weft-udpd reads it at start and on SIGHUP'];
   if (ownSubnet) lines.push(`own ${canonicalCidr(ownSubnet)}`);
   for (const p of peers) lines.push(`peer ${p.subnet} ${p.ip} ${p.port}`);
+  for (const a of [...new Set(allow.filter((c) => tryParseCidr(c)).map(canonicalCidr))].sort()) lines.push(`allow ${a}`);
   return `${lines.join('\n')}\n`;
 }
 

@@ -17,6 +17,7 @@
  * TABLE_FILE lines (anything else is ignored; at most MAX_PEERS peers):
  *   own NET/LEN                 this host's lease: datagrams must carry packets addressed into it
  *   peer NET/LEN IP PORT        a peer host: its lease NET/LEN, reached at (and only accepted from) IP:PORT
+ *   allow NET/LEN               a connected network: inner sources any peer may send from besides its lease
  *
  * Why a separate process in C: the data path keeps running while the agent restarts (the agent adopts it by
  * its PID file), and no packet crosses into JavaScript. Batching: recvmmsg/sendmmsg move up to BATCH datagrams
@@ -53,11 +54,16 @@ struct peer {
   uint16_t port;      /* network order */
 };
 
+#define MAX_ALLOW 256
+
 struct table {
   int has_own;
   uint32_t own_net, own_mask;
   int n;
   struct peer p[MAX_PEERS];
+  /* inner sources any peer may send from besides its lease: the networks connected to this one */
+  int na;
+  uint32_t allow_net[MAX_ALLOW], allow_mask[MAX_ALLOW];
 };
 
 /* Counters (the agent reads them from STATS_FILE for `weft status` and /metrics). */
@@ -107,6 +113,8 @@ static int load_table(const char *path, struct table *t) {
     unsigned port;
     if (sscanf(line, "own %63s", a) == 1 && strncmp(line, "own ", 4) == 0) {
       if (parse_cidr(a, &n->own_net, &n->own_mask) == 0) n->has_own = 1;
+    } else if (strncmp(line, "allow ", 6) == 0 && sscanf(line, "allow %63s", a) == 1 && n->na < MAX_ALLOW) {
+      if (parse_cidr(a, &n->allow_net[n->na], &n->allow_mask[n->na]) == 0) n->na++;
     } else if (strncmp(line, "peer ", 5) == 0 && sscanf(line, "peer %63s %63s %u", a, b, &port) == 3 && n->n < MAX_PEERS) {
       struct peer *p = &n->p[n->n];
       struct in_addr ip;
@@ -152,7 +160,11 @@ static int judge(const struct table *t, uint32_t ip, uint16_t port, const uint8_
   if (total != len) return D_MALFORMED;
   uint32_t src = ((uint32_t)pkt[12] << 24) | ((uint32_t)pkt[13] << 16) | ((uint32_t)pkt[14] << 8) | pkt[15];
   uint32_t dst = ((uint32_t)pkt[16] << 24) | ((uint32_t)pkt[17] << 16) | ((uint32_t)pkt[18] << 8) | pkt[19];
-  if ((src & from->mask) != from->net) return D_SPOOFED_SOURCE;
+  if ((src & from->mask) != from->net) {
+    int ok = 0;
+    for (int i = 0; i < t->na && !ok; i++) ok = (src & t->allow_mask[i]) == t->allow_net[i];
+    if (!ok) return D_SPOOFED_SOURCE;
+  }
   if (!t->has_own || (dst & t->own_mask) != t->own_net) return D_NOT_LOCAL;
   return C_RX_PACKETS;
 }
