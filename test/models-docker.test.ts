@@ -5,6 +5,7 @@
  */
 import '../src/backends/all.js';
 import assert from 'node:assert/strict';
+import { openStore } from '../src/store/index.js';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import * as os from 'node:os';
@@ -20,6 +21,7 @@ const skip = process.getuid?.() !== 0 ? 'needs root (network namespaces)' : !exi
 test('docker network create -d weft -o backend=l2 / macvlan: containers on two hosts ping in one subnet', { skip, timeout: 300_000 }, async (t) => {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'wmd-'));
   const storeUrl = `sqlite://${dir}/weft.db`;
+  await (await openStore(storeUrl, { create: true })).close(); // agents never create a database
   const tb = await createTestbed({ hosts: 2 });
   const daemons: Dockerd[] = [];
   const agents: AgentProcess[] = [];

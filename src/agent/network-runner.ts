@@ -185,7 +185,7 @@ export class NetworkRunner {
       store,
     });
     // a network overlapping this host's own routes would shadow its traffic (refused at create on the creating host; checked here on every host)
-    checkUnderlayOverlap(this.config.Network, await this.host.connectedPrefixes(underlay.iface), `this host's underlay ${underlay.iface}`);
+    if (!this.module.sharesUnderlay) checkUnderlayOverlap(this.config.Network, await this.host.connectedPrefixes(underlay.iface), `this host's underlay ${underlay.iface}`);
     const backendData = await this.backend.init();
     this.leases = new LeaseManager(store, this.name, {
       hostId,

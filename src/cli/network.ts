@@ -6,7 +6,7 @@ import { createNetwork, getNetwork, listNetworks } from '../config/registry.js';
 import { removeNetwork } from '../lease/remove-network.js';
 import type { NetworkConfig } from '../config/types.js';
 import { listLeases } from '../lease/leases.js';
-import { allBackendOptions, backendFieldsFromOptions } from '../config/backend-spec.js';
+import { allBackendOptions, backendFieldsFromOptions, backendSpec } from '../config/backend-spec.js';
 import { requireBackendType } from '../config/network.js';
 import { connectNetworks, disconnectNetworks, listConnections } from '../config/connections.js';
 import { implementedBackends } from '../backends/registry.js';
@@ -59,6 +59,7 @@ function backendExtras(config: NetworkConfig): string {
  * segments and the ways to its peers, which a container network must not shadow. Empty when `ip` is missing.
  */
 async function checkHostRoutes(config: NetworkConfig): Promise<void> {
+  if (backendSpec(config.Backend.Type)?.sharesUnderlay) return;
   const routes = await ipJson<Array<{ dst: string; dev?: string }>>(['-4', 'route', 'show']).catch(() => []);
   for (const r of routes) {
     if (r.dst === 'default' || /^weft/.test(r.dev ?? '')) continue;

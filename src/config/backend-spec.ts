@@ -35,6 +35,11 @@ export interface BackendSpec {
   mtuOverhead: number;
   /** Options of `weft network create` and Docker's `-o` that map to Backend fields. */
   options?: BackendOption[];
+  /**
+   * Containers sit on the hosts' own segment (bridge, macvlan): the network may be the underlay's subnet,
+   * so the "network overlaps a route of this host" refusal does not apply.
+   */
+  sharesUnderlay?: boolean;
 }
 
 const specs = new Map<string, BackendSpec>();

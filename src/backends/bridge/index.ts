@@ -182,6 +182,7 @@ export class BridgeBackend implements Backend {
 }
 
 registerBackend({
+  sharesUnderlay: true,
   type: 'bridge',
   description: "hosts on one physical L2 segment: the uplink joins the host bridge, containers sit on the segment with per-host ranges",
   mtuOverhead: 0,

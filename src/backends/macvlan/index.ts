@@ -102,6 +102,7 @@ export class MacvlanBackend implements Backend {
 }
 
 registerBackend({
+  sharesUnderlay: true,
   type: 'macvlan',
   description: 'containers on the parent NIC as macvlan interfaces (one L2 segment, no bridge); host reaches them through a shim',
   mtuOverhead: 0,
