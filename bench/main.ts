@@ -13,6 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
  *                           [--attaches N] [--cli N] [--no-rules-row] [--backends LIST] [--json] [--verbose]
  *  - wireguard: weft's wireguard backend next to wireguard-go configured by hand with `wg` (same MTU, same
  *    layout: device with the subnet's network address /32, one peer, a route via the device).
+ *  - udp: weft's udp backend (weft-udpd) next to socat relaying UDP⇄TUN by hand (iff-no-pi, MTU 1472).
  */
 import type { ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -53,13 +54,13 @@ interface Options {
   backends: Set<string>;
 }
 
-const BENCH_BACKENDS = ['host-gw', 'vxlan', 'wireguard', 'l2', 'bridge', 'macvlan', 'bgp'];
+const BENCH_BACKENDS = ['host-gw', 'vxlan', 'wireguard', 'l2', 'bridge', 'macvlan', 'bgp', 'udp'];
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n`);
   process.stderr.write(
     'usage: node dist/bench/main.js [--only throughput|attach] [--reps N (5)] [--seconds S (3)] [--pings N (20)]\n' +
-      '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--backends host-gw,vxlan,wireguard,l2,bridge,macvlan,bgp]\n' +
+      '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--backends host-gw,vxlan,wireguard,l2,bridge,macvlan,bgp,udp]\n' +
       '                              [--json] [--verbose]\n',
   );
   process.exit(msg ? 2 : 0);
@@ -380,6 +381,40 @@ ip -n ${h.ns} route add ${base}.${j + 1}.0/24 dev ${devs[i]}`);
   return { key: 'wireguard-hand', label: 'wireguard-go (by hand with wg)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
 }
 
+/**
+ * The userspace reference for the udp backend: socat relaying between a TUN device and UDP port 8285 on each
+ * host, typed as in flannel-era how-tos but fair to socat: iff-no-pi (no 4-byte header) and the TUN MTU
+ * underlay − 28 (no fragments), a route for the peer's subnet via the device; containers with the same MTU.
+ */
+async function handSocat(c: BuildCtx): Promise<Path> {
+  const base = '10.241';
+  const mtu = c.tb.mtu - 28;
+  const hosts = [await c.tb.addHost(), await c.tb.addHost()];
+  const nss: string[] = [];
+  for (const [i, h] of hosts.entries()) {
+    const ns = await c.tb.addContainer(h, 'c1');
+    nss.push(ns);
+    const j = 1 - i;
+    const tun = `stun${i}`;
+    // socat's connected UDP socket dies on the ICMP port-unreachable that the first packet (an IPv6 router
+    // solicitation from the new TUN) earns while the peer's socat is not up yet: no IPv6 on these hosts
+    await sh(`ip netns exec ${h.ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1`);
+    const argv = ['socat', `UDP:${hosts[j]!.ip}:8285,bind=:8285`, `TUN:${base}.${i + 1}.0/16,tun-name=${tun},iff-up,iff-no-pi`];
+    if (verbose) log(`$ ip netns exec ${h.ns} ${argv.join(' ')} &`);
+    state.servers.push(c.tb.spawn(h.ns, argv));
+    const until = Date.now() + 10_000;
+    while ((await run('ip', ['-n', h.ns, 'link', 'show', tun], { allowFail: true })).code !== 0) {
+      if (Date.now() > until) throw new Error(`socat did not make ${tun} on ${h.ns}`);
+      await sleep(20);
+    }
+    await sh(`${handHostScript(h, ns, i + 1, base, mtu)}
+ip -n ${h.ns} link set ${tun} mtu ${mtu}
+ip -n ${h.ns} route replace ${base}.${j + 1}.0/24 dev ${tun}`);
+  }
+  log(`udp-hand (socat): ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.1.2 → ${base}.2.2`);
+  return { key: 'udp-hand', label: 'socat UDP⇄TUN by hand', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
+}
+
 // ---------------------------------------------------------------- measurements
 
 const nsRun = (tb: Testbed): NsRun => (ns, argv) => tb.exec(ns, argv, { allowFail: true });
@@ -421,6 +456,7 @@ async function throughput(c: BuildCtx): Promise<PathResult[]> {
   if (want.has('macvlan')) paths.push(await handMacvlan(c), await weftPair(c, 'macvlan-weft', 'macvlan', '10.251.0.0/16'));
   // bgp: BIRD-learned routes, the same kernel path as host-gw by hand
   if (want.has('bgp')) paths.push(await weftPair(c, 'bgp-weft', 'bgp', '10.242.0.0/16', {}, 'host-gw-hand'));
+  if (want.has('udp')) paths.push(await handSocat(c), await weftPair(c, 'udp-weft', 'udp', '10.240.0.0/16'));
 
   for (const p of paths) {
     const srv = tb.spawn(p.dstNs, ['iperf3', '-s', '-B', p.dstIp]);

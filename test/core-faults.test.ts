@@ -27,7 +27,7 @@ async function countFrom(ns: string, src: string): Promise<() => Promise<number>
   };
 }
 
-for (const backend of ['vxlan', 'host-gw', 'bgp'] as const) {
+for (const backend of ['vxlan', 'host-gw', 'bgp', 'udp'] as const) {
   describe(`core faults (${backend})`, { timeout: 150_000, skip: needsRoot('iptables', 'ebtables') }, () => {
     test('forged source addresses and MACs from a container never reach another container', { timeout: 70_000 }, () =>
       withCluster({ backend, cidr: backend === 'vxlan' ? '10.231.0.0/16' : '10.232.0.0/16', hosts: 2, containersPerHost: 2 }, async (c) => {

@@ -21,7 +21,7 @@ after(async () => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-for (const backend of ['vxlan', 'host-gw']) {
+for (const backend of ['vxlan', 'host-gw', 'udp']) {
   test(`weft demo --backend ${backend}: every pair pings, demo down removes everything`, { timeout: 180_000 }, () => {
     const up = weft('demo', '--hosts', '2', '--containers', '2', '--backend', backend);
     assert.equal(up.status, 0, up.stderr);

@@ -40,7 +40,7 @@ async function answered(pairs: Array<[Container, Container]>): Promise<string[]>
   return ok.sort();
 }
 
-function isolation(backend: 'host-gw' | 'vxlan' | 'bgp', cidrs: [string, string]): void {
+function isolation(backend: 'host-gw' | 'vxlan' | 'bgp' | 'udp', cidrs: [string, string]): void {
   describe(`network isolation (${backend})`, { skip, timeout: 170_000 }, () => {
     test('cross-network pings fail until connected, succeed after connect, fail after disconnect', { timeout: 160_000 }, () =>
       withCluster(
@@ -113,3 +113,4 @@ function isolation(backend: 'host-gw' | 'vxlan' | 'bgp', cidrs: [string, string]
 isolation('host-gw', ['10.71.0.0/16', '10.72.0.0/16']);
 isolation('vxlan', ['10.73.0.0/16', '10.74.0.0/16']);
 isolation('bgp', ['10.75.0.0/16', '10.76.0.0/16']);
+isolation('udp', ['10.77.0.0/16', '10.78.0.0/16']);

@@ -417,6 +417,7 @@ export class NetworkRunner {
         // Networks are isolated unless connected; an unreadable store keeps the rules as they are.
         const policy = await isolationPolicy(this.opts.store);
         await reconcileIsolation(isolationRules(policy.networks, policy.connected), { parents: this.opts.forwardParents });
+        await this.backend.connectedNetworks?.(policy.networks.filter((n) => n.name !== this.name && policy.connected.has([this.name, n.name].sort().join('+'))).map((n) => n.cidr));
         this.applied = state;
         this.peers = peers;
         this.reconciles++;

@@ -8,6 +8,7 @@ import './endpoints/macvlan.js';
 import './macvlan/index.js';
 import './bridge/index.js';
 import './bgp/index.js';
+import './udp/index.js';
 
 export { backendModule, createBackend, implementedBackends } from './registry.js';
 export { endpointDriver } from './endpoints/registry.js';

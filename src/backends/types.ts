@@ -92,6 +92,11 @@ export interface Backend {
    * network's endpoints on every host, given only when the module says `wantsEndpoints`.
    */
   reconcile(peers: Lease[], endpoints?: EndpointInfo[]): Promise<void>;
+  /**
+   * The CIDRs of the networks connected to this one (`weft network connect`), told after every reconcile.
+   * Optional: for backends that filter inner sources by lease (udp), which must then accept these too.
+   */
+  connectedNetworks?(cidrs: string[]): Promise<void>;
   /** Health and details for `weft status` and doctor. */
   status(): BackendStatus;
   /** Remove everything this backend made on the host (`weft reset`, network removed). */

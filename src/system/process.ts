@@ -75,6 +75,14 @@ function cmdline(pid: number): string[] | undefined {
 
 /** The PID in `pidFile` when that process still runs exactly `cmd args` (a recycled PID is not adopted). */
 export function findRunning(pidFile: string, cmd: string, args: readonly string[]): number | undefined {
+  const p = pidFileProcess(pidFile);
+  if (!p || path.basename(p.argv[0] ?? '') !== path.basename(cmd)) return undefined;
+  if (p.argv.length !== args.length + 1 || args.some((a, i) => p.argv[i + 1] !== a)) return undefined;
+  return p.pid;
+}
+
+/** The live process a PID file names, with its argv (to tell an older instance run with other arguments). */
+export function pidFileProcess(pidFile: string): { pid: number; argv: string[] } | undefined {
   let pid: number;
   try {
     pid = Number(fs.readFileSync(pidFile, 'utf8').trim());
@@ -83,9 +91,7 @@ export function findRunning(pidFile: string, cmd: string, args: readonly string[
   }
   if (!Number.isInteger(pid) || pid <= 1 || !pidAlive(pid)) return undefined;
   const argv = cmdline(pid);
-  if (!argv || path.basename(argv[0] ?? '') !== path.basename(cmd)) return undefined;
-  if (argv.length !== args.length + 1 || args.some((a, i) => argv[i + 1] !== a)) return undefined;
-  return pid;
+  return argv ? { pid, argv } : undefined;
 }
 
 /** Waits up to `ms` for `pid` to be gone. */
