@@ -1,3 +1,4 @@
+import '../src/backends/all.js';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
