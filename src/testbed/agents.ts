@@ -1,3 +1,4 @@
+import { PATIENCE } from './wait.js';
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -118,7 +119,7 @@ export class AgentProcess {
   }
 
   private async waitFor(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-    const until = Date.now() + timeoutMs;
+    const until = Date.now() + timeoutMs * PATIENCE;
     while (Date.now() < until) {
       if (await check()) return;
       if (this.pid && !alive(this.pid)) {
