@@ -196,6 +196,7 @@ async function hostsRun(o: Options, n: number, store: 'sqlite' | 'etcd', backend
     await sleep(500);
     const nc = new AgentProcess(newcomer, { storeUrl: url, dir, args: ['--ui-addr', 'off', '--no-dns'] });
     agents.push(nc);
+    const launchedAt = Date.now();
     await nc.start();
     const subnet = await deadline(30_000, async () => {
       for (;;) {
@@ -207,9 +208,10 @@ async function hostsRun(o: Options, n: number, store: 'sqlite' | 'etcd', backend
     });
     if (!subnet) throw new Error('the newcomer has no lease after 30 s');
     const leasedAt = leaseTime(nc.logFile);
-    const joined = await until(20_000, () => settled.map((h) => mon.when(h.id, subnet, false, leasedAt)));
+    // a peer may install the route before the newcomer has logged its lease: look from the newcomer's launch
+    const joined = await until(20_000, () => settled.map((h) => mon.when(h.id, subnet, false, launchedAt)));
     res.joinReached = joined.filter((x) => x !== undefined).length;
-    if (res.joinReached === n) res.joinMs = Math.max(...(joined as number[])) - leasedAt;
+    if (res.joinReached === n) res.joinMs = Math.max(0, Math.max(...(joined as number[])) - leasedAt);
     // leave
     const resetAt = Date.now();
     await nsExec(newcomer.ns, [process.execPath, WEFT_BIN, 'reset', '--api', nc.api], { allowFail: true });
@@ -218,6 +220,11 @@ async function hostsRun(o: Options, n: number, store: 'sqlite' | 'etcd', backend
     if (res.leaveReached === n) res.leaveMs = Math.max(...(left as number[])) - resetAt;
   } catch (err) {
     res.error = (err as Error).message.split('\n')[0];
+    // keep the agents' logs of a failed combination
+    const keep = path.join(os.tmpdir(), `weft-scale-failed-${tb.prefix}`);
+    fs.mkdirSync(keep, { recursive: true });
+    for (const a of agents) if (fs.existsSync(a.logFile)) fs.copyFileSync(a.logFile, path.join(keep, `${a.host.id}.log`));
+    res.error += ` (agent logs in ${keep})`;
   } finally {
     mon.stop();
     // every host's data plane goes with its namespace; the agents are stopped by PID

@@ -1,118 +1,140 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { ExecError } from './exec.js';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { ExecError, run } from './exec.js';
 import { toRef, type NsOpts } from './netns.js';
 
 /**
- * Pre-spawned processes for the attach path. A spawn from Node costs 2.5–4 ms of the event loop (fork, exec,
- * dynamic linking), three per attach: that was most of an attach. Here the next process of each kind is
- * started ahead of time, idle and blocked reading its stdin; a call hands it its input, closes stdin and
- * waits for the exit status as `run` does (same ExecError). The spent process is replaced after the call
- * has been served. An idle process costs no CPU; when the agent exits its pipes close and the idle ones
- * exit without doing anything (ip and ebtables-restore on an empty input, the shell's `read` on EOF).
+ * A spawner for the attach path. Each process Node spawns costs the event loop a fork of the whole agent
+ * (2.5–4 ms idle, 10–30 ms on a loaded machine), three per attach: measured, that was most of an attach, and
+ * pre-spawning did not help (the replacement's fork landed in the middle of the next step). Here one
+ * long-lived bash (a few MB: its forks are cheap) runs the commands: Node writes a job (command line and
+ * its stdin as a here-document) to bash's stdin; bash runs it in the background, its output goes to a file
+ * of its own, and a line "ID STATUS" on bash's stdout says it is done. Jobs run concurrently, like spawns.
+ * Failures are the same ExecError as exec.ts's `run`, with the output as its stderr. If bash cannot be
+ * started (or WEFT_NO_SPAWNER is set) commands are spawned directly as before.
  */
 
-interface Warm {
-  child: ChildProcess;
-  out: Buffer[];
-  err: Buffer[];
-  closed: Promise<number | null>;
-  /** What to show in an ExecError. */
+interface Job {
+  resolve: () => void;
+  reject: (e: Error) => void;
   cmd: string;
   args: string[];
+  out: string;
 }
 
-const idle = new Map<string, Warm>();
-let enabled = process.env.WEFT_NO_PRESPAWN === undefined;
+let helper: { child: ChildProcess; dir: string; buf: string } | undefined;
+const jobs = new Map<number, Job>();
+let nextId = 1;
+let enabled = process.env.WEFT_NO_SPAWNER === undefined;
 
-function start(cmd: string, args: string[]): Warm {
-  const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  const w: Warm = { child, out: [], err: [], cmd, args, closed: undefined as unknown as Promise<number | null> };
-  child.stdout!.on('data', (b: Buffer) => w.out.push(b));
-  child.stderr!.on('data', (b: Buffer) => w.err.push(b));
-  child.stdin!.on('error', () => {}); // EPIPE when it died early: its exit status tells
-  w.closed = new Promise((resolve) => {
-    child.once('error', (e: NodeJS.ErrnoException) => {
-      w.err.push(Buffer.from(e.code === 'ENOENT' ? `${cmd}: command not found` : e.message));
-      resolve(null);
-    });
-    child.once('close', (code) => resolve(code));
+/** Single-quoted for bash. */
+const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
+
+function ensureHelper(): typeof helper {
+  if (helper && helper.child.exitCode === null && helper.child.signalCode === null) return helper;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-spawner-'));
+  const child = spawn('bash', ['--norc', '--noprofile', '-s'], { stdio: ['pipe', 'pipe', 'ignore'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' } });
+  const h = { child, dir, buf: '' };
+  child.stdin!.on('error', () => {});
+  child.stdout!.on('data', (b: Buffer) => {
+    h.buf += b.toString();
+    const lines = h.buf.split('\n');
+    h.buf = lines.pop() ?? '';
+    for (const line of lines) {
+      const m = /^(\d+) (\d+)$/.exec(line);
+      if (!m) continue;
+      finish(h, Number(m[1]), Number(m[2]));
+    }
   });
-  return w;
+  const fail = () => {
+    if (helper === h) helper = undefined;
+    for (const [id, j] of jobs) {
+      jobs.delete(id);
+      j.reject(new ExecError(j.cmd, j.args, null, 'the command runner (bash) exited'));
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  child.once('error', fail);
+  child.once('close', fail);
+  helper = h;
+  idle(h);
+  // the job output files go with the process, also when it exits without stopWarm()
+  process.once('exit', () => fs.rmSync(dir, { recursive: true, force: true }));
+  return h;
 }
 
-/** Idle processes must not keep the agent's event loop alive. */
-function park(w: Warm): void {
-  for (const s of [w.child.stdin, w.child.stdout, w.child.stderr]) (s as unknown as { unref?: () => void })?.unref?.();
-  w.child.unref();
-}
-
-function unpark(w: Warm): void {
-  w.child.ref();
-  for (const s of [w.child.stdin, w.child.stdout, w.child.stderr]) (s as unknown as { ref?: () => void })?.ref?.();
-}
-
-/**
- * Runs `cmd args` with `input` on stdin like exec.ts's `run`, using the idle process of that command line
- * when there is one (and leaving a fresh one idle for the next call). `prefix` is written before `input`
- * (the shell wrapper's namespace line) and is not part of error messages.
- */
-async function runWarm(cmd: string, args: string[], input: string, shown: { cmd: string; args: string[] } = { cmd, args }, prefix = ''): Promise<void> {
-  const key = JSON.stringify([cmd, ...args]);
-  let w = enabled ? idle.get(key) : undefined;
-  if (w) idle.delete(key);
-  // a parked process that died meanwhile (killed by hand) is replaced
-  if (!w || w.child.exitCode !== null || w.child.signalCode !== null) w = start(cmd, args);
-  else unpark(w);
-  w.child.stdin!.end(prefix + input);
-  if (enabled) {
-    // the next one is made once this call's process has its input (the spawn blocks the event loop)
-    setImmediate(() => {
-      if (!idle.has(key)) {
-        const next = start(cmd, args);
-        park(next);
-        idle.set(key, next);
-      }
-    });
+function finish(h: NonNullable<typeof helper>, id: number, code: number): void {
+  const j = jobs.get(id);
+  if (!j) return;
+  jobs.delete(id);
+  let out = '';
+  try {
+    out = fs.readFileSync(j.out, 'utf8');
+    fs.rmSync(j.out, { force: true });
+  } catch {
+    /* no output */
   }
-  const code = await w.closed;
-  if (code !== 0) throw new ExecError(shown.cmd, shown.args, code, Buffer.concat(w.err).toString(), Buffer.concat(w.out).toString());
+  if (!jobs.size) idle(h);
+  if (code === 0) j.resolve();
+  else j.reject(new ExecError(j.cmd, j.args, code === 127 ? null : code, code === 127 && !out ? `${j.cmd}: command not found` : out));
 }
 
-/**
- * `ip -batch -` in the namespace. A named or PID namespace is entered by a pre-spawned shell that reads the
- * namespace from its first line and execs `ip -n NAME` (or `nsenter -t PID -n ip`): the exec is all that is
- * left on the critical path. Namespace names are checked by resolveNetns (no `/`); a newline is refused here.
- */
+/** bash and its pipes keep the event loop alive only while a job runs (a CLI must not exit under one). */
+function idle(h: NonNullable<typeof helper>): void {
+  h.child.unref();
+  for (const s of [h.child.stdin, h.child.stdout]) (s as unknown as { unref?: () => void } | null)?.unref?.();
+}
+function busy(h: NonNullable<typeof helper>): void {
+  h.child.ref();
+  for (const s of [h.child.stdin, h.child.stdout]) (s as unknown as { ref?: () => void } | null)?.ref?.();
+}
+
+/** Runs `cmd args` with `input` on stdin through the helper; `shown` names it in errors. */
+function runJob(cmd: string, args: string[], input: string, shown = { cmd, args }): Promise<void> {
+  let h: typeof helper;
+  try {
+    h = enabled ? ensureHelper() : undefined;
+  } catch {
+    h = undefined;
+  }
+  if (!h) return run(cmd, args, { input }).then(() => undefined);
+  const id = nextId++;
+  const out = path.join(h.dir, `${id}.out`);
+  const eof = `__WEFT_EOF_${id}__`;
+  if (input.split('\n').includes(eof)) return run(cmd, args, { input }).then(() => undefined);
+  const body = input.endsWith('\n') ? input : `${input}\n`;
+  const script = `{ ${[cmd, ...args].map(q).join(' ')} >${q(out)} 2>&1 <<'${eof}'\n${body}${eof}\necho "${id} $?"; } &\n`;
+  return new Promise<void>((resolve, reject) => {
+    jobs.set(id, { resolve, reject, cmd: shown.cmd, args: shown.args, out });
+    busy(h!);
+    h!.child.stdin!.write(script);
+  });
+}
+
+/** `ip -batch -` (in the namespace when given), through the helper. */
 export async function warmIpBatch(lines: readonly string[], opts: NsOpts = {}): Promise<void> {
   if (lines.length === 0) return;
   const input = lines.join('\n') + '\n';
-  if (opts.netns === undefined) return runWarm('ip', ['-batch', '-'], input);
+  if (opts.netns === undefined) return runJob('ip', ['-batch', '-'], input);
   const r = toRef(opts.netns);
-  const ref = 'name' in r ? r.name : String(r.pid);
-  if (/[\n\r]/.test(ref) || !ref) throw new ExecError('ip', ['-batch', '-'], null, `bad namespace name ${JSON.stringify(ref)}`);
-  const shown = 'name' in r ? { cmd: 'ip', args: ['-n', ref, '-batch', '-'] } : { cmd: 'nsenter', args: ['-t', ref, '-n', 'ip', '-batch', '-'] };
-  return runWarm('sh', ['-c', NS_SHELL], input, shown, `${'name' in r ? 'name' : 'pid'} ${ref}\n`);
+  if ('name' in r) return runJob('ip', ['-n', r.name, '-batch', '-'], input);
+  return runJob('nsenter', ['-t', String(r.pid), '-n', 'ip', '-batch', '-'], input);
 }
 
-/** Reads "name NS" or "pid PID", then becomes ip in that namespace reading the rest of stdin. */
-const NS_SHELL = 'IFS= read -r line || exit 1; kind=${line%% *}; ref=${line#* }; case "$kind" in name) exec ip -n "$ref" -batch - ;; pid) exec nsenter -t "$ref" -n ip -batch - ;; esac; echo "bad namespace line" >&2; exit 1';
-
-/** `ebtables-restore --noflush` with `input`, in the namespace (pre-spawned in our own). */
+/** `ebtables-restore --noflush` with `input`; `argv` is the command line (inNetns(...)). */
 export async function warmEbtablesRestore(input: string, argv: [string, string[]]): Promise<void> {
-  return runWarm(argv[0], argv[1], input);
+  return runJob(argv[0], argv[1], input);
 }
 
-/** Turns pre-spawning off (tests comparing both) or on; idle processes are ended when turned off. */
+/** Turns the helper off (commands are spawned directly) or on. */
 export function setPrespawn(on: boolean): void {
   enabled = on;
   if (!on) stopWarm();
 }
 
-/** Ends every idle process (agent stop). */
+/** Ends the helper once its running jobs are done (agent stop). */
 export function stopWarm(): void {
-  for (const w of idle.values()) {
-    w.child.stdin!.end();
-    park(w);
-  }
-  idle.clear();
+  helper?.child.stdin!.end();
 }
