@@ -92,7 +92,7 @@ function busy(h: NonNullable<typeof helper>): void {
 }
 
 /** Runs `cmd args` with `input` on stdin through the helper; `shown` names it in errors. */
-function runJob(cmd: string, args: string[], input: string, shown = { cmd, args }): Promise<void> {
+export function runJob(cmd: string, args: string[], input: string, shown = { cmd, args }): Promise<void> {
   let h: typeof helper;
   try {
     h = enabled ? ensureHelper() : undefined;
