@@ -11,7 +11,10 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { WEFT_BIN } from '../src/testbed/agents.js';
+import { WEFT_BIN as OWN_BIN } from '../src/testbed/agents.js';
+
+/** Another checkout's bin/weft to compare with (e.g. main before a change). */
+const WEFT_BIN = process.env.WEFT_BENCH_BIN ?? OWN_BIN;
 
 const reps = Number(process.argv[process.argv.indexOf('--reps') + 1] || 7) || 7;
 const json = process.argv.includes('--json');
@@ -23,6 +26,23 @@ const enter = (argv: string[]) => ['nsenter', [`--net=/run/netns/${ns}`, ...argv
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? s[Math.floor((s.length - 1) / 2)]! : NaN;
+}
+
+/** CPU time (user+sys, ms) of a command run to completion, from bash's `times` (load-independent, unlike wall time). */
+function cpuRun(argv: string[]): number {
+  const [cmd, args] = enter(argv);
+  const line = [cmd, ...args].map((a) => `'${a.replace(/'/g, `'\\''`)}'`).join(' ');
+  const r = spawnSync('bash', ['-c', `${line} >/dev/null 2>&1; times`], { encoding: 'utf8' });
+  const kids = r.stdout.trim().split('\n')[1] ?? '';
+  const secs = [...kids.matchAll(/(\d+)m([\d.]+)s/g)].map((m) => Number(m[1]) * 60 + Number(m[2]));
+  return (secs[0]! + secs[1]!) * 1000;
+}
+
+/** utime+stime of a live process (all threads), ms. */
+function cpuOf(pid: number): number {
+  const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
+  return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
 }
 
 /** Wall time of a command run to completion, ms. */
@@ -42,6 +62,7 @@ function statusKb(pid: number, field: string): number {
 
 interface AgentRun {
   readyMs: number;
+  readyCpuMs: number;
   rssMb: number;
   hwmMb: number;
   stopMs: number;
@@ -65,13 +86,14 @@ async function agentOnce(i: number, between?: (api: string) => Promise<void>): P
     child.once('close', (code) => reject(new Error(`agent exited ${code} before ready: ${err.slice(-500)}`)));
   });
   // nsenter execs node: the child's PID is the agent's
+  const readyCpuMs = cpuOf(child.pid!);
   const rssMb = statusKb(child.pid!, 'VmRSS') / 1024;
   const hwmMb = statusKb(child.pid!, 'VmHWM') / 1024;
   if (between) await between(api);
   const t1 = performance.now();
   child.kill('SIGTERM');
   await new Promise((r) => child.once('close', r));
-  return { readyMs, rssMb, hwmMb, stopMs: performance.now() - t1 };
+  return { readyMs, readyCpuMs, rssMb, hwmMb, stopMs: performance.now() - t1 };
 }
 
 async function main(): Promise<void> {
@@ -80,11 +102,15 @@ async function main(): Promise<void> {
   const bare: number[] = [];
   const runs: AgentRun[] = [];
   const cliErr: number[] = [];
+  const bareCpu: number[] = [];
+  const cliCpu: number[] = [];
   const cli: number[] = [];
   const cliNs: string[] = [];
   try {
     for (let i = 0; i < reps; i++) {
       bare.push(timeRun([process.execPath, '-e', '0']));
+      bareCpu.push(cpuRun([process.execPath, '-e', '0']));
+      cliCpu.push(cpuRun([process.execPath, WEFT_BIN, 'attach', 'c', '--api', path.join(dir, 'none.sock')]));
       // the CLI's fast path is only as cheap as what it loads: no agent, so no agent work in the number
       const t0 = performance.now();
       spawnSync(...enter([process.execPath, WEFT_BIN, 'status', '--api', path.join(dir, 'none.sock')]), { stdio: 'ignore' });
@@ -117,11 +143,15 @@ async function main(): Promise<void> {
     agentStopMs: median(runs.map((r) => r.stopMs)),
     cliNoAgentMs: median(cliErr),
     cliAttachMs: median(cli),
+    nodeBareCpuMs: median(bareCpu),
+    cliAttachNoAgentCpuMs: median(cliCpu),
+    agentReadyCpuMs: median(runs.map((r) => r.readyCpuMs)),
   };
   if (json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
   else {
     const f = (x: number) => x.toFixed(1);
     console.log(`startup (median of ${reps}, load ${res.loadavg}), inside one namespace via nsenter:`);
+    console.log(`  CPU (user+sys): node -e 0 ${f(res.nodeBareCpuMs)} ms; weft attach, no agent ${f(res.cliAttachNoAgentCpuMs)} ms (${(res.cliAttachNoAgentCpuMs / res.nodeBareCpuMs).toFixed(2)}× node); weft agent until ready ${f(res.agentReadyCpuMs)} ms (${(res.agentReadyCpuMs / res.nodeBareCpuMs).toFixed(2)}× node)`);
     console.log(`  node -e 0                     ${f(res.nodeBareMs)} ms`);
     console.log(`  weft status, no agent (error) ${f(res.cliNoAgentMs)} ms  (${(res.cliNoAgentMs / res.nodeBareMs).toFixed(2)}× node)`);
     console.log(`  weft attach CLI (refused: no network) ${f(res.cliAttachMs)} ms  (${(res.cliAttachMs / res.nodeBareMs).toFixed(2)}× node)`);
