@@ -172,7 +172,7 @@ async function hostsRun(o: Options, n: number, store: 'sqlite' | 'etcd', backend
     for (const h of settled) {
       const a = new AgentProcess(h, { storeUrl: url, dir, args: ['--ui-addr', 'off', '--no-dns'] });
       agents.push(a);
-      await a.start();
+      await startAgent(a);
     }
     const meshOk = await deadline(Math.max(60_000, n * 4_000), async () => {
       for (;;) {
@@ -197,7 +197,7 @@ async function hostsRun(o: Options, n: number, store: 'sqlite' | 'etcd', backend
     const nc = new AgentProcess(newcomer, { storeUrl: url, dir, args: ['--ui-addr', 'off', '--no-dns'] });
     agents.push(nc);
     const launchedAt = Date.now();
-    await nc.start();
+    await startAgent(nc);
     const subnet = await deadline(30_000, async () => {
       for (;;) {
         const st = await callAgent<AgentStatus>(nc.api, 'GET', '/status').catch(() => undefined);
@@ -247,6 +247,25 @@ function leaseTime(logFile: string): number {
     }
   }
   throw new Error(`no "lease acquired" line in ${logFile}`);
+}
+
+/**
+ * Starts an agent, allowing a loaded machine more than the test bed's 10 s for its API to answer (each agent
+ * pays Node's start-up and module loading; 25+ at once on 2 cores take a while).
+ */
+async function startAgent(a: AgentProcess): Promise<void> {
+  try {
+    await a.start();
+  } catch (err) {
+    if (!/timed out waiting for its API/.test((err as Error).message)) throw err;
+    const ok = await deadline(60_000, async () => {
+      for (;;) {
+        if (await a.status()) return true;
+        await sleep(250);
+      }
+    });
+    if (!ok) throw err;
+  }
 }
 
 async function deadline<T>(ms: number, fn: () => Promise<T>): Promise<T | undefined> {
