@@ -39,7 +39,7 @@ async function ebtables(args: string[], sys: NsOpts, allowFail = false) {
 
 async function restore(lines: string[], sys: NsOpts): Promise<void> {
   if (!lines.length) return;
-  // a pre-spawned process (./warm.ts): this is on every attach's critical path
+  // through the command runner (./warm.ts): this is on every attach's critical path
   await warmEbtablesRestore(`*filter\n${lines.join('\n')}\nCOMMIT\n`, inNetns(sys.netns, 'ebtables-restore', ['--noflush']));
 }
 

@@ -27,7 +27,7 @@ interface Job {
 let helper: { child: ChildProcess; dir: string; buf: string } | undefined;
 const jobs = new Map<number, Job>();
 let nextId = 1;
-let enabled = process.env.WEFT_NO_SPAWNER === undefined;
+const enabled = process.env.WEFT_NO_SPAWNER === undefined;
 
 /** Single-quoted for bash. */
 const q = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
@@ -126,12 +126,6 @@ export async function warmIpBatch(lines: readonly string[], opts: NsOpts = {}): 
 /** `ebtables-restore --noflush` with `input`; `argv` is the command line (inNetns(...)). */
 export async function warmEbtablesRestore(input: string, argv: [string, string[]]): Promise<void> {
   return runJob(argv[0], argv[1], input);
-}
-
-/** Turns the helper off (commands are spawned directly) or on. */
-export function setPrespawn(on: boolean): void {
-  enabled = on;
-  if (!on) stopWarm();
 }
 
 /** Ends the helper once its running jobs are done (agent stop). */
