@@ -38,6 +38,8 @@ function ensureHelper(): typeof helper {
   const child = spawn('bash', ['--norc', '--noprofile', '-s'], { stdio: ['pipe', 'pipe', 'ignore'], env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', LC_ALL: 'C' } });
   const h = { child, dir, buf: '' };
   child.stdin!.on('error', () => {});
+  // bash removes the job files' dir when its stdin closes, also when the agent was killed (SIGKILL)
+  child.stdin!.write(`trap ${q(`rm -rf ${q(dir)}`)} EXIT\n`);
   child.stdout!.on('data', (b: Buffer) => {
     h.buf += b.toString();
     const lines = h.buf.split('\n');
