@@ -13,6 +13,7 @@ import { removeBridge } from '../system/bridge.js';
 import { getLink } from '../system/ip.js';
 import { removeAntispoof } from '../system/antispoof.js';
 import { removeAllWeftRules } from '../system/iptables.js';
+import { stopWarm } from '../system/warm.js';
 import { findUnderlay } from '../system/underlay.js';
 import { WeftError } from '../util/errors.js';
 import { log as rootLog, type Logger } from '../util/log.js';
@@ -441,6 +442,7 @@ export class Agent implements NetworkDirectory {
     await this.dns.stop();
     for (const r of this.runners.values()) await r.stop();
     await this.store.close();
+    stopWarm(); // the attach path's idle processes (src/system/warm.ts)
     for (const l of this.locks.splice(0)) await l.release();
   }
 

@@ -1,5 +1,5 @@
 import http from 'node:http';
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { Counter, Histogram, Registry } from 'prom-client';
 import { WeftError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { AgentStatus } from './types.js';
@@ -62,44 +62,66 @@ export function metricsFromStatus(st: AgentStatus, now = st.now ?? Date.now()): 
   return out;
 }
 
-export class AgentMetrics {
-  readonly registry = new Registry();
-  readonly reconciles: Counter<'network' | 'result'>;
-  readonly reconcileSeconds: Histogram<'network'>;
-  readonly storeErrors: Counter;
-  /** For the DNS server (another branch): count each answered query with `dnsQuery(network, rcode)`. */
-  readonly dnsQueries: Counter<'network' | 'rcode'>;
-  private storeErrorsSeen = 0;
+/** What prom-client's registry answers with (its PROMETHEUS_CONTENT_TYPE), known before it is loaded. */
+export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
-  constructor(status: () => AgentStatus, storeErrors: () => number) {
-    const r = this.registry;
-    this.reconciles = new Counter({ name: 'weft_reconciles_total', help: 'reconciles of peers into the data plane', labelNames: ['network', 'result'], registers: [r] });
-    this.reconcileSeconds = new Histogram({
-      name: 'weft_reconcile_duration_seconds',
-      help: 'time one reconcile took',
-      labelNames: ['network'],
-      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
-      registers: [r],
-    });
-    this.storeErrors = new Counter({
-      name: 'weft_store_errors_total',
-      help: 'store probes that failed or timed out',
-      registers: [r],
-      collect: () => {
-        const n = storeErrors();
-        if (n > this.storeErrorsSeen) this.storeErrors.inc(n - this.storeErrorsSeen);
-        this.storeErrorsSeen = n;
-      },
-    });
-    this.dnsQueries = new Counter({ name: 'weft_dns_queries_total', help: 'DNS queries answered by the agent', labelNames: ['network', 'rcode'], registers: [r] });
-    // every gauge is refilled from one status per scrape (a status younger than 100 ms is reused)
-    let cache: { at: number; samples: Sample[] } | undefined;
-    const current = () => {
-      if (!cache || Date.now() - cache.at > 100) cache = { at: Date.now(), samples: metricsFromStatus(status()) };
-      return cache.samples;
-    };
-    const gauges = Object.entries(GAUGES).map(
-      ([name, help]) =>
+/** Observations kept before prom-client is loaded; past this many it is loaded and they are replayed. */
+const MAX_PENDING = 10_000;
+
+type Pending = { kind: 'reconcile'; network: string; seconds: number; error?: string } | { kind: 'dns'; network: string; rcode: string };
+
+interface Loaded {
+  registry: Registry;
+  reconciles: Counter<'network' | 'result'>;
+  reconcileSeconds: Histogram<'network'>;
+  dnsQueries: Counter<'network' | 'rcode'>;
+}
+
+/**
+ * prom-client (with @opentelemetry/api) costs ~10 MB and a good part of the agent's start-up: it is loaded
+ * at the first scrape. Until then observations wait in a bounded list and are replayed into it.
+ */
+export class AgentMetrics {
+  private loaded?: Loaded;
+  private loading?: Promise<Loaded>;
+  private pending: Pending[] = [];
+
+  constructor(
+    private readonly status: () => AgentStatus,
+    private readonly storeErrors: () => number,
+  ) {}
+
+  private load(): Promise<Loaded> {
+    this.loading ??= import('prom-client').then(({ Counter, Gauge, Histogram, Registry }) => {
+      const r = new Registry();
+      const reconciles = new Counter({ name: 'weft_reconciles_total', help: 'reconciles of peers into the data plane', labelNames: ['network', 'result'], registers: [r] });
+      const reconcileSeconds = new Histogram({
+        name: 'weft_reconcile_duration_seconds',
+        help: 'time one reconcile took',
+        labelNames: ['network'],
+        buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+        registers: [r],
+      });
+      let storeErrorsSeen = 0;
+      const storeErrors = this.storeErrors;
+      const storeErrorsCounter: Counter = new Counter({
+        name: 'weft_store_errors_total',
+        help: 'store probes that failed or timed out',
+        registers: [r],
+        collect: () => {
+          const n = storeErrors();
+          if (n > storeErrorsSeen) storeErrorsCounter.inc(n - storeErrorsSeen);
+          storeErrorsSeen = n;
+        },
+      });
+      const dnsQueries = new Counter({ name: 'weft_dns_queries_total', help: 'DNS queries answered by the agent', labelNames: ['network', 'rcode'], registers: [r] });
+      // every gauge is refilled from one status per scrape (a status younger than 100 ms is reused)
+      let cache: { at: number; samples: Sample[] } | undefined;
+      const current = () => {
+        if (!cache || Date.now() - cache.at > 100) cache = { at: Date.now(), samples: metricsFromStatus(this.status()) };
+        return cache.samples;
+      };
+      for (const [name, help] of Object.entries(GAUGES)) {
         new Gauge({
           name,
           help,
@@ -109,26 +131,44 @@ export class AgentMetrics {
             this.reset();
             for (const s of current()) if (s.name === name) this.set(s.labels, s.value);
           },
-        }),
-    );
-    void gauges;
+        });
+      }
+      const loaded: Loaded = { registry: r, reconciles, reconcileSeconds, dnsQueries };
+      this.loaded = loaded;
+      for (const p of this.pending.splice(0)) this.apply(loaded, p);
+      return loaded;
+    });
+    return this.loading;
+  }
+
+  private apply(m: Loaded, p: Pending): void {
+    if (p.kind === 'reconcile') {
+      m.reconciles.inc({ network: p.network, result: p.error ? 'error' : 'ok' });
+      m.reconcileSeconds.observe({ network: p.network }, p.seconds);
+    } else m.dnsQueries.inc({ network: p.network, rcode: p.rcode });
+  }
+
+  private record(p: Pending): void {
+    if (this.loaded) return this.apply(this.loaded, p);
+    this.pending.push(p);
+    if (this.pending.length >= MAX_PENDING) void this.load();
   }
 
   observeReconcile(network: string, seconds: number, error?: string): void {
-    this.reconciles.inc({ network, result: error ? 'error' : 'ok' });
-    this.reconcileSeconds.observe({ network }, seconds);
+    this.record({ kind: 'reconcile', network, seconds, ...(error ? { error } : {}) });
   }
 
+  /** For the DNS server: count each answered query with `dnsQuery(network, rcode)`. */
   dnsQuery(network: string, rcode = 'NOERROR'): void {
-    this.dnsQueries.inc({ network, rcode });
+    this.record({ kind: 'dns', network, rcode });
   }
 
-  text(): Promise<string> {
-    return this.registry.metrics();
+  async text(): Promise<string> {
+    return (await this.load()).registry.metrics();
   }
 
   get contentType(): string {
-    return this.registry.contentType;
+    return METRICS_CONTENT_TYPE;
   }
 }
 

@@ -3,8 +3,7 @@ import { readFileSync } from 'node:fs';
 import { Agent } from '../agent/agent.js';
 import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../agent/client.js';
 import { resetHost } from '../agent/reset.js';
-import { DockerApi } from '../adapters/docker/docker-api.js';
-import { dockerContainerResolver } from '../adapters/docker/resolve.js';
+import type { ResolvedContainer } from '../agent/endpoints.js';
 import { parseUpstream } from '../dns/upstream.js';
 import { cniRoutes } from '../adapters/cni/agent-routes.js';
 import { WeftError } from '../util/errors.js';
@@ -40,7 +39,25 @@ export function registerAgent(program: Command): void {
     .option('--metrics-addr <host:port>', 'also serve Prometheus GET /metrics on TCP (it is always on the API socket)')
     .option('--ui-addr <addr>', 'web map: HOST:PORT, unix:/path, or "off" (beyond loopback it needs the token `weft ui` prints)', '127.0.0.1:9403')
     .action(async (o) => {
+      // Signals are handled from the first moment: a SIGTERM while the agent starts lets the start finish
+      // (or fail) and then stops what it made, instead of killing it half-way (Node's default).
+      let signalled: ((sig: string) => void) | undefined;
+      const signal = new Promise<string>((resolve) => (signalled = resolve));
+      let early: string | undefined;
+      const onSignal = (sig: string) => () => {
+        early ??= sig;
+        signalled?.(sig);
+      };
+      const onTerm = onSignal('SIGTERM');
+      const onInt = onSignal('SIGINT');
+      process.once('SIGTERM', onTerm);
+      process.once('SIGINT', onInt);
       const dockerSocket: string | undefined = o.dockerHost?.replace(/^unix:\/\//, '');
+      // Docker's API client is loaded the first time a container name is not a namespace or a PID.
+      const dockerResolver = async (container: string): Promise<ResolvedContainer | undefined> => {
+        const [{ DockerApi }, { dockerContainerResolver }] = await Promise.all([import('../adapters/docker/docker-api.js'), import('../adapters/docker/resolve.js')]);
+        return dockerContainerResolver(new DockerApi(dockerSocket))(container);
+      };
       const agent = await Agent.start({
         storeUrl: o.store,
         iface: o.iface,
@@ -56,22 +73,18 @@ export function registerAgent(program: Command): void {
         ipMasq: o.ipMasq,
         dns: { enabled: o.dns, domain: o.dnsDomain, ttl: o.dnsTtl, ...(o.dnsUpstream ? { upstreams: (o.dnsUpstream as string[]).map(parseUpstream) } : {}) },
         // `weft attach <docker container>` works whenever a Docker API answers
-        resolvers: [dockerContainerResolver(new DockerApi(dockerSocket))],
+        resolvers: [dockerResolver],
         routes: cniRoutes, // POST /cni: what the weft-cni executable forwards
         metricsAddr: o.metricsAddr,
       });
-      const ui = o.uiAddr === 'off' ? undefined : await (await import('../ui/server.js')).startUi(agent, { addr: o.uiAddr, stateDir: o.stateDir, log }).catch((err) => {
-        // the map is a convenience: a taken port must not stop the network
-        log.warn({ err: (err as Error).message, addr: o.uiAddr }, 'web map not started');
-        return undefined;
-      });
-      // `weft doctor --all`: this agent answers doctor requests found in the store (src/doctor/cluster.ts)
+      // `weft doctor --all`: this agent answers doctor requests found in the store (src/doctor/cluster.ts);
+      // the checks themselves are loaded when a request comes
       const { answerDoctorRequests } = await import('../doctor/cluster.js');
-      const { runDoctor } = await import('../doctor/index.js');
       const doctorWatch = answerDoctorRequests(
         agent.store,
         agent.hostId,
         async () => {
+          const { runDoctor } = await import('../doctor/index.js');
           const r = await runDoctor({ api: o.api, storeUrl: agent.store.url });
           return { ok: r.ok, findings: r.findings, publicIp: agent.underlay.ip };
         },
@@ -86,20 +99,20 @@ export function registerAgent(program: Command): void {
             log,
           })
         : undefined;
-      process.stdout.write(`ready api=${o.api}${docker ? ` docker-plugin=${docker.plugin.socketPath}` : ''}\n`);
-      await new Promise<void>((resolve) => {
-        const stop = (sig: string) => {
-          log.info({ signal: sig }, 'stopping; the data plane stays in place');
-          Promise.resolve(docker?.stop())
-            .catch((err) => log.error({ err }, 'stopping the Docker plugin failed'))
-            .then(() => doctorWatch.close())
-            .then(() => ui?.close())
-            .then(() => agent.stop())
-            .finally(resolve);
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
+      if (!early) process.stdout.write(`ready api=${o.api}${docker ? ` docker-plugin=${docker.plugin.socketPath}` : ''}\n`);
+      // the web map is a convenience: it starts after the agent is ready, and a taken port must not stop the network
+      const ui = o.uiAddr === 'off' || early ? undefined : (await import('../ui/server.js')).startUi(agent, { addr: o.uiAddr, stateDir: o.stateDir, log }).catch((err) => {
+        log.warn({ err: (err as Error).message, addr: o.uiAddr }, 'web map not started');
+        return undefined;
       });
+      const sig = await signal;
+      log.info({ signal: sig }, 'stopping; the data plane stays in place');
+      process.off('SIGTERM', onTerm);
+      process.off('SIGINT', onInt);
+      await Promise.resolve(docker?.stop()).catch((err) => log.error({ err }, 'stopping the Docker plugin failed'));
+      doctorWatch.close();
+      await (await ui)?.close();
+      await agent.stop();
     });
 
   addEtcdTlsFlags(program.command('reset'))

@@ -1,5 +1,6 @@
 import { run } from './exec.js';
 import { inNetns, type NsOpts } from './netns.js';
+import { warmEbtablesRestore } from './warm.js';
 
 /**
  * A container's packets carry only the address and MAC weft gave it. Frames entering the host bridge from
@@ -39,8 +40,8 @@ async function ebtables(args: string[], sys: NsOpts, allowFail = false) {
 
 async function restore(lines: string[], sys: NsOpts): Promise<void> {
   if (!lines.length) return;
-  const [cmd, a] = inNetns(sys.netns, 'ebtables-restore', ['--noflush']);
-  await run(cmd, a, { input: `*filter\n${lines.join('\n')}\nCOMMIT\n` });
+  // through the command runner (./warm.ts): this is on every attach's critical path
+  await warmEbtablesRestore(`*filter\n${lines.join('\n')}\nCOMMIT\n`, inNetns(sys.netns, 'ebtables-restore', ['--noflush']));
 }
 
 /** Namespaces (by key) where the chain and its jumps are known to exist in this process. */

@@ -4,6 +4,7 @@ import { WeftError } from '../util/errors.js';
 import { run } from './exec.js';
 import { getLink, ipBatch, listInterfaces } from './ip.js';
 import { inNetns, netnsArg, toRef, type NetnsRef, type NsOpts } from './netns.js';
+import { warmIpBatch } from './warm.js';
 
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
 
@@ -94,7 +95,7 @@ export async function createVethInPlace(o: AttachOptions): Promise<{ hostIf: str
     `link set ${o.hostIf} master ${o.bridge} up`,
   ];
   try {
-    await ipBatch(host, { netns: o.hostNetns });
+    await warmIpBatch(host, { netns: o.hostNetns });
   } catch (e) {
     // the first line may have succeeded: do not leave half a veth behind
     await ipBatch([`link del ${o.hostIf}`], { netns: o.hostNetns, force: true }).catch(() => {});
@@ -108,7 +109,7 @@ export async function configureContainerEnd(o: AttachOptions): Promise<void> {
   const inner = ['link set lo up', `addr add ${o.address} dev ${o.ifname}`, `link set ${o.ifname} up`];
   if (o.gateway) inner.push(`route add ${o.routeTo ?? 'default'} via ${o.gateway} dev ${o.ifname}`);
   try {
-    await ipBatch(inner, { netns: o.netns });
+    await warmIpBatch(inner, { netns: o.netns });
   } catch (e) {
     await ipBatch([`link del ${o.hostIf}`], { netns: o.hostNetns, force: true }).catch(() => {});
     throw e;
