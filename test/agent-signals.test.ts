@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
+import { openStore } from '../src/store/index.js';
 import { WEFT_BIN } from '../src/testbed/agents.js';
 import { randomPrefix } from '../src/testbed/index.js';
 import { waitFor } from '../src/testbed/wait.js';
@@ -43,6 +44,7 @@ describe('agent signals', { skip: needsRoot() }, () => {
     spawnSync('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
     const state = path.join(dir, 'state');
     fs.mkdirSync(state, { recursive: true, mode: 0o700 });
+    await (await openStore(`sqlite://${dir}/w.db`, { create: true })).close(); // agents never create a database
     const lock = path.join(state, 'agent.lock');
     fs.writeFileSync(lock, '');
     // hold the agent's lock for 2 s (it waits up to 3 s for it)
