@@ -1,6 +1,7 @@
 import { networkKeys } from '../store/layout.js';
 import type { Entry, Store } from '../store/types.js';
 import { WeftError } from '../util/errors.js';
+import { KeyedLock } from '../util/keyed-lock.js';
 import { ipToInt } from '../net/ipv4.js';
 import { AddressPool, type PoolRange } from './addresses.js';
 
@@ -65,8 +66,8 @@ export class Ipam {
    * without a store round trip even when their snapshot predates the win.
    */
   private readonly claiming = new Set<string>();
-  /** Per owner: the tail of its queued allocate calls. */
-  private readonly ownerLocks = new Map<string, Promise<unknown>>();
+  /** Allocations for one owner run one after the other. */
+  private readonly ownerLocks = new KeyedLock();
 
   constructor(readonly store: Store) {}
 
@@ -76,16 +77,7 @@ export class Ipam {
    */
   async allocate(req: AllocateRequest): Promise<Allocation> {
     if (!req.owner) throw new WeftError('an address needs an owner');
-    const lockKey = JSON.stringify([req.network, req.subnet, req.owner]);
-    const before = this.ownerLocks.get(lockKey) ?? Promise.resolve();
-    const run = before.catch(() => undefined).then(() => this.allocateNow(req));
-    const tail = run.catch(() => undefined);
-    this.ownerLocks.set(lockKey, tail);
-    try {
-      return await run;
-    } finally {
-      if (this.ownerLocks.get(lockKey) === tail) this.ownerLocks.delete(lockKey);
-    }
+    return this.ownerLocks.run(JSON.stringify([req.network, req.subnet, req.owner]), () => this.allocateNow(req));
   }
 
   private async allocateNow(req: AllocateRequest): Promise<Allocation> {

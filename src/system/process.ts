@@ -34,6 +34,11 @@ export interface SuperviseOptions extends NsOpts {
   pollMs?: number;
 }
 
+/** How a supervised process ended, in words for status and errors: "killed by SIGKILL", "exited with code 1". */
+export function describeExit(info: { code: number | null; signal: string | null }): string {
+  return info.signal ? `killed by ${info.signal}` : info.code === null ? 'ended' : `exited with code ${info.code}`;
+}
+
 export interface SupervisedProcess {
   /** PID of the current process, or undefined between a death and its restart. */
   readonly pid: number | undefined;

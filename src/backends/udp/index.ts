@@ -7,7 +7,7 @@ import type { Lease } from '../../lease/types.js';
 import { cidrWithin, networkAddress } from '../../net/ipv4.js';
 import { getLink } from '../../system/ip.js';
 import { KernelBatch, readRoutes, routeDst, type RouteSpec } from '../../system/ops.js';
-import { findRunning, pidFileProcess, superviseProcess, terminatePid, type SupervisedProcess } from '../../system/process.js';
+import { findRunning, pidFileProcess, superviseProcess, terminatePid, type SupervisedProcess, describeExit } from '../../system/process.js';
 import { WeftError } from '../../util/errors.js';
 import { registerBackend } from '../registry.js';
 import { diffRoutes, RefusalLog } from '../routes.js';
@@ -152,7 +152,7 @@ export class UdpBackend implements Backend {
       netns: this.ctx.sys.netns,
       pidFile: this.pidFile,
       logFile: this.logFile,
-      onExit: ({ code, signal }) => void (this.lastExit = signal ? `killed by ${signal}` : code === null ? 'ended' : `exited with code ${code}`),
+      onExit: (info) => void (this.lastExit = describeExit(info)),
       onStart: ({ adopted }) => {
         if (this.ready && !adopted) this.restarted();
       },

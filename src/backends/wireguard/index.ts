@@ -7,7 +7,7 @@ import { cidrWithin, networkAddress } from '../../net/ipv4.js';
 import { getLink } from '../../system/ip.js';
 import { createLink } from '../../system/kernel.js';
 import { KernelBatch, readRoutes, routeDst, type RouteSpec } from '../../system/ops.js';
-import { findRunning, superviseProcess, terminatePid, type SupervisedProcess } from '../../system/process.js';
+import { findRunning, superviseProcess, terminatePid, type SupervisedProcess, describeExit } from '../../system/process.js';
 import { run } from '../../system/exec.js';
 import { fileMode, generateWgKeyPair, loadOrCreateKey, WIREGUARD_GO, wgSet, wgShow, wgSocketPath, writeKeyFile, type WgDeviceState } from '../../system/wireguard.js';
 import { WeftError } from '../../util/errors.js';
@@ -184,7 +184,7 @@ export class WireguardBackend implements Backend {
       netns: this.ctx.sys.netns,
       pidFile: this.pidFile,
       logFile: this.logFile,
-      onExit: ({ code, signal }) => void (this.lastExit = signal ? `killed by ${signal}` : code === null ? 'ended' : `exited with code ${code}`),
+      onExit: (info) => void (this.lastExit = describeExit(info)),
       onStart: ({ adopted }) => {
         if (this.ready && !adopted) this.restarted();
       },
