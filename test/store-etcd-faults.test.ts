@@ -106,6 +106,35 @@ describe('etcd deadline: SYNs dropped (iptables DROP in a test namespace)', { sk
   });
 });
 
+describe('etcd back after a crash', () => {
+  let etcd: TestEtcd;
+  before(async () => {
+    etcd = await startEtcd();
+  });
+  after(async () => {
+    await etcd?.stop();
+  });
+
+  // etcd3's default circuit breaker refused every call for 5 s after three failures, so an agent whose
+  // store came back still failed `attach` (CI: "Execution prevented because the circuit breaker is open").
+  it('answers the first call after etcd returns, however many calls failed while it was down', { timeout: 60_000 }, async () => {
+    const s = await openStore(`${etcd.url}/back-test`, { timeoutMs: 1500 });
+    try {
+      await s.put('k', 'before');
+      let failed = 0;
+      await etcd.restart(async () => {
+        for (let i = 0; i < 5; i++) await s.get('k').catch(() => failed++);
+      });
+      assert.equal(failed, 5, 'every call failed while etcd was down');
+      assert.equal((await s.get('k'))?.value, 'before');
+      await s.put('k', 'after');
+      assert.equal((await s.get('k'))?.value, 'after');
+    } finally {
+      await s.close();
+    }
+  });
+});
+
 describe('etcd close()', () => {
   let etcd: TestEtcd;
   before(async () => {

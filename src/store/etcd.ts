@@ -10,6 +10,7 @@
  *   and dials on its own); an unreachable cluster is a one-line error naming the endpoints.
  * - close() waits for the calls in flight (each bounded by the deadline) before closing the client.
  */
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, isBrokenCircuitError, noop } from 'cockatiel';
 import etcd3 from 'etcd3';
 import type { Etcd3, IKeyValue, Namespace, Watcher as EtcdWatcher } from 'etcd3';
 import { log } from '../util/log.js';
@@ -86,6 +87,16 @@ export class EtcdStore implements Store {
       dialTimeout: timeoutMs,
       // Unary calls carry the deadline to gRPC too, so a timed-out call is cancelled, not left retrying.
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeoutMs }),
+      // etcd3's default breaker refuses every call for 5 s after three failures. With one endpoint that only
+      // delays recovery (calls fail for seconds after etcd is back); with several it steers calls to the live
+      // ones, so keep it there but let it try again after 1 s. op() waits out a breaker that refuses within
+      // the deadline.
+      faultHandling: {
+        host: () =>
+          opts.endpoints.length === 1
+            ? noop
+            : circuitBreaker(handleWhen(etcd3.isRecoverableError), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(3) }),
+      },
       // etcd3 wants a Buffer here, but gRPC takes null for "the system's CAs".
       ...(opts.credentials ? { credentials: { ...opts.credentials, rootCertificate: opts.credentials.rootCertificate ?? (null as unknown as Buffer) } } : {}),
     });
@@ -245,9 +256,22 @@ export class EtcdStore implements Store {
    * One store call: refused once closed, counted as in flight until it settles, bounded by the deadline;
    * failures become one-line errors naming the store and its endpoints.
    */
+  /** Runs `fn` again while every endpoint's breaker refuses, until the deadline (withDeadline then answers). */
+  private async pastOpenBreakers<T>(fn: () => Promise<T>): Promise<T> {
+    const giveUpAt = Date.now() + this.timeoutMs;
+    for (;;) {
+      try {
+        return await fn();
+      } catch (err) {
+        if (!isBrokenCircuitError(err) || this.closed || Date.now() + 200 >= giveUpAt) throw err;
+        await delay(200);
+      }
+    }
+  }
+
   private op<T>(what: string, fn: () => Promise<T>): Promise<T> {
     if (this.closed) return Promise.reject(new WeftError(`store ${this.url} is closed`, 'ESTORECLOSED'));
-    const p = this.withDeadline(what, fn()).catch((err: unknown) => {
+    const p = this.withDeadline(what, this.pastOpenBreakers(fn)).catch((err: unknown) => {
       if (err instanceof WeftError) throw err;
       const msg = String((err as Error).message ?? err).split('\n')[0];
       throw new WeftError(`store ${this.url}: ${what} failed (etcd at ${this.endpoints.join(',')}): ${msg}`, 'ESTORE');

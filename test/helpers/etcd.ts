@@ -24,8 +24,8 @@ export interface TestEtcd {
   endpoint: string;
   pid: number;
   dataDir: string;
-  /** Kills this etcd (SIGKILL, like a crash) and starts it again on the same ports and data. */
-  restart(): Promise<void>;
+  /** Kills this etcd (SIGKILL, like a crash) and starts it again on the same ports and data; `whileDown` runs between. */
+  restart(whileDown?: () => Promise<void>): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -184,13 +184,14 @@ export async function startEtcd(opts: StartEtcdOptions = {}): Promise<TestEtcd> 
     endpoint,
     pid: child.pid!,
     dataDir,
-    async restart() {
+    async restart(whileDown) {
       if (child) {
         if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) {
           process.kill(child.pid, 'SIGKILL');
         }
         await exited(child);
       }
+      await whileDown?.();
       child = await launch();
       etcd.pid = child.pid!;
     },
