@@ -1,6 +1,6 @@
 /**
- * The Store contract (test/helpers/store-contract.ts) against SqliteStore on a temp file and EtcdStore on a
- * real etcd started for the run, plus what only one of them has: several processes on one sqlite file, and
+ * The Store contract (test/helpers/store-contract.ts) against SqliteStore on a temp file, EtcdStore on a
+ * real etcd started for the run and MemoryStore on the real clock (the unit tier runs it on a FakeClock), plus what only one of them has: several processes on one sqlite file, and
  * a watch across an etcd restart.
  */
 import assert from 'node:assert/strict';
@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { openStore } from '../src/store/index.js';
+import { MemoryBackend, MemoryStore } from '../src/store/memory.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import type { WatchEvent } from '../src/store/types.js';
 import { startEtcd, type TestEtcd } from './helpers/etcd.js';
@@ -29,6 +30,19 @@ contractSuite({
     rmSync(sqliteDir, { recursive: true, force: true });
   },
   open: () => openStore(`sqlite://${join(sqliteDir, 'weft.db')}`, { create: true }),
+});
+
+// ---------------------------------------------------------------- memory, real clock
+
+let memory = new MemoryBackend();
+contractSuite({
+  name: 'memory (real clock)',
+  ttl1MaxMs: 1300,
+  async setup() {
+    memory = new MemoryBackend();
+  },
+  async teardown() {},
+  open: async () => new MemoryStore({ backend: memory }),
 });
 
 // ---------------------------------------------------------------- etcd

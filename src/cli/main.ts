@@ -1,49 +1,8 @@
-import { Command, CommanderError } from 'commander';
-import { WeftError } from '../util/errors.js';
+import { runCli } from './program.js';
 
-type Register = (program: Command) => void;
-
-/**
- * Command groups by the commands they define. Only the group of the command being run is loaded: the
- * daemon's modules (zod, the store, backends) cost ~0.3 s of start-up that `weft attach` need not pay.
- */
-const groups: Array<[string[], () => Promise<Register>]> = [
-  [['network'], async () => (await import('./network.js')).registerNetwork],
-  [['docker-opts'], async () => (await import('./docker.js')).registerDocker],
-  [['agent', 'reset'], async () => (await import('./agent.js')).registerAgent],
-  [['attach', 'detach', 'ps', 'status'], async () => (await import('./endpoints.js')).registerEndpoints],
-  [['demo'], async () => (await import('./demo.js')).registerDemo],
-  [['doctor'], async () => (await import('./doctor.js')).registerDoctor],
-  [['dns-add', 'dns-remove', 'dns-lookup'], async () => (await import('./dns.js')).registerDns],
-  [['install-cni'], async () => (await import('./cni.js')).registerCni],
-  [['rotate-keys'], async () => (await import('./wireguard.js')).registerWireguard],
-  [['ui'], async () => (await import('./ui.js')).registerUi],
-  [['bench'], async () => (await import('./bench.js')).registerBench],
-  [['bgp'], async () => (await import('./bgp.js')).registerBgp],
-];
-
-/**
- * weft's command line: parse, call, print. Each command group lives in its own module (listed in `groups`);
- * every error ends as one line on stderr and a non-zero exit.
- */
-const program = new Command('weft')
-  .description('one network for containers on many hosts')
-  .showHelpAfterError(false)
-  .exitOverride();
-
-const named = groups.find(([commands]) => commands.includes(process.argv[2] ?? ''));
-for (const [, load] of named ? [named] : groups) (await load())(program);
-
-try {
-  await program.parseAsync(process.argv);
-} catch (err) {
-  if (err instanceof CommanderError) {
-    // commander already printed its message (or the help / version text)
-    process.exitCode = err.exitCode;
-  } else {
-    const msg = err instanceof WeftError ? err.message : err instanceof Error ? err.message : String(err);
-    process.stderr.write(`weft: ${msg.split('\n')[0]}\n`);
-    if (process.env.WEFT_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-    process.exit(1); // not exitCode: a connect still pending to an unreachable store (SYNs dropped) would hold the process for minutes
-  }
-}
+/** The `weft` executable's full CLI (bin/weft takes the fast path for plain attach/detach first). */
+const outcome = await runCli(process.argv);
+// not exitCode after an error: a connect still pending to an unreachable store (SYNs dropped) would hold the
+// process for minutes
+if (outcome.failed) process.exit(outcome.code);
+if (outcome.code !== 0) process.exitCode = outcome.code;

@@ -16,7 +16,19 @@ export interface Backend {
   open(): Promise<Store>;
   /** Longest a ttl=1 s key may stay visible (etcd raises short leases to its minimum and sweeps lazily). */
   ttl1MaxMs: number;
+  /**
+   * The time the stores run on, for the tests that wait for a TTL: the real clock by default. A store on a
+   * FakeClock passes that clock's now() and advance() here, so those tests take no real time.
+   */
+  time?: Time;
 }
+
+export interface Time {
+  now(): number;
+  sleep(ms: number): Promise<void>;
+}
+
+const realTime: Time = { now: () => Date.now(), sleep: (ms) => sleep(ms) };
 
 /** Records a watch's events and lets a test wait for the next one. */
 export class Recorder {
@@ -60,6 +72,7 @@ const fresh = (name: string) => `t${process.pid}-${++seq}-${name}/`;
 
 export function contractSuite(b: Backend): void {
   describe(`Store contract: ${b.name}`, () => {
+    const time = b.time ?? realTime;
     let store: Store;
     before(async () => {
       await b.setup();
@@ -126,17 +139,17 @@ export function contractSuite(b: Backend): void {
       const rec = new Recorder(store, p);
       try {
         await rec.until(1);
-        const t0 = Date.now();
+        const t0 = time.now();
         const e = await store.put(`${p}short`, 'gone soon', { ttlSeconds: 1 });
         await store.put(`${p}forever`, 'stays');
-        assert.ok(e.expiresAt && e.expiresAt >= t0 + 900 && e.expiresAt <= Date.now() + 2100, 'expiresAt reported');
+        assert.ok(e.expiresAt && e.expiresAt >= t0 + 900 && e.expiresAt <= time.now() + 2100, 'expiresAt reported');
         assert.equal((await store.get(`${p}short`))?.value, 'gone soon');
         // gone within the backend's bound
         while ((await store.get(`${p}short`)) !== undefined) {
-          assert.ok(Date.now() - t0 < b.ttl1MaxMs, `ttl=1 key still visible after ${Date.now() - t0} ms`);
-          await sleep(50);
+          assert.ok(time.now() - t0 < b.ttl1MaxMs, `ttl=1 key still visible after ${time.now() - t0} ms`);
+          await time.sleep(50);
         }
-        assert.ok(Date.now() - t0 >= 950, 'a ttl=1 key must not vanish early');
+        assert.ok(time.now() - t0 >= 950, 'a ttl=1 key must not vanish early');
         assert.deepEqual((await store.list(p)).map((x) => x.key), [`${p}forever`]);
         const evs = await rec.until(4, b.ttl1MaxMs);
         assert.deepEqual(
@@ -153,9 +166,9 @@ export function contractSuite(b: Backend): void {
     it('TTL: writing the key again renews it', async () => {
       const k = `${fresh('renew')}k`;
       await store.put(k, 'v', { ttlSeconds: 2 });
-      await sleep(1200);
+      await time.sleep(1200);
       await store.put(k, 'v', { ttlSeconds: 2 });
-      await sleep(1300); // 2.5 s after the first write: only the renewal keeps it alive
+      await time.sleep(1300); // 2.5 s after the first write: only the renewal keeps it alive
       assert.equal((await store.get(k))?.value, 'v');
       await store.delete(k);
     });
@@ -179,7 +192,7 @@ export function contractSuite(b: Backend): void {
         await store.delete(`${p}x`);
         await store.put(`${p}b`, '3');
         const evs = await rec.until(5);
-        await sleep(150); // nothing else may arrive (e.g. the outside writes)
+        await time.sleep(150); // nothing else may arrive (e.g. the outside writes)
         assert.equal(rec.events.length, 5, JSON.stringify(rec.events));
         assert.deepEqual(evs[1], { type: 'put', entry: { key: `${p}a`, value: '1', revision: a.revision } });
         assert.deepEqual(
@@ -192,7 +205,7 @@ export function contractSuite(b: Backend): void {
       // closed: no more events
       const n = rec.events.length;
       await store.put(`${p}after-close`, 'x');
-      await sleep(150);
+      await time.sleep(150);
       assert.equal(rec.events.length, n, 'a closed watch delivers nothing');
     });
 
@@ -203,19 +216,19 @@ export function contractSuite(b: Backend): void {
         await rec.until(1);
         const e = await store.put(`${p}k`, 'v', { ttlSeconds: 2 });
         await rec.until(2);
-        await sleep(1200);
+        await time.sleep(1200);
         const r = await store.refresh(`${p}k`, e.revision, 2);
         assert.ok(r, 'refresh at the current revision succeeds');
         assert.equal(r.revision, e.revision, 'refresh keeps the revision');
         assert.equal(r.value, 'v');
         assert.ok(r.expiresAt && e.expiresAt && r.expiresAt > e.expiresAt, 'refresh moves the expiry');
-        await sleep(1300); // 2.5 s after the write: only the refresh keeps it alive
+        await time.sleep(1300); // 2.5 s after the write: only the refresh keeps it alive
         assert.deepEqual(await store.get(`${p}k`).then((x) => x && [x.value, x.revision]), ['v', e.revision]);
         assert.equal(await store.refresh(`${p}k`, e.revision + 1000, 2), undefined, 'stale revision refused');
         assert.equal(await store.refresh(`${p}absent`, 0, 2), undefined, 'absent key refused');
         const plain = await store.put(`${p}plain`, 'no ttl');
         assert.equal(await store.refresh(`${p}plain`, plain.revision, 2), undefined, 'a key without TTL is not refreshed');
-        await sleep(150);
+        await time.sleep(150);
         assert.deepEqual(
           rec.events.slice(1).map((ev) => (ev.type === 'put' ? `put ${ev.entry.key}` : ev.type)),
           [`put ${p}k`, `put ${p}plain`],

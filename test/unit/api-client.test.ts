@@ -1,53 +1,47 @@
 /**
  * The CLI's client waits for a slow agent (it used to give up after Node's 5 s keep-alive socket timeout
  * while the agent carried on), and its own timeout says the request may still complete and how to check.
+ * The real > 5 s wait runs in the e2e tier (test/api-client-wait.test.ts); here the cause is checked
+ * directly: no socket the client uses carries an idle timeout.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import http from 'node:http';
-import os from 'node:os';
-import path from 'node:path';
+import diagnostics from 'node:diagnostics_channel';
+import type http from 'node:http';
+import type net from 'node:net';
 import { callAgent } from '../../src/agent/client.js';
-import { runWeft } from '../../src/testbed/agents.js';
+import { weftInProcess } from '../helpers/cli.js';
+import { slowServer } from '../helpers/slow-server.js';
 
-async function slowServer(delayMs: number, fn: (sock: string) => Promise<void>): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-client-'));
-  const sock = path.join(dir, 'slow.sock');
-  const timers = new Set<NodeJS.Timeout>();
-  const server = http.createServer((req, res) => {
-    req.resume();
-    const t = setTimeout(() => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ address: '10.5.0.2/24', container: 'c1', network: 'n' }));
-    }, delayMs);
-    timers.add(t);
-  });
-  await new Promise<void>((r) => server.listen(sock, r));
+test('a call puts no idle timeout on its socket (Node 20\'s global agent would give up on a busy agent after 5 s)', async () => {
+  const seen: Array<{ socketTimeout: number | undefined; agentTimeout: number | undefined }> = [];
+  const onStart = (m: unknown) => {
+    const req = (m as { request: http.ClientRequest & { agent?: http.Agent & { options?: { timeout?: number } } } }).request;
+    seen.push({ socketTimeout: (req.socket as (net.Socket & { timeout?: number }) | null)?.timeout, agentTimeout: req.agent?.options?.timeout });
+  };
+  diagnostics.subscribe('http.client.request.start', onStart);
   try {
-    await fn(sock);
+    await slowServer(20, async (sock) => {
+      const ep = await callAgent<{ address: string }>(sock, 'POST', '/attach', { container: 'c1' });
+      assert.equal(ep.address, '10.5.0.2/24');
+      const r = await weftInProcess(['attach', 'c1', '--api', sock]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, '10.5.0.2/24\n');
+    });
   } finally {
-    for (const t of timers) clearTimeout(t);
-    server.closeAllConnections();
-    await new Promise((r) => server.close(r));
-    fs.rmSync(dir, { recursive: true, force: true });
+    diagnostics.unsubscribe('http.client.request.start', onStart);
   }
-}
-
-test('a call waits for an agent that takes longer than 5 s', async () => {
-  await slowServer(6500, async (sock) => {
-    const ep = await callAgent<{ address: string }>(sock, 'POST', '/attach', { container: 'c1' });
-    assert.equal(ep.address, '10.5.0.2/24');
-  });
+  assert.equal(seen.length, 2, 'both calls were seen');
+  for (const s of seen) assert.deepEqual(s, { socketTimeout: undefined, agentTimeout: undefined }, 'an idle timeout would cut off a slow agent');
 });
 
 test('weft attach --timeout: one clear line saying the agent may still finish, and how to check', async () => {
-  await slowServer(3000, async (sock) => {
-    const r = await runWeft(['attach', 'c1', '--api', sock, '--timeout', '0.5'], { timeoutMs: 15_000 });
+  await slowServer(60_000, async (sock) => {
+    const r = await weftInProcess(['attach', 'c1', '--api', sock, '--timeout', '0.2']);
     assert.equal(r.code, 1);
     assert.equal(r.stdout, '');
-    assert.match(r.stderr, new RegExp(`^weft: the agent at ${sock.replace(/[.]/g, '\\.')} did not answer POST /attach within 0\\.5 s; it may still complete the request; check with 'weft ps --api .*' before retrying \\(wait longer with --timeout SECONDS\\)\\n$`));
-    const bad = await runWeft(['attach', 'c1', '--api', sock, '--timeout', 'soon']);
+    assert.match(r.stderr, new RegExp(`^weft: the agent at ${sock.replace(/[.]/g, '\\.')} did not answer POST /attach within 0\\.2 s; it may still complete the request; check with 'weft ps --api .*' before retrying \\(wait longer with --timeout SECONDS\\)\\n$`));
+    const bad = await weftInProcess(['attach', 'c1', '--api', sock, '--timeout', 'soon']);
     assert.equal(bad.code, 1);
     assert.match(bad.stderr, /expected a number of seconds > 0, got "soon"/);
   });

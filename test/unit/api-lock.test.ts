@@ -21,7 +21,7 @@ test('a held lock is refused naming the holder PID, and freed by kill -9 of the 
     const script = `import(${JSON.stringify(LOCK_MODULE)}).then(async (m) => { await m.acquireLock(${JSON.stringify(file)}, 'state dir'); console.log('held'); setInterval(() => {}, 1000); })`;
     const holder = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
     await new Promise<void>((r) => holder.stdout!.once('data', () => r()));
-    await assert.rejects(acquireLock(file, `state dir ${dir}`, 1), (err: Error) => {
+    await assert.rejects(acquireLock(file, `state dir ${dir}`, 0.1), (err: Error) => {
       assert.match(err.message, new RegExp(`^state dir .* is in use by another weft agent \\(pid ${holder.pid}; lock .*agent\\.lock\\)`));
       return true;
     });
@@ -33,7 +33,7 @@ test('a held lock is refused naming the holder PID, and freed by kill -9 of the 
     const mine = await acquireLock(file, 'state dir', 5);
     assert.equal(fs.readFileSync(file, 'utf8').trim(), String(process.pid));
     // and a second taker in this process is refused too (a lock is per holder, not per process)
-    await assert.rejects(acquireLock(file, 'state dir', 1), new RegExp(`pid ${process.pid}`));
+    await assert.rejects(acquireLock(file, 'state dir', 0.1), new RegExp(`pid ${process.pid}`));
     await mine.release();
     const again = await acquireLock(file, 'state dir', 5);
     await again.release();

@@ -4,14 +4,14 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
-import { runWeft } from '../../src/testbed/agents.js';
+import { weftInProcess } from '../helpers/cli.js';
 
-/** `weft network create --backend bgp` options and `weft bgp peer add|rm|ls` against a temp SQLite store. No root. */
+/** `weft network create --backend bgp` options and `weft bgp peer add|rm|ls` against a temp SQLite store, the CLI in-process. No root. */
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-bgp-cli-'));
 after(() => fs.rmSync(dir, { recursive: true, force: true }));
 const store = ['--store', `sqlite://${path.join(dir, 'w.db')}`];
-const weft = (...args: string[]) => runWeft([...args, ...store], { timeoutMs: 20_000 });
+const weft = (...args: string[]) => weftInProcess([...args, ...store]);
 
 test('network create takes the bgp options; one bgp network per store', { timeout: 60_000 }, async () => {
   let r = await weft('network', 'create', 'blue', '--subnet', '10.70.0.0/16', '--backend', 'bgp', '--asn', '65001', '--hold-time', '9', '--route-reflector', '192.168.1.1, 192.168.1.2', '--json');

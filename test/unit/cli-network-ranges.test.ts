@@ -1,6 +1,6 @@
 /**
  * `weft network create` refuses ranges containers cannot use, backends that are not implemented and a
- * second default network. No root needed (SQLite store in a temp dir).
+ * second default network. No root needed (SQLite store in a temp dir; the CLI runs in-process).
  */
 import '../../src/backends/all.js';
 import { test } from 'node:test';
@@ -8,12 +8,12 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { runWeft } from '../../src/testbed/agents.js';
+import { weftInProcess } from '../helpers/cli.js';
 
 test('reserved ranges, unimplemented backends and a second default network are refused', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-ranges-'));
   const store = `sqlite://${path.join(dir, 'weft.db')}`;
-  const weft = (...args: string[]) => runWeft([...args, '--store', store], { env: { ...process.env, WEFT_LOG: 'silent' }, timeoutMs: 20_000 });
+  const weft = (...args: string[]) => weftInProcess([...args, '--store', store]);
   try {
     const refused: Array<[string, RegExp]> = [
       ['127.0.0.0/16', /overlaps 127\.0\.0\.0\/8 \(loopback\)/],

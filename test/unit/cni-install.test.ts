@@ -5,9 +5,9 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { ensureShim } from '../../src/adapters/cni/shim-build.js';
 import { parseConfig } from '../../src/adapters/cni/spec.js';
-import { runWeft } from '../../src/testbed/agents.js';
+import { weftInProcess as runWeft } from '../helpers/cli.js';
 
-/** `weft install-cni` into temp dirs (never /opt or /etc): the executable, its mode, the example conflist. */
+/** `weft install-cni` (in-process) into temp dirs (never /opt or /etc): the executable, its mode, the example conflist. */
 
 let skip: string | false = false;
 try {

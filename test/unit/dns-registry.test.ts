@@ -10,9 +10,9 @@ import { pruneNetnsResolvConfs, removeNetnsResolvConf, writeNetnsResolvConf } fr
 import { parseUpstream, upstreamsFromResolvConf } from '../../src/dns/upstream.js';
 import { openStore } from '../../src/store/index.js';
 import type { Store } from '../../src/store/types.js';
-import { runWeft } from '../../src/testbed/agents.js';
+import { weftInProcess } from '../helpers/cli.js';
 
-/** DNS records in the store (SQLite in a temp dir), the `weft dns-*` commands, resolv.conf files. */
+/** DNS records in the store (SQLite in a temp dir), the `weft dns-*` commands (in-process), resolv.conf files. */
 
 describe('dns registry', () => {
   let dir: string;
@@ -50,7 +50,7 @@ describe('dns registry', () => {
   });
 
   test('weft dns-add / dns-lookup / dns-remove', async () => {
-    const weft = (...args: string[]) => runWeft([...args, '--store', url], { timeoutMs: 15_000 });
+    const weft = (...args: string[]) => weftInProcess([...args, '--store', url]);
     let r = await weft('dns-add', 'db.weft.local', '10.5.3.3');
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout, 'db.weft.local → 10.5.3.3 (network blue)\n');

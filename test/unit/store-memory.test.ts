@@ -1,4 +1,7 @@
-/** The Store contract against MemoryStore (real clock), plus its fake-clock behaviour. */
+/**
+ * The Store contract against MemoryStore on a FakeClock (its TTL waits take no real time; the e2e tier's
+ * test/store-contract.test.ts runs it on the real clock), plus its fake-clock behaviour.
+ */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { MemoryBackend, MemoryStore } from '../../src/store/memory.js';
@@ -6,12 +9,15 @@ import type { WatchEvent } from '../../src/store/types.js';
 import { FakeClock } from '../../src/util/clock.js';
 import { contractSuite } from '../helpers/store-contract.js';
 
-let backend = new MemoryBackend();
+let clock = new FakeClock();
+let backend = new MemoryBackend({ clock });
 contractSuite({
-  name: 'memory',
+  name: 'memory on a FakeClock',
   ttl1MaxMs: 1300,
+  time: { now: () => clock.now(), sleep: (ms) => clock.advance(ms) },
   async setup() {
-    backend = new MemoryBackend();
+    clock = new FakeClock();
+    backend = new MemoryBackend({ clock });
   },
   async teardown() {},
   open: async () => new MemoryStore({ backend }),
