@@ -473,15 +473,16 @@ async function throughput(c: BuildCtx): Promise<PathResult[]> {
   const hgHand = await handHostGw(c);
   const hgHosts = tb.hosts.slice(-2);
   const underlay: Path = { key: 'underlay', label: 'underlay (host → host)', srcNs: hgHosts[0]!.ns, dstNs: hgHosts[1]!.ns, dstIp: hgHosts[1]!.ip };
-  const paths = [underlay, hgHand];
+  const paths = [underlay];
   const want = opts.backends;
   // weft's veth-bridge ports carry anti-spoofing rules: its host-gw and vxlan rows are compared with the
-  // same path by hand with the same rules, and that one with the bare path (the cost of anti-spoofing)
+  // same path by hand with the same rules, and that one with the bare path (the cost of anti-spoofing).
+  // Each path sits next to the one it is compared with (see the rounds below).
   if (want.has('host-gw')) {
     if (!opts.noRules) paths.push(await handHostGw(c, 'forward-rules'));
-    paths.push(await handHostGw(c, 'antispoof'));
+    paths.push(hgHand, await handHostGw(c, 'antispoof'));
     paths.push(await weftPair(c, 'host-gw-weft', 'host-gw', '10.244.0.0/16', {}, 'host-gw-hand-as'));
-  }
+  } else paths.push(hgHand);
   if (want.has('vxlan')) paths.push(await handVxlan(c), await handVxlan(c, 'antispoof'), await weftPair(c, 'vxlan-weft', 'vxlan', '10.246.0.0/16', {}, 'vxlan-hand-as'));
   if (want.has('wireguard')) paths.push(await handWireguard(c), await weftPair(c, 'wireguard-weft', 'wireguard', '10.250.0.0/16'));
   if (want.has('l2')) paths.push(await handL2(c), await weftPair(c, 'l2-weft', 'l2', '10.253.0.0/16'));
@@ -505,8 +506,9 @@ async function throughput(c: BuildCtx): Promise<PathResult[]> {
   const rounds = opts.reps;
   log(`throughput: ${rounds} rounds × ${paths.length} paths × ${opts.seconds + 1} s (first second omitted), interleaved`);
   for (let r = 0; r < rounds; r++) {
-    // rotate the order each round so no path always runs first or right after another
-    const order = paths.map((_, i) => paths[(i + r) % paths.length]!);
+    // A path and the one it is compared with are next to each other in `paths`; every other round runs the
+    // list backwards, so each pair runs back to back (the same load on a shared machine) in both orders.
+    const order = r % 2 ? [...paths].reverse() : paths;
     for (const p of order) res.get(p.key)!.gbps.push(await iperf(tb, p, opts.seconds));
     log(`  round ${r + 1}/${rounds}: ${paths.map((p) => `${p.key} ${res.get(p.key)!.gbps.at(-1)!.toFixed(2)}`).join(' · ')} Gbit/s`);
   }
@@ -523,15 +525,18 @@ async function throughput(c: BuildCtx): Promise<PathResult[]> {
   });
   const byKey = new Map(out.map((r) => [r.key, r]));
   const u = byKey.get('underlay')!;
+  // throughput ratios: the median of the per-round ratios (each round's pair ran back to back), which the
+  // load of a shared machine moves far less than the ratio of the two medians
+  const paired = (a: number[], b: number[]) => median(a.map((x, k) => x / b[k]!));
   for (const [i, r] of out.entries()) {
     const hand = paths[i]!.hand ? byKey.get(paths[i]!.hand!) : undefined;
     if (hand) {
       r.handKey = hand.key;
-      r.gbpsVsHand = r.gbpsMedian / hand.gbpsMedian;
+      r.gbpsVsHand = paired(r.gbps, hand.gbps);
       r.rttVsHand = r.rttMedianUs / hand.rttMedianUs;
     }
     if (r !== u) {
-      r.gbpsVsUnderlay = r.gbpsMedian / u.gbpsMedian;
+      r.gbpsVsUnderlay = paired(r.gbps, u.gbps);
       r.rttVsUnderlay = r.rttMedianUs / u.rttMedianUs;
     }
   }
@@ -638,7 +643,7 @@ function markdown(o: Options, tp: PathResult[] | undefined, at: AttachResult | u
   lines.push(`weft bench — ${meta.date} — \`${meta.command}\` — ${meta.machine}`, '');
   if (tp) {
     lines.push(
-      `Throughput: iperf3, one TCP stream, ${o.seconds} s (+1 s omitted), median of ${o.reps} interleaved runs. RTT: median of ${tp[0]!.rttUs.length} pings. Container → container across two hosts.`,
+      `Throughput: iperf3, one TCP stream, ${o.seconds} s (+1 s omitted), median of ${o.reps} interleaved rounds; a × is the median of the per-round ratios (the two paths ran back to back). RTT: median of ${tp[0]!.rttUs.length} pings. Container → container across two hosts.`,
       '',
       '| path | Gbit/s (median) | min–max | × by hand | by hand = | × underlay | RTT µs (median) | RTT × by hand |',
       '|---|---:|---:|---:|---|---:|---:|---:|',
