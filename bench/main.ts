@@ -31,7 +31,7 @@ import { wgSocketPath } from '../src/system/wireguard.js';
 import { createTestbed, type Testbed, type TestbedHost } from '../src/testbed/index.js';
 import { waitFor } from '../src/testbed/wait.js';
 import type { WorkerInput, WorkerOutput } from './attach-worker.js';
-import { iperf as measureIperf, median, pct, pingRtts, type NsRun } from '../src/bench/measure.js';
+import { iperf as measureIperf, median, pairedRatio, pct, pingRtts, type NsRun } from '../src/bench/measure.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const WORKER = path.join(HERE, 'attach-worker.js');
@@ -525,18 +525,16 @@ async function throughput(c: BuildCtx): Promise<PathResult[]> {
   });
   const byKey = new Map(out.map((r) => [r.key, r]));
   const u = byKey.get('underlay')!;
-  // throughput ratios: the median of the per-round ratios (each round's pair ran back to back), which the
-  // load of a shared machine moves far less than the ratio of the two medians
-  const paired = (a: number[], b: number[]) => median(a.map((x, k) => x / b[k]!));
+  // throughput ratios: the median of the per-round ratios (each round's pair ran back to back)
   for (const [i, r] of out.entries()) {
     const hand = paths[i]!.hand ? byKey.get(paths[i]!.hand!) : undefined;
     if (hand) {
       r.handKey = hand.key;
-      r.gbpsVsHand = paired(r.gbps, hand.gbps);
+      r.gbpsVsHand = pairedRatio(r.gbps, hand.gbps);
       r.rttVsHand = r.rttMedianUs / hand.rttMedianUs;
     }
     if (r !== u) {
-      r.gbpsVsUnderlay = paired(r.gbps, u.gbps);
+      r.gbpsVsUnderlay = pairedRatio(r.gbps, u.gbps);
       r.rttVsUnderlay = r.rttMedianUs / u.rttMedianUs;
     }
   }

@@ -13,6 +13,15 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
+/**
+ * The median of the ratios a[k] / b[k] of samples taken side by side (round k of each path ran back to
+ * back): a load that drifts between rounds moves it far less than median(a) / median(b).
+ */
+export function pairedRatio(a: number[], b: number[]): number {
+  if (a.length !== b.length || a.length === 0) throw new RangeError(`paired samples need equal, non-zero lengths (${a.length} and ${b.length})`);
+  return median(a.map((x, k) => x / b[k]!));
+}
+
 /** Nearest-rank percentile. */
 export function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);

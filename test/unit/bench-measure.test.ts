@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { formatBench, withRatios, type BenchRow } from '../../src/bench/backends.js';
-import { coresBusy, cpuTicks, median, pct } from '../../src/bench/measure.js';
+import { coresBusy, cpuTicks, median, pairedRatio, pct } from '../../src/bench/measure.js';
 
 test('median, percentile, CPU ticks from /proc/stat text, cores busy', () => {
   assert.equal(median([3, 1, 2]), 2);
@@ -12,6 +12,17 @@ test('median, percentile, CPU ticks from /proc/stat text, cores busy', () => {
   const b = cpuTicks('cpu  200 0 200 1300 100 0 0 0 0 0\n');
   assert.equal(coresBusy(a, b, 2), 0.5);
   assert.equal(coresBusy(a, a, 2), 0);
+});
+
+test('paired ratio: the median of the per-round ratios, not the ratio of the medians', () => {
+  // rounds under different loads (b: 10, 6, 8, 5, 9); a ran right beside b in each round
+  const a = [9.3, 5.2, 7.0, 4.6, 8.3];
+  const b = [10, 6, 8, 5, 9];
+  assert.equal(median(a) / median(b), 0.875);
+  assert.equal(pairedRatio(a, b), 4.6 / 5);
+  assert.equal(pairedRatio([1, 2, 3], [2, 2, 2]), 1);
+  assert.throws(() => pairedRatio([1], [1, 2]), /equal, non-zero lengths/);
+  assert.throws(() => pairedRatio([], []), /equal, non-zero lengths/);
 });
 
 test('ratios to the underlay and the table', () => {
