@@ -7,6 +7,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { AgentDockerOps, type AgentLike } from '../../src/adapters/docker/agent-ops.js';
 import { DockerAnswerError, DockerApi } from '../../src/adapters/docker/docker-api.js';
+import { dockerEndpointSource } from '../../src/adapters/docker/endpoint-source.js';
 import { DockerPlugin, type DockerBackendOps, type EndpointNames } from '../../src/adapters/docker/plugin.js';
 import { emptyState, type PluginState, type StateStore } from '../../src/adapters/docker/state.js';
 import { createNetwork } from '../../src/config/registry.js';
@@ -244,6 +245,9 @@ describe('the Docker plugin names joined containers in the background', () => {
     const ep = plugin.snapshot().endpoints[EP]!;
     assert.equal(ep.container, 'Web');
     assert.deepEqual(ep.dnsNames, ['web', 'www', CID.slice(0, 12)], 'saved with the endpoint (lower case; the invalid alias skipped)');
+    // `weft ps` shows them
+    const [listed] = await dockerEndpointSource({ hostId: 'h1', endpoints: () => plugin.endpointRecords() }).list();
+    assert.deepEqual([listed?.name, listed?.aliases], ['web', ['www', CID.slice(0, 12)]]);
     await removeContainer(plugin);
     assert.deepEqual(f.current(), [], 'gone with Leave');
   });
