@@ -1,3 +1,4 @@
+import '../src/backends/all.js';
 /**
  * `npm run bench:dns`: weft's DNS server next to dnsmasq (Debian) serving the same records.
  *  - one test-bed host namespace (fresh prefix) with a real `weft agent` (one host-gw network, SQLite store

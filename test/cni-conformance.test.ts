@@ -7,7 +7,7 @@ import { execPlugin, type PluginCall, type PluginOutcome } from '../src/adapters
 import { ensureShim } from '../src/adapters/cni/shim-build.js';
 import { cidrWithin } from '../src/net/ipv4.js';
 import { ipJson } from '../src/system/ip.js';
-import { Cluster, destroyLeftovers, NETWORK, waitUntil, type Link } from './helpers/agent-cluster.js';
+import { Cluster, destroyLeftovers, NETWORK, waitUntil, weft, type Link } from './helpers/agent-cluster.js';
 
 /**
  * CNI spec conformance of weft-cni, called as a runtime calls it (CNI_* env + config on stdin) against a
@@ -105,6 +105,31 @@ describe('weft-cni conformance', { skip, timeout: 240_000 }, () => {
     }
     // CHECK of what is no longer there: container unknown
     expectError(await call({ command: 'CHECK', containerId: k.id, netns: k.path, ifname: 'eth0', config: config({ prevResult: res }) }), 3);
+  });
+
+  test('names: K8S_POD_NAME and runtimeConfig.aliases are registered on ADD (weft dns-lookup) and removed on DEL; an alias that is no DNS name is code 7', async () => {
+    const lookup = async (name: string) => {
+      const r = await weft(['dns-lookup', name, '--network', NETWORK, '--store', c.storeUrl, '--json']);
+      if (r.code !== 0) {
+        assert.match(r.stderr, /no such name/);
+        return [];
+      }
+      return (JSON.parse(r.stdout) as Array<{ ip: string; source: string; hostId?: string }>).map((x) => `${x.ip} ${x.source} ${x.hostId}`);
+    };
+    const k = await container();
+    const args = 'IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web_1';
+    const cfg = config({ capabilities: { aliases: true }, runtimeConfig: { aliases: { cnitest: ['www', 'Web_1'], other: ['elsewhere'] } } });
+    const add = await call({ command: 'ADD', containerId: k.id, netns: k.path, ifname: 'eth0', args, config: cfg });
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    const ip = add.json.ips[0].address.split('/')[0];
+    for (const n of ['web_1', 'www']) assert.deepEqual(await lookup(n), [`${ip} endpoint h1`], n);
+    assert.deepEqual(await lookup('elsewhere'), [], "another network's aliases are not this one's");
+    const del = await call({ command: 'DEL', containerId: k.id, netns: k.path, ifname: 'eth0', args, config: cfg });
+    assert.equal(del.code, 0, del.stdout);
+    for (const n of ['web_1', 'www']) assert.deepEqual(await lookup(n), [], `${n} gone with DEL`);
+    const bad = await call({ command: 'ADD', containerId: k.id, netns: k.path, ifname: 'eth0', args, config: config({ runtimeConfig: { aliases: { cnitest: ['no good'] } } }) });
+    expectError(bad, 7, /runtimeConfig\.aliases\.cnitest\.0: not a DNS name/);
+    assert.ok(!(await endpoints()).some((e) => e.container === k.path), 'nothing attached');
   });
 
   test('ADD twice with the same container id and ifname is an error and leaves the first attachment alone', async () => {

@@ -14,7 +14,9 @@ import { destroyLeftovers, NETWORK, waitUntil, weft, withCluster, type Cluster }
 /**
  * podman 4.3 (Debian, CNI backend) as a real runtime on two test-bed hosts with weft agents: containers
  * started with `--network <weft conflist>` on A and B ping each other, `podman rm` frees the address on
- * weft's side, and the conflist's chained portmap makes `-p 8080:80` reachable from the host.
+ * weft's side, and the conflist's chained portmap makes `-p 8080:80` reachable from the host. A container's
+ * name (CNI_ARGS K8S_POD_NAME) and `--network-alias` (runtimeConfig.aliases) resolve on the other host
+ * until `podman rm`.
  * podman runs with `nsenter --net` only (the machine's mount namespace), so the /run/netns bind mounts it
  * makes are visible to the agent; each host gets its own --root/--runroot/--tmpdir and containers.conf.
  */
@@ -60,7 +62,7 @@ class HostPodman {
 }
 
 describe('podman with weft-cni', { skip, timeout: 240_000 }, () => {
-  test('containers on two hosts ping each other; podman rm frees the address; -p 8080:80 through the chained portmap', { timeout: 200_000 }, () =>
+  test('containers on two hosts ping each other and resolve names; podman rm frees the address and the name; -p 8080:80 through the chained portmap', { timeout: 200_000 }, () =>
     withCluster({ backend: 'host-gw', cidr: '10.94.0.0/16', hosts: 2, containersPerHost: 0 }, async (c: Cluster) => {
       const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-podman-'));
       const netName = `weft-${c.tb.prefix}`;
@@ -136,8 +138,42 @@ describe('podman with weft-cni', { skip, timeout: 240_000 }, () => {
           return r.stdout.includes('hello-from-podman') || `got ${JSON.stringify(r.stdout + r.stderr)}`;
         });
 
+        // names: podman passes the container name as CNI_ARGS K8S_POD_NAME; B's agent answers it on B's gateway
+        const gwB = (await c.agent(hb).status())!.networks[0]!.gateway!;
+        const lookup = async (name: string) => {
+          const r = await pb.podman(['exec', nameB, 'nslookup', `${name}.weft.local`, gwB], { allowFail: true });
+          const addrs = [...r.stdout.split(/^Name:/m).slice(1).join('').matchAll(/Address(?: \d+)?:\s+(\d+\.\d+\.\d+\.\d+)/g)].map((m) => m[1]);
+          return { ok: r.code === 0, addrs, text: (r.stdout + r.stderr).trim() };
+        };
+        await waitUntil(`${nameA}.weft.local resolves to ${ipA} on B`, 20_000, async () => {
+          const r = await lookup(nameA);
+          return (r.ok && r.addrs.join() === ipA) || `got ${JSON.stringify(r.text)}`;
+        });
+        const recA = (await eps(ha)).find((e) => e.address.startsWith(`${ipA}/`));
+        assert.equal(recA?.name, nameA, 'the endpoint carries the container name');
+        // --network-alias: podman passes runtimeConfig.aliases (the conflist declares the capability), with the short id
+        const nameW = `${nameA}w`;
+        await pa.podman(['run', '-d', '--name', nameW, '--network', netName, '--network-alias', 'www', 'localhost/busybox:local', 'sleep', '600']);
+        const ipW = await ipOf(pa, nameW);
+        for (const n of ['www', nameW]) {
+          await waitUntil(`${n}.weft.local resolves to ${ipW} on B`, 20_000, async () => {
+            const r = await lookup(n);
+            return (r.ok && r.addrs.join() === ipW) || `got ${JSON.stringify(r.text)}`;
+          });
+        }
+        assert.ok((await eps(ha)).find((e) => e.address.startsWith(`${ipW}/`))?.aliases?.includes('www'), 'the endpoint carries the alias');
+        await pa.podman(['rm', '-f', '-t', '0', nameW]);
+        await waitUntil('www.weft.local gone on B after podman rm', 20_000, async () => {
+          const r = await lookup('www');
+          return (!r.ok && /NXDOMAIN|can't find/i.test(r.text)) || `got ${JSON.stringify(r.text)}`;
+        });
+
         await pa.podman(['rm', '-f', '-t', '0', nameA]);
         await waitUntil('agent A frees the address after podman rm', 10_000, async () => !(await eps(ha)).some((e) => e.address.startsWith(`${ipA}/`)));
+        await waitUntil(`${nameA}.weft.local gone on B after podman rm`, 20_000, async () => {
+          const r = await lookup(nameA);
+          return (!r.ok && /NXDOMAIN|can't find/i.test(r.text)) || `got ${JSON.stringify(r.text)}`;
+        });
         const nat = (await run(...inNetns(ha.ns, 'iptables-save', ['-t', 'nat']))).stdout;
         assert.doesNotMatch(nat, /dport 8080/, 'portmap rules gone with the container');
         // the freed address is handed out again

@@ -192,6 +192,41 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: 
     assert.match(out, /pong-from-b/);
 
   });
+  await t.test('names: `docker run --name web --network-alias www` on A resolves from a container on B; gone after docker rm -f', async () => {
+    await dockerA.dockerOk(['run', '-d', '--name', 'web', '--network-alias', 'www', '--network', 'prodnet', 'busybox:local', 'sleep', '600']);
+    const webIp = await dockerA.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.prodnet.IPAddress}}', 'web']);
+    const gwB = stB.gateway ?? ipPlus(stB.subnet, 1);
+    // Docker's embedded resolver (127.0.0.11) forwards what it does not know to --dns: B's agent on its gateway
+    await dockerB.dockerOk(['run', '-d', '--name', 'asker', '--network', 'prodnet', '--dns', gwB, '--dns-search', 'weft.local', 'busybox:local', 'sleep', '600']);
+    const lookup = async (name: string) => {
+      const r = await dockerB.docker(['exec', 'asker', 'nslookup', name], { timeoutMs: 20_000 });
+      const addrs = [...r.stdout.split(/^Name:/m).slice(1).join('').matchAll(/Address(?: \d+)?:\s+(\d+\.\d+\.\d+\.\d+)/g)].map((m) => m[1]);
+      return { ok: r.code === 0, addrs, text: (r.stdout + r.stderr).trim() };
+    };
+    for (const name of ['web.weft.local', 'www.weft.local', 'web']) {
+      await waitFor(`${name} resolves to ${webIp} on B`, 30_000, async () => {
+        const r = await lookup(name);
+        return (r.ok && r.addrs.join() === webIp) || `got ${JSON.stringify(r.text)}`;
+      });
+    }
+    // and the name is the container: B pings it by name
+    assert.match(await dockerB.dockerOk(['exec', 'asker', 'ping', '-c', '2', '-W', '2', 'web.weft.local'], { timeoutMs: 30_000 }), /2 packets transmitted, 2 packets received/);
+    const keys = networkKeys(store, 'prodnet');
+    const recs = (await store.list(keys.dnsPrefix)).map((e) => JSON.parse(e.value) as { name: string; ip: string; source: string; hostId?: string; container?: string });
+    const webRecs = recs.filter((r) => r.ip === webIp).map((r) => `${r.name} ${r.source} ${r.hostId} ${r.container}`).sort();
+    const shortId = (await dockerA.dockerOk(['inspect', '-f', '{{.Id}}', 'web'])).slice(0, 12);
+    // Docker adds the short id as an alias on user-defined networks (its own DNS answers it too)
+    assert.deepEqual(webRecs, [`${shortId} docker h1 web`, 'web docker h1 web', 'www docker h1 web'].sort());
+    await dockerA.dockerOk(['rm', '-f', 'web']);
+    for (const name of ['web.weft.local', 'www.weft.local']) {
+      await waitFor(`${name} gone on B`, 30_000, async () => {
+        const r = await lookup(name);
+        return (!r.ok && /NXDOMAIN|can't find/i.test(r.text)) || `got ${JSON.stringify(r.text)}`;
+      });
+    }
+    assert.deepEqual((await store.list(keys.dnsPrefix)).filter((e) => e.value.includes(`"${webIp}"`)).map((e) => e.key), [], 'no record of web left');
+    await dockerB.dockerOk(['rm', '-f', 'asker']);
+  });
   await t.test('two containers on one host get two addresses', async () => {
     await dockerA.dockerOk(['run', '-d', '--name', 'a1', '--network', 'prodnet', 'busybox:local', 'sleep', '600']);
     await dockerA.dockerOk(['run', '-d', '--name', 'a2', '--network', 'prodnet', 'busybox:local', 'sleep', '600']);

@@ -104,7 +104,8 @@ export class Endpoints {
   }
 
   async attach(req: AttachRequest): Promise<Endpoint> {
-    if (req.name) normalizeName(req.name); // an invalid DNS name fails before anything is made
+    // an invalid DNS name fails before anything is made
+    for (const n of [...(req.name ? [req.name] : []), ...(req.aliases ?? [])]) normalizeName(n);
     const net = this.networks.get(req.network);
     const target = await this.resolve(req.container);
     const id = endpointId(target.key, net.name);
@@ -189,6 +190,7 @@ export class Endpoints {
         ...(req.pinMac === false ? { pinMac: false as const } : {}),
         ...(plan.gateway ? { gateway: plan.gateway } : {}),
         ...(req.name ? { name: req.name } : {}),
+        ...(req.aliases?.length ? { aliases: [...req.aliases] } : {}),
         owner: target.key,
       };
       await this.store.put(networkKeys(this.store, net.name).endpoint(this.hostId, id), JSON.stringify(ep));

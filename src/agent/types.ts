@@ -11,6 +11,11 @@ export interface AttachRequest {
   address?: string;
   /** DNS name for the container. */
   name?: string;
+  /**
+   * In-process callers only (the API schema refuses it): more DNS names of the container (CNI's
+   * runtimeConfig.aliases), registered and removed with `name`.
+   */
+  aliases?: string[];
   /** Interface name inside the container; default eth0, else the next free ethweN. */
   ifname?: string;
   /**
@@ -36,6 +41,8 @@ export interface Endpoint {
   /** The container's gateway; absent when the backend gives none. */
   gateway?: string;
   name?: string;
+  /** Further DNS names (CNI runtimeConfig.aliases). */
+  aliases?: string[];
   /** Who made it when not weft itself ("docker": a container of weft's Docker plugin). */
   runtime?: string;
   /** Published ports ("8080->80/tcp"), Docker's containers only. */

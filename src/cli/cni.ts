@@ -52,7 +52,8 @@ export function exampleConflist(name: string, network: string, agentSocket: stri
     cniVersion: '1.0.0',
     name,
     plugins: [
-      { type: 'weft-cni', network, ...(agentSocket !== DEFAULT_API_SOCKET ? { agentSocket } : {}) },
+      // aliases: the runtime passes `--network-alias` names (runtimeConfig.aliases), registered in weft's DNS
+      { type: 'weft-cni', network, ...(agentSocket !== DEFAULT_API_SOCKET ? { agentSocket } : {}), capabilities: { aliases: true } },
       { type: 'portmap', capabilities: { portMappings: true } },
     ],
   };

@@ -18,9 +18,39 @@ export async function putRecord(store: Store, network: string, rec: DnsRecord): 
   return value;
 }
 
+/** Who registers names owned by a host: an attached endpoint (attach --name, CNI) or a Docker container. */
+export type HostRecordSource = 'endpoint' | 'docker';
+
 /** The name of an attached container → its address (owned by `hostId`). */
-export function registerEndpointName(store: Store, network: string, name: string, ip: string, hostId: string, container?: string): Promise<DnsRecord> {
-  return putRecord(store, network, { name, ip: ip.split('/')[0]!, source: 'endpoint', hostId, ...(container ? { container } : {}) });
+export function registerEndpointName(
+  store: Store,
+  network: string,
+  name: string,
+  ip: string,
+  hostId: string,
+  container?: string,
+  source: HostRecordSource = 'endpoint',
+): Promise<DnsRecord> {
+  return putRecord(store, network, { name, ip: ip.split('/')[0]!, source, hostId, ...(container ? { container } : {}) });
+}
+
+/**
+ * The names a container should be known by: valid ones normalised (lower case), duplicates dropped, in
+ * the order given; `invalid` lists the others with the reason (for a log line, not an error: a container
+ * runs whatever its runtime allowed as a name).
+ */
+export function containerNames(names: readonly string[]): { names: string[]; invalid: string[] } {
+  const out: string[] = [];
+  const invalid: string[] = [];
+  for (const n of names) {
+    try {
+      const v = normalizeName(n);
+      if (!out.includes(v)) out.push(v);
+    } catch (err) {
+      invalid.push((err as Error).message);
+    }
+  }
+  return { names: out, invalid };
 }
 
 /** Removes the record of `name` → `ip` when `hostId` owns it (another host's or a manual record stays). */
@@ -78,18 +108,24 @@ export interface NamedEndpoint {
  * Makes the records `hostId` owns in the network exactly `wanted` (attach-time registrations that failed,
  * or records left by a detach while the agent was down). Returns how many records it added and removed.
  */
-export async function syncHostRecords(store: Store, network: string, hostId: string, wanted: NamedEndpoint[]): Promise<{ added: number; removed: number }> {
+export async function syncHostRecords(
+  store: Store,
+  network: string,
+  hostId: string,
+  wanted: NamedEndpoint[],
+  source: HostRecordSource = 'endpoint',
+): Promise<{ added: number; removed: number }> {
   const keys = networkKeys(store, network);
   const want = new Map(wanted.map((w) => [`${normalizeName(w.name)}/${w.ip}`, w]));
   let removed = 0;
   let added = 0;
   for (const r of await listRecords(store, network)) {
-    if (r.hostId !== hostId || r.source !== 'endpoint') continue;
+    if (r.hostId !== hostId || r.source !== source) continue;
     if (want.delete(`${r.name}/${r.ip}`)) continue;
     if (await store.delete(keys.dnsRecord(r.name, r.ip))) removed++;
   }
   for (const w of want.values()) {
-    await registerEndpointName(store, network, w.name, w.ip, hostId, w.container);
+    await registerEndpointName(store, network, w.name, w.ip, hostId, w.container, source);
     added++;
   }
   return { added, removed };

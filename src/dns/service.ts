@@ -3,7 +3,7 @@ import { networkKeys } from '../store/layout.js';
 import type { Store, Watch } from '../store/types.js';
 import type { Logger } from '../util/log.js';
 import { normalizeName, RecordCache } from './records.js';
-import { registerEndpointName, syncHostRecords, unregisterEndpointName, type NamedEndpoint } from './registry.js';
+import { containerNames, registerEndpointName, syncHostRecords, unregisterEndpointName, type NamedEndpoint } from './registry.js';
 import { pruneNetnsResolvConfs, removeNetnsResolvConf, writeNetnsResolvConf } from './resolv-conf.js';
 import { DnsServer } from './server.js';
 import { readResolvConf, type Upstream } from './upstream.js';
@@ -42,6 +42,8 @@ export interface EndpointLike {
   gateway?: string;
   ifname: string;
   name?: string;
+  /** Further names of the same container (CNI runtimeConfig.aliases). */
+  aliases?: string[];
   container?: string;
   /** "netns:NAME", "pid:PID", "docker:ID". */
   owner?: string;
@@ -125,10 +127,10 @@ export class DnsService {
 
   /** After a successful attach: registers the name and points a named namespace's resolv.conf at the gateway. */
   async attached(ep: EndpointLike): Promise<void> {
-    if (ep.name) {
-      await registerEndpointName(this.o.store, ep.network, ep.name, ep.address, this.o.hostId, ep.container).catch((err) =>
+    for (const name of namesOf(ep)) {
+      await registerEndpointName(this.o.store, ep.network, name, ep.address, this.o.hostId, ep.container).catch((err) =>
         // the endpoint stays attached; the record is added again by the next resync (agent start)
-        this.log.warn({ err, name: ep.name, network: ep.network }, 'cannot register the DNS name'),
+        this.log.warn({ err, name, network: ep.network }, 'cannot register the DNS name'),
       );
     }
     const ns = netnsNameOf(ep.owner);
@@ -144,9 +146,9 @@ export class DnsService {
 
   /** After a successful detach: removes the name and the resolv.conf weft wrote for that network. */
   async detached(ep: EndpointLike): Promise<void> {
-    if (ep.name) {
-      await unregisterEndpointName(this.o.store, ep.network, ep.name, ep.address, this.o.hostId).catch((err) =>
-        this.log.warn({ err, name: ep.name, network: ep.network }, 'cannot remove the DNS name'),
+    for (const name of namesOf(ep)) {
+      await unregisterEndpointName(this.o.store, ep.network, name, ep.address, this.o.hostId).catch((err) =>
+        this.log.warn({ err, name, network: ep.network }, 'cannot remove the DNS name'),
       );
     }
     const ns = netnsNameOf(ep.owner);
@@ -166,25 +168,22 @@ export class DnsService {
     for (const e of await this.o.store.list(keys.endpointsPrefix(this.o.hostId))) {
       try {
         const ep = JSON.parse(e.value) as Partial<EndpointLike>;
-        if (typeof ep.name === 'string' && typeof ep.address === 'string') {
-          wanted.push({ name: ep.name, ip: ep.address.split('/')[0]!, ...(typeof ep.container === 'string' ? { container: ep.container } : {}) });
-        }
+        if (typeof ep.address !== 'string') continue;
+        const ip = ep.address.split('/')[0]!;
+        for (const name of namesOf(ep)) wanted.push({ name, ip, ...(typeof ep.container === 'string' ? { container: ep.container } : {}) });
       } catch {
         /* a rotten endpoint record: nothing to register */
       }
     }
-    const { added, removed } = await syncHostRecords(this.o.store, network, this.o.hostId, wanted.filter((w) => validName(w.name)));
+    const { added, removed } = await syncHostRecords(this.o.store, network, this.o.hostId, wanted);
     if (added || removed) this.log.info({ network, added, removed }, 'DNS records of this host resynced');
   }
 }
 
-function validName(name: string): boolean {
-  try {
-    normalizeName(name);
-    return true;
-  } catch {
-    return false;
-  }
+/** An endpoint's valid DNS names: its name, then its aliases (a record read from the store may hold anything). */
+function namesOf(ep: Partial<EndpointLike>): string[] {
+  const all = [ep.name, ...(Array.isArray(ep.aliases) ? ep.aliases : [])].filter((n): n is string => typeof n === 'string');
+  return containerNames(all).names;
 }
 
 /** "netns:NAME" → NAME. */

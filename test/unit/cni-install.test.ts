@@ -33,6 +33,8 @@ describe('weft install-cni', { skip }, () => {
     const list = JSON.parse(fs.readFileSync(out.conflist, 'utf8'));
     assert.deepEqual(list.plugins.map((p: { type: string }) => p.type), ['weft-cni', 'portmap']);
     assert.deepEqual(list.plugins[1].capabilities, { portMappings: true });
+    // runtimes pass `--network-alias` names to plugins that declare the aliases capability
+    assert.deepEqual(list.plugins[0].capabilities, { aliases: true });
     // what the runtime hands the plugin: the list's name and version plus the plugin's own entry
     const cfg = parseConfig(JSON.stringify({ cniVersion: list.cniVersion, name: list.name, ...list.plugins[0] }));
     assert.deepEqual({ network: cfg.network, agentSocket: cfg.agentSocket, name: cfg.name }, { network: 'blue', agentSocket: '/run/weft-test/api.sock', name: 'blue' });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import { describe, test } from 'node:test';
 import { SHIM_SOURCE } from '../../src/adapters/cni/shim-build.js';
-import { answerVersion, buildResult, CniError, Code, parseCniArgs, parseConfig, parseEnv, requestedAddress, SUPPORTED_VERSIONS, validIfname, type Attached } from '../../src/adapters/cni/spec.js';
+import { answerVersion, buildResult, CniError, Code, containerDnsNames, parseCniArgs, parseConfig, parseEnv, requestedAddress, SUPPORTED_VERSIONS, validIfname, type Attached } from '../../src/adapters/cni/spec.js';
 
 /** The CNI spec's parsing and result rules (src/adapters/cni/spec.ts): pure, no root, no agent. */
 
@@ -77,6 +77,19 @@ describe('CNI config (codes 6, 1, 7)', () => {
     assert.equal(requestedAddress(parseEnv({ ...addEnv, CNI_ARGS: 'IP=10.5.1.8' }), cfg), '10.5.1.8');
     assert.equal(requestedAddress(parseEnv(addEnv), cfg), '10.5.1.7/24');
     assert.equal(requestedAddress(parseEnv(addEnv), parseConfig(JSON.stringify(base))), undefined);
+  });
+  test('DNS names: K8S_POD_NAME (podman passes the container name there) and runtimeConfig.aliases under this network', () => {
+    const base = { cniVersion: '1.0.0', name: 'weftnet', type: 'weft-cni' };
+    const env = parseEnv({ ...addEnv, CNI_ARGS: 'IgnoreUnknown=1;K8S_POD_NAME=my_web.1' });
+    // podman: CapabilityArgs["aliases"] = {networkName: --network-alias values}, passed for a declared capability
+    const cfg = parseConfig(JSON.stringify({ ...base, runtimeConfig: { aliases: { weftnet: ['www', 'WWW', 'my_web.1', 'api'], othernet: ['elsewhere'] } } }));
+    assert.deepEqual(containerDnsNames(env, cfg), { name: 'my_web.1', aliases: ['www', 'WWW', 'api'] });
+    // a pod name that cannot be a DNS name is not registered (the container still starts); no aliases: none
+    assert.deepEqual(containerDnsNames(parseEnv({ ...addEnv, CNI_ARGS: 'K8S_POD_NAME=web-' }), parseConfig(JSON.stringify(base))), { aliases: [] });
+    assert.deepEqual(containerDnsNames(parseEnv(addEnv), parseConfig(JSON.stringify(base))), { aliases: [] });
+    // an alias the user asked for that is no DNS name: code 7 naming it
+    throwsCode(() => parseConfig(JSON.stringify({ ...base, runtimeConfig: { aliases: { weftnet: ['ok', 'not ok'] } } })), Code.InvalidConfig, /runtimeConfig\.aliases\.weftnet\.1: not a DNS name/);
+    throwsCode(() => parseConfig(JSON.stringify({ ...base, runtimeConfig: { aliases: ['www'] } })), Code.InvalidConfig, /runtimeConfig\.aliases/);
   });
   test('errors answer in the config version when weft speaks it', () => {
     assert.equal(answerVersion('{"cniVersion":"0.4.0"}'), '0.4.0');

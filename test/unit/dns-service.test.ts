@@ -125,6 +125,15 @@ describe('dns service on loopback', () => {
     assert.equal(fs.existsSync(rc), false);
   });
 
+  test('aliases (CNI runtimeConfig.aliases) are registered and removed with the name', async () => {
+    const ep = { network: NET, address: '10.5.1.31/24', gateway: '10.5.1.1', ifname: 'eth0', name: 'pod1', aliases: ['Www', 'pod1', 'bad name'], container: '/run/netns/x' };
+    await dns.attached(ep);
+    await resolves('pod1.weft.local', ['10.5.1.31']);
+    await resolves('www.weft.local', ['10.5.1.31']);
+    await dns.detached(ep);
+    for (const n of ['pod1', 'www']) await waitFor(`${n} to be gone`, 5000, async () => (await udpAsk(port, query(`${n}.weft.local`))).rcode === 'NXDOMAIN');
+  });
+
   test('one name on several hosts: several A records; a host without a live lease is not served', async () => {
     await putLease('h2', '10.5.2.0/24');
     await dns.attached({ network: NET, address: '10.5.1.7/24', gateway: '10.5.1.1', ifname: 'eth0', name: 'api' });

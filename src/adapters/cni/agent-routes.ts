@@ -13,6 +13,7 @@ import {
   answerVersion,
   buildResult,
   CniError,
+  containerDnsNames,
   Code,
   CURRENT_VERSION,
   errorOutput,
@@ -111,7 +112,7 @@ export class CniService {
         const other = JSON.parse(taken.value) as Endpoint;
         throw new CniError(Code.AlreadyAttached, `${netnsPath} is already on network ${runner.name} as ${other.ifname}: weft gives a namespace one interface per network`);
       }
-      const name = env.args.K8S_POD_NAME;
+      const { name, aliases } = containerDnsNames(env, cfg);
       ep = await this.agent.endpoints.attach({
         container: netnsPath,
         network: runner.name,
@@ -119,7 +120,8 @@ export class CniService {
         ifname,
         // the runtime owns the container: a chained plugin (tuning) or runtimeConfig.mac may change its MAC
         pinMac: false,
-        ...(name && /^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/.test(name) ? { name } : {}),
+        ...(name ? { name } : {}),
+        ...(aliases.length ? { aliases } : {}),
       });
       const mac = cfg.runtimeConfig?.mac?.toLowerCase() ?? ep.mac;
       const mtu = cfg.mtu ?? runner.backend.mtu;

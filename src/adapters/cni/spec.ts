@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { isIPv4 } from 'node:net';
+import { dnsNameProblem } from '../../dns/records.js';
 
 /**
  * The CNI spec's rules as data (spec 1.1.0; configs of 0.4.0 and 1.0.0 accepted): commands, error codes,
@@ -129,6 +130,11 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]*$/;
 const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 const ipv4OrCidr = z.string().refine((s) => /^[^/]+(\/\d{1,2})?$/.test(s) && isIPv4(stripLen(s)), 'not an IPv4 address');
 
+const dnsAlias = z.string().superRefine((s, ctx) => {
+  const why = dnsNameProblem(s);
+  if (why) ctx.addIssue({ code: 'custom', message: `not a DNS name: ${why}` });
+});
+
 const dnsSchema = z.object({
   nameservers: z.array(z.string().refine((s) => isIPv4(s) || s.includes(':'), 'not an IP address')).max(16).optional(),
   domain: z.string().max(253).optional(),
@@ -166,6 +172,11 @@ export const configSchema = z.looseObject({
       ips: z.array(ipv4OrCidr).max(1, 'weft gives one IPv4 address per interface').optional(),
       mac: z.string().regex(MAC_RE, 'not a MAC address').optional(),
       portMappings: z.array(z.looseObject({})).optional(),
+      /**
+       * DNS aliases by network name (the `aliases` capability, as podman sends `--network-alias`; the
+       * dnsname plugin's convention): the ones under this configuration's name are registered.
+       */
+      aliases: z.record(z.string().max(253), z.array(dnsAlias).max(64)).optional(),
     })
     .optional(),
   prevResult: resultSchema.optional(),
@@ -210,6 +221,17 @@ export function answerVersion(stdin: string): string {
   } catch {
     return CURRENT_VERSION;
   }
+}
+
+/**
+ * The container's DNS names: CNI_ARGS K8S_POD_NAME (Kubernetes' pod name; podman passes the container
+ * name there) when it is a valid DNS name, then runtimeConfig.aliases under this configuration's name.
+ */
+export function containerDnsNames(env: CniEnv, cfg: CniConfig): { name?: string; aliases: string[] } {
+  const pod = env.args.K8S_POD_NAME;
+  const name = pod && !dnsNameProblem(pod) ? pod : undefined;
+  const aliases = (cfg.runtimeConfig?.aliases?.[cfg.name] ?? []).filter((a) => a.toLowerCase() !== name?.toLowerCase());
+  return { ...(name ? { name } : {}), aliases: [...new Set(aliases)] };
 }
 
 /** The address the runtime asked for: CNI_ARGS IP= first, then runtimeConfig.ips (the spec's order). */

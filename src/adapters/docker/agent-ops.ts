@@ -20,7 +20,8 @@ import type { AddressPlan } from '../../backends/types.js';
 import { poolRange } from '../../agent/endpoints.js';
 import { WeftError } from '../../util/errors.js';
 import type { DockerApi } from './docker-api.js';
-import type { DockerBackendOps, EndpointPorts, HostNetwork, WeftNetworkOptions } from './plugin.js';
+import type { DockerBackendOps, EndpointNames, EndpointPorts, HostNetwork, WeftNetworkOptions } from './plugin.js';
+import { syncHostRecords, type NamedEndpoint } from '../../dns/registry.js';
 import { reconcileDnat, type PortRule } from '../../system/iptables.js';
 
 /** What the Docker adapter uses of a running network (the agent's NetworkRunner has these). */
@@ -345,5 +346,19 @@ export class AgentDockerOps implements DockerBackendOps {
 
   async dockerNetworkName(networkId: string): Promise<string | undefined> {
     return this.o.docker?.networkName(networkId);
+  }
+
+  async containerOfEndpoint(networkId: string, endpointId: string): Promise<{ id: string; name: string; aliases: string[] } | undefined> {
+    if (!this.o.docker) return undefined;
+    return this.o.docker.containerOfEndpoint(networkId, endpointId);
+  }
+
+  /** This host's Docker records in each network (every network in the store unless named) become `all`'s. */
+  async publishNames(all: EndpointNames[], networks?: string[]): Promise<void> {
+    const names = networks ?? (await listNetworks(this.store)).map((n) => n.name);
+    for (const network of new Set([...names, ...all.map((e) => e.network)])) {
+      const wanted: NamedEndpoint[] = all.filter((e) => e.network === network).flatMap((e) => e.names.map((name) => ({ name, ip: e.ip, container: e.container })));
+      await syncHostRecords(this.store, network, this.agent.hostId, wanted, 'docker');
+    }
   }
 }

@@ -1,4 +1,5 @@
 import * as http from 'node:http';
+import { z } from 'zod';
 
 /**
  * The few Docker Engine API calls weft needs, over dockerd's unix socket (API v1.41, Docker 20.10).
@@ -25,6 +26,50 @@ export interface DockerNetworkSummary {
   IPAM?: { Driver?: string; Config?: Array<{ Subnet?: string }>; Options?: Record<string, string> | null };
   Options?: Record<string, string> | null;
   Containers?: Record<string, unknown> | null;
+}
+
+/** What Docker answers is not trusted: only the fields weft reads, checked (extra fields pass). */
+const endpointSettings = z.looseObject({
+  EndpointID: z.string().max(256).optional(),
+  NetworkID: z.string().max(256).optional(),
+  Aliases: z.array(z.string().max(1024)).max(256).nullable().optional(),
+});
+const networksMap = z.record(z.string().max(1024), endpointSettings.nullable());
+/** GET /containers/json: one summary per container. */
+export const containerListSchema = z
+  .array(
+    z.looseObject({
+      Id: z.string().regex(/^[0-9a-f]{12,64}$/, 'not a container id'),
+      Names: z.array(z.string().max(1024)).max(64).nullable().optional(),
+      NetworkSettings: z.looseObject({ Networks: networksMap.nullable().optional() }).nullable().optional(),
+    }),
+  )
+  .max(100_000);
+/** GET /containers/{id}/json: the fields weft reads. */
+export const containerInspectSchema = z.looseObject({
+  Id: z.string().regex(/^[0-9a-f]{12,64}$/, 'not a container id'),
+  Name: z.string().max(1024).optional(),
+  NetworkSettings: z.looseObject({ Networks: networksMap.nullable().optional() }).nullable().optional(),
+});
+
+/** A container as the Docker API names it on one of its endpoints. */
+export interface EndpointContainer {
+  /** Full container id. */
+  id: string;
+  /** Its name without Docker's leading "/". */
+  name: string;
+  /** `--network-alias` aliases on that network (Docker adds the short id too), as Docker lists them. */
+  aliases: string[];
+}
+
+/** Docker's answer did not have the shape weft reads (an error naming the field; never trusted half-way). */
+export class DockerAnswerError extends Error {}
+
+function checked<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0]!;
+  throw new DockerAnswerError(`unexpected answer from docker ${what}: ${issue.path.join('.') || '(body)'}: ${issue.message}`);
 }
 
 export class DockerApi {
@@ -110,5 +155,30 @@ export class DockerApi {
       if (err instanceof DockerApiError && err.status === 404) return undefined;
       throw err;
     }
+  }
+
+  /**
+   * The container behind a network endpoint: its name and its aliases on that network. undefined while
+   * Docker does not list the endpoint yet (a container still starting: Docker records it after Join) or
+   * any more. Throws when Docker does not answer or answers something malformed.
+   */
+  async containerOfEndpoint(networkId: string, endpointId: string, timeoutMs = 5000): Promise<EndpointContainer | undefined> {
+    const filters = encodeURIComponent(JSON.stringify({ network: [networkId] }));
+    const list = checked(containerListSchema, await this.request<unknown>('GET', `/containers/json?all=1&filters=${filters}`, undefined, timeoutMs), 'GET /containers/json');
+    const summary = list.find((c) => Object.values(c.NetworkSettings?.Networks ?? {}).some((n) => n?.EndpointID === endpointId));
+    if (!summary) return undefined;
+    // The summary has the name; aliases only in the container's own record (its lock may be held while it starts: retried by the caller).
+    let inspect: z.infer<typeof containerInspectSchema>;
+    try {
+      inspect = checked(containerInspectSchema, await this.request<unknown>('GET', `/containers/${summary.Id}/json`, undefined, timeoutMs), `GET /containers/${summary.Id.slice(0, 12)}/json`);
+    } catch (err) {
+      if (err instanceof DockerApiError && err.status === 404) return undefined; // removed meanwhile
+      throw err;
+    }
+    const net = Object.values(inspect.NetworkSettings?.Networks ?? {}).find((n) => n?.EndpointID === endpointId);
+    if (!net) return undefined;
+    const name = (inspect.Name ?? summary.Names?.[0] ?? '').replace(/^\//, '');
+    if (!name) throw new DockerAnswerError(`unexpected answer from docker: container ${summary.Id.slice(0, 12)} has no name`);
+    return { id: inspect.Id, name, aliases: [...(net.Aliases ?? [])] };
   }
 }

@@ -46,6 +46,9 @@ export function dockerEndpointSource(o: {
           mac: e.mac,
           ...(e.gateway ? { gateway: e.gateway } : {}),
           ...(e.ports?.length ? { ports: e.ports.map(describePort) } : {}),
+          // its DNS names once the plugin has looked them up (the first is the container name when that is a valid one)
+          ...(e.dnsNames?.length ? { name: e.dnsNames[0]! } : {}),
+          ...(e.dnsNames && e.dnsNames.length > 1 ? { aliases: e.dnsNames.slice(1) } : {}),
         };
       });
     },

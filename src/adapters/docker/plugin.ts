@@ -48,6 +48,7 @@ import type { EndpointRecord, NetworkRecord, PluginState, StateStore } from './s
 import { allBackendOptions, backendFieldsFromOptions } from '../../config/backend-spec.js';
 import { DEFAULT_BACKEND, parseNetworkConfig } from '../../config/network.js';
 import { describePort, parsePortMap, portsClash, type PublishedPort } from './ports.js';
+import { containerNames } from '../../dns/registry.js';
 
 export const DEFAULT_PLUGIN_NAME = 'weft';
 export const DEFAULT_PLUGIN_DIR = '/run/docker/plugins';
@@ -124,6 +125,28 @@ export interface DockerBackendOps {
    * addresses to the containers. Called after every change and at plugin start (reconcile).
    */
   publishPorts?(ports: EndpointPorts[]): Promise<void>;
+  /**
+   * The container behind an endpoint (name and aliases on that network), via the Docker API; undefined
+   * while Docker does not list it (yet). Throws when Docker does not answer. Optional: without it the
+   * plugin registers no names.
+   */
+  containerOfEndpoint?(networkId: string, endpointId: string): Promise<{ id: string; name: string; aliases: string[] } | undefined>;
+  /**
+   * Makes this host's DNS records of Docker containers exactly `names` (every endpoint's, not a change):
+   * each name → its endpoint's address in its weft network, on every host. `networks`: only these weft
+   * networks changed (their records are compared; default every network).
+   */
+  publishNames?(names: EndpointNames[], networks?: string[]): Promise<void>;
+}
+
+/** One endpoint's DNS names, for DockerBackendOps.publishNames. */
+export interface EndpointNames {
+  /** The weft network. */
+  network: string;
+  /** The container's address (no prefix length). */
+  ip: string;
+  names: string[];
+  container: string;
 }
 
 /** One endpoint's published ports, for DockerBackendOps.publishPorts. */
@@ -148,6 +171,8 @@ export interface PluginOptions {
   scope?: 'local' | 'global';
   /** How long to wait for Docker to report the name of a new network (ms, default 5000). */
   nameTimeoutMs?: number;
+  /** How long to keep asking Docker for the container of a joined endpoint, for its DNS names (ms, default 60000). */
+  containerTimeoutMs?: number;
   log?: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
 }
 
@@ -217,6 +242,8 @@ export class DockerPlugin {
   private readonly naming = new Map<string, Promise<string | undefined>>();
   /** Endpoints in the saved state at start: the only ones pruneEndpoints may judge (newer ones may not be in Docker's view yet). */
   private loadedEndpoints = new Set<string>();
+  /** Lookups of joined endpoints' containers under way (for their DNS names), by endpoint id. */
+  private readonly lookups = new Map<string, Promise<void>>();
 
   constructor(readonly opts: PluginOptions) {
     this.name = opts.name ?? DEFAULT_PLUGIN_NAME;
@@ -246,6 +273,8 @@ export class DockerPlugin {
     this.internal = {
       '/weft.AdoptNetwork': (b: { NetworkID: string; DockerName: string }) => this.adoptNetwork(b),
       '/weft.PruneEndpoints': (b: { present: (ep: EndpointRecord) => Promise<boolean | undefined> }) => this.pruneEndpoints(b.present),
+      '/weft.NameEndpoint': (b: { EndpointID: string; container: { name: string; aliases: string[] } }) => this.nameEndpoint(b),
+      '/weft.PublishNames': async () => this.applyNames(),
     };
   }
 
@@ -270,6 +299,12 @@ export class DockerPlugin {
     });
     chmodSync(this.socketPath, PLUGIN_SOCKET_MODE);
     this.server = server;
+    // DNS names are store records: made again from the saved state (and those of containers removed while
+    // the plugin was down dropped); endpoints joined before their container was looked up are looked up now.
+    void this.call('/weft.PublishNames', {}).then((r) => {
+      if (r.status !== 200) this.opts.log?.warn({ answer: r.body }, 'cannot restore the DNS names of Docker containers');
+    });
+    for (const ep of Object.values(this.state.endpoints)) if (ep.hostIf && !ep.dnsNames) this.lookUpContainer(ep);
   }
 
   async stop(): Promise<void> {
@@ -281,7 +316,7 @@ export class DockerPlugin {
         s.closeAllConnections();
       });
     }
-    await Promise.allSettled([...this.naming.values()]);
+    await Promise.allSettled([...this.naming.values(), ...this.lookups.values()]);
     await this.queue.catch(() => {});
     rmSync(this.socketPath, { force: true });
   }
@@ -598,6 +633,8 @@ export class DockerPlugin {
     }
     ep.gateway = host.gateway;
     await this.save();
+    // The container's name and aliases become DNS names: Docker names them only after Join returns.
+    this.lookUpContainer(ep);
     // Backends whose containers sit on the whole network (l2, bridge, macvlan) get addresses with the network's
     // prefix: the network is directly connected, so no route through the gateway (there may be no gateway).
     const direct = ep.address.split('/')[1] === host.network.split('/')[1];
@@ -608,6 +645,79 @@ export class DockerPlugin {
       StaticRoutes: direct || !host.gateway ? [] : [{ Destination: host.network, RouteType: 0, NextHop: host.gateway }],
       DisableGatewayService: false,
     };
+  }
+
+  // ---------------- DNS names ----------------
+
+  /**
+   * Asks Docker (in the background: never part of a call Docker waits for) which container an endpoint
+   * belongs to, until it says or containerTimeoutMs passes, then registers its names as a queued call.
+   * Docker lists the endpoint only once the container has started, after Join; a Docker that is slow or
+   * down costs retries and a log line, never a failed `docker run`.
+   */
+  private lookUpContainer(ep: EndpointRecord): void {
+    const lookup = this.opts.ops.containerOfEndpoint;
+    if (!lookup || !this.opts.ops.publishNames || this.lookups.has(ep.id)) return;
+    const id = ep.id;
+    const task = (async () => {
+      const end = Date.now() + (this.opts.containerTimeoutMs ?? 60_000);
+      let wait = 100;
+      let lastErr: string | undefined;
+      while (this.server && this.state.endpoints[id]?.hostIf) {
+        try {
+          const c = await lookup.call(this.opts.ops, ep.networkId, id);
+          if (c) {
+            const r = await this.call('/weft.NameEndpoint', { EndpointID: id, container: { name: c.name, aliases: c.aliases } });
+            if (r.status !== 200) this.opts.log?.warn({ endpoint: id.slice(0, 12), answer: r.body }, 'cannot register the DNS names of a Docker container');
+            return;
+          }
+          lastErr = undefined;
+        } catch (err) {
+          lastErr = (err as Error).message;
+        }
+        if (Date.now() >= end) break;
+        await new Promise((r) => setTimeout(r, Math.min(wait, Math.max(0, end - Date.now()))));
+        wait = Math.min(wait * 2, 2000);
+      }
+      if (this.server && this.state.endpoints[id]?.hostIf) {
+        this.opts.log?.warn(
+          { endpoint: id.slice(0, 12), network: ep.network, ...(lastErr ? { err: lastErr } : {}) },
+          'Docker did not name the container of this endpoint in time: it gets no DNS name',
+        );
+      }
+    })().finally(() => this.lookups.delete(id));
+    this.lookups.set(id, task);
+  }
+
+  /** Queued follow-up of Join: the endpoint's names, when it is still joined. */
+  private async nameEndpoint(b: { EndpointID: string; container: { name: string; aliases: string[] } }): Promise<unknown> {
+    const ep = this.state.endpoints[b.EndpointID];
+    if (!ep?.hostIf) return {}; // left meanwhile
+    const { names, invalid } = containerNames([b.container.name, ...b.container.aliases]);
+    if (invalid.length) this.opts.log?.warn({ container: b.container.name, invalid }, 'names of a Docker container that cannot be DNS names: skipped');
+    ep.container = b.container.name;
+    ep.dnsNames = names;
+    await this.save();
+    await this.applyNames([ep.network]);
+    this.opts.log?.info({ container: b.container.name, network: ep.network, names, address: ep.address }, 'DNS names of a Docker container registered');
+    return {};
+  }
+
+  /** Every endpoint's DNS names to the ops (the whole set: this host's Docker records are made to match it). */
+  private async applyNames(networks?: string[]): Promise<void> {
+    if (!this.opts.ops.publishNames) return;
+    const all: EndpointNames[] = Object.values(this.state.endpoints)
+      .filter((e) => e.dnsNames?.length && (!networks || networks.includes(e.network)))
+      .map((e) => ({ network: e.network, ip: stripPrefix(e.address), names: e.dnsNames!, container: (e.container ?? e.id.slice(0, 12)).slice(0, 256) }));
+    await this.opts.ops.publishNames(all, networks);
+  }
+
+  /** Removes an endpoint's DNS names (leave, delete). A store that fails is logged: Docker's call goes on. */
+  private async dropNames(ep: EndpointRecord): Promise<void> {
+    if (!ep.dnsNames) return;
+    delete ep.dnsNames;
+    await this.save();
+    await this.applyNames([ep.network]).catch((err) => this.opts.log?.warn({ err: (err as Error).message, endpoint: ep.id.slice(0, 12) }, 'cannot remove the DNS names of a Docker container'));
   }
 
   // ---------------- published ports ----------------
@@ -673,6 +783,8 @@ export class DockerPlugin {
     if (!gone.length) return [];
     await this.save();
     if (gone.some((e) => e.ports?.length)) await this.applyPorts();
+    const named = gone.filter((e) => e.dnsNames?.length).map((e) => e.network);
+    if (named.length) await this.applyNames([...new Set(named)]).catch((err) => this.opts.log?.warn({ err: (err as Error).message }, 'cannot remove the DNS names of removed containers'));
     for (const ep of gone) {
       if (ep.hostIf) await this.opts.ops.deleteVeth(ep.network, ep.hostIf).catch(() => {});
       await this.opts.ops.releaseAddress(ep.network, stripPrefix(ep.address)).catch((err) => this.opts.log?.warn({ err: (err as Error).message, address: ep.address }, 'cannot release the address of a removed container'));
@@ -705,6 +817,7 @@ export class DockerPlugin {
     const ep = this.state.endpoints[b.EndpointID];
     if (!ep) return {};
     await this.dropPorts(ep);
+    await this.dropNames(ep);
     if (ep.hostIf) await this.opts.ops.deleteVeth(ep.network, ep.hostIf);
     delete ep.hostIf;
     delete ep.peerIf;
@@ -716,6 +829,7 @@ export class DockerPlugin {
     const ep = this.state.endpoints[b.EndpointID];
     if (!ep) return {};
     await this.dropPorts(ep);
+    await this.dropNames(ep);
     if (ep.hostIf) await this.opts.ops.deleteVeth(ep.network, ep.hostIf);
     delete this.state.endpoints[b.EndpointID];
     await this.save();

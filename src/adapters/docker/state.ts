@@ -42,6 +42,10 @@ export interface EndpointRecord {
   gateway?: string;
   /** Ports published with `docker run -p` (ProgramExternalConnectivity), until revoked. */
   ports?: PublishedPort[];
+  /** The container's name (from the Docker API after Join). */
+  container?: string;
+  /** DNS names registered for the endpoint (container name, then its aliases), until Leave. */
+  dnsNames?: string[];
 }
 
 export interface PluginState {
