@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
  * Everything lives in test-bed namespaces with a fresh prefix and is removed at the end (also on
  * failure and Ctrl-C). Processes are stopped by PID. Traffic only goes to addresses inside them.
  *
- *   node dist/bench/main.js [--only throughput|attach] [--reps N] [--seconds S] [--pings N]
+ *   node dist/bench/main.js [--only throughput|attach|dns] [--reps N] [--seconds S] [--pings N]
  *                           [--attaches N] [--cli N] [--no-rules-row] [--backends LIST] [--json] [--verbose]
  *  - wireguard: weft's wireguard backend next to wireguard-go configured by hand with `wg` (same MTU, same
  *    layout: device with the subnet's network address /32, one peer, a route via the device).
@@ -40,7 +40,7 @@ const CNI_DIR = '/usr/lib/cni';
 // ---------------------------------------------------------------- options
 
 interface Options {
-  only?: 'throughput' | 'attach';
+  only?: 'throughput' | 'attach' | 'dns';
   reps: number;
   seconds: number;
   pings: number;
@@ -59,7 +59,7 @@ const BENCH_BACKENDS = ['host-gw', 'vxlan', 'wireguard', 'l2', 'bridge', 'macvla
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n`);
   process.stderr.write(
-    'usage: node dist/bench/main.js [--only throughput|attach] [--reps N (5)] [--seconds S (3)] [--pings N (20)]\n' +
+    'usage: node dist/bench/main.js [--only throughput|attach|dns] [--reps N (5)] [--seconds S (3)] [--pings N (20)]\n' +
       '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--backends host-gw,vxlan,wireguard,l2,bridge,macvlan,bgp,udp]\n' +
       '                              [--json] [--verbose]\n',
   );
@@ -78,7 +78,7 @@ function parseArgs(argv: string[]): Options {
     switch (a) {
       case '--only': {
         const v = argv[++i];
-        if (v !== 'throughput' && v !== 'attach') usage('--only takes throughput or attach');
+        if (v !== 'throughput' && v !== 'attach' && v !== 'dns') usage('--only takes throughput, attach or dns');
         o.only = v;
         break;
       }
@@ -687,6 +687,19 @@ async function main(): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
+  // the DNS rows come from bench/dns.ts (its own test bed: one host, weft's server next to dnsmasq)
+  const dns = async (): Promise<string | undefined> => {
+    if (opts.only !== undefined && opts.only !== 'dns') return undefined;
+    log('dns: weft agent vs dnsmasq (bench/dns.js)');
+    const r = await run(process.execPath, [path.join(HERE, 'dns.js'), ...(opts.json ? ['--json'] : [])], { allowFail: true });
+    if (r.code !== 0) throw new Error(`bench/dns.js failed: ${r.stderr.trim()}`);
+    return r.stdout.trim();
+  };
+  if (opts.only === 'dns') {
+    process.stdout.write(`${await dns()}\n`);
+    return;
+  }
+
   const tb = await createTestbed({});
   state.tb = tb;
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `weft-bench-${tb.prefix}-`));
@@ -710,10 +723,11 @@ async function main(): Promise<void> {
     command: `node dist/bench/main.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`,
     machine: `${os.cpus().length} CPU (${os.cpus()[0]?.model.trim() ?? '?'}), Linux ${os.release()}, Node ${process.version}`,
   };
+  const dnsOut = await dns();
   if (opts.json) {
-    process.stdout.write(JSON.stringify({ ...meta, options: opts, throughput: tp, attach: at }, null, 2) + '\n');
+    process.stdout.write(JSON.stringify({ ...meta, options: opts, throughput: tp, attach: at, dns: dnsOut === undefined ? undefined : JSON.parse(dnsOut) }, null, 2) + '\n');
   } else {
-    process.stdout.write(markdown(opts, tp, at, meta) + '\n');
+    process.stdout.write(markdown(opts, tp, at, meta) + (dnsOut === undefined ? '' : `\n\n${dnsOut}`) + '\n');
   }
 }
 
