@@ -196,8 +196,11 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: 
     await dockerA.dockerOk(['run', '-d', '--name', 'web', '--network-alias', 'www', '--network', 'prodnet', 'busybox:local', 'sleep', '600']);
     const webIp = await dockerA.dockerOk(['inspect', '-f', '{{.NetworkSettings.Networks.prodnet.IPAddress}}', 'web']);
     const gwB = stB.gateway ?? ipPlus(stB.subnet, 1);
-    // Docker's embedded resolver (127.0.0.11) forwards what it does not know to --dns: B's agent on its gateway
-    await dockerB.dockerOk(['run', '-d', '--name', 'asker', '--network', 'prodnet', '--dns', gwB, '--dns-search', 'weft.local', 'busybox:local', 'sleep', '600']);
+    // Docker's embedded resolver (127.0.0.11) forwards what it does not know to --dns: B's agent on its
+    // gateway, as `weft dns-args` says (Weave's `docker run $(weave dns-args)`)
+    const dnsArgs = (await run(process.execPath, [WEFT_BIN, 'dns-args', '--api', B.api, '--network', 'prodnet'])).stdout.trim();
+    assert.equal(dnsArgs, `--dns=${gwB} --dns-search=weft.local`);
+    await dockerB.dockerOk(['run', '-d', '--name', 'asker', '--network', 'prodnet', ...dnsArgs.split(' '), 'busybox:local', 'sleep', '600']);
     const lookup = async (name: string) => {
       const r = await dockerB.docker(['exec', 'asker', 'nslookup', name], { timeoutMs: 20_000 });
       const addrs = [...r.stdout.split(/^Name:/m).slice(1).join('').matchAll(/Address(?: \d+)?:\s+(\d+\.\d+\.\d+\.\d+)/g)].map((m) => m[1]);

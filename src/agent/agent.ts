@@ -354,6 +354,7 @@ export class Agent implements NetworkDirectory {
       store: { ...h.store },
       endpoints: networks.reduce((a, n) => a + (n.endpoints ?? 0), 0),
       ...(this.ui ? { ui: this.ui.url } : {}),
+      ...(this.dns.serving().length ? { dns: { domain: this.dns.domain, networks: this.dns.serving() } } : {}),
       now: Date.now(),
     };
   }

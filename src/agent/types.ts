@@ -113,6 +113,8 @@ export interface AgentStatus {
   endpoints?: number;
   /** Where the web map listens, when it does. */
   ui?: string;
+  /** The name service: its domain and the networks whose gateway answers DNS (absent with --no-dns). */
+  dns?: { domain: string; networks: string[] };
   /** When the status was taken (ms since epoch). */
   now?: number;
 }

@@ -1,4 +1,6 @@
 import type { Command } from 'commander';
+import { callAgent, DEFAULT_API_SOCKET } from '../agent/client.js';
+import type { AgentStatus } from '../agent/types.js';
 import { getNetwork } from '../config/registry.js';
 import { localPart } from '../dns/answer.js';
 import { normalizeName, type DnsRecord } from '../dns/records.js';
@@ -98,4 +100,24 @@ export function registerDns(program: Command): void {
         printRecords(rows, !!o.json, normalizeName(o.domain));
       });
     });
+
+  program
+    .command('dns-args')
+    .description("print `docker run` options that point a container at this host's weft DNS (Weave's dns-args): docker run $(weft dns-args) ...")
+    .option('--network <name>', 'the network the container joins (default: the host\'s only DNS-serving network)')
+    .option('--api <sock>', 'agent API socket', DEFAULT_API_SOCKET)
+    .action(async (o: { network?: string; api: string }) => {
+      process.stdout.write(`${dnsArgs(await callAgent<AgentStatus>(o.api, 'GET', '/status'), o.network)}\n`);
+    });
+}
+
+/** `--dns=GATEWAY --dns-search=DOMAIN` for a network this agent serves DNS on. */
+export function dnsArgs(st: AgentStatus, network?: string): string {
+  const served = st.dns?.networks ?? [];
+  if (served.length === 0) throw new WeftError('this agent serves no DNS (started with --no-dns, or no network joined yet)');
+  const name = network ?? (served.length === 1 ? served[0]! : undefined);
+  if (name === undefined) throw new WeftError(`DNS is served on several networks (${served.join(', ')}): say which with --network`);
+  const gateway = served.includes(name) ? st.networks.find((n) => n.name === name)?.gateway : undefined;
+  if (!gateway) throw new WeftError(`this agent serves no DNS on network ${name} (it serves ${served.join(', ')})`);
+  return `--dns=${gateway} --dns-search=${st.dns!.domain}`;
 }

@@ -14,7 +14,7 @@ const groups: Array<[string[], () => Promise<Register>]> = [
   [['attach', 'detach', 'ps', 'status'], async () => (await import('./endpoints.js')).registerEndpoints],
   [['demo'], async () => (await import('./demo.js')).registerDemo],
   [['doctor'], async () => (await import('./doctor.js')).registerDoctor],
-  [['dns-add', 'dns-remove', 'dns-lookup'], async () => (await import('./dns.js')).registerDns],
+  [['dns-add', 'dns-remove', 'dns-lookup', 'dns-args'], async () => (await import('./dns.js')).registerDns],
   [['install-cni'], async () => (await import('./cni.js')).registerCni],
   [['rotate-keys'], async () => (await import('./wireguard.js')).registerWireguard],
   [['ui'], async () => (await import('./ui.js')).registerUi],

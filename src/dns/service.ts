@@ -61,6 +61,11 @@ export class DnsService {
   private readonly servers = new Map<string, Running>();
   private readonly log: Logger;
 
+  /** The networks whose gateway this service answers on now. */
+  serving(): string[] {
+    return [...this.servers.keys()];
+  }
+
   constructor(private readonly o: DnsServiceOptions) {
     this.domain = normalizeName(o.domain ?? DEFAULT_DNS_DOMAIN);
     this.log = o.log.child({ component: 'dns' });
