@@ -13,6 +13,7 @@ import { removeBridge } from '../system/bridge.js';
 import { getLink } from '../system/ip.js';
 import { removeAntispoof } from '../system/antispoof.js';
 import { removeAllWeftRules } from '../system/iptables.js';
+import { stopNetlink } from '../system/netlink.js';
 import { stopWarm } from '../system/warm.js';
 import { findUnderlay } from '../system/underlay.js';
 import { WeftError } from '../util/errors.js';
@@ -442,7 +443,8 @@ export class Agent implements NetworkDirectory {
     await this.dns.stop();
     for (const r of this.runners.values()) await r.stop();
     await this.store.close();
-    stopWarm(); // the attach path's idle processes (src/system/warm.ts)
+    stopWarm(); // the attach path's idle processes (src/system/warm.ts, src/system/netlink.ts)
+    stopNetlink();
     for (const l of this.locks.splice(0)) await l.release();
   }
 
