@@ -23,7 +23,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../.
 export const NETLINK_BINARY = path.join(ROOT, 'build/Release/weft-netlink');
 
 /** errno names the helper's numbers map to (those kernelFailure and messages care about). */
-const ERRNO: Record<number, string> = { 1: 'EPERM', 2: 'ENOENT', 3: 'ESRCH', 13: 'EACCES', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV', 22: 'EINVAL', 95: 'EOPNOTSUPP', 98: 'EADDRINUSE' };
+const ERRNO: Record<number, string> = { 1: 'EPERM', 2: 'ENOENT', 3: 'ESRCH', 13: 'EACCES', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV', 22: 'EINVAL', 95: 'EOPNOTSUPP', 98: 'EADDRINUSE', 101: 'ENETUNREACH' };
 
 /** A kernel call of the helper failed: `errno` as the kernel said it, `step` what was being done. */
 export class NetlinkError extends Error {
@@ -48,6 +48,11 @@ let helper: { child: ChildProcess; buf: string; pending: Map<number, Pending> } 
 let nextId = 1;
 /** Set once the binary is found missing or fails to start: every later call uses `ip`. */
 let broken = process.env.WEFT_NO_NETLINK !== undefined;
+
+/** Turns the helper off (every caller then uses `ip -batch`) or on again; for tests comparing the two paths. */
+export function setNetlinkEnabled(on: boolean): void {
+  broken = !on;
+}
 
 /** True when requests go to the helper (else callers use `ip -batch`). */
 export function netlinkReady(): boolean {
