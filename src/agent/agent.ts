@@ -374,8 +374,8 @@ export class Agent implements NetworkDirectory {
         ],
       },
       // an attach right after the agent started waits for the networks it is joining (the API answers at once)
-      { method: 'POST', path: '/attach', body: attachRequestSchema, handler: async (body) => (await this.initialJoins, this.endpoints.attach(body as AttachRequest).finally(() => void this.health.probe())) },
-      { method: 'POST', path: '/detach', body: detachRequestSchema, handler: async (body) => (await this.initialJoins, this.endpoints.detach(body as DetachRequest).finally(() => void this.health.probe())) },
+      { method: 'POST', path: '/attach', body: attachRequestSchema, handler: async (body) => (await this.initialJoins, this.endpoints.attach(body as AttachRequest).finally(() => this.health.probeSoon())) },
+      { method: 'POST', path: '/detach', body: detachRequestSchema, handler: async (body) => (await this.initialJoins, this.endpoints.detach(body as DetachRequest).finally(() => this.health.probeSoon())) },
       { method: 'POST', path: '/docker-opts', body: dockerOptsRequestSchema, handler: (body) => this.dockerOpts((body ?? {}) as { network?: string }) },
       { method: 'POST', path: '/rotate-keys', body: rotateKeysRequestSchema, handler: (body) => this.rotateKeys(body) },
       {
