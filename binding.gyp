@@ -5,6 +5,12 @@
       "type": "executable",
       "sources": ["src/backends/udp/native/weft-udpd.c"],
       "cflags": ["-O2", "-Wall"]
+    },
+    {
+      "target_name": "weft-netlink",
+      "type": "executable",
+      "sources": ["src/system/native/weft-netlink.c"],
+      "cflags": ["-O2", "-Wall", "-Wno-stringop-overflow"]
     }
   ]
 }

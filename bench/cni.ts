@@ -10,6 +10,7 @@
  * The timing loop runs inside the host's namespace (this file again with --worker, under nsenter), where a
  * runtime would run the plugins.
  */
+import '../src/backends/all.js';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';

@@ -49,7 +49,11 @@ async function main(): Promise<void> {
     h.containers.push(...nss);
     await agent.attach(nss[0]!); // warm-up
     const traceFile = path.join(dir, 'strace.txt');
-    strace = spawn('strace', ['-f', '-ttt', '-e', 'trace=execve,fsync,fdatasync', '-o', traceFile, '-p', String(agent.pid)], { stdio: 'ignore' });
+    // the agent and the helpers it keeps (the warm bash runner, weft-netlink, ebtables-restore): a process
+    // spawned by any of them during an attach is seen, not only the agent's own
+    const pids = [agent.pid!, ...descendants(agent.pid!)];
+    strace = spawn('strace', ['-f', '-ttt', '-e', 'trace=execve,fsync,fdatasync', '-o', traceFile, ...pids.flatMap((p) => ['-p', String(p)])], { stdio: 'ignore' });
+    console.log(`tracing the agent (pid ${agent.pid}) and its ${pids.length - 1} helper processes: ${pids.slice(1).map((p) => `${p} ${comm(p)}`).join(', ') || 'none'}`);
     await new Promise((r) => setTimeout(r, 500));
     const marks: Array<{ t0: number; t1: number }> = [];
     for (const ns of nss.slice(1)) {
@@ -82,6 +86,34 @@ async function main(): Promise<void> {
   } finally {
     await stop();
   }
+}
+
+function comm(pid: number): string {
+  try {
+    return fs.readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '?';
+  }
+}
+
+/** Every process below `pid` (from /proc/PID/stat's parent field). */
+function descendants(pid: number): number[] {
+  const parent = new Map<number, number>();
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      parent.set(Number(d), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]));
+    } catch {
+      /* gone */
+    }
+  }
+  const out: number[] = [];
+  const walk = (p: number) => {
+    for (const [c, pp] of parent) if (pp === p) (out.push(c), walk(c));
+  };
+  walk(pid);
+  return out;
 }
 
 main().catch((e: unknown) => {

@@ -8,7 +8,8 @@ import { getSysctl, enableIpForward } from '../src/system/sysctl.js';
 import { connectedPrefixes, findUnderlay } from '../src/system/underlay.js';
 import { attachVeth, createVethPair, detachVeth, hostIfName, listNetnsInterfaces, nextIfName } from '../src/system/veth.js';
 import { cleanupPrefix, createTestbed, type Testbed } from '../src/testbed/index.js';
-import { run } from '../src/system/exec.js';
+import { kernelFailure, run } from '../src/system/exec.js';
+import { NetlinkError, netlinkReady, setNetlinkEnabled } from '../src/system/netlink.js';
 import { createLink } from '../src/system/kernel.js';
 import { WeftError } from '../src/util/errors.js';
 
@@ -174,4 +175,64 @@ test('a device type the kernel lacks fails naming the kernel feature', async () 
     assert.match(e.message, /kernel has no dummy support \(module dummy, CONFIG_DUMMY\)/);
     return true;
   });
+});
+
+test('the netlink helper and the ip -batch fallback leave the same kernel state; failures are classified and leave nothing', async () => {
+  const ns = tb.hosts[1]!.ns;
+  await ensureBridge('weft5', '10.77.5.1/24', 1450, { netns: ns });
+  const facts = async (c: string, hostIf: string) => {
+    const eth0 = await getLink('eth0', { netns: c });
+    const lo = await getLink('lo', { netns: c });
+    const host = await getLink(hostIf, { netns: ns });
+    const routes = await ipJson<Array<Record<string, unknown>>>(['-4', 'route', 'show'], { netns: c });
+    return {
+      eth0: { mtu: eth0?.mtu, address: eth0?.address, up: eth0?.flags?.includes('UP'), kind: eth0?.linkinfo?.info_kind, inet: eth0?.addr_info?.filter((a) => a.family === 'inet').map((a) => [a.local, a.prefixlen, a.scope]) },
+      lo: lo?.flags?.includes('UP'),
+      host: { master: host?.master, mtu: host?.mtu, up: host?.flags?.includes('UP'), kind: host?.linkinfo?.info_kind },
+      routes: routes.map((r) => ({ ...r, prefsrc: r.prefsrc ? 'x' : undefined })),
+    };
+  };
+  const made: Record<string, unknown> = {};
+  for (const [k, on] of [['netlink', true], ['ip', false]] as const) {
+    setNetlinkEnabled(on);
+    try {
+      assert.equal(netlinkReady(), on);
+      const c = await tb.addContainer('h2', `nl${k}`);
+      const hostIf = `vwnl${k}`;
+      await attachVeth({ netns: c, ifname: 'eth0', address: `10.77.5.${on ? 2 : 3}/24`, gateway: '10.77.5.1', mtu: 1400, bridge: 'weft5', hostIf, hostNetns: ns, mac: '02:42:0a:4d:05:09' });
+      const f = await facts(c, hostIf);
+      f.eth0.inet = f.eth0.inet?.map(([, len, scope]) => ['x', len, scope]);
+      made[k] = f;
+      await waitFor(`${k}: the container reaches its gateway`, 15_000, () => tb.ping(c, '10.77.5.1'));
+      assert.equal(await detachVeth(hostIf, { netns: ns }), true);
+      assert.equal(await detachVeth(hostIf, { netns: ns }), false);
+    } finally {
+      setNetlinkEnabled(true);
+    }
+  }
+  assert.deepEqual(made.netlink, made.ip);
+
+  // failures through the helper: EEXIST of the peer name, a missing bridge, a missing namespace; none leaves a link
+  const c = await tb.addContainer('h2', 'nlfail');
+  const base = { netns: c, ifname: 'eth0', address: '10.77.5.7/24', gateway: '10.77.5.1', mtu: 1450, bridge: 'weft5', hostNetns: ns };
+  await attachVeth({ ...base, hostIf: 'vwnlf0' });
+  const dup = await attachVeth({ ...base, hostIf: 'vwnlf1' }).then(() => undefined, (e: unknown) => e);
+  assert.ok(dup instanceof NetlinkError, String(dup));
+  assert.equal(kernelFailure(dup), 'exists');
+  assert.match((dup as Error).message, /File exists/);
+  assert.equal(await getLink('vwnlf1', { netns: ns }), null, 'nothing left of the clashing attach');
+  const nobr = await attachVeth({ ...base, ifname: 'eth1', hostIf: 'vwnlf2', bridge: 'nosuchbr' }).then(() => undefined, (e: unknown) => e);
+  assert.equal(kernelFailure(nobr), 'missing');
+  assert.equal(await getLink('vwnlf2', { netns: ns }), null);
+  const nons = await attachVeth({ ...base, netns: `${tb.prefix}-gone`, hostIf: 'vwnlf3' }).then(() => undefined, (e: unknown) => e);
+  assert.equal(kernelFailure(nons), 'missing');
+  assert.equal(await getLink('vwnlf3', { netns: ns }), null);
+  // the second half failing (a gateway off the container's subnet) deletes the veth it made
+  const half = await attachVeth({ ...base, ifname: 'eth2', hostIf: 'vwnlf4', address: '10.77.5.8/24', gateway: '10.99.0.1' }).then(() => undefined, (e: unknown) => e);
+  assert.ok(half instanceof NetlinkError, String(half));
+  assert.equal(half.code, 'ENETUNREACH');
+  assert.match(half.message, /route add default via 10\.99\.0\.1 dev eth2: Network is unreachable/);
+  assert.equal(await getLink('vwnlf4', { netns: ns }), null, 'the veth of a failed configure is gone');
+  assert.equal(await getLink('eth2', { netns: c }), null);
+  assert.equal(await detachVeth('vwnlf0', { netns: ns }), true);
 });

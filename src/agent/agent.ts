@@ -13,6 +13,7 @@ import { removeBridge } from '../system/bridge.js';
 import { getLink } from '../system/ip.js';
 import { removeAntispoof } from '../system/antispoof.js';
 import { removeAllWeftRules } from '../system/iptables.js';
+import { stopNetlink } from '../system/netlink.js';
 import { stopWarm } from '../system/warm.js';
 import { findUnderlay } from '../system/underlay.js';
 import { WeftError } from '../util/errors.js';
@@ -374,8 +375,8 @@ export class Agent implements NetworkDirectory {
         ],
       },
       // an attach right after the agent started waits for the networks it is joining (the API answers at once)
-      { method: 'POST', path: '/attach', body: attachRequestSchema, handler: async (body) => (await this.initialJoins, this.endpoints.attach(body as AttachRequest).finally(() => void this.health.probe())) },
-      { method: 'POST', path: '/detach', body: detachRequestSchema, handler: async (body) => (await this.initialJoins, this.endpoints.detach(body as DetachRequest).finally(() => void this.health.probe())) },
+      { method: 'POST', path: '/attach', body: attachRequestSchema, handler: async (body) => (await this.initialJoins, this.endpoints.attach(body as AttachRequest).finally(() => this.health.probeSoon())) },
+      { method: 'POST', path: '/detach', body: detachRequestSchema, handler: async (body) => (await this.initialJoins, this.endpoints.detach(body as DetachRequest).finally(() => this.health.probeSoon())) },
       { method: 'POST', path: '/docker-opts', body: dockerOptsRequestSchema, handler: (body) => this.dockerOpts((body ?? {}) as { network?: string }) },
       { method: 'POST', path: '/rotate-keys', body: rotateKeysRequestSchema, handler: (body) => this.rotateKeys(body) },
       {
@@ -443,7 +444,8 @@ export class Agent implements NetworkDirectory {
     await this.dns.stop();
     for (const r of this.runners.values()) await r.stop();
     await this.store.close();
-    stopWarm(); // the attach path's idle processes (src/system/warm.ts)
+    stopWarm(); // the attach path's idle processes (src/system/warm.ts, src/system/netlink.ts)
+    stopNetlink();
     for (const l of this.locks.splice(0)) await l.release();
   }
 

@@ -57,7 +57,24 @@ export class HealthProbe {
 
   stop(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.soonTimer) clearTimeout(this.soonTimer);
     return this.running ?? Promise.resolve();
+  }
+
+  private soonTimer?: NodeJS.Timeout;
+
+  /**
+   * A round shortly after a change (attach, detach): once the burst is over and its answers are sent. The
+   * round's store reads are synchronous (SQLite) and cost about a millisecond per hundred records: run at
+   * once, they delayed the attach's own answer and the next attach.
+   */
+  probeSoon(delayMs = 100): void {
+    if (this.soonTimer) clearTimeout(this.soonTimer);
+    this.soonTimer = setTimeout(() => {
+      this.soonTimer = undefined;
+      void this.probe();
+    }, delayMs);
+    this.soonTimer.unref();
   }
 
   /** One round of probes (at most one at a time). */

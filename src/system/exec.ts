@@ -63,6 +63,15 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
 export type KernelFailure = 'exists' | 'missing' | 'unsupported' | 'permission' | 'other';
 
 export function kernelFailure(err: unknown): KernelFailure {
+  // rtnetlink (./netlink.ts): the kernel's errno itself
+  const errno = (err as { name?: unknown; errno?: unknown } | null)?.name === 'NetlinkError' ? (err as { errno: number }).errno : undefined;
+  if (errno !== undefined) {
+    if (errno === 17 || errno === 98) return 'exists'; // EEXIST, EADDRINUSE
+    if (errno === 2 || errno === 3 || errno === 19) return 'missing'; // ENOENT, ESRCH, ENODEV
+    if (errno === 95 || errno === 93) return 'unsupported'; // EOPNOTSUPP, EPROTONOSUPPORT
+    if (errno === 1 || errno === 13) return 'permission'; // EPERM, EACCES
+    return 'other';
+  }
   const text = err instanceof ExecError ? `${err.stderr}\n${err.stdout}` : err instanceof Error ? err.message : String(err);
   if (/File exists|already exists|Address already in use/i.test(text)) return 'exists';
   if (/does not exist|Cannot find device|No such device|No such process|not found|No such file/i.test(text)) return 'missing';

@@ -20,6 +20,12 @@ export function netnsArg(ns: NetnsRef | string): string {
   return 'name' in r ? r.name : String(r.pid);
 }
 
+/** The namespace's file: /run/netns/NAME or /proc/PID/ns/net (what setns and IFLA_NET_NS_FD open). */
+export function netnsPath(ns: NetnsRef | string): string {
+  const r = toRef(ns);
+  return 'name' in r ? `${NETNS_DIR}/${r.name}` : `/proc/${r.pid}/ns/net`;
+}
+
 export function describeNetns(ns: NetnsRef | string): string {
   const r = toRef(ns);
   return 'name' in r ? `netns ${r.name}` : `netns of pid ${r.pid}`;

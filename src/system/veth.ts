@@ -4,6 +4,7 @@ import { WeftError } from '../util/errors.js';
 import { run } from './exec.js';
 import { getLink, ipBatch, listInterfaces } from './ip.js';
 import { inNetns, netnsArg, toRef, type NetnsRef, type NsOpts } from './netns.js';
+import { NetlinkError, netlinkCanReach, netlinkReady, nlConfigure, nlCreateVeth, nlDeleteLink } from './netlink.js';
 import { warmIpBatch } from './warm.js';
 
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -84,12 +85,23 @@ export async function attachVeth(o: AttachOptions): Promise<{ hostIf: string; ma
 
 /**
  * The first half of attachVeth: the veth, its container end (down, unaddressed) made inside the container's
- * namespace, its host end on the bridge and up. One `ip -batch` process; nothing is left on failure.
+ * namespace, its host end on the bridge and up. One rtnetlink request (./netlink.ts), or one `ip -batch`
+ * process without the helper; nothing is left on failure.
  */
 export async function createVethInPlace(o: AttachOptions): Promise<{ hostIf: string; mac: string }> {
   checkName(o.ifname, 'interface');
   checkName(o.hostIf, 'host interface');
   const mac = o.mac ?? randomMac();
+  if (netlinkReady() && netlinkCanReach(o.netns, o.hostNetns)) {
+    try {
+      await nlCreateVeth({ hostIf: o.hostIf, ifname: o.ifname, mtu: o.mtu, mac, netns: o.netns, bridge: o.bridge, hostNetns: o.hostNetns });
+    } catch (e) {
+      // the kernel undoes a failed RTM_NEWLINK itself; only a helper that died unanswered may have made it
+      if (!(e instanceof NetlinkError)) await deleteLink(o.hostIf, o.hostNetns).catch(() => {});
+      throw e;
+    }
+    return { hostIf: o.hostIf, mac };
+  }
   const host = [
     `link add ${o.hostIf} mtu ${o.mtu} type veth peer name ${o.ifname} mtu ${o.mtu} address ${mac} netns ${netnsArg(o.netns)}`,
     `link set ${o.hostIf} master ${o.bridge} up`,
@@ -106,12 +118,21 @@ export async function createVethInPlace(o: AttachOptions): Promise<{ hostIf: str
 
 /** The second half: the container end addressed, up, with its route; the veth is deleted on failure. */
 export async function configureContainerEnd(o: AttachOptions): Promise<void> {
+  if (netlinkReady() && netlinkCanReach(o.netns, o.hostNetns)) {
+    try {
+      await nlConfigure({ netns: o.netns, ifname: o.ifname, address: o.address, gateway: o.gateway, routeTo: o.routeTo });
+    } catch (e) {
+      await deleteLink(o.hostIf, o.hostNetns).catch(() => {});
+      throw e;
+    }
+    return;
+  }
   const inner = ['link set lo up', `addr add ${o.address} dev ${o.ifname}`, `link set ${o.ifname} up`];
   if (o.gateway) inner.push(`route add ${o.routeTo ?? 'default'} via ${o.gateway} dev ${o.ifname}`);
   try {
     await warmIpBatch(inner, { netns: o.netns });
   } catch (e) {
-    await ipBatch([`link del ${o.hostIf}`], { netns: o.hostNetns, force: true }).catch(() => {});
+    await deleteLink(o.hostIf, o.hostNetns).catch(() => {});
     throw e;
   }
 }
@@ -119,9 +140,32 @@ export async function configureContainerEnd(o: AttachOptions): Promise<void> {
 /** Deletes the host end (the container end goes with it). Returns false when it did not exist. */
 export async function detachVeth(hostIf: string, opts: NsOpts = {}): Promise<boolean> {
   checkName(hostIf, 'host interface');
+  if (netlinkReady() && netlinkCanReach(opts.netns)) {
+    try {
+      await nlDeleteLink(hostIf, opts.netns);
+      return true;
+    } catch (e) {
+      if (e instanceof NetlinkError && e.code === 'ENODEV') return false;
+      if (e instanceof NetlinkError) throw e;
+      // the helper died unanswered: ask `ip` below
+    }
+  }
   if (!(await getLink(hostIf, opts))) return false;
   await ipBatch([`link del ${hostIf}`], opts);
   return true;
+}
+
+/** Deletes a link whatever it is (cleanup after a failed attach): netlink, else `ip -force`. */
+async function deleteLink(name: string, netns?: NetnsRef | string): Promise<void> {
+  if (netlinkReady() && netlinkCanReach(netns)) {
+    try {
+      await nlDeleteLink(name, netns);
+      return;
+    } catch (e) {
+      if (e instanceof NetlinkError && e.code === 'ENODEV') return;
+    }
+  }
+  await ipBatch([`link del ${name}`], { netns, force: true });
 }
 
 /**

@@ -1,0 +1,357 @@
+/*
+ * weft-netlink: the kernel side of a container attach over rtnetlink, without a process per step. The agent
+ * (src/system/netlink.ts) starts one and keeps it; each request is one line on stdin, each answer one line
+ * on stdout, in order. Fields are separated by tabs; "-" is an absent optional field. Namespaces are paths
+ * (/run/netns/NAME, /proc/PID/ns/net); "-" is this process's own namespace.
+ *
+ *   V ID HOSTNS HOSTIF PEERIF MTU MAC PEERNS MASTER
+ *       `ip link add HOSTIF mtu MTU master MASTER up type veth peer name PEERIF mtu MTU address MAC netns PEERNS`
+ *       in one RTM_NEWLINK (NLM_F_EXCL): the peer is made directly inside PEERNS (IFLA_NET_NS_FD), down;
+ *       the host end is on MASTER and up. The kernel undoes the whole link when any part fails.
+ *   C ID NS IFNAME CIDR GATEWAY ROUTETO
+ *       Inside NS: lo up, CIDR on IFNAME, IFNAME up, then (GATEWAY not "-") a route to ROUTETO ("default" or
+ *       a CIDR) via GATEWAY dev IFNAME. Stops at the first failing step (the caller deletes the veth).
+ *   D ID NS IFNAME
+ *       `ip link del IFNAME` inside NS.
+ *   P ID
+ *       Answers (a liveness check).
+ *
+ * Answer: "ID 0", or "ID ERRNO STEP: strerror(ERRNO)" (ERRNO positive, e.g. 17 for EEXIST). A malformed
+ * request is answered with EINVAL. The process exits when stdin closes, and with its parent (PDEATHSIG).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <net/if.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_link.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/veth.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define MAX_FIELDS 12
+#define BUF 4096
+
+static int self_ns = -1;
+static unsigned seq = 1;
+static char step[160];
+
+struct req {
+  struct nlmsghdr n;
+  char buf[BUF];
+};
+
+static struct rtattr *add_attr(struct nlmsghdr *n, int type, const void *data, int len) {
+  struct rtattr *rta = (struct rtattr *)((char *)n + NLMSG_ALIGN(n->nlmsg_len));
+  rta->rta_type = type;
+  rta->rta_len = RTA_LENGTH(len);
+  if (len) memcpy(RTA_DATA(rta), data, len);
+  n->nlmsg_len = NLMSG_ALIGN(n->nlmsg_len) + RTA_ALIGN(rta->rta_len);
+  return rta;
+}
+static struct rtattr *nest_begin(struct nlmsghdr *n, int type) { return add_attr(n, type, NULL, 0); }
+static void nest_end(struct nlmsghdr *n, struct rtattr *nest) { nest->rta_len = (char *)n + n->nlmsg_len - (char *)nest; }
+static void add_u32(struct nlmsghdr *n, int type, uint32_t v) { add_attr(n, type, &v, 4); }
+static void add_str(struct nlmsghdr *n, int type, const char *s) { add_attr(n, type, s, strlen(s) + 1); }
+
+static int nl_open(void) {
+  int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (s < 0) return -errno;
+  struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+  if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    int e = errno;
+    close(s);
+    return -e;
+  }
+  return s;
+}
+
+/* Sends one request and waits for its acknowledgement: 0 or a positive errno. */
+static int nl_talk(int s, struct nlmsghdr *n) {
+  n->nlmsg_seq = ++seq;
+  n->nlmsg_flags |= NLM_F_REQUEST | NLM_F_ACK;
+  struct sockaddr_nl sa = {.nl_family = AF_NETLINK};
+  if (sendto(s, n, n->nlmsg_len, 0, (struct sockaddr *)&sa, sizeof sa) < 0) return errno;
+  char buf[8192];
+  for (;;) {
+    ssize_t r = recv(s, buf, sizeof buf, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    int len = (int)r;
+    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len)) {
+      if (h->nlmsg_seq != n->nlmsg_seq) continue;
+      if (h->nlmsg_type == NLMSG_ERROR) {
+        struct nlmsgerr *e = (struct nlmsgerr *)NLMSG_DATA(h);
+        return e->error < 0 ? -e->error : 0;
+      }
+    }
+  }
+}
+
+/* Enters the namespace at `path` ("-": stay). Returns 0 or a positive errno. */
+static int enter_ns(const char *path) {
+  if (strcmp(path, "-") == 0) return 0;
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int r = setns(fd, CLONE_NEWNET) < 0 ? errno : 0;
+  close(fd);
+  return r;
+}
+static void leave_ns(const char *path) {
+  if (strcmp(path, "-") == 0) return;
+  if (setns(self_ns, CLONE_NEWNET) < 0) {
+    /* every later request would run in the wrong namespace: better to die (the agent falls back to ip) */
+    perror("weft-netlink: setns back");
+    exit(70);
+  }
+}
+
+static int ifindex(const char *name) {
+  unsigned i = if_nametoindex(name);
+  return i ? (int)i : -(errno ? errno : ENODEV);
+}
+
+static int parse_mac(const char *s, unsigned char mac[6]) {
+  unsigned v[6];
+  char tail;
+  if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &tail) != 6) return -1;
+  for (int i = 0; i < 6; i++) {
+    if (v[i] > 255) return -1;
+    mac[i] = (unsigned char)v[i];
+  }
+  return 0;
+}
+
+/* "10.1.2.3/24" → address and prefix length; "default" → 0.0.0.0/0. */
+static int parse_cidr(const char *s, struct in_addr *a, int *len) {
+  if (strcmp(s, "default") == 0) {
+    a->s_addr = 0;
+    *len = 0;
+    return 0;
+  }
+  char tmp[64];
+  if (strlen(s) >= sizeof tmp) return -1;
+  strcpy(tmp, s);
+  char *slash = strchr(tmp, '/');
+  *len = 32;
+  if (slash) {
+    *slash = 0;
+    char *end;
+    long l = strtol(slash + 1, &end, 10);
+    if (*end || l < 0 || l > 32 || end == slash + 1) return -1;
+    *len = (int)l;
+  }
+  return inet_pton(AF_INET, tmp, a) == 1 ? 0 : -1;
+}
+
+static int link_up(int s, int idx) {
+  struct req r = {0};
+  r.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+  r.n.nlmsg_type = RTM_NEWLINK;
+  struct ifinfomsg *ifi = NLMSG_DATA(&r.n);
+  ifi->ifi_family = AF_UNSPEC;
+  ifi->ifi_index = idx;
+  ifi->ifi_flags = IFF_UP;
+  ifi->ifi_change = IFF_UP;
+  return nl_talk(s, &r.n);
+}
+
+#define FAIL(e, ...)                                  \
+  do {                                                \
+    snprintf(step, sizeof step, __VA_ARGS__);         \
+    err = (e);                                        \
+    goto out;                                         \
+  } while (0)
+
+/* V ID HOSTNS HOSTIF PEERIF MTU MAC PEERNS MASTER */
+static int op_veth(char **f) {
+  int err = 0, s = -1, peerfd = -1;
+  const char *hostns = f[2], *hostif = f[3], *peerif = f[4], *mac = f[6], *peerns = f[7], *master = f[8];
+  char *end;
+  long mtu = strtol(f[5], &end, 10);
+  unsigned char hw[6];
+  if (*end || mtu < 68 || mtu > 65535) FAIL(EINVAL, "mtu %s", f[5]);
+  if (strlen(hostif) >= IFNAMSIZ || strlen(peerif) >= IFNAMSIZ) FAIL(EINVAL, "interface name too long");
+  if (strcmp(mac, "-") != 0 && parse_mac(mac, hw) < 0) FAIL(EINVAL, "mac %s", mac);
+  peerfd = open(peerns, O_RDONLY | O_CLOEXEC);
+  if (peerfd < 0) FAIL(errno, "open %s", peerns);
+  if ((err = enter_ns(hostns))) FAIL(err, "enter %s", hostns);
+  s = nl_open();
+  int master_idx = 0;
+  if (s < 0) {
+    err = -s;
+    s = -1;
+    snprintf(step, sizeof step, "netlink socket");
+  } else if (strcmp(master, "-") != 0 && (master_idx = ifindex(master)) < 0) {
+    err = -master_idx;
+    snprintf(step, sizeof step, "bridge %s", master);
+  }
+  leave_ns(hostns);
+  if (err) goto out;
+
+  struct req r = {0};
+  r.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+  r.n.nlmsg_type = RTM_NEWLINK;
+  r.n.nlmsg_flags = NLM_F_CREATE | NLM_F_EXCL;
+  struct ifinfomsg *ifi = NLMSG_DATA(&r.n);
+  ifi->ifi_family = AF_UNSPEC;
+  ifi->ifi_flags = IFF_UP;
+  ifi->ifi_change = IFF_UP;
+  add_str(&r.n, IFLA_IFNAME, hostif);
+  add_u32(&r.n, IFLA_MTU, (uint32_t)mtu);
+  if (master_idx) add_u32(&r.n, IFLA_MASTER, (uint32_t)master_idx);
+  struct rtattr *linkinfo = nest_begin(&r.n, IFLA_LINKINFO);
+  add_str(&r.n, IFLA_INFO_KIND, "veth");
+  struct rtattr *data = nest_begin(&r.n, IFLA_INFO_DATA);
+  struct rtattr *peer = nest_begin(&r.n, VETH_INFO_PEER);
+  struct ifinfomsg pifi = {.ifi_family = AF_UNSPEC};
+  /* the peer's ifinfomsg sits in front of its attributes */
+  memcpy((char *)&r.n + r.n.nlmsg_len, &pifi, sizeof pifi);
+  r.n.nlmsg_len += NLMSG_ALIGN(sizeof pifi);
+  add_str(&r.n, IFLA_IFNAME, peerif);
+  add_u32(&r.n, IFLA_MTU, (uint32_t)mtu);
+  if (strcmp(mac, "-") != 0) add_attr(&r.n, IFLA_ADDRESS, hw, 6);
+  add_u32(&r.n, IFLA_NET_NS_FD, (uint32_t)peerfd);
+  nest_end(&r.n, peer);
+  nest_end(&r.n, data);
+  nest_end(&r.n, linkinfo);
+  if ((err = nl_talk(s, &r.n))) FAIL(err, "link add %s type veth peer name %s netns %s", hostif, peerif, peerns);
+out:
+  if (s >= 0) close(s);
+  if (peerfd >= 0) close(peerfd);
+  return err;
+}
+
+/* C ID NS IFNAME CIDR GATEWAY ROUTETO */
+static int op_conf(char **f) {
+  int err = 0, s = -1;
+  const char *ns = f[2], *ifname = f[3], *cidr = f[4], *gw = f[5], *to = f[6];
+  struct in_addr addr, gwa = {0}, dst;
+  int plen, dlen = 0;
+  if (parse_cidr(cidr, &addr, &plen) < 0) FAIL(EINVAL, "address %s", cidr);
+  if (strcmp(gw, "-") != 0) {
+    if (inet_pton(AF_INET, gw, &gwa) != 1) FAIL(EINVAL, "gateway %s", gw);
+    if (parse_cidr(to, &dst, &dlen) < 0) FAIL(EINVAL, "route %s", to);
+  }
+  if ((err = enter_ns(ns))) {
+    snprintf(step, sizeof step, "enter %s", ns);
+    return err;
+  }
+  s = nl_open();
+  if (s < 0) FAIL(-s, "netlink socket");
+  int lo = ifindex("lo"), idx = ifindex(ifname);
+  if (lo < 0) FAIL(-lo, "lo");
+  if (idx < 0) FAIL(-idx, "device %s", ifname);
+  if ((err = link_up(s, lo))) FAIL(err, "link set lo up");
+
+  struct req r = {0};
+  r.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifaddrmsg));
+  r.n.nlmsg_type = RTM_NEWADDR;
+  r.n.nlmsg_flags = NLM_F_CREATE | NLM_F_EXCL;
+  struct ifaddrmsg *ifa = NLMSG_DATA(&r.n);
+  ifa->ifa_family = AF_INET;
+  ifa->ifa_prefixlen = (unsigned char)plen;
+  ifa->ifa_scope = RT_SCOPE_UNIVERSE;
+  ifa->ifa_index = (unsigned)idx;
+  add_attr(&r.n, IFA_LOCAL, &addr, 4);
+  add_attr(&r.n, IFA_ADDRESS, &addr, 4);
+  if ((err = nl_talk(s, &r.n))) FAIL(err, "addr add %s dev %s", cidr, ifname);
+
+  if ((err = link_up(s, idx))) FAIL(err, "link set %s up", ifname);
+
+  if (strcmp(gw, "-") != 0) {
+    struct req rt = {0};
+    rt.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct rtmsg));
+    rt.n.nlmsg_type = RTM_NEWROUTE;
+    rt.n.nlmsg_flags = NLM_F_CREATE | NLM_F_EXCL;
+    struct rtmsg *rtm = NLMSG_DATA(&rt.n);
+    rtm->rtm_family = AF_INET;
+    rtm->rtm_dst_len = (unsigned char)dlen;
+    rtm->rtm_table = RT_TABLE_MAIN;
+    rtm->rtm_protocol = RTPROT_BOOT;
+    rtm->rtm_scope = RT_SCOPE_UNIVERSE;
+    rtm->rtm_type = RTN_UNICAST;
+    if (dlen) add_attr(&rt.n, RTA_DST, &dst, 4);
+    add_attr(&rt.n, RTA_GATEWAY, &gwa, 4);
+    add_u32(&rt.n, RTA_OIF, (uint32_t)idx);
+    if ((err = nl_talk(s, &rt.n))) FAIL(err, "route add %s via %s dev %s", to, gw, ifname);
+  }
+out:
+  if (s >= 0) close(s);
+  leave_ns(ns);
+  return err;
+}
+
+/* D ID NS IFNAME */
+static int op_del(char **f) {
+  int err = 0, s = -1;
+  const char *ns = f[2], *ifname = f[3];
+  if (strlen(ifname) >= IFNAMSIZ) FAIL(EINVAL, "interface name too long");
+  if ((err = enter_ns(ns))) {
+    snprintf(step, sizeof step, "enter %s", ns);
+    return err;
+  }
+  s = nl_open();
+  if (s < 0) FAIL(-s, "netlink socket");
+  struct req r = {0};
+  r.n.nlmsg_len = NLMSG_LENGTH(sizeof(struct ifinfomsg));
+  r.n.nlmsg_type = RTM_DELLINK;
+  struct ifinfomsg *ifi = NLMSG_DATA(&r.n);
+  ifi->ifi_family = AF_UNSPEC;
+  add_str(&r.n, IFLA_IFNAME, ifname);
+  if ((err = nl_talk(s, &r.n))) FAIL(err, "link del %s", ifname);
+out:
+  if (s >= 0) close(s);
+  leave_ns(ns);
+  return err;
+}
+
+int main(void) {
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  signal(SIGPIPE, SIG_IGN);
+  self_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (self_ns < 0) {
+    perror("weft-netlink: /proc/self/ns/net");
+    return 1;
+  }
+  setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+  char line[BUF];
+  while (fgets(line, sizeof line, stdin)) {
+    size_t n = strlen(line);
+    if (n && line[n - 1] == '\n') line[--n] = 0;
+    char *f[MAX_FIELDS] = {0};
+    int nf = 0;
+    for (char *p = line; p && nf < MAX_FIELDS;) {
+      f[nf++] = p;
+      p = strchr(p, '\t');
+      if (p) *p++ = 0;
+    }
+    const char *id = nf >= 2 ? f[1] : "0";
+    int err;
+    step[0] = 0;
+    if (nf == 2 && strcmp(f[0], "P") == 0) err = 0;
+    else if (nf == 9 && strcmp(f[0], "V") == 0) err = op_veth(f);
+    else if (nf == 7 && strcmp(f[0], "C") == 0) err = op_conf(f);
+    else if (nf == 4 && strcmp(f[0], "D") == 0) err = op_del(f);
+    else {
+      err = EINVAL;
+      snprintf(step, sizeof step, "malformed request");
+    }
+    if (err) printf("%s %d %s: %s\n", id, err, step, strerror(err));
+    else printf("%s 0\n", id);
+    fflush(stdout);
+  }
+  return 0;
+}
