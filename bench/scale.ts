@@ -5,7 +5,7 @@
  * 1. Namespaced hosts: for each size N, store and backend, N agents on a test bed settle into a full mesh;
  *    then one more host joins (time until all N peers have a route to its subnet, from the moment its
  *    lease was written — the newcomer's "lease acquired" log line) and leaves with `weft reset` (time until
- *    all N dropped the route, from the moment the reset was launched); idle CPU (from /proc/PID/stat over
+ *    all N dropped the route, from the moment the reset was launched); idle CPU (from /proc/PID/stat, its children included, over
  *    --idle seconds) and RSS per agent of the settled mesh. Routes are observed with one `ip monitor route`
  *    per host (event-driven: no polling processes disturb the measurement). etcd runs on a test-bed host
  *    of its own, as in test/faults/etcd-outage.test.ts.
@@ -99,11 +99,14 @@ class RouteMonitor {
   }
 }
 
-/** utime+stime clock ticks of a process (fields 14, 15 of /proc/PID/stat). */
+/**
+ * utime+stime clock ticks of a process and of its waited-for children (fields 14–17 of /proc/PID/stat): the
+ * processes an agent spawns (ip, iptables, ping) are its cost too.
+ */
 function cpuTicks(pid: number): number {
   const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return Number(f[11]) + Number(f[12]);
+  return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
 }
 function rssMb(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
