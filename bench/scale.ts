@@ -100,13 +100,36 @@ class RouteMonitor {
 }
 
 /**
- * utime+stime clock ticks of a process and of its waited-for children (fields 14–17 of /proc/PID/stat): the
- * processes an agent spawns (ip, iptables, ping) are its cost too.
+ * utime+stime clock ticks of a process, of its waited-for children (fields 14–17 of /proc/PID/stat) and of its
+ * live descendants: the processes an agent spawns (ip, iptables, ping) are its cost too.
  */
 function cpuTicks(pid: number): number {
   const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  let ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  // live descendants too (e.g. the warm command runner's bash, whose children it reaps itself)
+  for (const child of childrenOf(pid)) {
+    try {
+      ticks += cpuTicks(child);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return ticks;
+}
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const s = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(d));
+    } catch {
+      // gone
+    }
+  }
+  return out;
 }
 function rssMb(pid: number): number {
   const m = /^VmRSS:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
