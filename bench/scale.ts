@@ -262,16 +262,23 @@ async function hostsRun(o: Options, n: number, store: 'sqlite' | 'etcd', backend
   return res;
 }
 
-/** The newcomer's "lease acquired" time (pino's `time`, ms since epoch): when its lease was in the store. */
+/**
+ * When the newcomer's lease was in the store (pino's `time`, ms since epoch): its LeaseManager's "leased
+ * subnet …" line, logged as soon as the compare-and-swap returned (before the host record and the rest of
+ * the join); the runner's later "lease acquired" line where that one is missing.
+ */
 function leaseTime(logFile: string): number {
+  let acquired: number | undefined;
   for (const line of fs.readFileSync(logFile, 'utf8').split('\n')) {
     try {
       const v = JSON.parse(line) as { msg?: string; time?: number };
-      if (v.msg === 'lease acquired' && v.time) return v.time;
+      if (v.msg?.startsWith('leased subnet ') && v.time) return v.time;
+      if (v.msg === 'lease acquired' && v.time) acquired ??= v.time;
     } catch {
       /* not JSON */
     }
   }
+  if (acquired !== undefined) return acquired;
   throw new Error(`no "lease acquired" line in ${logFile}`);
 }
 
