@@ -118,6 +118,9 @@ export function registerAgent(program: Command): void {
       doctorWatch.close();
       await (await ui)?.close();
       await agent.stop();
+      // Everything the agent owns is stopped. A connect still pending to a store that drops SYNs would hold
+      // the process for minutes: exit a moment later if such a stray handle is all that keeps it alive.
+      setTimeout(() => process.exit(process.exitCode ?? 0), 1000).unref();
     });
 
   addEtcdTlsFlags(program.command('reset'))
