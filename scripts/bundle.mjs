@@ -2,7 +2,8 @@
 // which bin/weft loads when it is not older than tsc's output. One file per entry plus shared chunks
 // (lazily imported modules stay lazy: one chunk each): Node's ESM loader then resolves, reads and compiles a
 // few files instead of ~200, which halves the agent's start-up CPU and takes ~12 MB off its RSS (issue 15).
-// Packages with native code, worker files or dynamic requires stay outside, loaded from node_modules.
+// Packages with native code, worker files or dynamic requires stay outside, loaded from node_modules; so does
+// prom-client (loaded lazily anyway; bundled, its metrics came out empty: test/metrics-e2e.test.ts).
 import { build } from 'esbuild';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -21,7 +22,7 @@ const result = await build({
   chunkNames: 'chunk-[hash]',
   // class and function names stay as written: logs and error types name them
   keepNames: true,
-  external: ['better-sqlite3', 'etcd3', 'pino', 'playwright-core', '@opentelemetry/api'],
+  external: ['better-sqlite3', 'etcd3', 'pino', 'prom-client', 'playwright-core', '@opentelemetry/api'],
   // CommonJS packages inside an ES module bundle call require()
   banner: { js: "import { createRequire as __weftRequire } from 'node:module'; const require = __weftRequire(import.meta.url);" },
   metafile: true,
