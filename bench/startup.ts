@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { openStore } from '../src/store/index.js';
 import { WEFT_BIN as OWN_BIN } from '../src/testbed/agents.js';
 
 /** Another checkout's bin/weft to compare with (e.g. main before a change). */
@@ -71,6 +72,8 @@ interface AgentRun {
 async function agentOnce(i: number, between?: (api: string) => Promise<void>): Promise<AgentRun> {
   const state = path.join(dir, `a${i}`);
   fs.mkdirSync(state, { recursive: true });
+  // Agents never create the database (only `weft network create` does): an empty one, made here.
+  await (await openStore(`sqlite://${state}/w.db`, { create: true })).close();
   const api = path.join(state, 'weft.sock');
   const [cmd, args] = enter([process.execPath, WEFT_BIN, 'agent', '--store', `sqlite://${state}/w.db`, '--iface', 'lo', '--state-dir', state, '--api', api, '--host-id', `h${i}`, '--ui-addr', 'off']);
   const t0 = performance.now();

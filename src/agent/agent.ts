@@ -147,7 +147,18 @@ export class Agent implements NetworkDirectory {
     if (this.opts.metricsAddr) this.metricsServer = await serveMetrics(this.opts.metricsAddr, this.metrics, this.log);
     const wanted = this.opts.networks;
     this.initialJoins = (async () => {
-      const names = wanted ?? (await listNetworkNames(this.store));
+      let names = wanted;
+      if (!names) {
+        try {
+          names = await listNetworkNames(this.store);
+        } catch (err) {
+          // A store that does not answer at start (etcd busy with 50 agents starting, or down) is not fatal:
+          // the API answers, and the networks watch below lists again when the store answers (its first
+          // resync) and joins them then. subnet.env files are left alone: nothing says they are stale.
+          this.log.error({ err }, 'cannot list the networks in the store; joining them when it answers');
+          return;
+        }
+      }
       await this.removeStaleSubnetEnv(names);
       for (const name of names) await this.join(name);
     })();

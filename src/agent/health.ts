@@ -24,6 +24,11 @@ export function poolCapacity(pool: string, first?: string, last?: string): numbe
   return size >= 4 ? size - 3 : size;
 }
 
+/** At most this many peers are pinged per probe round (default round: every 5 s). */
+export const PINGS_PER_ROUND = 1;
+/** A peer's reachability is probed again only when its last probe is at least this old (ms). */
+export const PEER_PROBE_AGE_MS = 60_000;
+
 function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout | undefined;
   return Promise.race([p, new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`${what} did not answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(t));
@@ -107,7 +112,14 @@ export class HealthProbe {
       }
     })();
     const ips = new Set(runners.flatMap((r) => r.peers.map((p) => p.publicIp)));
-    const pings = [...ips].map(async (ip) => this.snap.reachable.set(ip, { ok: await this.ping(ip).catch(() => false), at: Date.now() }));
+    // Each ping is a process (~3 ms of CPU): one per round, never-probed and longest-ago first, none probed again within
+    // PEER_PROBE_AGE_MS (issue 15: one ping per peer every 5 s was ~500 processes a second for 50 hosts).
+    const lastAt = (ip: string) => this.snap.reachable.get(ip)?.at ?? 0;
+    const due = [...ips]
+      .filter((ip) => started - lastAt(ip) >= PEER_PROBE_AGE_MS)
+      .sort((a, b) => lastAt(a) - lastAt(b))
+      .slice(0, PINGS_PER_ROUND);
+    const pings = due.map(async (ip) => this.snap.reachable.set(ip, { ok: await this.ping(ip).catch(() => false), at: Date.now() }));
     await Promise.all([storePart, ...pings]);
     for (const ip of [...this.snap.reachable.keys()]) if (!ips.has(ip)) this.snap.reachable.delete(ip);
   }

@@ -96,6 +96,10 @@ export class NetworkRunner {
   private dirty = false;
   /** A periodic resync is due: re-read the kernel even if nothing changed in the store. */
   private forced = false;
+  /** The forwarding accepts were checked since the last failed reconcile (forced reconciles check again). */
+  private forwardingChecked = false;
+  /** The isolation rules the last reconcile made the kernel hold (forced reconciles compare with the kernel again). */
+  private appliedIsolation: string | undefined;
   /** What the last successful reconcile applied (peers and endpoints), to skip no-op events. */
   private applied?: string;
   private readonly host: HostOps;
@@ -412,11 +416,24 @@ export class NetworkRunner {
       }
       const t0 = process.hrtime.bigint();
       try {
-        await this.ensureForwarding();
+        // A change of peers or endpoints touches only what depends on them: the forwarding accepts are
+        // checked on the first and on every forced (periodic) reconcile, the isolation chain when its rules
+        // changed or on a forced one. So a host joining costs each peer the backend's work alone (issue 15:
+        // iptables processes on every lease event were most of a join's CPU at 50 hosts).
+        if (force || !this.forwardingChecked) {
+          await this.ensureForwarding();
+          this.forwardingChecked = true;
+        }
         await this.backend.reconcile(peers, endpoints);
         // Networks are isolated unless connected; an unreadable store keeps the rules as they are.
         const policy = await isolationPolicy(this.opts.store);
-        await reconcileIsolation(isolationRules(policy.networks, policy.connected), { parents: this.opts.forwardParents });
+        const rules = isolationRules(policy.networks, policy.connected);
+        const rulesKey = JSON.stringify(rules);
+        if (force || rulesKey !== this.appliedIsolation) {
+          this.appliedIsolation = undefined;
+          await reconcileIsolation(rules, { parents: this.opts.forwardParents });
+          this.appliedIsolation = rulesKey;
+        }
         await this.backend.connectedNetworks?.(policy.networks.filter((n) => n.name !== this.name && policy.connected.has([this.name, n.name].sort().join('+'))).map((n) => n.cidr));
         this.applied = state;
         this.peers = peers;
@@ -424,6 +441,8 @@ export class NetworkRunner {
         this.lastError = undefined;
       } catch (err) {
         this.applied = undefined;
+        this.forwardingChecked = false;
+        this.appliedIsolation = undefined;
         this.lastError = `reconcile failed: ${(err as Error).message}`;
         this.opts.log.error({ err, network: this.name }, 'reconcile failed; will retry on the next change');
       }

@@ -4,7 +4,6 @@ import { Agent } from '../agent/agent.js';
 import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../agent/client.js';
 import { resetHost } from '../agent/reset.js';
 import type { ResolvedContainer } from '../agent/endpoints.js';
-import { parseUpstream } from '../dns/upstream.js';
 import { cniRoutes } from '../adapters/cni/agent-routes.js';
 import { WeftError } from '../util/errors.js';
 import { log } from '../util/log.js';
@@ -71,7 +70,13 @@ export function registerAgent(program: Command): void {
         ...(o.resync ? { resyncSeconds: o.resync } : {}),
         graceSeconds: o.grace,
         ipMasq: o.ipMasq,
-        dns: { enabled: o.dns, domain: o.dnsDomain, ttl: o.dnsTtl, ...(o.dnsUpstream ? { upstreams: (o.dnsUpstream as string[]).map(parseUpstream) } : {}) },
+        dns: {
+          enabled: o.dns,
+          domain: o.dnsDomain,
+          ttl: o.dnsTtl,
+          // the upstream client (dns-packet) loads only when it is used
+          ...(o.dnsUpstream ? { upstreams: (o.dnsUpstream as string[]).map((await import('../dns/upstream.js')).parseUpstream) } : {}),
+        },
         // `weft attach <docker container>` works whenever a Docker API answers
         resolvers: [dockerResolver],
         routes: cniRoutes, // POST /cni: what the weft-cni executable forwards
@@ -113,6 +118,9 @@ export function registerAgent(program: Command): void {
       doctorWatch.close();
       await (await ui)?.close();
       await agent.stop();
+      // Everything the agent owns is stopped. A connect still pending to a store that drops SYNs would hold
+      // the process for minutes: exit a moment later if such a stray handle is all that keeps it alive.
+      setTimeout(() => process.exit(process.exitCode ?? 0), 1000).unref();
     });
 
   addEtcdTlsFlags(program.command('reset'))

@@ -5,8 +5,10 @@ import type { Logger } from '../util/log.js';
 import { normalizeName, RecordCache } from './records.js';
 import { containerNames, registerEndpointName, syncHostRecords, unregisterEndpointName, type NamedEndpoint } from './registry.js';
 import { pruneNetnsResolvConfs, removeNetnsResolvConf, writeNetnsResolvConf } from './resolv-conf.js';
-import { DnsServer } from './server.js';
-import { readResolvConf, type Upstream } from './upstream.js';
+// The server and the upstream client (dns-packet, ~8 MB) load with the first network's server: an agent
+// with --no-dns or without networks never loads them.
+import type { DnsServer } from './server.js';
+import type { Upstream } from './upstream.js';
 
 /**
  * weft's name service on one host, as the agent drives it: one DNS server per joined network on that
@@ -88,6 +90,8 @@ export class DnsService {
     }
     const keys = networkKeys(this.o.store, network);
     const cache = new RecordCache(keys);
+    const [{ DnsServer }, { readResolvConf }] = await Promise.all([import('./server.js'), import('./upstream.js')]);
+    if (this.servers.has(network)) return; // started meanwhile by a concurrent call
     const upstreams = this.o.upstreams ?? readResolvConf(this.o.resolvConf, [gateway]);
     const server = new DnsServer(cache, {
       host: gateway,

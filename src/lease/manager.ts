@@ -17,6 +17,7 @@ import {
 import { describeHolders, leasesFrom, watchLeases, type LeaseChange } from './leases.js';
 import { parseLeaseKey } from '../store/layout.js';
 import { SubnetRange } from './subnets.js';
+import { leaseIndex, type LeaseIndex } from './index-cache.js';
 import type { Lease } from './types.js';
 
 /** flannel's lease TTL. */
@@ -26,6 +27,8 @@ export const DEFAULT_GRACE_SECONDS = 60 * 60;
 /** How long a host record outlives its lease's grace period before the store drops it (hosts/ must not grow forever). */
 export const DEFAULT_HOST_RECORD_SECONDS = 7 * 24 * 60 * 60;
 const MAX_ATTEMPTS = 200;
+/** How long acquire waits for the lease index's first read before listing instead (ms). */
+const INDEX_WAIT_MS = 2000;
 /** Random probes before falling back to enumerating every free subnet (huge networks stay cheap). */
 const RANDOM_PROBES = 64;
 
@@ -118,15 +121,119 @@ export class LeaseManager {
   }
 
   async acquire(req: AcquireRequest): Promise<Lease> {
-    const config = await getNetwork(this.store, this.network);
+    const index = leaseIndex(this.store, this.network);
+    const done = index.use();
+    let config;
+    let firstRecord: Entry | undefined;
+    try {
+      // This host's record is read once up front, beside the config (one round trip less on etcd).
+      [config, firstRecord] = await Promise.all([
+        getNetwork(this.store, this.network),
+        this.store.get(this.keys.host(this.hostId)),
+        index.whenReady(INDEX_WAIT_MS),
+      ]);
+    } catch (err) {
+      done();
+      throw err;
+    }
     this.backendType = config.Backend.Type;
     const range = new SubnetRange({ ...config, SubnetLen: config.SubnetLen! });
     const want = { publicIp: req.publicIp, backendType: req.backendType ?? config.Backend.Type, backendData: req.backendData ?? {} };
     const value = leaseToJson(want);
     /** Subnets this call decided not to take (named in the log once each). */
     const refused = new Set<string>();
-    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      if (attempt > 0) await this.clock.sleep(2 + Math.random() * Math.min(50, 5 * attempt));
+    /** Free-looking subnets of the index whose compare-and-swap found them taken (the index was behind). */
+    const lost = new Set<string>();
+    try {
+      let backoff = false;
+      for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+        if (backoff) await this.clock.sleep(2 + Math.random() * Math.min(50, 5 * attempt));
+        backoff = true;
+        if (index.ready) {
+          const step = await this.acquireFromIndex(index, range, want, value, req, refused, lost, attempt === 0 ? firstRecord : null);
+          if (step === 'lost') {
+            backoff = false; // only our view was behind: pick again at once
+            continue;
+          }
+          if (step === 'retry') continue;
+          if (step !== 'list') return step;
+        }
+        const got = await this.acquireFromLists(config.Network, range, want, value, req, refused);
+        if (got) return got;
+      }
+    } finally {
+      done();
+    }
+    throw new WeftError(`could not acquire a subnet in network "${this.network}": ${MAX_ATTEMPTS} attempts lost a race`);
+  }
+
+  /**
+   * One attempt for a host without a usable record of its own (a new host: the common case at scale),
+   * from the lease index instead of a listing: steps 2 and 3 of acquireFromLists. 'list' when the
+   * attempt needs the full listing (a usable record of this host, or no free subnet in the index's view).
+   */
+  private async acquireFromIndex(
+    index: LeaseIndex,
+    range: SubnetRange,
+    want: Pick<Lease, 'publicIp' | 'backendType' | 'backendData'>,
+    value: string,
+    req: AcquireRequest,
+    refused: Set<string>,
+    lost: Set<string>,
+    /** This host's record as just read (null: read it now). */
+    record: Entry | undefined | null,
+  ): Promise<Lease | 'list' | 'retry' | 'lost'> {
+    const recordEntry = record === null ? await this.store.get(this.keys.host(this.hostId)) : record;
+    const mine = recordEntry && hostRecordFromEntry(recordEntry);
+    if (recordEntry && !mine) return 'list'; // an unreadable record: the listing path decides as before
+    if (mine && range.has(mine.subnet) && !refused.has(mine.subnet)) return 'list';
+    // 2. A live plain lease in the range that provably is this host's (see acquireFromLists).
+    for (const s of index.subnetsNaming(want.publicIp)) {
+      const es = index.entriesOf(s);
+      if (es.length !== 1 || es[0]!.key.includes('&') || !range.has(s) || refused.has(s) || lost.has(s)) continue;
+      const entry = this.provablyOurs(es, want);
+      if (!entry) continue;
+      const got = await this.store.compareAndSwap(entry.key, entry.revision, value, { ttlSeconds: this.keyTtl });
+      if (got) return this.took(got, req, s, mine);
+      lost.add(s);
+      return 'lost';
+    }
+    // 3. A free subnet (the store's compare-and-swap on an absent key decides).
+    const subnet = pickFree(range, (s) => !index.taken(s) && !refused.has(s) && !lost.has(s));
+    if (!subnet) return 'list';
+    const got = await this.store.compareAndSwap(this.keys.subnet(subnet), 0, value, { ttlSeconds: this.keyTtl });
+    if (!got) {
+      lost.add(subnet);
+      return 'lost';
+    }
+    if (!(await this.keepUnlessTwin(got))) {
+      refused.add(subnet);
+      return 'retry';
+    }
+    return this.took(got, req, subnet, mine);
+  }
+
+  /**
+   * A dual-stack key for the same IPv4 subnet written just before ours (its writer cannot see our plain
+   * key in one transaction): the earlier writer keeps it, we give ours back (false) and pick again.
+   */
+  private async keepUnlessTwin(got: Entry): Promise<boolean> {
+    const twins = (await this.store.list(`${got.key}&`)).filter((e) => e.revision < got.revision);
+    if (twins.length === 0) return true;
+    await this.store.delete(got.key, got.revision);
+    return false;
+  }
+
+  /** One attempt from full listings of leases and host records; undefined: lost a race, try again. */
+  private async acquireFromLists(
+    network: string,
+    range: SubnetRange,
+    want: Pick<Lease, 'publicIp' | 'backendType' | 'backendData'>,
+    value: string,
+    req: AcquireRequest,
+    refused: Set<string>,
+  ): Promise<Lease | undefined> {
+    {
       const [leaseEntries, hostEntries] = await Promise.all([
         this.store.list(this.keys.subnetsPrefix),
         this.store.list(this.keys.hostsPrefix),
@@ -158,13 +265,13 @@ export class LeaseManager {
         } else if (entries.length === 0) {
           const got = await this.store.compareAndSwap(this.keys.subnet(mine.subnet), 0, value, { ttlSeconds: this.keyTtl });
           if (got) return this.took(got, req, mine.subnet, mine);
-          continue;
+          return undefined;
         } else {
           const ours = this.provablyOurs(entries, want) ?? this.oursByRecord(entries, want, mine, other);
           if (ours) {
             const got = await this.store.compareAndSwap(ours.key, ours.revision, value, { ttlSeconds: this.keyTtl });
             if (got) return this.took(got, req, mine.subnet, mine);
-            continue;
+            return undefined;
           }
           refused.add(mine.subnet);
           const l = leaseFromEntry(this.network, entries[0]!);
@@ -191,27 +298,22 @@ export class LeaseManager {
           const [subnet, [entry]] = found;
           const got = await this.store.compareAndSwap(entry!.key, entry!.revision, value, { ttlSeconds: this.keyTtl });
           if (got) return this.took(got, req, subnet, mine);
-          continue;
+          return undefined;
         }
       }
 
       // 3. A free subnet: no live key names it (keys in their grace period included), and not one refused above.
       const isFree = (s: string) => !live.has(s) && !refused.has(s);
       const subnet = pickFree(range, isFree);
-      if (!subnet) throw this.exhausted(config.Network, range, leasesFrom(this.network, leaseEntries, hostEntries));
+      if (!subnet) throw this.exhausted(network, range, leasesFrom(this.network, leaseEntries, hostEntries));
       const got = await this.store.compareAndSwap(this.keys.subnet(subnet), 0, value, { ttlSeconds: this.keyTtl });
-      if (!got) continue;
-      // A dual-stack key for the same IPv4 subnet written just before ours (its writer cannot see our plain
-      // key in one transaction): the earlier writer keeps it, we give ours back and pick again.
-      const twins = (await this.store.list(`${got.key}&`)).filter((e) => e.revision < got.revision);
-      if (twins.length > 0) {
-        await this.store.delete(got.key, got.revision);
+      if (!got) return undefined;
+      if (!(await this.keepUnlessTwin(got))) {
         refused.add(subnet);
-        continue;
+        return undefined;
       }
       return this.took(got, req, subnet, mine);
     }
-    throw new WeftError(`could not acquire a subnet in network "${this.network}": ${MAX_ATTEMPTS} attempts lost a race`);
   }
 
   /**
@@ -317,16 +419,19 @@ export class LeaseManager {
 
   private async took(entry: Entry, req: AcquireRequest, subnet: string, mine: HostRecord | undefined): Promise<Lease> {
     const expiresAt = entry.expiresAt ?? this.clock.now() + this.keyTtl * 1000;
-    if (mine?.subnet !== subnet) {
-      // Address records left by a previous holder of this subnet are not ours.
-      await deletePrefix(this.store, this.keys.ipamSubnetPrefix(subnet));
-      this.log.info({ subnet }, `leased subnet ${subnet} in network "${this.network}"`);
-    }
+    // Logged the moment the lease is in the store (bench:scale times a join from this line).
+    if (mine?.subnet !== subnet) this.log.info({ subnet }, `leased subnet ${subnet} in network "${this.network}"`);
     // ExpiresAt: when the lease runs out as of this acquisition (orders holders of one subnet by recency).
     const record = hostRecordToJson({ hostId: this.hostId, subnet, publicIp: req.publicIp, expiresAt: this.clock.now() + this.ttlSeconds * 1000 });
-    const written = await this.store.put(this.keys.host(this.hostId), record, { ttlSeconds: this.recordTtl });
+    // Independent writes, side by side (one round trip instead of three on etcd): the previous holder's
+    // address records, this host's record, and the endpoints of hosts gone for good.
+    const [, written] = await Promise.all([
+      // Address records left by a previous holder of this subnet are not ours.
+      mine?.subnet !== subnet ? deletePrefix(this.store, this.keys.ipamSubnetPrefix(subnet)) : undefined,
+      this.store.put(this.keys.host(this.hostId), record, { ttlSeconds: this.recordTtl }),
+      this.collectOrphanEndpoints(),
+    ]);
     this.recordEntry = { revision: written.revision, value: record };
-    await this.collectOrphanEndpoints();
     this.lastRequest = req;
     this.heldEntry = { key: entry.key, revision: entry.revision };
     this.held = leaseFromEntry(this.network, entry, this.hostId)!;

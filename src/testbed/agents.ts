@@ -2,16 +2,16 @@ import { PATIENCE } from './wait.js';
 import { execFile, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { callAgent } from '../agent/client.js';
 import type { AgentStatus, Endpoint } from '../agent/types.js';
 import { inNetns } from '../system/netns.js';
 import { pidAlive } from '../system/process.js';
 import { WeftError } from '../util/errors.js';
+import { packageRoot } from '../util/package-root.js';
 import type { TestbedHost } from './index.js';
 
 /** The weft executable of this checkout (bin/weft), so tests and the demo run the code they ship. */
-export const WEFT_BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../bin/weft');
+export const WEFT_BIN = path.join(packageRoot(import.meta.url), 'bin/weft');
 
 export interface CliResult {
   code: number;

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WeftError } from '../../util/errors.js';
+import { packageRoot } from '../../util/package-root.js';
 
 /**
  * Builds the weft-cni executable (./shim/weft-cni.c, a ~1 ms forwarder to the agent) into dist/cni/.
@@ -10,7 +11,7 @@ import { WeftError } from '../../util/errors.js';
  * rebuilds only when the source is newer than the binary.
  */
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
+const ROOT = packageRoot(import.meta.url);
 export const SHIM_SOURCE = path.join(ROOT, 'src/adapters/cni/shim/weft-cni.c');
 export const SHIM_BINARY = path.join(ROOT, 'dist/cni/weft-cni');
 

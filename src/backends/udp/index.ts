@@ -1,6 +1,5 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import type { BackendConfig } from '../../config/types.js';
 import type { Lease } from '../../lease/types.js';
@@ -9,6 +8,7 @@ import { getLink } from '../../system/ip.js';
 import { KernelBatch, readRoutes, routeDst, type RouteSpec } from '../../system/ops.js';
 import { findRunning, pidFileProcess, superviseProcess, terminatePid, type SupervisedProcess, describeExit } from '../../system/process.js';
 import { WeftError } from '../../util/errors.js';
+import { packageRoot } from '../../util/package-root.js';
 import { registerBackend } from '../registry.js';
 import { diffRoutes, RefusalLog } from '../routes.js';
 import type { Backend, BackendContext, BackendStatus } from '../types.js';
@@ -18,7 +18,7 @@ import { DEFAULT_UDP_PORT, parseStats, planUdpPeers, renderTable, UDP_OVERHEAD, 
 export { DEFAULT_UDP_PORT, UDP_OVERHEAD, udpDeviceName } from './table.js';
 
 /** weft-udpd, built from ./native/weft-udpd.c by node-gyp (binding.gyp at the repo root) at `npm ci` / `npm run build`. */
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
+const ROOT = packageRoot(import.meta.url);
 export const UDPD_BINARY = path.join(ROOT, 'build/Release/weft-udpd');
 
 /** Files in the network's state dir (mode 0700). */

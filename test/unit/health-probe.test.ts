@@ -1,0 +1,32 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { HealthProbe, PINGS_PER_ROUND } from '../../src/agent/health.js';
+import type { NetworkRunner } from '../../src/agent/network-runner.js';
+import { memoryCluster, quiet } from '../helpers/lease-fakes.js';
+
+// Issue 15: the probe pinged every peer every round (a process each: ~500 a second for 50 hosts).
+test('health probe: at most PINGS_PER_ROUND pings per round, never-probed peers first, none again while fresh', async () => {
+  const { admin: store } = memoryCluster();
+  const peers = ['10.9.0.1', '10.9.0.2', '10.9.0.3', '10.9.0.4', '10.9.0.5'].map((publicIp, i) => ({ subnet: `10.5.${i + 1}.0/24`, publicIp }));
+  const runner = { name: 'n1', peers, plan: { pool: '10.5.0.0/24' } } as unknown as NetworkRunner;
+  const pinged: string[][] = [];
+  let round: string[] = [];
+  const probe = new HealthProbe(store, 'h0', () => [runner], quiet, 60_000, async (ip) => {
+    round.push(ip);
+    return true;
+  });
+  const rounds = Math.ceil(peers.length / PINGS_PER_ROUND) + 1;
+  for (let i = 0; i < rounds; i++) {
+    round = [];
+    await probe.probe();
+    pinged.push(round.sort());
+  }
+  assert.ok(PINGS_PER_ROUND < peers.length);
+  for (const r of pinged) assert.ok(r.length <= PINGS_PER_ROUND, `at most ${PINGS_PER_ROUND} pings per round, got ${r.length}`);
+  // every peer probed exactly once over the rounds, then left alone while its probe is fresh
+  assert.deepEqual(pinged.flat().sort(), peers.map((p) => p.publicIp).sort());
+  assert.deepEqual(pinged[rounds - 1], []);
+  assert.equal(probe.snap.reachable.size, peers.length);
+  for (const p of peers) assert.equal(probe.snap.reachable.get(p.publicIp)?.ok, true);
+  await store.close();
+});
