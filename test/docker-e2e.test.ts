@@ -377,7 +377,8 @@ test('docker on two hosts over a weft vxlan network', { timeout: 300_000, skip: 
     await waitFor('prodnet gone from B', 20_000, async () => (await dockerB.docker(['network', 'inspect', 'prodnet'])).code !== 0);
     await waitFor('agents left prodnet', 20_000, async () => {
       const [a, b] = await Promise.all([getJson(A.api, '/status'), getJson(B.api, '/status')]);
-      return [a, b].every((s) => !s.networks.some((n: any) => n.name === 'prodnet' || n.name === 'small'));
+      const left = [a, b].flatMap((s) => s.networks.filter((n: any) => n.name === 'prodnet' || n.name === 'small').map((n: any) => `${s.hostId}:${n.name}${n.error ? ` (${n.error})` : ''}`));
+      return left.length === 0 || `still joined: ${left.join(', ')}`;
     });
     // nothing left: no veth, no address, no lease, no network, no Docker record
     for (const h of [h1, h2]) {
