@@ -149,6 +149,10 @@ export async function bindSource(b: SourceBinding, sys: NsOpts = {}): Promise<vo
  */
 export async function unbindSource(hostIf: string, sys: NsOpts = {}): Promise<void> {
   const chain = portChain(hostIf);
+  // Known not bound (Docker's prepare, a failed join): nothing to do. Should a chain be there all the same
+  // (made by another process), it holds no jump of this process's making, and a later bind of the port
+  // refills it before adding its jump, so it never filters by an older binding.
+  if (ready.get(nsKey(sys))?.has(hostIf) === false) return;
   try {
     await restore([`:${chain} RETURN`, `-D ${ANTISPOOF_CHAIN} ${jumpRule(hostIf)}`, `-X ${chain}`], sys);
   } catch {
