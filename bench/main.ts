@@ -212,7 +212,8 @@ ip netns exec ${h.ns} sysctl -qw net.ipv4.ip_forward=1`;
 /**
  * The anti-spoofing rules weft puts on a container's bridge port (src/system/antispoof.ts), typed by hand
  * with ebtables for the port veth0 of `h` and the container in `ns` at `ip`: the container's MAC, IPv4
- * source and ARP sender pinned, IPv6 dropped, in one chain jumped to from the bridge's INPUT and FORWARD.
+ * source and ARP sender pinned, IPv6 dropped, in the port's chain WEFT-AS-veth0, which WEFT-ANTISPOOF
+ * (jumped to from the bridge's INPUT and FORWARD) jumps to for frames from veth0.
  */
 function handAntispoofScript(h: TestbedHost, ns: string, ip: string): string {
   const eb = `ip netns exec ${h.ns} ebtables`;
@@ -221,11 +222,13 @@ mac=$(ip netns exec ${ns} cat /sys/class/net/eth0/address)
 ${eb} -N WEFT-ANTISPOOF -P RETURN
 ${eb} -I INPUT 1 -j WEFT-ANTISPOOF
 ${eb} -I FORWARD 1 -j WEFT-ANTISPOOF
-${eb} -A WEFT-ANTISPOOF -i veth0 -s ! $mac -j DROP
-${eb} -A WEFT-ANTISPOOF -p IPv4 -i veth0 --ip-src ! ${ip} -j DROP
-${eb} -A WEFT-ANTISPOOF -p ARP -i veth0 --arp-ip-src ! ${ip} -j DROP
-${eb} -A WEFT-ANTISPOOF -p ARP -i veth0 --arp-mac-src ! $mac -j DROP
-${eb} -A WEFT-ANTISPOOF -p IPv6 -i veth0 -j DROP`;
+${eb} -N WEFT-AS-veth0 -P RETURN
+${eb} -A WEFT-AS-veth0 -s ! $mac -j DROP
+${eb} -A WEFT-AS-veth0 -p IPv4 --ip-src ! ${ip} -j DROP
+${eb} -A WEFT-AS-veth0 -p ARP --arp-ip-src ! ${ip} -j DROP
+${eb} -A WEFT-AS-veth0 -p ARP --arp-mac-src ! $mac -j DROP
+${eb} -A WEFT-AS-veth0 -p IPv6 -j DROP
+${eb} -A WEFT-ANTISPOOF -i veth0 -j WEFT-AS-veth0`;
 }
 
 /** What a by-hand path adds to the bare one: nothing, weft's iptables FORWARD accepts, or its anti-spoofing. */

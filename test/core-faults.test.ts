@@ -177,6 +177,66 @@ for (const backend of ['vxlan', 'host-gw', 'bgp', 'udp'] as const) {
   });
 }
 
+/** What ebtables holds in `ns` for one port: its jumps in WEFT-ANTISPOOF, its own chain's rules, every line naming it. */
+async function portRules(ns: string, hostIf: string): Promise<{ jumps: string[]; own?: string[]; naming: string[] }> {
+  const out = (await nsExec(ns, ['ebtables', '-L'])).stdout;
+  const sections = out.split(/\n(?=Bridge chain: )/);
+  const rules = (s: string | undefined) => (s ?? '').split('\n').slice(1).map((l) => l.trim()).filter((l) => l.includes('-j '));
+  const own = sections.find((s) => s.startsWith(`Bridge chain: WEFT-AS-${hostIf},`));
+  return {
+    jumps: rules(sections.find((s) => s.startsWith('Bridge chain: WEFT-ANTISPOOF,'))).filter((l) => l.includes(`-i ${hostIf} `)),
+    ...(own ? { own: rules(own) } : {}),
+    naming: out.split('\n').filter((l) => l.includes(hostIf)),
+  };
+}
+
+describe('a port\'s source filter across re-attaches', { timeout: 120_000, skip: needsRoot('iptables', 'ebtables') }, () => {
+  test('attach, re-create, detach, attach again leave exactly one set of rules, and forged sources are still dropped', { timeout: 100_000 }, () =>
+    withCluster({ backend: 'host-gw', cidr: '10.229.0.0/16', hosts: 1, containersPerHost: 2 }, async (c) => {
+      const h1 = c.tb.hosts[0]!;
+      const [a1, a2] = c.on('h1');
+      const ep = await c.agent(h1).attach(a1!.ns); // already attached: the same endpoint
+      const ip = ep.address.split('/')[0]!;
+      const oneSet = async (when: string) => {
+        const r = await portRules(h1.ns, ep.hostIf);
+        assert.deepEqual(r.jumps, [`-i ${ep.hostIf} -j WEFT-AS-${ep.hostIf}`], `${when}: one jump to the port's chain`);
+        assert.equal(r.own?.length, 5, `${when}: the port's chain holds one set of rules: ${JSON.stringify(r.own)}`);
+        assert.equal(r.own!.filter((l) => l.includes(`--ip-src ! ${ip} `)).length, 1, `${when}: one address rule for ${ip}`);
+        assert.equal(r.own!.filter((l) => l.includes(ep.mac)).length, 2, `${when}: the MAC pinned once (frame and ARP)`);
+      };
+      await oneSet('after attach');
+      // the host end vanishes under the agent: attach re-creates the endpoint and binds its port again
+      await nsExec(h1.ns, ['ip', 'link', 'del', ep.hostIf]);
+      const again = await c.agent(h1).attach(a1!.ns);
+      assert.equal(again.hostIf, ep.hostIf, 'the same port');
+      await oneSet('after the re-created endpoint');
+      const r = await weft(['detach', a1!.ns, '--api', c.agent(h1).api]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual((await portRules(h1.ns, ep.hostIf)).naming, [], 'detach leaves no rule and no chain of the port');
+      const back = await c.agent(h1).attach(a1!.ns);
+      assert.equal(back.hostIf, ep.hostIf, 'the same port again');
+      assert.equal(back.address, ep.address, 'the same address again');
+      await oneSet('after attach, detach, attach');
+      // and the filter still works: a forged source and a forged MAC never reach the neighbour
+      const forged = ip.replace(/\.\d+$/, '.99');
+      const real = await countFrom(a2!.ns, ip);
+      const fake = await countFrom(a2!.ns, forged);
+      await nsExec(a1!.ns, ['ip', 'addr', 'add', `${forged}/32`, 'dev', 'eth0']);
+      await nsExec(a1!.ns, ['ping', '-n', '-q', '-c', '3', '-i', '0.2', '-W', '1', '-I', forged, a2!.ip], { allowFail: true });
+      await waitUntil('the real source reaches the neighbour', 20_000, async () => {
+        await nsExec(a1!.ns, ['ping', '-n', '-q', '-c', '1', '-W', '1', a2!.ip], { allowFail: true });
+        return (await real()) > 0;
+      });
+      assert.equal(await fake(), 0, `a packet from forged ${forged} reached the neighbour`);
+      await nsExec(a1!.ns, ['ip', 'addr', 'del', `${forged}/32`, 'dev', 'eth0']);
+      const before = await real();
+      await nsExec(a1!.ns, ['ip', 'link', 'set', 'eth0', 'address', '02:00:00:00:be:ef']);
+      await nsExec(a1!.ns, ['ping', '-n', '-q', '-c', '3', '-i', '0.2', '-W', '1', a2!.ip], { allowFail: true });
+      assert.equal(await real(), before, 'a frame with a forged source MAC got through');
+    }),
+  );
+});
+
 describe('a join that failed is retried', { timeout: 120_000, skip: needsRoot() }, () => {
   test('a host refused because the network was full joins once a subnet is freed, and says why meanwhile', { timeout: 100_000 }, () =>
     withCluster({ backend: 'host-gw', cidr: '10.239.0.0/22', hosts: 2, containersPerHost: 0, subnetMin: '10.239.0.0', subnetMax: '10.239.1.0' }, async (c) => {

@@ -226,12 +226,28 @@ export class Endpoints {
     return out;
   }
 
+  /**
+   * Detaches the endpoint whose record is at `key` (a CNI DEL kept it): a look-up by key, no listing of the
+   * host's endpoints. Undefined when there is no such record (detached already).
+   */
+  async detachKey(key: string): Promise<Endpoint | undefined> {
+    const first = await this.store.get(key);
+    const ep = first && parseEndpoint(first.value);
+    if (!ep) return undefined;
+    return this.locks.run(ep.id, async () => {
+      // another call may have removed (or re-made) it while this one waited
+      const now = await this.store.get(key);
+      const cur = now && parseEndpoint(now.value);
+      return cur ? this.remove(cur) : undefined;
+    });
+  }
+
   /** Removes one endpoint: interface, address, record (in that order: a failure leaves a record to retry). */
   private async remove(ep: StoredEndpoint): Promise<Endpoint> {
     const net = this.networks.all().find((n) => n.name === ep.network);
     const driver = net ? this.driver(net) : endpointDriver();
     await driver.leave({ hostIf: ep.hostIf, ifname: ep.ifname, netns: netnsOfOwner(ep.owner) });
-    if (net) await this.ipam.release({ network: ep.network, subnet: net.plan.pool, owner: ep.owner, host: this.hostId });
+    if (net) await this.ipam.releaseHeld({ network: ep.network, subnet: net.plan.pool, owner: ep.owner, address: ep.address, host: this.hostId });
     await this.store.delete(networkKeys(this.store, ep.network).endpoint(this.hostId, ep.id));
     await this.dns?.detached(ep); // never throws
     return publicView(ep);

@@ -161,6 +161,19 @@ export class Ipam {
     return freed;
   }
 
+  /**
+   * Frees the address `owner` holds, looked up by its key (detach knows the address: no listing of the
+   * subnet). Falls back to `release` by owner when the record there is not the owner's.
+   */
+  async releaseHeld(req: { network: string; subnet: string; owner: string; address: string; host?: string }): Promise<Allocation[]> {
+    const address = req.address.split('/')[0]!;
+    const r = await this.read(req.network, req.subnet, address);
+    if (!r || r.owner !== req.owner || !sameHost(r, req.host)) return this.release({ network: req.network, subnet: req.subnet, owner: req.owner, host: req.host });
+    const key = networkKeys(this.store, req.network).ipamAddress(req.subnet, address);
+    this.claiming.delete(key);
+    return (await this.store.delete(key)) ? [r] : [];
+  }
+
   /** Every allocated address of the subnet, in address order. */
   async list(req: { network: string; subnet: string; range?: PoolRange }): Promise<Allocation[]> {
     return (await this.records(req.network, req.subnet)).sort((a, b) => ipToInt(a.address) - ipToInt(b.address));

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { packageRoot } from '../util/package-root.js';
 import { netnsPath, type NetnsRef } from './netns.js';
 
 /**
@@ -19,8 +19,8 @@ import { netnsPath, type NetnsRef } from './netns.js';
  * alive only while a request is under way (a CLI must not exit under one, nor wait for it).
  */
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const NETLINK_BINARY = path.join(ROOT, 'build/Release/weft-netlink');
+// from the package root: this module also runs from the CLI's bundle (dist/bundle/), one level less deep
+export const NETLINK_BINARY = path.join(packageRoot(import.meta.url), 'build/Release/weft-netlink');
 
 /** errno names the helper's numbers map to (those kernelFailure and messages care about). */
 const ERRNO: Record<number, string> = { 1: 'EPERM', 2: 'ENOENT', 3: 'ESRCH', 13: 'EACCES', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV', 22: 'EINVAL', 95: 'EOPNOTSUPP', 98: 'EADDRINUSE', 101: 'ENETUNREACH' };

@@ -164,7 +164,9 @@ export class CniService {
     };
     if (running && (await ours())) {
       try {
-        await this.agent.endpoints.detach({ container: rec.netns, network: rec.network });
+        // the record ADD wrote is found by its key; an ADD that did not finish is looked for by its namespace
+        if (rec.endpoint) await this.agent.endpoints.detachKey(rec.endpoint.key);
+        else await this.agent.endpoints.detach({ container: rec.netns, network: rec.network });
       } catch (err) {
         if (!(err instanceof WeftError && /is not attached/.test(err.message))) throw err;
       }
