@@ -10,6 +10,21 @@ import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const outdir = path.join(root, 'dist/bundle');
+
+// zod's namespace re-exports every locale (`z.locales`, ~60 modules, ~450 KB of source with non-Latin-1 text);
+// weft uses only the English messages zod configures itself with. The stub keeps `locales.en`.
+const zodEnglishOnly = {
+  name: 'zod-english-only',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      /[\\/]zod[\\/]/.test(args.importer) ? { path: path.join(path.dirname(args.importer), '../locales/en.js'), namespace: 'zod-locales' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'zod-locales' }, (args) => ({
+      contents: `export { default as en } from ${JSON.stringify(args.path)};`,
+      resolveDir: path.dirname(args.path),
+    }));
+  },
+};
 const result = await build({
   absWorkingDir: root,
   entryPoints: { main: 'dist/src/cli/main.js', fast: 'dist/src/cli/fast.js' },
@@ -25,6 +40,7 @@ const result = await build({
   external: ['better-sqlite3', 'etcd3', 'pino', 'prom-client', 'playwright-core', '@opentelemetry/api'],
   // CommonJS packages inside an ES module bundle call require()
   banner: { js: "import { createRequire as __weftRequire } from 'node:module'; const require = __weftRequire(import.meta.url);" },
+  plugins: [zodEnglishOnly],
   metafile: true,
   logLevel: 'warning',
 });
@@ -34,4 +50,13 @@ for (const f of fs.readdirSync(outdir)) {
   const p = path.join(outdir, f);
   if (!made.has(f) && Date.now() - fs.statSync(p).mtimeMs > 3600_000) fs.rmSync(p, { force: true });
 }
-for (const f of made) fs.chmodSync(path.join(outdir, f), 0o644);
+// esbuild escapes non-ASCII text in strings and regular expressions but keeps it in comments: one such character
+// makes V8 hold the whole file's source as two-byte text (twice the memory, for as long as the module lives).
+for (const f of made) {
+  const p = path.join(outdir, f);
+  const text = fs.readFileSync(p, 'utf8');
+  // eslint-disable-next-line no-control-regex
+  const ascii = text.replace(/[^\x00-\x7f]/gu, (c) => [...c].map((u) => `\\u${u.codePointAt(0).toString(16).padStart(4, '0')}`).join(''));
+  if (ascii !== text) fs.writeFileSync(p, ascii, { mode: 0o644 });
+  fs.chmodSync(p, 0o644);
+}
