@@ -1,5 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { Agent } from '../agent/agent.js';
 import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../agent/client.js';
 import { resetHost } from '../agent/reset.js';
@@ -104,6 +105,8 @@ export function registerAgent(program: Command): void {
             log,
           })
         : undefined;
+      // bin/weft starts the agent without TurboFan (start-up code runs once; its optimized code stayed resident)
+      setFlagsFromString('--opt');
       if (!early) process.stdout.write(`ready api=${o.api}${docker ? ` docker-plugin=${docker.plugin.socketPath}` : ''}\n`);
       // the web map is a convenience: it starts after the agent is ready, and a taken port must not stop the network
       const ui = o.uiAddr === 'off' || early ? undefined : (await import('../ui/server.js')).startUi(agent, { addr: o.uiAddr, stateDir: o.stateDir, log }).catch((err) => {
