@@ -11,6 +11,7 @@ import { log } from '../util/log.js';
 import { timeoutMs, timeoutOption } from './options.js';
 import { printJson } from './output.js';
 import { addEtcdTlsFlags } from './store-flags.js';
+import { DEFAULT_RESYNC_SECONDS } from '../config/network.js';
 
 /** `weft agent` (the per-host daemon, foreground) and `weft reset`. */
 export function registerAgent(program: Command): void {
@@ -26,7 +27,7 @@ export function registerAgent(program: Command): void {
     .option('--network <name...>', 'join only these networks (default: all, including ones created later)')
     .option('--lease-ttl <seconds>', 'subnet lease TTL', toInt)
     .option('--grace <seconds>', 'how long an expired subnet stays reserved for its holder', toInt)
-    .option('--resync <seconds>', 'full reconcile against the kernel (routes, rules, endpoints) every N seconds (default 30)', toInt)
+    .option('--resync <seconds>', `full reconcile against the kernel (routes, rules, endpoints) every N seconds (default ${DEFAULT_RESYNC_SECONDS})`, toInt)
     .option('--ip-masq', 'masquerade traffic leaving the network')
     .option('--dns-domain <domain>', 'domain of container names served on each network\'s gateway', 'weft.local')
     .option('--dns-upstream <addr...>', 'where other names are forwarded, IP[:PORT] each (default: nameservers of /etc/resolv.conf)')
