@@ -107,7 +107,7 @@ export function registerAgent(program: Command): void {
           })
         : undefined;
       // bin/weft starts the agent without TurboFan (start-up code runs once; its optimized code stayed resident)
-      setFlagsFromString('--opt');
+      if ((globalThis as Record<symbol, unknown>)[Symbol.for('weft.optAtReady')]) setFlagsFromString('--opt');
       if (!early) process.stdout.write(`ready api=${o.api}${docker ? ` docker-plugin=${docker.plugin.socketPath}` : ''}\n`);
       // the web map is a convenience: it starts after the agent is ready, and a taken port must not stop the network
       const ui = o.uiAddr === 'off' || early ? undefined : (await import('../ui/server.js')).startUi(agent, { addr: o.uiAddr, stateDir: o.stateDir, log }).catch((err) => {
