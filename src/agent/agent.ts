@@ -29,6 +29,7 @@ import { DOCKER_BRIDGE, NetworkRunner } from './network-runner.js';
 import { attachRequestSchema, detachRequestSchema, rotateKeysRequestSchema, dockerOptsRequestSchema } from './schemas.js';
 import type { AgentStatus, AttachRequest, DetachRequest, DockerOptions, Endpoint } from './types.js';
 import { readdir, rm } from 'node:fs/promises';
+import { DEFAULT_RESYNC_SECONDS } from '../config/network.js';
 
 /** A source of endpoints outside the store (see Agent.endpointSources). */
 export interface EndpointSource {
@@ -53,7 +54,7 @@ export interface AgentOptions {
   ipMasq?: boolean;
   /** Extra ways to find a container (the Docker adapter adds container ids/names). */
   resolvers?: ContainerResolver[];
-  /** Seconds between resyncs of kernel state and endpoint records (default 30). */
+  /** Seconds between resyncs of kernel state and endpoint records (default DEFAULT_RESYNC_SECONDS). */
   resyncSeconds?: number;
   /** Extra API routes (the Docker plugin, metrics, web page). */
   routes?: (agent: Agent) => Route[];
@@ -174,7 +175,7 @@ export class Agent implements NetworkDirectory {
     }
     // Store and kernel agree on endpoints: now, and on every resync.
     await this.repairEndpoints();
-    this.repairTimer = setInterval(() => void this.repairEndpoints(), (this.opts.resyncSeconds ?? 30) * 1000);
+    this.repairTimer = setInterval(() => void this.repairEndpoints(), (this.opts.resyncSeconds ?? DEFAULT_RESYNC_SECONDS) * 1000);
     this.repairTimer.unref();
     this.health.start();
     this.log.info({ api: this.opts.api, networks: [...this.runners.keys()] }, 'agent ready');

@@ -27,7 +27,13 @@ export function poolCapacity(pool: string, first?: string, last?: string): numbe
 /** At most this many peers are pinged per probe round (default round: every 5 s). */
 export const PINGS_PER_ROUND = 1;
 /** A peer's reachability is probed again only when its last probe is at least this old (ms). */
-export const PEER_PROBE_AGE_MS = 60_000;
+export const PEER_PROBE_AGE_MS = 300_000;
+/**
+ * No ping round starts sooner than this after the previous one (ms): each ping is a process, and an idle
+ * agent's pings were half its CPU (issue 15: one every 5 s with 12+ peers). So at most 4 a minute, and with
+ * N peers each one's reachability is at most max(PEER_PROBE_AGE_MS, N × PING_SPACING_MS) old.
+ */
+export const PING_SPACING_MS = 15_000;
 
 function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let t: NodeJS.Timeout | undefined;
@@ -50,6 +56,7 @@ export class HealthProbe {
     private readonly log: Logger,
     private readonly intervalMs = 5000,
     private readonly ping: (ip: string) => Promise<boolean> = (ip) => pingOnce(ip),
+    private readonly pingSpacingMs = PING_SPACING_MS,
   ) {
     this.snap = { store: { url: store.url, healthy: true }, reachable: new Map(), networks: new Map(), storeErrors: 0 };
   }
@@ -67,6 +74,8 @@ export class HealthProbe {
   }
 
   private soonTimer?: NodeJS.Timeout;
+  /** When the last round with pings started (ms since the epoch). */
+  private lastPingsAt = -Infinity;
 
   /**
    * A round shortly after a change (attach, detach): once the burst is over and its answers are sent. The
@@ -115,10 +124,13 @@ export class HealthProbe {
     // Each ping is a process (~3 ms of CPU): one per round, never-probed and longest-ago first, none probed again within
     // PEER_PROBE_AGE_MS (issue 15: one ping per peer every 5 s was ~500 processes a second for 50 hosts).
     const lastAt = (ip: string) => this.snap.reachable.get(ip)?.at ?? 0;
-    const due = [...ips]
-      .filter((ip) => started - lastAt(ip) >= PEER_PROBE_AGE_MS)
-      .sort((a, b) => lastAt(a) - lastAt(b))
-      .slice(0, PINGS_PER_ROUND);
+    const due = started - this.lastPingsAt < this.pingSpacingMs
+      ? []
+      : [...ips]
+          .filter((ip) => started - lastAt(ip) >= PEER_PROBE_AGE_MS)
+          .sort((a, b) => lastAt(a) - lastAt(b))
+          .slice(0, PINGS_PER_ROUND);
+    if (due.length) this.lastPingsAt = started;
     const pings = due.map(async (ip) => this.snap.reachable.set(ip, { ok: await this.ping(ip).catch(() => false), at: Date.now() }));
     await Promise.all([storePart, ...pings]);
     for (const ip of [...this.snap.reachable.keys()]) if (!ips.has(ip)) this.snap.reachable.delete(ip);

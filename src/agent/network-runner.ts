@@ -19,6 +19,7 @@ import type { Logger } from '../util/log.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { blockSize, formatCidr, intToIp, parseCidr } from '../net/ipv4.js';
 import type { NetworkStatus } from './types.js';
+import { DEFAULT_RESYNC_SECONDS } from '../config/network.js';
 
 /** Docker's default bridge: in docker0 mode it is the network's host bridge. */
 export const DOCKER_BRIDGE = 'docker0';
@@ -209,7 +210,7 @@ export class NetworkRunner {
     // a connect/disconnect (or a network created or removed elsewhere) changes the isolation rules: force a reconcile
     if (!store.flannelLayout) this.watches.push(store.watch(CONNECTIONS_PREFIX, () => this.kick(true)));
     // Reconcile now and then even without store changes: repairs routes someone deleted by hand.
-    this.resyncTimer = setInterval(() => this.kick(true), (this.opts.resyncSeconds ?? 30) * 1000);
+    this.resyncTimer = setInterval(() => this.kick(true), (this.opts.resyncSeconds ?? DEFAULT_RESYNC_SECONDS) * 1000);
     this.resyncTimer.unref();
   }
 

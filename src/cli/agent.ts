@@ -1,5 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { Agent } from '../agent/agent.js';
 import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../agent/client.js';
 import { resetHost } from '../agent/reset.js';
@@ -10,6 +11,7 @@ import { log } from '../util/log.js';
 import { timeoutMs, timeoutOption } from './options.js';
 import { printJson } from './output.js';
 import { addEtcdTlsFlags } from './store-flags.js';
+import { DEFAULT_RESYNC_SECONDS } from '../config/network.js';
 
 /** `weft agent` (the per-host daemon, foreground) and `weft reset`. */
 export function registerAgent(program: Command): void {
@@ -25,7 +27,7 @@ export function registerAgent(program: Command): void {
     .option('--network <name...>', 'join only these networks (default: all, including ones created later)')
     .option('--lease-ttl <seconds>', 'subnet lease TTL', toInt)
     .option('--grace <seconds>', 'how long an expired subnet stays reserved for its holder', toInt)
-    .option('--resync <seconds>', 'full reconcile against the kernel (routes, rules, endpoints) every N seconds (default 30)', toInt)
+    .option('--resync <seconds>', `full reconcile against the kernel (routes, rules, endpoints) every N seconds (default ${DEFAULT_RESYNC_SECONDS})`, toInt)
     .option('--ip-masq', 'masquerade traffic leaving the network')
     .option('--dns-domain <domain>', 'domain of container names served on each network\'s gateway', 'weft.local')
     .option('--dns-upstream <addr...>', 'where other names are forwarded, IP[:PORT] each (default: nameservers of /etc/resolv.conf)')
@@ -104,6 +106,8 @@ export function registerAgent(program: Command): void {
             log,
           })
         : undefined;
+      // bin/weft starts the agent without TurboFan (start-up code runs once; its optimized code stayed resident)
+      if ((globalThis as Record<symbol, unknown>)[Symbol.for('weft.optAtReady')]) setFlagsFromString('--opt');
       if (!early) process.stdout.write(`ready api=${o.api}${docker ? ` docker-plugin=${docker.plugin.socketPath}` : ''}\n`);
       // the web map is a convenience: it starts after the agent is ready, and a taken port must not stop the network
       const ui = o.uiAddr === 'off' || early ? undefined : (await import('../ui/server.js')).startUi(agent, { addr: o.uiAddr, stateDir: o.stateDir, log }).catch((err) => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { HealthProbe, PINGS_PER_ROUND } from '../../src/agent/health.js';
+import { HealthProbe, PING_SPACING_MS, PINGS_PER_ROUND } from '../../src/agent/health.js';
 import type { NetworkRunner } from '../../src/agent/network-runner.js';
 import { memoryCluster, quiet } from '../helpers/lease-fakes.js';
 
@@ -11,10 +11,18 @@ test('health probe: at most PINGS_PER_ROUND pings per round, never-probed peers 
   const runner = { name: 'n1', peers, plan: { pool: '10.5.0.0/24' } } as unknown as NetworkRunner;
   const pinged: string[][] = [];
   let round: string[] = [];
-  const probe = new HealthProbe(store, 'h0', () => [runner], quiet, 60_000, async (ip) => {
-    round.push(ip);
-    return true;
-  });
+  const probe = new HealthProbe(
+    store,
+    'h0',
+    () => [runner],
+    quiet,
+    60_000,
+    async (ip) => {
+      round.push(ip);
+      return true;
+    },
+    0,
+  );
   const rounds = Math.ceil(peers.length / PINGS_PER_ROUND) + 1;
   for (let i = 0; i < rounds; i++) {
     round = [];
@@ -28,5 +36,24 @@ test('health probe: at most PINGS_PER_ROUND pings per round, never-probed peers 
   assert.deepEqual(pinged[rounds - 1], []);
   assert.equal(probe.snap.reachable.size, peers.length);
   for (const p of peers) assert.equal(probe.snap.reachable.get(p.publicIp)?.ok, true);
+  await store.close();
+});
+
+// Issue 15: an idle agent's pings (a process each, one every 5 s) were half its CPU.
+test('health probe: no ping round sooner than pingSpacingMs after the last one', async () => {
+  const { admin: store } = memoryCluster();
+  const peers = ['10.9.0.1', '10.9.0.2', '10.9.0.3'].map((publicIp, i) => ({ subnet: `10.5.${i + 1}.0/24`, publicIp }));
+  const runner = { name: 'n1', peers, plan: { pool: '10.5.0.0/24' } } as unknown as NetworkRunner;
+  const pinged: string[] = [];
+  const probe = new HealthProbe(store, 'h0', () => [runner], quiet, 60_000, async (ip) => {
+    pinged.push(ip);
+    return true;
+  });
+  assert.ok(PING_SPACING_MS >= 10_000);
+  // rounds back to back (well within the spacing): only the first pings
+  for (let i = 0; i < 4; i++) await probe.probe();
+  assert.equal(pinged.length, 1);
+  // the store half of every round still runs
+  assert.equal(probe.snap.store.healthy, true);
   await store.close();
 });

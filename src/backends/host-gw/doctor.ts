@@ -1,6 +1,7 @@
 import { canonicalCidr, cidrContains, cidrWithin } from '../../net/ipv4.js';
 import { bad, findRoute, hostWords, ipv4, ok, peerName, rpFinding } from '../findings.js';
 import type { BackendCheckInput, Finding } from '../types.js';
+import { DEFAULT_RESYNC_SECONDS } from '../../config/network.js';
 
 /** host-gw's doctor checks: every peer on this host's L2 segment, and a route via its underlay address. */
 export function judgeHostGw(f: BackendCheckInput): Finding[] {
@@ -27,7 +28,7 @@ export function judgeHostGw(f: BackendCheckInput): Finding[] {
     else {
       unrouted.push(subnet);
       const other = routes.length ? ` (the route there goes ${routes.map((r) => `${r.gateway ? `via ${r.gateway} ` : ''}dev ${r.dev}`).join(', ')})` : '';
-      out.push(bad(pc, 'error', `no route to peer subnet ${subnet} (${hostWords(p)})${other}: the agent has not reconciled — check its log`, `ip route replace ${subnet} via ${p.publicIp} dev ${f.underlayIface}   (the agent repairs it within 30 s)`));
+      out.push(bad(pc, 'error', `no route to peer subnet ${subnet} (${hostWords(p)})${other}: the agent has not reconciled — check its log`, `ip route replace ${subnet} via ${p.publicIp} dev ${f.underlayIface}   (the agent repairs it within ${DEFAULT_RESYNC_SECONDS} s)`));
     }
   }
   out.push(rpFinding(f, f.underlayIface, unrouted));

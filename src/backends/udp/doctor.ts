@@ -2,6 +2,7 @@ import { canonicalCidr } from '../../net/ipv4.js';
 import { bad, findRoute, hostWords, isUp, ok, peerName, rpFinding } from '../findings.js';
 import type { BackendCheckInput, Finding } from '../types.js';
 import { UDP_OVERHEAD } from './table.js';
+import { DEFAULT_RESYNC_SECONDS } from '../../config/network.js';
 
 /** What the udp backend's status() reports (see UdpBackend.status). */
 interface UdpStatus {
@@ -47,7 +48,7 @@ export function judgeUdp(f: BackendCheckInput): Finding[] {
     const problems: Finding[] = [];
     if (!findRoute(f.routes, subnet).some((r) => r.dev === dev)) {
       unrouted.push(subnet);
-      problems.push(bad(`${pc}:route`, 'error', `no route to peer subnet ${subnet} (${hostWords(p)}) via ${dev}: the agent has not reconciled — check its log`, `ip route replace ${subnet} dev ${dev}   (the agent repairs it within 30 s)`));
+      problems.push(bad(`${pc}:route`, 'error', `no route to peer subnet ${subnet} (${hostWords(p)}) via ${dev}: the agent has not reconciled — check its log`, `ip route replace ${subnet} dev ${dev}   (the agent repairs it within ${DEFAULT_RESYNC_SECONDS} s)`));
     }
     const row = (s.peers ?? []).find((x) => x.subnet === subnet);
     if (!row) problems.push(bad(`${pc}:table`, 'error', `${peerName(p)} is not in weft-udpd's table for ${subnet}: its packets are dropped`, 'check its lease (weft doctor there; the agent log says why a lease is skipped)'));

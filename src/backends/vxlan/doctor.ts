@@ -3,6 +3,7 @@ import type { IpLink } from '../../system/ip.js';
 import { bad, findRoute, hostWords, isUp, ok, peerName, rpFinding } from '../findings.js';
 import type { BackendCheckInput, Finding } from '../types.js';
 import { VXLAN_OVERHEAD as OVERHEAD, vxlanDevice } from './device.js';
+import { DEFAULT_RESYNC_SECONDS } from '../../config/network.js';
 
 
 /** vxlan's doctor checks: the device (up, right local address, MTU) and per peer its route, neighbour and FDB entry. */
@@ -57,7 +58,7 @@ export function judgeVxlan(f: BackendCheckInput): Finding[] {
       unrouted.push(subnet);
       if (routes.length)
         problems.push(bad(`${pc}:route`, 'error', `route to peer subnet ${subnet} (${hostWords(p)}) goes ${routes.map((r) => `${r.gateway ? `via ${r.gateway} ` : ''}dev ${r.dev}`).join(', ')}, not via ${gw} dev ${devName}: the agent has not reconciled — check its log`, `ip route replace ${subnet} via ${gw} dev ${devName} onlink`));
-      else problems.push(bad(`${pc}:route`, 'error', `no route to peer subnet ${subnet} (${hostWords(p)}): the agent has not reconciled — check its log`, `ip route replace ${subnet} via ${gw} dev ${devName} onlink   (the agent repairs it within 30 s)`));
+      else problems.push(bad(`${pc}:route`, 'error', `no route to peer subnet ${subnet} (${hostWords(p)}): the agent has not reconciled — check its log`, `ip route replace ${subnet} via ${gw} dev ${devName} onlink   (the agent repairs it within ${DEFAULT_RESYNC_SECONDS} s)`));
     }
     if (!nb || (mac && nb.lladdr?.toLowerCase() !== mac))
       problems.push(bad(`${pc}:neigh`, 'error', `vxlan: neighbour entry for peer ${p.hostId ?? p.publicIp}'s gateway ${gw}${mac ? ` (→ ${mac})` : ''} missing on ${devName}: packets to ${subnet} cannot be addressed`, mac ? `ip neigh replace ${gw} lladdr ${mac} dev ${devName} nud permanent` : 'restart the agent'));

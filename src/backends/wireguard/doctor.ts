@@ -2,6 +2,7 @@ import { canonicalCidr } from '../../net/ipv4.js';
 import { bad, findRoute, hostWords, isUp, ok, peerName, rpFinding } from '../findings.js';
 import type { BackendCheckInput, Finding } from '../types.js';
 import { WG_OVERHEAD } from './peers.js';
+import { DEFAULT_RESYNC_SECONDS } from '../../config/network.js';
 
 /** What the wireguard backend's status() reports (see WireguardBackend.status). */
 interface WgStatus {
@@ -56,7 +57,7 @@ export function judgeWireguard(f: BackendCheckInput): Finding[] {
     const problems: Finding[] = [];
     if (!findRoute(f.routes, subnet).some((r) => r.dev === dev)) {
       unrouted.push(subnet);
-      problems.push(bad(`${pc}:route`, 'error', `no route to peer subnet ${subnet} (${hostWords(p)}) via ${dev}: the agent has not reconciled — check its log`, `ip route replace ${subnet} dev ${dev}   (the agent repairs it within 30 s)`));
+      problems.push(bad(`${pc}:route`, 'error', `no route to peer subnet ${subnet} (${hostWords(p)}) via ${dev}: the agent has not reconciled — check its log`, `ip route replace ${subnet} dev ${dev}   (the agent repairs it within ${DEFAULT_RESYNC_SECONDS} s)`));
     }
     if (!wp) problems.push(bad(`${pc}:wg`, 'error', `${peerName(p)} is not a WireGuard peer of ${dev} with allowed-ips ${subnet}: its packets are dropped`, 'check that its lease publishes a PublicKey (weft doctor there); the agent adds it on its next reconcile'));
     else if (!wp.latestHandshake)
