@@ -9,7 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
  * Everything lives in test-bed namespaces with a fresh prefix and is removed at the end (also on
  * failure and Ctrl-C). Processes are stopped by PID. Traffic only goes to addresses inside them.
  *
- *   node dist/bench/main.js [--only throughput|attach|dns] [--reps N] [--seconds S] [--pings N]
+ *   node dist/bench/main.js [--only throughput|attach|dns|cni|docker] [--reps N] [--seconds S] [--pings N]
  *                           [--attaches N] [--cli N] [--no-rules-row] [--backends LIST] [--json] [--verbose]
  *  - wireguard: weft's wireguard backend next to wireguard-go configured by hand with `wg` (same MTU, same
  *    layout: device with the subnet's network address /32, one peer, a route via the device).
@@ -40,7 +40,7 @@ const CNI_DIR = '/usr/lib/cni';
 // ---------------------------------------------------------------- options
 
 interface Options {
-  only?: 'throughput' | 'attach' | 'dns';
+  only?: 'throughput' | 'attach' | SubBench;
   reps: number;
   seconds: number;
   pings: number;
@@ -54,12 +54,21 @@ interface Options {
   backends: Set<string>;
 }
 
+/** Benchmarks with a test bed of their own, each in its own file, run by this one in turn (after the rest). */
+const SUB_BENCHES = {
+  dns: { file: 'dns.js', what: "weft agent's DNS vs dnsmasq" },
+  cni: { file: 'cni.js', what: 'weft-cni ADD/DEL vs the reference bridge + host-local plugins' },
+  docker: { file: 'docker.js', what: '`docker run` → first ping, weft network vs Docker bridge' },
+} as const;
+type SubBench = keyof typeof SUB_BENCHES;
+const isSubBench = (v: string | undefined): v is SubBench => v !== undefined && Object.hasOwn(SUB_BENCHES, v);
+
 const BENCH_BACKENDS = ['host-gw', 'vxlan', 'wireguard', 'l2', 'bridge', 'macvlan', 'bgp', 'udp'];
 
 function usage(msg?: string): never {
   if (msg) process.stderr.write(`bench: ${msg}\n`);
   process.stderr.write(
-    'usage: node dist/bench/main.js [--only throughput|attach|dns] [--reps N (5)] [--seconds S (3)] [--pings N (20)]\n' +
+    'usage: node dist/bench/main.js [--only throughput|attach|dns|cni|docker] [--reps N (5)] [--seconds S (3)] [--pings N (20)]\n' +
       '                              [--attaches N (100)] [--cli N (20)] [--no-rules-row] [--backends host-gw,vxlan,wireguard,l2,bridge,macvlan,bgp,udp]\n' +
       '                              [--json] [--verbose]\n',
   );
@@ -78,7 +87,7 @@ function parseArgs(argv: string[]): Options {
     switch (a) {
       case '--only': {
         const v = argv[++i];
-        if (v !== 'throughput' && v !== 'attach' && v !== 'dns') usage('--only takes throughput, attach or dns');
+        if (v !== 'throughput' && v !== 'attach' && !isSubBench(v)) usage(`--only takes throughput, attach, ${Object.keys(SUB_BENCHES).join(', ')}`);
         o.only = v;
         break;
       }
@@ -231,6 +240,9 @@ ${eb} -A WEFT-AS-veth0 -p IPv6 -j DROP
 ${eb} -A WEFT-ANTISPOOF -i veth0 -j WEFT-AS-veth0`;
 }
 
+/** The label suffix of a by-hand path that carries weft's anti-spoofing rules. */
+const AS = ' + anti-spoofing ebtables';
+
 /** What a by-hand path adds to the bare one: nothing, weft's iptables FORWARD accepts, or its anti-spoofing. */
 type HandExtra = 'none' | 'forward-rules' | 'antispoof';
 
@@ -295,7 +307,10 @@ ip -n ${h.ns} route add ${base}.${j + 1}.0/24 via ${base}.${j + 1}.0 dev flannel
     : { key, label: 'vxlan (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
 }
 
-/** bridge by hand: eth0 enslaved to a bridge that takes its MAC, address and default route; a container on the segment. */
+/**
+ * bridge by hand: eth0 enslaved to a bridge that takes its MAC, address and default route; a container on the
+ * segment, its port with weft's anti-spoofing rules typed by hand (weft's bridge ports carry them).
+ */
 async function handBridge(c: BuildCtx): Promise<Path> {
   const base = c.tb.underlayCidr.split('.').slice(0, 3).join('.');
   const hosts = [await c.tb.addHost(), await c.tb.addHost()];
@@ -314,15 +329,16 @@ ip -n ${h.ns} link add veth0 mtu ${c.tb.mtu} type veth peer name eth0 mtu ${c.tb
 ip -n ${h.ns} link set veth0 master cbr0 up
 ip -n ${ns} addr add ${base}.${200 + i}/24 dev eth0
 ip -n ${ns} link set eth0 up
-ip -n ${ns} route add default via ${h.ip}`);
+ip -n ${ns} route add default via ${h.ip}${handAntispoofScript(h, ns, `${base}.${200 + i}`)}`);
   }
   log(`bridge-hand: ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.200 → ${base}.201`);
-  return { key: 'bridge-hand', label: 'bridge (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.201` };
+  return { key: 'bridge-hand', label: `bridge (by hand${AS})`, srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.201` };
 }
 
 /**
  * l2 by hand: one /16 across both hosts; on each a bridge with the shared gateway, a VXLAN port
- * (nolearning) with an all-zeros FDB entry to the peer and the peer container's MAC, a veth container.
+ * (nolearning) with an all-zeros FDB entry to the peer and the peer container's MAC, a veth container
+ * whose port has weft's anti-spoofing rules typed by hand.
  */
 async function handL2(c: BuildCtx): Promise<Path> {
   const base = '10.254';
@@ -347,10 +363,10 @@ ip -n ${h.ns} link add veth0 mtu ${mtu} type veth peer name eth0 mtu ${mtu} addr
 ip -n ${h.ns} link set veth0 master cbr0 up
 ip -n ${ns} addr add ${base}.0.${i + 2}/16 dev eth0
 ip -n ${ns} link set eth0 up
-ip -n ${ns} route add default via ${base}.0.1`);
+ip -n ${ns} route add default via ${base}.0.1${handAntispoofScript(h, ns, `${base}.0.${i + 2}`)}`);
   }
   log(`l2-hand: ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.0.2 → ${base}.0.3`);
-  return { key: 'l2-hand', label: 'l2 (by hand)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.0.3` };
+  return { key: 'l2-hand', label: `l2 (by hand${AS})`, srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.0.3` };
 }
 
 /** macvlan by hand: a macvlan (bridge mode) on each host's eth0 made inside the container, one /16. */
@@ -374,7 +390,8 @@ ip -n ${ns} link set eth0 up`);
 /**
  * wireguard-go configured by hand with `wg`, as a user would type it: keys from `wg genkey`, wireguard-go in
  * the foreground, one peer with the other host's subnet, the subnet's network address /32 on the device, MTU
- * underlay − 80 and a route to the peer's subnet via the device.
+ * underlay − 80 and a route to the peer's subnet via the device; the container's port has weft's
+ * anti-spoofing rules typed by hand.
  */
 async function handWireguard(c: BuildCtx): Promise<Path> {
   const base = '10.249';
@@ -409,10 +426,10 @@ async function handWireguard(c: BuildCtx): Promise<Path> {
 ip netns exec ${h.ns} wg set ${devs[i]} listen-port 51820 private-key ${keyFiles[i]} peer ${pubs[j]} endpoint ${hosts[j]!.ip}:51820 allowed-ips ${base}.${j + 1}.0/24
 ip -n ${h.ns} addr add ${base}.${i + 1}.0/32 dev ${devs[i]}
 ip -n ${h.ns} link set ${devs[i]} mtu ${mtu} up
-ip -n ${h.ns} route add ${base}.${j + 1}.0/24 dev ${devs[i]}`);
+ip -n ${h.ns} route add ${base}.${j + 1}.0/24 dev ${devs[i]}${handAntispoofScript(h, ns, `${base}.${i + 1}.2`)}`);
   }
   log(`wireguard-hand: ${hosts.map((h) => h.ns).join(', ')}; containers ${base}.1.2 → ${base}.2.2`);
-  return { key: 'wireguard-hand', label: 'wireguard-go (by hand with wg)', srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
+  return { key: 'wireguard-hand', label: `wireguard-go (by hand with wg${AS})`, srcNs: nss[0]!, dstNs: nss[1]!, dstIp: `${base}.2.2` };
 }
 
 /**
@@ -494,8 +511,11 @@ async function throughput(c: BuildCtx): Promise<PathResult[]> {
     paths.push(await handBridge(c), await weftPair(c, 'bridge-weft', 'bridge', c.tb.underlayCidr, { SubnetLen: 28, SubnetMin: `${u24}.128` }));
   }
   if (want.has('macvlan')) paths.push(await handMacvlan(c), await weftPair(c, 'macvlan-weft', 'macvlan', '10.251.0.0/16'));
-  // bgp: BIRD-learned routes, the same kernel path as host-gw by hand
-  if (want.has('bgp')) paths.push(await weftPair(c, 'bgp-weft', 'bgp', '10.242.0.0/16', {}, 'host-gw-hand'));
+  // bgp: BIRD-learned routes, the same kernel path as host-gw by hand (with the same anti-spoofing rules)
+  if (want.has('bgp')) {
+    if (!want.has('host-gw')) paths.push(await handHostGw(c, 'antispoof'));
+    paths.push(await weftPair(c, 'bgp-weft', 'bgp', '10.242.0.0/16', {}, 'host-gw-hand-as'));
+  }
   if (want.has('udp')) paths.push(await handSocat(c), await weftPair(c, 'udp-weft', 'udp', '10.240.0.0/16'));
 
   for (const p of paths) {
@@ -690,16 +710,25 @@ async function main(): Promise<void> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  // the DNS rows come from bench/dns.ts (its own test bed: one host, weft's server next to dnsmasq)
-  const dns = async (): Promise<string | undefined> => {
-    if (opts.only !== undefined && opts.only !== 'dns') return undefined;
-    log('dns: weft agent vs dnsmasq (bench/dns.js)');
-    const r = await run(process.execPath, [path.join(HERE, 'dns.js'), ...(opts.json ? ['--json'] : [])], { allowFail: true });
-    if (r.code !== 0) throw new Error(`bench/dns.js failed: ${r.stderr.trim()}`);
+  // DNS, CNI and Docker rows come from their own files (each builds its own test bed)
+  const sub = async (name: SubBench): Promise<string | undefined> => {
+    if (opts.only !== undefined && opts.only !== name) return undefined;
+    log(`${name}: ${SUB_BENCHES[name].what} (bench/${SUB_BENCHES[name].file})`);
+    const r = await run(process.execPath, [path.join(HERE, SUB_BENCHES[name].file), ...(opts.json ? ['--json'] : [])], { allowFail: true });
+    if (r.code !== 0) throw new Error(`bench/${SUB_BENCHES[name].file} failed: ${r.stderr.trim().split('\n').slice(-5).join('\n')}`);
     return r.stdout.trim();
   };
-  if (opts.only === 'dns') {
-    process.stdout.write(`${await dns()}\n`);
+  const subs = async (): Promise<Partial<Record<SubBench, string>>> => {
+    const out: Partial<Record<SubBench, string>> = {};
+    for (const name of Object.keys(SUB_BENCHES) as SubBench[]) {
+      const r = await sub(name);
+      if (r !== undefined) out[name] = r;
+    }
+    return out;
+  };
+  if (isSubBench(opts.only)) {
+    const r = await subs();
+    process.stdout.write(`${r[opts.only]}\n`);
     return;
   }
 
@@ -726,11 +755,12 @@ async function main(): Promise<void> {
     command: `node dist/bench/main.js${process.argv.length > 2 ? ' ' + process.argv.slice(2).join(' ') : ''}`,
     machine: `${os.cpus().length} CPU (${os.cpus()[0]?.model.trim() ?? '?'}), Linux ${os.release()}, Node ${process.version}`,
   };
-  const dnsOut = await dns();
+  const more = await subs();
   if (opts.json) {
-    process.stdout.write(JSON.stringify({ ...meta, options: opts, throughput: tp, attach: at, dns: dnsOut === undefined ? undefined : JSON.parse(dnsOut) }, null, 2) + '\n');
+    const parsed = Object.fromEntries(Object.entries(more).map(([k, v]) => [k, JSON.parse(v)]));
+    process.stdout.write(JSON.stringify({ ...meta, options: opts, throughput: tp, attach: at, ...parsed }, null, 2) + '\n');
   } else {
-    process.stdout.write(markdown(opts, tp, at, meta) + (dnsOut === undefined ? '' : `\n\n${dnsOut}`) + '\n');
+    process.stdout.write([markdown(opts, tp, at, meta), ...Object.values(more)].join('\n\n') + '\n');
   }
 }
 
