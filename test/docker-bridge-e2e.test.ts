@@ -58,6 +58,10 @@ test('docker-opts: default-bridge containers on two hosts reach each other and a
     assert.ok(m, `docker-opts printed: ${line}`);
     const status = await agents[i]!.status();
     assert.equal(status?.networks[0]?.bridge, 'docker0', 'docker0 is the network bridge');
+    // the agent left the plan: docker-opts with no agent answering prints the same options (dockerd at boot)
+    const offline = await runWeft(['docker-opts', '--api', path.join(dir, 'no-agent.sock'), '--state-dir', agents[i]!.stateDir]);
+    assert.equal(offline.stderr, '');
+    assert.equal(offline.stdout.trim(), line, 'offline docker-opts prints what the agent printed');
     const d = await startDockerd({ netns: h.ns, dir: path.join(dir, `d${i}`), extraArgs: line.split(' ') });
     daemons.push(d);
     await ensureBusyboxImage(d);

@@ -6,6 +6,7 @@ import { checkUnderlayOverlap } from '../config/ranges.js';
 import type { NetworkConfig } from '../config/types.js';
 import { LeaseManager } from '../lease/manager.js';
 import { writeSubnetEnv, type SubnetEnv } from '../lease/subnet-env.js';
+import { dockerEnvPath, removeDockerEnv, writeDockerEnv, type DockerPlan } from '../lease/docker-env.js';
 import type { Lease } from '../lease/types.js';
 import { CONNECTIONS_PREFIX, networkKeys } from '../store/layout.js';
 import type { Store, Watch } from '../store/types.js';
@@ -18,6 +19,7 @@ import { WeftError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { blockSize, formatCidr, intToIp, parseCidr } from '../net/ipv4.js';
+import { gatewayOf } from '../ipam/addresses.js';
 import type { NetworkStatus } from './types.js';
 import { DEFAULT_RESYNC_SECONDS } from '../config/network.js';
 
@@ -36,6 +38,9 @@ export interface HostOps {
   /** Removes the network's masquerade rules (an agent restarted without --ip-masq). */
   removeMasquerade(cidr: string): Promise<void>;
   writeSubnetEnv(file: string, env: SubnetEnv): Promise<void>;
+  /** The docker0 plan `weft docker-opts` prints when no agent answers (written 0644, atomically). */
+  writeDockerEnv(file: string, plan: DockerPlan): Promise<void>;
+  removeDockerEnv(file: string): Promise<void>;
   /** Moves every port of bridge `from` onto `to` and deletes `from`. */
   movePorts(from: string, to: string): Promise<unknown>;
 }
@@ -50,6 +55,8 @@ export const realHostOps: HostOps = {
   ensureMasquerade: (cidr) => ensureMasquerade(cidr),
   removeMasquerade: (cidr) => removeMasquerade(cidr),
   writeSubnetEnv: (file, env) => writeSubnetEnv(file, env),
+  writeDockerEnv: (file, plan) => writeDockerEnv(file, plan),
+  removeDockerEnv: (file) => removeDockerEnv(file),
   movePorts: (from, to) => movePorts(from, to),
 };
 /** Smallest container MTU a network config may ask for (IPv4 hosts must accept 576-byte datagrams). */
@@ -140,22 +147,59 @@ export class NetworkRunner {
 
   /** Docker's --fixed-cidr in docker0 mode: the upper half of this host's lease; undefined otherwise. */
   get dockerFixedCidr(): string | undefined {
-    if (this.bridgeName !== DOCKER_BRIDGE || !this.lease) return undefined;
-    const lease = parseCidr(this.lease.subnet);
-    return formatCidr({ base: lease.base + blockSize(lease.len + 1), len: lease.len + 1 });
+    if (this.bridgeName !== DOCKER_BRIDGE || !this.lease || this.dockerModeProblem()) return undefined;
+    return upperHalf(this.lease.subnet);
+  }
+
+  /**
+   * What dockerd must be started with while docker0 is this network's bridge (`weft docker-opts`); undefined
+   * when it is not in docker0 mode.
+   */
+  get dockerPlan(): DockerPlan | undefined {
+    const fixedCidr = this.dockerFixedCidr;
+    if (!fixedCidr) return undefined;
+    return { network: this.name, subnet: this.lease.subnet, bip: `${gatewayOf(this.lease.subnet)}/${parseCidr(this.lease.subnet).len}`, fixedCidr, mtu: this.backend.mtu, ipMasq: false };
+  }
+
+  /**
+   * Why docker0 cannot be this network's bridge, or undefined: dockerd's bridge holds `--bip` (the lease's
+   * gateway) and its IPAM hands out `--fixed-cidr` of the lease, so the network must give each host a
+   * lease of its own with the gateway on the host bridge (not l2, bridge or macvlan).
+   */
+  private dockerModeProblem(): string | undefined {
+    if (this.module.wantsBridge === false) return `network ${this.name} uses no host bridge (backend ${this.module.type})`;
+    const base = addressPlan(this.lease, this.config);
+    if (base.pool !== this.lease.subnet || base.bridgeAddress === false || base.gateway !== gatewayOf(this.lease.subnet) || base.first || base.last || parseCidr(this.lease.subnet).len > 29) {
+      return `network ${this.name} cannot serve Docker's default bridge: its ${this.module.type} backend does not give each host a subnet of its own with the gateway on the host bridge`;
+    }
+    return undefined;
   }
 
   /**
    * Makes `name` this network's host bridge: created with the gateway address, every container port moved
-   * onto it, the old bridge removed. For docker0 mode, before dockerd restarts with `--bip` on it.
+   * onto it, the old bridge removed. For docker0 mode, before dockerd restarts with `--bip` on it; the
+   * docker0 plan (docker.env) is written once the ports are on docker0.
    */
   async moveToBridge(name: string): Promise<void> {
     const old = this.bridge;
     if (!old) throw new WeftError(`network ${this.name} uses no host bridge (backend ${this.module.type})`);
     if (old === name) return;
+    if (name === DOCKER_BRIDGE) {
+      const problem = this.dockerModeProblem();
+      if (problem) throw new WeftError(problem);
+    }
     this.bridgeName = name;
-    await this.applyLease();
+    await this.applyLease({ dockerPlan: false });
     await this.host.movePorts(old, name);
+    await this.writeDockerPlan();
+  }
+
+  /** Writes the docker0 plan in docker0 mode and removes a stale one otherwise. */
+  private async writeDockerPlan(): Promise<void> {
+    const file = dockerEnvPath(this.opts.stateDir, this.name);
+    const plan = this.dockerPlan;
+    if (plan) await this.host.writeDockerEnv(file, plan);
+    else await this.host.removeDockerEnv(file);
   }
 
   /** The containers' gateway (no prefix length), or undefined when the backend gives them none. */
@@ -264,7 +308,7 @@ export class NetworkRunner {
   }
 
   /** Everything on this host that depends on the lease: bridge address, backend, forwarding, NAT, subnet.env. */
-  private async applyLease(): Promise<void> {
+  private async applyLease(o: { dockerPlan?: false } = {}): Promise<void> {
     const plan = this.plan;
     if (this.bridge && plan.gateway && plan.bridgeAddress !== false) {
       const len = plan.prefixLen ?? Number(plan.pool.split('/')[1]);
@@ -278,6 +322,7 @@ export class NetworkRunner {
     else await this.host.removeMasquerade(this.config.Network);
     const env = { network: this.config.Network, subnet: this.lease.subnet, mtu: this.backend.mtu, ipMasq };
     for (const file of this.opts.subnetEnvPaths) await this.host.writeSubnetEnv(file, env);
+    if (o.dockerPlan !== false) await this.writeDockerPlan();
   }
 
   /**
@@ -450,6 +495,12 @@ export class NetworkRunner {
       this.opts.onReconciled?.(this, Number(process.hrtime.bigint() - t0) / 1e9, this.lastError);
     }
   }
+}
+
+/** The upper half of a lease: Docker's --fixed-cidr in docker0 mode. */
+function upperHalf(subnet: string): string {
+  const lease = parseCidr(subnet);
+  return formatCidr({ base: lease.base + blockSize(lease.len + 1), len: lease.len + 1 });
 }
 
 /** What a reconcile depends on, as one comparable string (expiry times left out: a renewal is no change). */

@@ -12,6 +12,7 @@ import { createNetwork, getNetwork } from '../../src/config/registry.js';
 import { hostRecordToJson, leaseToJson } from '../../src/lease/codec.js';
 import type { Lease } from '../../src/lease/types.js';
 import { openStore } from '../../src/store/index.js';
+import { dockerOptionsLine } from '../../src/lease/docker-env.js';
 import { networkKeys } from '../../src/store/layout.js';
 import type { Store } from '../../src/store/types.js';
 import { waitFor } from '../../src/testbed/wait.js';
@@ -83,6 +84,8 @@ function recordingHost(): HostOps & { calls: Call[] } {
     removeMasquerade: async (cidr) => void calls.push({ op: 'no-masq', arg: cidr }),
     movePorts: async (from, to) => void calls.push({ op: 'move', arg: `${from}>${to}` }),
     writeSubnetEnv: async (file, env) => void calls.push({ op: 'subnet.env', arg: `${path.basename(path.dirname(file))} ${env.subnet} ${env.mtu}` }),
+    writeDockerEnv: async (file, plan) => void calls.push({ op: 'docker.env', arg: `${path.basename(path.dirname(file))} ${dockerOptionsLine(plan)}` }),
+    removeDockerEnv: async (file) => void calls.push({ op: 'no-docker.env', arg: path.basename(path.dirname(file)) }),
   };
 }
 
@@ -220,6 +223,10 @@ test('docker0 mode: the bridge becomes docker0, ports move, weft hands out only 
     assert.ok(host.calls.some((c) => c.op === 'bridge' && String(c.arg).startsWith(`docker0 ${base}.1/24`)), 'docker0 made with the gateway');
     assert.ok(host.calls.some((c) => c.op === 'move' && c.arg === 'weft0>docker0'), 'ports moved from weft0');
     assert.equal(runner.status().bridge, 'docker0');
+    // the plan `weft docker-opts` prints without an agent: written once the ports are on docker0
+    const ops = host.calls.map((c) => c.op);
+    assert.ok(ops.lastIndexOf('docker.env') > ops.indexOf('move'), `docker.env after the move: ${ops.join(' ')}`);
+    assert.equal(host.calls.filter((c) => c.op === 'docker.env').at(-1)?.arg, `n1 --bip=${base}.1/24 --fixed-cidr=${base}.128/25 --mtu=1400 --ip-masq=false`);
   } finally {
     await runner.stop();
     await store.close();
