@@ -7,6 +7,7 @@ import type { NetworkConfig } from '../config/types.js';
 import { LeaseManager } from '../lease/manager.js';
 import { writeSubnetEnv, type SubnetEnv } from '../lease/subnet-env.js';
 import { dockerEnvPath, removeDockerEnv, writeDockerEnv, type DockerPlan } from '../lease/docker-env.js';
+import { Ipam } from '../ipam/ipam.js';
 import type { Lease } from '../lease/types.js';
 import { CONNECTIONS_PREFIX, networkKeys } from '../store/layout.js';
 import type { Store, Watch } from '../store/types.js';
@@ -18,7 +19,7 @@ import { connectedPrefixes } from '../system/underlay.js';
 import { WeftError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { blockSize, formatCidr, intToIp, parseCidr } from '../net/ipv4.js';
+import { blockSize, cidrContains, formatCidr, intToIp, parseCidr } from '../net/ipv4.js';
 import { gatewayOf } from '../ipam/addresses.js';
 import type { NetworkStatus } from './types.js';
 import { DEFAULT_RESYNC_SECONDS } from '../config/network.js';
@@ -177,8 +178,9 @@ export class NetworkRunner {
 
   /**
    * Makes `name` this network's host bridge: created with the gateway address, every container port moved
-   * onto it, the old bridge removed. For docker0 mode, before dockerd restarts with `--bip` on it; the
-   * docker0 plan (docker.env) is written once the ports are on docker0.
+   * onto it, the old bridge removed. For docker0 mode, before dockerd restarts with `--bip` on it: refused
+   * (nothing changed) when weft already handed out an address in the part of the lease Docker's IPAM would
+   * take, and the docker0 plan (docker.env) written once the ports are on docker0.
    */
   async moveToBridge(name: string): Promise<void> {
     const old = this.bridge;
@@ -187,11 +189,44 @@ export class NetworkRunner {
     if (name === DOCKER_BRIDGE) {
       const problem = this.dockerModeProblem();
       if (problem) throw new WeftError(problem);
+      // narrow the plan first: an attach from now on takes an address in the lower half; then look at what
+      // was handed out before (an attach that read the old plan re-checks its address after allocating)
+      this.bridgeName = name;
+      try {
+        await this.checkDockerRangeFree();
+      } catch (err) {
+        this.bridgeName = old;
+        throw err;
+      }
     }
     this.bridgeName = name;
     await this.applyLease({ dockerPlan: false });
     await this.host.movePorts(old, name);
     await this.writeDockerPlan();
+  }
+
+  /**
+   * Refuses docker0 mode while an address weft handed out on this host lies in Docker's --fixed-cidr: Docker's
+   * IPAM knows nothing of weft's and would give it to a default-bridge container too.
+   */
+  private async checkDockerRangeFree(): Promise<void> {
+    const fixed = upperHalf(this.lease.subnet);
+    const { store, hostId } = this.opts;
+    const held = (await new Ipam(store).list({ network: this.name, subnet: this.lease.subnet })).filter((a) => cidrContains(fixed, a.address) && (!a.host || a.host === hostId));
+    if (!held.length) return;
+    const names = new Map<string, string>();
+    for (const e of await store.list(networkKeys(store, this.name).endpointsPrefix(hostId))) {
+      try {
+        const ep = JSON.parse(e.value) as { owner?: unknown; container?: unknown };
+        if (typeof ep.owner === 'string' && typeof ep.container === 'string') names.set(ep.owner, ep.container);
+      } catch {
+        /* not an endpoint record */
+      }
+    }
+    const list = held.map((a) => `${a.address} (${names.get(a.owner) ?? (a.owner.startsWith('docker:') ? `a Docker endpoint, ${a.owner}` : a.owner || 'no owner')})`);
+    throw new WeftError(
+      `cannot make docker0 the bridge of network ${this.name}: Docker's IPAM would hand out ${fixed} (--fixed-cidr), where weft has already given ${list.join(', ')}; detach ${held.length === 1 ? 'it' : 'them'} (attached again, weft gives them addresses below ${fixed.split('/')[0]}), then run \`weft docker-opts\` again`,
+    );
   }
 
   /** Writes the docker0 plan in docker0 mode and removes a stale one otherwise. */
