@@ -4,6 +4,7 @@ import path from 'node:path';
 import { getNetwork } from '../config/registry.js';
 import { DnsService, type DnsServiceOptions } from '../dns/service.js';
 import { subnetEnvPath } from '../lease/subnet-env.js';
+import { dockerEnvPath } from '../lease/docker-env.js';
 import { listLeases } from '../lease/leases.js';
 import { listNetworkNames, networkNameOfConfigKey } from '../store/layout.js';
 import { openStore } from '../store/index.js';
@@ -213,7 +214,7 @@ export class Agent implements NetworkDirectory {
         await this.dns.stopNetwork(n);
         await runner.stop();
         await runner.backend.teardown().catch((err) => this.log.warn({ err }, 'teardown failed'));
-        for (const f of this.subnetEnvPaths(n)) await rm(f, { force: true }).catch(() => {});
+        for (const f of [...this.subnetEnvPaths(n), dockerEnvPath(this.opts.stateDir, n)]) await rm(f, { force: true }).catch(() => {});
         await removeBridge(this.bridges.get(n)).catch(() => {});
         this.bridges.forget(n);
       } else {
@@ -307,13 +308,12 @@ export class Agent implements NetworkDirectory {
     return this.bridges.get(network) === 'weft0' ? [own, path.join(this.opts.stateDir, 'subnet.env')] : [own];
   }
 
-  /** subnet.env files of networks no longer in the store (removed while this agent was down). */
+  /** subnet.env and docker.env files of networks no longer in the store (removed while this agent was down). */
   private async removeStaleSubnetEnv(known: readonly string[]): Promise<void> {
     const dirs = await readdir(this.opts.stateDir, { withFileTypes: true }).catch(() => []);
     for (const d of dirs) {
       if (!d.isDirectory() || known.includes(d.name)) continue;
-      const f = subnetEnvPath(this.opts.stateDir, d.name);
-      await rm(f, { force: true }).catch(() => {});
+      for (const f of [subnetEnvPath(this.opts.stateDir, d.name), dockerEnvPath(this.opts.stateDir, d.name)]) await rm(f, { force: true }).catch(() => {});
     }
   }
 
@@ -403,7 +403,6 @@ export class Agent implements NetworkDirectory {
     ];
   }
 
-  /** `weft rotate-keys`: new key pairs for one network ({network}) or every network whose backend has keys. */
   /**
    * flannel's DOCKER_NETWORK_OPTIONS done right: the network's host bridge becomes docker0 (ports moved,
    * kept across restarts), Docker's IPAM gets the upper half of the lease (--fixed-cidr) and weft the
@@ -424,11 +423,12 @@ export class Agent implements NetworkDirectory {
       this.bridges.set(r.name, DOCKER_BRIDGE);
       this.log.info({ network: r.name }, 'docker0 is now the host bridge of this network: restart dockerd with `weft docker-opts`');
     }
-    const fixedCidr = r.dockerFixedCidr;
-    if (!fixedCidr || !r.gateway) throw new WeftError(`network ${r.name} cannot serve Docker's default bridge (backend ${r.module.type})`);
-    return { network: r.name, subnet: r.lease.subnet, bip: `${r.gateway}/${r.lease.subnet.split('/')[1]}`, fixedCidr, mtu: r.backend.mtu, ipMasq: false };
+    const plan = r.dockerPlan;
+    if (!plan) throw new WeftError(`network ${r.name} cannot serve Docker's default bridge (backend ${r.module.type})`);
+    return plan;
   }
 
+  /** `weft rotate-keys`: new key pairs for one network ({network}) or every network whose backend has keys. */
   private async rotateKeys(body: unknown): Promise<Array<{ network: string; subnet: string; backendData: Record<string, unknown> }>> {
     const b = (body ?? {}) as { network?: string };
     const runners = b.network ? [this.get(b.network)] : this.all().filter((r) => r.backend.rotateKeys);
@@ -470,6 +470,8 @@ export class Agent implements NetworkDirectory {
     await this.dns.stop();
     for (const [name, r] of this.runners) {
       await r.release();
+      // the lease is given back: `weft docker-opts` without an agent must not print it to dockerd any more
+      await rm(dockerEnvPath(this.opts.stateDir, name), { force: true }).catch(() => {});
       await removeBridge(this.bridges.get(name)).catch(() => {});
       this.bridges.forget(name);
     }

@@ -3,7 +3,7 @@ import { endpointDriver } from '../backends/endpoints/registry.js';
 import type { EndpointDriver } from '../backends/endpoints/types.js';
 import type { DnsService } from '../dns/service.js';
 import { normalizeName } from '../dns/records.js';
-import type { PoolRange } from '../ipam/addresses.js';
+import { AddressPool, type PoolRange } from '../ipam/addresses.js';
 import { Ipam } from '../ipam/ipam.js';
 import type { AddressPlan } from '../backends/types.js';
 import { networkKeys } from '../store/layout.js';
@@ -141,9 +141,15 @@ export class Endpoints {
     }
   }
 
-  private async createNow(net: NetworkRunner, target: ResolvedContainer, id: string, req: AttachRequest, keepAddress?: string): Promise<StoredEndpoint> {
+  private async createNow(net: NetworkRunner, target: ResolvedContainer, id: string, req: AttachRequest, keepAddress?: string, again = false): Promise<StoredEndpoint> {
     const plan = net.plan;
     const alloc = await this.ipam.allocate({ network: net.name, subnet: plan.pool, range: poolRange(plan), host: this.hostId, owner: target.key, address: keepAddress ?? req.address });
+    // `weft docker-opts` may have narrowed the range while this allocated (docker0 mode: Docker's IPAM takes
+    // the upper half): an address outside the range now is given back and the attach allocates again
+    if (!keepAddress && !again && !inPlan(net.plan, alloc.address)) {
+      await this.ipam.release({ network: net.name, subnet: plan.pool, owner: target.key, host: this.hostId });
+      return this.createNow(net, target, id, req, keepAddress, true);
+    }
     const hostIf = hostIfName(target.key, net.name);
     const driver = this.driver(net);
     let made = false;
@@ -363,6 +369,16 @@ export function endpointId(containerKey: string, network: string): string {
  */
 export function macForAddress(ip: string): string {
   return ['02', '42', ...ip.split('.').map((o) => Number(o).toString(16).padStart(2, '0'))].join(':');
+}
+
+/** Whether containers of this host may (still) have `address` under the plan (docker0 mode narrows it). */
+export function inPlan(plan: AddressPlan, address: string): boolean {
+  try {
+    new AddressPool(plan.pool, poolRange(plan)).check(address);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** The part of the plan's pool containers of this host may take. */

@@ -6,6 +6,8 @@ import { checkUnderlayOverlap } from '../config/ranges.js';
 import type { NetworkConfig } from '../config/types.js';
 import { LeaseManager } from '../lease/manager.js';
 import { writeSubnetEnv, type SubnetEnv } from '../lease/subnet-env.js';
+import { dockerEnvPath, removeDockerEnv, writeDockerEnv, type DockerPlan } from '../lease/docker-env.js';
+import { Ipam } from '../ipam/ipam.js';
 import type { Lease } from '../lease/types.js';
 import { CONNECTIONS_PREFIX, networkKeys } from '../store/layout.js';
 import type { Store, Watch } from '../store/types.js';
@@ -17,7 +19,8 @@ import { connectedPrefixes } from '../system/underlay.js';
 import { WeftError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { blockSize, formatCidr, intToIp, parseCidr } from '../net/ipv4.js';
+import { blockSize, cidrContains, formatCidr, intToIp, parseCidr } from '../net/ipv4.js';
+import { gatewayOf } from '../ipam/addresses.js';
 import type { NetworkStatus } from './types.js';
 import { DEFAULT_RESYNC_SECONDS } from '../config/network.js';
 
@@ -36,6 +39,9 @@ export interface HostOps {
   /** Removes the network's masquerade rules (an agent restarted without --ip-masq). */
   removeMasquerade(cidr: string): Promise<void>;
   writeSubnetEnv(file: string, env: SubnetEnv): Promise<void>;
+  /** The docker0 plan `weft docker-opts` prints when no agent answers (written 0644, atomically). */
+  writeDockerEnv(file: string, plan: DockerPlan): Promise<void>;
+  removeDockerEnv(file: string): Promise<void>;
   /** Moves every port of bridge `from` onto `to` and deletes `from`. */
   movePorts(from: string, to: string): Promise<unknown>;
 }
@@ -50,6 +56,8 @@ export const realHostOps: HostOps = {
   ensureMasquerade: (cidr) => ensureMasquerade(cidr),
   removeMasquerade: (cidr) => removeMasquerade(cidr),
   writeSubnetEnv: (file, env) => writeSubnetEnv(file, env),
+  writeDockerEnv: (file, plan) => writeDockerEnv(file, plan),
+  removeDockerEnv: (file) => removeDockerEnv(file),
   movePorts: (from, to) => movePorts(from, to),
 };
 /** Smallest container MTU a network config may ask for (IPv4 hosts must accept 576-byte datagrams). */
@@ -140,22 +148,93 @@ export class NetworkRunner {
 
   /** Docker's --fixed-cidr in docker0 mode: the upper half of this host's lease; undefined otherwise. */
   get dockerFixedCidr(): string | undefined {
-    if (this.bridgeName !== DOCKER_BRIDGE || !this.lease) return undefined;
-    const lease = parseCidr(this.lease.subnet);
-    return formatCidr({ base: lease.base + blockSize(lease.len + 1), len: lease.len + 1 });
+    if (this.bridgeName !== DOCKER_BRIDGE || !this.lease || this.dockerModeProblem()) return undefined;
+    return upperHalf(this.lease.subnet);
+  }
+
+  /**
+   * What dockerd must be started with while docker0 is this network's bridge (`weft docker-opts`); undefined
+   * when it is not in docker0 mode.
+   */
+  get dockerPlan(): DockerPlan | undefined {
+    const fixedCidr = this.dockerFixedCidr;
+    if (!fixedCidr) return undefined;
+    return { network: this.name, subnet: this.lease.subnet, bip: `${gatewayOf(this.lease.subnet)}/${parseCidr(this.lease.subnet).len}`, fixedCidr, mtu: this.backend.mtu, ipMasq: false };
+  }
+
+  /**
+   * Why docker0 cannot be this network's bridge, or undefined: dockerd's bridge holds `--bip` (the lease's
+   * gateway) and its IPAM hands out `--fixed-cidr` of the lease, so the network must give each host a
+   * lease of its own with the gateway on the host bridge (not l2, bridge or macvlan).
+   */
+  private dockerModeProblem(): string | undefined {
+    if (this.module.wantsBridge === false) return `network ${this.name} uses no host bridge (backend ${this.module.type})`;
+    const base = addressPlan(this.lease, this.config);
+    if (base.pool !== this.lease.subnet || base.bridgeAddress === false || base.gateway !== gatewayOf(this.lease.subnet) || base.first || base.last || parseCidr(this.lease.subnet).len > 29) {
+      return `network ${this.name} cannot serve Docker's default bridge: its ${this.module.type} backend does not give each host a subnet of its own with the gateway on the host bridge`;
+    }
+    return undefined;
   }
 
   /**
    * Makes `name` this network's host bridge: created with the gateway address, every container port moved
-   * onto it, the old bridge removed. For docker0 mode, before dockerd restarts with `--bip` on it.
+   * onto it, the old bridge removed. For docker0 mode, before dockerd restarts with `--bip` on it: refused
+   * (nothing changed) when weft already handed out an address in the part of the lease Docker's IPAM would
+   * take, and the docker0 plan (docker.env) written once the ports are on docker0.
    */
   async moveToBridge(name: string): Promise<void> {
     const old = this.bridge;
     if (!old) throw new WeftError(`network ${this.name} uses no host bridge (backend ${this.module.type})`);
     if (old === name) return;
+    if (name === DOCKER_BRIDGE) {
+      const problem = this.dockerModeProblem();
+      if (problem) throw new WeftError(problem);
+      // narrow the plan first: an attach from now on takes an address in the lower half; then look at what
+      // was handed out before (an attach that read the old plan re-checks its address after allocating)
+      this.bridgeName = name;
+      try {
+        await this.checkDockerRangeFree();
+      } catch (err) {
+        this.bridgeName = old;
+        throw err;
+      }
+    }
     this.bridgeName = name;
-    await this.applyLease();
+    await this.applyLease({ dockerPlan: false });
     await this.host.movePorts(old, name);
+    await this.writeDockerPlan();
+  }
+
+  /**
+   * Refuses docker0 mode while an address weft handed out on this host lies in Docker's --fixed-cidr: Docker's
+   * IPAM knows nothing of weft's and would give it to a default-bridge container too.
+   */
+  private async checkDockerRangeFree(): Promise<void> {
+    const fixed = upperHalf(this.lease.subnet);
+    const { store, hostId } = this.opts;
+    const held = (await new Ipam(store).list({ network: this.name, subnet: this.lease.subnet })).filter((a) => cidrContains(fixed, a.address) && (!a.host || a.host === hostId));
+    if (!held.length) return;
+    const names = new Map<string, string>();
+    for (const e of await store.list(networkKeys(store, this.name).endpointsPrefix(hostId))) {
+      try {
+        const ep = JSON.parse(e.value) as { owner?: unknown; container?: unknown };
+        if (typeof ep.owner === 'string' && typeof ep.container === 'string') names.set(ep.owner, ep.container);
+      } catch {
+        /* not an endpoint record */
+      }
+    }
+    const list = held.map((a) => `${a.address} (${names.get(a.owner) ?? (a.owner.startsWith('docker:') ? `a Docker endpoint, ${a.owner}` : a.owner || 'no owner')})`);
+    throw new WeftError(
+      `cannot make docker0 the bridge of network ${this.name}: Docker's IPAM would hand out ${fixed} (--fixed-cidr), where weft has already given ${list.join(', ')}; detach ${held.length === 1 ? 'it' : 'them'} (attached again, weft gives them addresses below ${fixed.split('/')[0]}), then run \`weft docker-opts\` again`,
+    );
+  }
+
+  /** Writes the docker0 plan in docker0 mode and removes a stale one otherwise. */
+  private async writeDockerPlan(): Promise<void> {
+    const file = dockerEnvPath(this.opts.stateDir, this.name);
+    const plan = this.dockerPlan;
+    if (plan) await this.host.writeDockerEnv(file, plan);
+    else await this.host.removeDockerEnv(file);
   }
 
   /** The containers' gateway (no prefix length), or undefined when the backend gives them none. */
@@ -264,7 +343,7 @@ export class NetworkRunner {
   }
 
   /** Everything on this host that depends on the lease: bridge address, backend, forwarding, NAT, subnet.env. */
-  private async applyLease(): Promise<void> {
+  private async applyLease(o: { dockerPlan?: false } = {}): Promise<void> {
     const plan = this.plan;
     if (this.bridge && plan.gateway && plan.bridgeAddress !== false) {
       const len = plan.prefixLen ?? Number(plan.pool.split('/')[1]);
@@ -278,6 +357,7 @@ export class NetworkRunner {
     else await this.host.removeMasquerade(this.config.Network);
     const env = { network: this.config.Network, subnet: this.lease.subnet, mtu: this.backend.mtu, ipMasq };
     for (const file of this.opts.subnetEnvPaths) await this.host.writeSubnetEnv(file, env);
+    if (o.dockerPlan !== false) await this.writeDockerPlan();
   }
 
   /**
@@ -450,6 +530,12 @@ export class NetworkRunner {
       this.opts.onReconciled?.(this, Number(process.hrtime.bigint() - t0) / 1e9, this.lastError);
     }
   }
+}
+
+/** The upper half of a lease: Docker's --fixed-cidr in docker0 mode. */
+function upperHalf(subnet: string): string {
+  const lease = parseCidr(subnet);
+  return formatCidr({ base: lease.base + blockSize(lease.len + 1), len: lease.len + 1 });
 }
 
 /** What a reconcile depends on, as one comparable string (expiry times left out: a renewal is no change). */

@@ -12,6 +12,10 @@ import { createNetwork, getNetwork } from '../../src/config/registry.js';
 import { hostRecordToJson, leaseToJson } from '../../src/lease/codec.js';
 import type { Lease } from '../../src/lease/types.js';
 import { openStore } from '../../src/store/index.js';
+import { MemoryBackend, MemoryStore } from '../../src/store/memory.js';
+import { dockerOptionsLine } from '../../src/lease/docker-env.js';
+import { Ipam } from '../../src/ipam/ipam.js';
+import { poolRange } from '../../src/agent/endpoints.js';
 import { networkKeys } from '../../src/store/layout.js';
 import type { Store } from '../../src/store/types.js';
 import { waitFor } from '../../src/testbed/wait.js';
@@ -83,6 +87,8 @@ function recordingHost(): HostOps & { calls: Call[] } {
     removeMasquerade: async (cidr) => void calls.push({ op: 'no-masq', arg: cidr }),
     movePorts: async (from, to) => void calls.push({ op: 'move', arg: `${from}>${to}` }),
     writeSubnetEnv: async (file, env) => void calls.push({ op: 'subnet.env', arg: `${path.basename(path.dirname(file))} ${env.subnet} ${env.mtu}` }),
+    writeDockerEnv: async (file, plan) => void calls.push({ op: 'docker.env', arg: `${path.basename(path.dirname(file))} ${dockerOptionsLine(plan)}` }),
+    removeDockerEnv: async (file) => void calls.push({ op: 'no-docker.env', arg: path.basename(path.dirname(file)) }),
   };
 }
 
@@ -92,10 +98,10 @@ after(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-async function setup(ttl = 30): Promise<{ dir: string; store: Store; runner: NetworkRunner; backend: RecordingBackend; host: ReturnType<typeof recordingHost>; readdressed: string[] }> {
+async function setup(ttl = 30, o: { memory?: boolean } = {}): Promise<{ dir: string; store: Store; runner: NetworkRunner; backend: RecordingBackend; host: ReturnType<typeof recordingHost>; readdressed: string[] }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-runner-'));
   dirs.push(dir);
-  const store = await openStore(`sqlite://${dir}/weft.db`, { create: true });
+  const store = o.memory ? new MemoryStore({ backend: new MemoryBackend() }) : await openStore(`sqlite://${dir}/weft.db`, { create: true });
   await createNetwork(store, 'n1', { Network: '10.77.0.0/16', Backend: { Type: 'recording' } });
   const host = recordingHost();
   const readdressed: string[] = [];
@@ -220,6 +226,61 @@ test('docker0 mode: the bridge becomes docker0, ports move, weft hands out only 
     assert.ok(host.calls.some((c) => c.op === 'bridge' && String(c.arg).startsWith(`docker0 ${base}.1/24`)), 'docker0 made with the gateway');
     assert.ok(host.calls.some((c) => c.op === 'move' && c.arg === 'weft0>docker0'), 'ports moved from weft0');
     assert.equal(runner.status().bridge, 'docker0');
+    // the plan `weft docker-opts` prints without an agent: written once the ports are on docker0
+    const ops = host.calls.map((c) => c.op);
+    assert.ok(ops.lastIndexOf('docker.env') > ops.indexOf('move'), `docker.env after the move: ${ops.join(' ')}`);
+    assert.equal(host.calls.filter((c) => c.op === 'docker.env').at(-1)?.arg, `n1 --bip=${base}.1/24 --fixed-cidr=${base}.128/25 --mtu=1400 --ip-masq=false`);
+  } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
+
+test("docker0 mode is refused while weft holds an address in Docker's half of the lease; afterwards weft's IPAM never hands one out there", async () => {
+  const { store, runner, host } = await setup(30, { memory: true });
+  try {
+    const lease = runner.lease.subnet; // a /24
+    const base = lease.split('/')[0]!.replace(/\.0$/, '');
+    const ipam = new Ipam(store);
+    const keys = networkKeys(store, 'n1');
+    // before docker0 mode: a container with a static address in the upper half, and one in the lower half
+    const wide = { network: 'n1', subnet: lease, range: poolRange(runner.plan), host: 'me' };
+    await ipam.allocate({ ...wide, owner: 'netns:web', address: `${base}.200` });
+    await store.put(keys.endpoint('me', 'ep-web'), JSON.stringify({ id: 'ep-web', container: 'web', network: 'n1', hostId: 'me', address: `${base}.200/24`, mac: '02:42:00:00:00:01', owner: 'netns:web' }));
+    await ipam.allocate({ ...wide, owner: 'netns:low' });
+    await ipam.allocate({ ...wide, owner: 'docker:abc:def', address: `${base}.129` });
+    const before = host.calls.length;
+    await assert.rejects(
+      runner.moveToBridge('docker0'),
+      (err: Error) => {
+        assert.equal(
+          err.message,
+          `cannot make docker0 the bridge of network n1: Docker's IPAM would hand out ${base}.128/25 (--fixed-cidr), where weft has already given ${base}.129 (a Docker endpoint, docker:abc:def), ${base}.200 (web); detach them (attached again, weft gives them addresses below ${base}.128), then run \`weft docker-opts\` again`,
+        );
+        return true;
+      },
+    );
+    // nothing changed: still weft0, the whole lease, no docker0, no plan for dockerd
+    assert.equal(runner.bridge, 'weft0');
+    assert.equal(runner.dockerFixedCidr, undefined);
+    assert.equal(runner.plan.last, undefined);
+    assert.deepEqual(host.calls.slice(before), []);
+
+    await ipam.release({ network: 'n1', subnet: lease, owner: 'netns:web' });
+    await assert.rejects(runner.moveToBridge('docker0'), /already given 10\.77\.\d+\.129 \(a Docker endpoint, docker:abc:def\); detach it \(/);
+    await ipam.release({ network: 'n1', subnet: lease, owner: 'docker:abc:def' });
+    await runner.moveToBridge('docker0');
+    assert.equal(runner.dockerFixedCidr, `${base}.128/25`);
+    assert.ok(host.calls.some((c) => c.op === 'move' && c.arg === 'weft0>docker0'), 'switched once nothing was left in the upper half');
+
+    // afterwards: weft's IPAM fills the lower half and then says it is full; a static address above is refused
+    const narrow = { network: 'n1', subnet: lease, range: poolRange(runner.plan), host: 'me' };
+    const got: string[] = [];
+    for (let i = 0; i < 125; i++) got.push((await ipam.allocate({ ...narrow, owner: `netns:c${i}` })).address);
+    assert.equal(got.at(-1), `${base}.127`);
+    assert.ok(got.every((a) => Number(a.split('.')[3]) < 128), 'every address below .128');
+    await assert.rejects(ipam.allocate({ ...narrow, owner: 'netns:one-more' }), /no free address in 10\.77\.\d+\.0\/24 of network "n1": all 126 container addresses are allocated/);
+    await assert.rejects(ipam.allocate({ ...narrow, owner: 'netns:static', address: `${base}.130` }), /requested address 10\.77\.\d+\.130 is outside this host's range of 10\.77\.\d+\.0\/24 \(10\.77\.\d+\.1–10\.77\.\d+\.127\)/);
   } finally {
     await runner.stop();
     await store.close();

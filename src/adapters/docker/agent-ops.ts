@@ -17,7 +17,7 @@ import { networkKeys } from '../../store/layout.js';
 import type { Store } from '../../store/types.js';
 import { endpointDriver } from '../../backends/endpoints/registry.js';
 import type { AddressPlan } from '../../backends/types.js';
-import { poolRange } from '../../agent/endpoints.js';
+import { inPlan, poolRange } from '../../agent/endpoints.js';
 import { WeftError } from '../../util/errors.js';
 import type { DockerApi } from './docker-api.js';
 import type { DockerBackendOps, EndpointNames, EndpointPorts, HostNetwork, WeftNetworkOptions } from './plugin.js';
@@ -228,7 +228,13 @@ export class AgentDockerOps implements DockerBackendOps {
       const taken = (await this.ipam.list({ network: name, subnet: own })).some((a) => a.address === req.address);
       if (taken) throw new WeftError(`address ${req.address} is already in use on host ${me}`);
     }
-    const alloc = await this.ipam.allocate({ network: name, subnet: own, range: poolRange(runner.plan), host: this.agent.hostId, owner: req.owner, ...(req.address ? { address: req.address } : {}) });
+    const ask = () => this.ipam.allocate({ network: name, subnet: own, range: poolRange(runner.plan), host: this.agent.hostId, owner: req.owner, ...(req.address ? { address: req.address } : {}) });
+    let alloc = await ask();
+    // docker0 mode (`weft docker-opts`) may have narrowed the range meanwhile: never keep an address Docker's own IPAM hands out
+    if (!inPlan(runner.plan, alloc.address)) {
+      await this.ipam.release({ network: name, subnet: own, owner: req.owner, host: this.agent.hostId });
+      alloc = await ask();
+    }
     return alloc.cidr;
   }
 
