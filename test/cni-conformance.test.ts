@@ -235,6 +235,9 @@ describe('weft-cni conformance', { skip, timeout: 240_000 }, () => {
     assert.equal(r.json.interfaces[1].mac, '02:00:00:aa:bb:cc');
     const [l] = await ipJson<Array<{ mtu: number; address: string }>>(['link', 'show', 'dev', 'net1'], { netns: k.ns });
     assert.deepEqual({ mtu: l!.mtu, mac: l!.address }, { mtu: 1400, mac: '02:00:00:aa:bb:cc' });
+    // and on the host's end of the veth (a larger port would send it packets the container's end drops)
+    const [port] = await ipJson<Array<{ mtu: number }>>(['link', 'show', 'dev', r.json.interfaces[0].name], { netns: hostNs });
+    assert.equal(port!.mtu, 1400, "the host's end of the veth has the same MTU");
     assert.notEqual(r.json.routes[0].dst, '0.0.0.0/0', 'a non-eth0 interface routes only the network');
     assert.equal((await call({ command: 'DEL', containerId: k.id, ifname: 'net1', config: config() })).code, 0);
   });
