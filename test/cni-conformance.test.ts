@@ -235,6 +235,9 @@ describe('weft-cni conformance', { skip, timeout: 240_000 }, () => {
     assert.equal(r.json.interfaces[1].mac, '02:00:00:aa:bb:cc');
     const [l] = await ipJson<Array<{ mtu: number; address: string }>>(['link', 'show', 'dev', 'net1'], { netns: k.ns });
     assert.deepEqual({ mtu: l!.mtu, mac: l!.address }, { mtu: 1400, mac: '02:00:00:aa:bb:cc' });
+    // and on the host's end of the veth (a larger port would send it packets the container's end drops)
+    const [port] = await ipJson<Array<{ mtu: number }>>(['link', 'show', 'dev', r.json.interfaces[0].name], { netns: hostNs });
+    assert.equal(port!.mtu, 1400, "the host's end of the veth has the same MTU");
     assert.notEqual(r.json.routes[0].dst, '0.0.0.0/0', 'a non-eth0 interface routes only the network');
     assert.equal((await call({ command: 'DEL', containerId: k.id, ifname: 'net1', config: config() })).code, 0);
   });
@@ -282,6 +285,37 @@ describe('weft-cni conformance', { skip, timeout: 240_000 }, () => {
     const add = await call({ command: 'ADD', containerId: k.id, netns: k.path, ifname: 'eth0', config: config({ agentSocket: down, cniVersion: '1.0.0' }) });
     expectError(add, 11, /not reachable/);
     assert.equal(add.json.cniVersion, '1.0.0', 'the error speaks the config version');
+  });
+
+  test('STATUS 51: the network was removed while the agent was down and a container is still attached; DEL frees it, then 50', async () => {
+    const name = 'cni51';
+    const h1 = c.tb.hosts[0]!;
+    const runs = async (n: string) => (await c.agent(h1).status())?.networks.some((x) => x.name === n) ?? false;
+    const r0 = await weft(['network', 'create', name, '--subnet', '10.95.0.0/16', '--backend', 'host-gw', '--ignore-host-routes', '--store', c.storeUrl]);
+    assert.equal(r0.code, 0, r0.stderr);
+    await waitUntil('the agent joins the new network', 20_000, () => runs(name));
+    const cfg = config({ name: 'cni51cfg', network: name });
+    const ready = await call({ command: 'STATUS', config: cfg });
+    assert.equal(ready.code, 0, ready.stdout);
+    const k = await container();
+    const add = await call({ command: 'ADD', containerId: k.id, netns: k.path, ifname: 'eth0', config: cfg });
+    assert.equal(add.code, 0, add.stdout + add.stderr);
+    // the agent away (its lease is not renewed then), the network removed, the agent back: it no longer runs it
+    await c.agent(h1).stop('SIGTERM');
+    const rm = await weft(['network', 'rm', name, '--force', '--store', c.storeUrl]);
+    assert.equal(rm.code, 0, rm.stderr);
+    await c.startAgent(h1);
+    await waitUntil('the agent runs its first network again', 20_000, () => runs(NETWORK));
+    assert.equal(await runs(name), false);
+    // the spec's error shape: exit 1, and on stdout only cniVersion, code, msg and (optional) details
+    const st = await call({ command: 'STATUS', config: cfg });
+    expectError(st, 51, new RegExp(`network ${name}`));
+    assert.deepEqual(Object.keys(st.json).filter((x) => !['cniVersion', 'code', 'msg', 'details'].includes(x)), [], `only the spec's fields: ${st.stdout}`);
+    assert.equal(st.json.cniVersion, '1.1.0');
+    // the network took its addresses with it: DEL succeeds and drops the attachment; then plain 50
+    const del = await call({ command: 'DEL', containerId: k.id, netns: k.path, ifname: 'eth0', config: cfg });
+    assert.equal(del.code, 0, del.stdout);
+    expectError(await call({ command: 'STATUS', config: cfg }), 50, new RegExp(`network ${name}`));
   });
 
   test('chained with the reference tuning, bandwidth and portmap plugins', async () => {

@@ -1,6 +1,6 @@
 import '../src/backends/all.js';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -15,6 +15,7 @@ import { NETNS_DIR } from '../src/system/netns.js';
 import { AgentProcess, runWeft, WEFT_BIN } from '../src/testbed/agents.js';
 import { createTestbed, nsExec, type Testbed, type TestbedHost } from '../src/testbed/index.js';
 import { waitFor } from '../src/testbed/wait.js';
+import { ETCD_BIN } from './helpers/etcd.js';
 import { needsRoot } from './helpers/require-root.js';
 
 /**
@@ -80,7 +81,7 @@ suite('weft doctor on a 2-host vxlan test bed: healthy, then names each broken t
   };
   owed.add(teardown);
   const ips: string[] = [];
-  let h1: TestbedHost, h2: TestbedHost, a1: AgentProcess, c1: string;
+  let h1: TestbedHost, h2: TestbedHost, a1: AgentProcess, c1: string, c1Port: string;
   let peerSubnet: string, peerGw: string, opts: string[];
   const sh = (cmd: string) => nsExec(h1.ns, cmd);
 
@@ -96,7 +97,9 @@ suite('weft doctor on a 2-host vxlan test bed: healthy, then names each broken t
     await Promise.all(agents.map((a) => a.waitForPeers(1)));
     for (const [i, h] of tb.hosts.entries()) {
       const ns = await tb.addContainer(h, 'c1');
-      ips.push((await agents[i]!.attach(ns)).address.split('/')[0]!);
+      const ep = await agents[i]!.attach(ns);
+      ips.push(ep.address.split('/')[0]!);
+      if (i === 0) c1Port = ep.hostIf;
     }
     [h1, h2] = tb.hosts as [TestbedHost, TestbedHost];
     a1 = agents[0]!;
@@ -121,6 +124,15 @@ suite('weft doctor on a 2-host vxlan test bed: healthy, then names each broken t
     assert.ok(r.findings.length >= 10, `${when}: all checks ran (${r.findings.length})`);
     assert.deepEqual(failing(r), [], `${when}: all ok`);
     assert.ok(r.findings.some((f) => f.check === `peer:${NET}:${peerSubnet}` && f.ok && f.message.includes('neighbour and fdb entry in place')));
+  };
+
+  /** After a repair the agent may still be catching up (a probe, a resync): await a clean run, then check it fully. */
+  const healthyAgain = async (when: string) => {
+    await waitFor(`doctor all ✓ ${when}`, 20_000, async () => {
+      const r = await doctor(h1.ns, opts);
+      return (r.code === 0 && failing(r).length === 0) || describe(r);
+    });
+    await healthy(when);
   };
 
   /**
@@ -233,6 +245,50 @@ suite('weft doctor on a 2-host vxlan test bed: healthy, then names each broken t
     await sh('iptables -w 5 -P FORWARD ACCEPT; if iptables -w 5 -S WEFT-FORWARD >/dev/null 2>&1; then iptables -w 5 -C FORWARD -j WEFT-FORWARD 2>/dev/null || iptables -w 5 -I FORWARD 1 -j WEFT-FORWARD; fi');
   });
 
+  test("a container's interface MTU lowered (not the bridge's), then its port's: doctor names the container and its port", async () => {
+    try {
+      await expectBroken(
+        "c1's eth0 at MTU 1400",
+        () => nsExec(c1, 'ip link set eth0 mtu 1400'),
+        `mtu:${c1Port}`,
+        new RegExp(`^MTU of container ${esc(c1)}'s eth0 \\(1400\\) differs from its port ${c1Port} on weft0 \\(1450\\): packets larger than 1400 bytes to the container are dropped$`),
+      );
+    } finally {
+      await nsExec(c1, 'ip link set eth0 mtu 1450');
+    }
+    await healthyAgain("with c1's MTU back");
+    try {
+      const r = await expectBroken(
+        `c1's port ${c1Port} at MTU 1400`,
+        () => sh(`ip link set ${c1Port} mtu 1400`),
+        `mtu:${c1Port}`,
+        new RegExp(`^MTU of container ${esc(c1)}'s eth0 \\(1450\\) differs from its port ${c1Port} on weft0 \\(1400\\): packets larger than 1400 bytes to and from the container are dropped$`),
+      );
+      assert.equal(r.findings.find((f) => f.check === `mtu:${c1Port}`)!.fix, `ip link set ${c1Port} mtu 1450`);
+      assert.ok(!r.findings.some((f) => f.check === 'mtu:weft0' && !f.ok), "the bridge's MTU is not blamed");
+    } finally {
+      await sh(`ip link set ${c1Port} mtu 1450`);
+    }
+    await healthyAgain("with c1's port MTU back");
+  });
+
+  test("the backend's port blocked on the peer (UDP 8472 dropped in h2's INPUT), then open again", async () => {
+    const rule = '-p udp --dport 8472 -j DROP';
+    try {
+      const r = await expectBroken(
+        'UDP 8472 dropped on h2',
+        () => nsExec(h2.ns, `iptables -w 5 -C INPUT ${rule} 2>/dev/null || iptables -w 5 -I INPUT ${rule}`),
+        `path:${NET}:${peerSubnet}:port`,
+        new RegExp(`^peer h2 \\(${esc(h2.ip)}\\) answers on the underlay but not on the backend's port \\(vxlan, UDP 8472\\): its gateway [\\d.]+ does not answer across the tunnel`),
+      );
+      assert.match(r.findings.find((f) => f.check === `path:${NET}:${peerSubnet}:port`)!.fix!, /^allow UDP 8472 between the hosts/);
+      assert.ok(!r.findings.some((f) => f.check === `path:${NET}:${peerSubnet}:underlay`), 'the underlay is not blamed');
+    } finally {
+      await nsExec(h2.ns, `while iptables -w 5 -D INPUT ${rule} 2>/dev/null; do :; done`);
+    }
+    await healthyAgain('with UDP 8472 open again');
+  });
+
   test("the bridge's MTU above the backend's", async () => {
     await expectBroken('bridge MTU 1500', () => sh('ip link set weft0 mtu 1500'), 'mtu:weft0', /^MTU of weft0 \(1500\) is larger than the backend's \(1450\): large packets are dropped$/);
     await sh('ip link set weft0 mtu 1450');
@@ -340,5 +396,102 @@ suite('weft doctor on a 2-host vxlan test bed: healthy, then names each broken t
     const rep = JSON.parse(all.stdout) as { hosts: Array<{ hostId: string; ok: boolean; error?: string }> };
     assert.deepEqual(rep.hosts.map((h) => [h.hostId, h.ok]), [['h1', false], ['h2', true]]);
     assert.match(rep.hosts[0]!.error!, /^host h1 \([\d.]+\) holds a lease but its agent did not answer within 3 s/);
+  });
+});
+
+suite('weft doctor with the store stopped under a running agent (etcd in the host namespace, killed by PID, started again)', { timeout: 200_000, skip: needsRoot('iptables') ?? (fs.existsSync(ETCD_BIN) ? undefined : `needs ${ETCD_BIN} (etcd-server)`) }, () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-doctor-store-'));
+  const PORT = 23790;
+  let tb: Testbed | undefined;
+  let h: TestbedHost;
+  let agent: AgentProcess | undefined;
+  let etcd: ChildProcess | undefined;
+  let url: string;
+  let opts: string[];
+  const teardown = async () => {
+    owed.delete(teardown);
+    await agent?.stop('SIGKILL').catch(() => {});
+    await tb?.destroy().catch(() => {}); // kills what it spawned (etcd) by PID
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  owed.add(teardown);
+  /** etcd on the host's underlay address, on the same data every time (a restart, not a new store). */
+  const startEtcd = () => {
+    const client = `http://${h.ip}:${PORT}`;
+    const peer = `http://${h.ip}:${PORT + 1}`;
+    etcd = tb!.spawn(h.ns, [
+      ETCD_BIN, '--name', 'dr', '--data-dir', path.join(dir, 'etcd'),
+      '--listen-client-urls', client, '--advertise-client-urls', client,
+      '--listen-peer-urls', peer, '--initial-advertise-peer-urls', peer, '--initial-cluster', `dr=${peer}`,
+      '--logger', 'zap', '--log-level', 'error',
+    ]);
+  };
+  const weftIn = (args: string[]) => nsExec(h.ns, [process.execPath, WEFT_BIN, ...args], { allowFail: true });
+  const etcdAnswers = async () => (await weftIn(['network', 'ls', '--store', url, '--json'])).code === 0;
+
+  before(async () => {
+    tb = await createTestbed({ prefix: prefix(), hosts: 1 });
+    h = tb.hosts[0]!;
+    url = `etcd://${h.ip}:${PORT}`;
+    opts = ['--api', '', '--store', url, '--json'];
+    startEtcd();
+    await waitFor('etcd answers', 20_000, etcdAnswers);
+    const created = await weftIn(['network', 'create', NET, '--subnet', '10.212.0.0/16', '--backend', 'vxlan', '--store', url, '--ignore-host-routes']);
+    assert.equal(created.code, 0, created.stderr);
+    agent = await new AgentProcess(h, { storeUrl: url, dir, leaseTtlSeconds: 60 }).start();
+    opts[1] = agent.api;
+    await waitFor('the agent runs the network', 20_000, async () => (await agent!.status())?.networks.length === 1);
+  });
+
+  after(async () => {
+    await teardown();
+    if (tb) {
+      const left = (await ipJson<Array<{ name: string }>>(['netns', 'list'])).map((n) => n.name).filter((n) => n === tb!.prefix || n.startsWith(`${tb!.prefix}-`));
+      assert.deepEqual(left, [], 'namespaces left behind');
+    }
+  });
+
+  /** Doctor until it is all ✓ with the store (both views) named ok: the agent's probe runs every 5 s. */
+  const allOk = async (when: string) => {
+    const r = await waitFor(`doctor all ✓ ${when}`, 30_000, async () => {
+      const run = await doctor(h.ns, opts);
+      return (run.code === 0 && failing(run).length === 0 && run) || describe(run);
+    });
+    assert.ok(r.findings.some((f) => f.check === 'store' && f.ok), describe(r));
+    assert.ok(!r.findings.some((f) => f.check === 'store:agent'), 'the agent reaches its store');
+    assert.ok(r.findings.some((f) => f.check === 'bridge:weft0' && f.ok), 'the host checks ran');
+  };
+
+  test('healthy with etcd up', async () => {
+    await allOk('with etcd up');
+  });
+
+  test('etcd killed: doctor names the store as it reaches it AND as the agent does; etcd back: all ✓', async () => {
+    const pid = etcd!.pid!;
+    const exited = new Promise((r) => etcd!.once('exit', r));
+    process.kill(pid, 'SIGKILL');
+    await exited;
+    try {
+      // the agent notices on its next probe (every 5 s): await the run that names both
+      const r = await waitFor('doctor names the store on both sides', 30_000, async () => {
+        const run = await doctor(h.ns, opts);
+        const cli = run.findings.find((f) => f.check === 'store' && !f.ok);
+        const ag = run.findings.find((f) => f.check === 'store:agent' && !f.ok);
+        return (cli && ag && run) || describe(run);
+      });
+      assert.equal(r.code, 1, describe(r));
+      const cli = r.findings.find((f) => f.check === 'store')!;
+      const ag = r.findings.find((f) => f.check === 'store:agent')!;
+      assert.equal(cli.severity, 'error');
+      assert.match(cli.message, new RegExp(`^the store ${url.replace(/[.]/g, '\\.')} is unreachable \\(`));
+      assert.equal(ag.severity, 'error');
+      assert.match(ag.message, new RegExp(`^the agent cannot reach its store ${url.replace(/[.]/g, '\\.')} \\(.*\\): its lease is not renewed`));
+      // forwarding state is the agent's, not the store's: the host's own checks still pass
+      assert.ok(r.findings.some((f) => f.check === 'bridge:weft0' && f.ok), describe(r));
+    } finally {
+      startEtcd();
+    }
+    await waitFor('etcd answers again', 20_000, etcdAnswers);
+    await allOk('with etcd back');
   });
 });

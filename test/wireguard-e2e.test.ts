@@ -8,7 +8,7 @@ import { PID_FILE, runningWireguardGo, stopWireguardGo } from '../src/backends/w
 import { pidAlive as processAlive } from '../src/system/process.js';
 import { wgShow, wgSocketPath } from '../src/system/wireguard.js';
 import { AgentProcess } from '../src/testbed/agents.js';
-import { createTestbed } from '../src/testbed/index.js';
+import { createTestbed, nsExec } from '../src/testbed/index.js';
 import { inNetns } from '../src/system/netns.js';
 import { waitFor } from '../src/testbed/wait.js';
 import { destroyLeftovers, NETWORK, waitUntil, weft, withCluster, type Cluster } from './helpers/agent-cluster.js';
@@ -87,6 +87,28 @@ test('wireguard: 3 hosts × 2 containers — all pairs, iperf3, no plaintext on 
         } finally {
           if (server.exitCode === null) process.kill(server.pid!, 'SIGTERM');
         }
+      });
+
+      await t.test('/metrics: a handshake time and bytes both ways for every peer after the traffic', async () => {
+        const a = c.agent('h1');
+        const peers = (await a.status())!.networks[0]!.peers;
+        assert.equal(peers.length, 2);
+        // status() reads a cache of `wg show` that is refreshed in the background: await a scrape that has them all
+        await waitFor('handshake gauges of both peers', 30_000, async () => {
+          const r = await nsExec(a.host.ns, ['curl', '-sS', '--max-time', '5', '--unix-socket', a.api, 'http://weft/metrics']);
+          const m = new Map<string, number>();
+          for (const line of r.stdout.split('\n')) {
+            const hit = /^(weft_wireguard_peer_[a-z_]+)\{network="([^"]+)",peer="([^"]+)",public_key="[^"]+"\} (\S+)$/.exec(line);
+            if (hit && hit[2] === NETWORK) m.set(`${hit[1]} ${hit[3]}`, Number(hit[4]));
+          }
+          const missing = peers.flatMap((p) =>
+            ['weft_wireguard_peer_last_handshake_seconds', 'weft_wireguard_peer_receive_bytes_total', 'weft_wireguard_peer_transmit_bytes_total'].filter((k) => !((m.get(`${k} ${p.hostId}`) ?? 0) > 0)).map((k) => `${k}{peer="${p.hostId}"}`),
+          );
+          return missing.length === 0 || `not yet > 0: ${missing.join(', ')}`;
+        });
+        const r = await nsExec(a.host.ns, ['curl', '-sS', '--max-time', '5', '--unix-socket', a.api, 'http://weft/metrics']);
+        assert.match(r.stdout, /^# TYPE weft_wireguard_peer_receive_bytes_total counter$/m);
+        assert.match(r.stdout, /^# TYPE weft_wireguard_peer_last_handshake_seconds gauge$/m);
       });
 
       await t.test('the underlay carries no plaintext: the marker is not in a capture of eth0', async () => {

@@ -116,7 +116,7 @@ export class Agent implements NetworkDirectory {
     this.dns = new DnsService({ ...opts.dns, store, hostId, log: this.log });
     this.endpoints.dns = this.dns;
     this.health = new HealthProbe(store, hostId, () => this.all(), this.log, opts.healthIntervalMs);
-    this.metrics = new AgentMetrics(() => this.status(), () => this.health.snap.storeErrors);
+    this.metrics = new AgentMetrics(() => this.status(), () => this.health.snap.storeErrors, () => this.dns.stats());
   }
 
   static async start(opts: AgentOptions): Promise<Agent> {

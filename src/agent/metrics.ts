@@ -28,10 +28,54 @@ export const GAUGES: Record<string, string> = {
   weft_network_failed: '1 for a network this host could not join',
   weft_store_up: '1 when the last store probe answered in time',
   weft_backend_healthy: "1 when the network's backend says it can carry traffic",
-  weft_backend_stat: "numeric counters a backend's status() exposes (packets, bytes, drops, handshakes …)",
+  weft_backend_stat: "other numbers a backend's status() exposes (port, pid …; its packet/byte/drop counters are the *_total metrics)",
+  weft_wireguard_peer_last_handshake_seconds: 'unix time of the last WireGuard handshake with the peer (0: none yet)',
 };
 
-/** The gauge samples of one status (pure: what /metrics says is what `weft status --json` says). */
+/**
+ * Counters read from the status at scrape time: they only grow while the process that counts them lives
+ * (weft-udpd, wireguard-go, the kernel device) and start again from 0 when it is restarted, which
+ * Prometheus' rate() reads as a counter reset.
+ */
+export const STATUS_COUNTERS: Record<string, string> = {
+  weft_backend_packets_total: 'packets the backend carried, by direction (tx: to peers, rx: from peers)',
+  weft_backend_bytes_total: 'bytes the backend carried, by direction',
+  weft_backend_drops_total: 'packets or datagrams the backend dropped, by reason',
+  weft_backend_restarts_total: "times the agent restarted the backend's helper process (weft-udpd, wireguard-go)",
+  weft_wireguard_peer_receive_bytes_total: 'bytes received from the WireGuard peer',
+  weft_wireguard_peer_transmit_bytes_total: 'bytes sent to the WireGuard peer',
+};
+
+/** The DNS server's counts of one network (src/dns/server.ts DnsServerStats). */
+export interface DnsCounts {
+  queries: number;
+  answered: number;
+  forwarded: number;
+  malformed: number;
+}
+
+export const DNS_COUNTERS: Record<string, { help: string; key: keyof DnsCounts }> = {
+  weft_dns_queries_total: { help: "DNS queries received on the network's gateway", key: 'queries' },
+  weft_dns_answered_total: { help: 'DNS queries answered from weft\'s records', key: 'answered' },
+  weft_dns_forwarded_total: { help: 'DNS queries forwarded upstream', key: 'forwarded' },
+  weft_dns_malformed_total: { help: 'DNS packets that did not decode', key: 'malformed' },
+};
+
+/** Every label any status sample carries (prom-client wants them declared). */
+const LABELS = ['network', 'peer', 'public_ip', 'public_key', 'backend', 'stat', 'direction', 'reason'] as const;
+
+const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
+const isObj = (v: unknown): v is Record<string, unknown> => !!v && typeof v === 'object' && !Array.isArray(v);
+
+/** udp's `counters` names → (metric, direction). */
+const TRAFFIC: Record<string, [string, string]> = {
+  txPackets: ['weft_backend_packets_total', 'tx'],
+  rxPackets: ['weft_backend_packets_total', 'rx'],
+  txBytes: ['weft_backend_bytes_total', 'tx'],
+  rxBytes: ['weft_backend_bytes_total', 'rx'],
+};
+
+/** The gauge and counter samples of one status (pure: what /metrics says is what `weft status --json` says). */
 export function metricsFromStatus(st: AgentStatus, now = st.now ?? Date.now()): Sample[] {
   const out: Sample[] = [];
   const add = (name: string, labels: Record<string, string>, value: number) => out.push({ name, labels, value });
@@ -47,12 +91,22 @@ export function metricsFromStatus(st: AgentStatus, now = st.now ?? Date.now()): 
       add('weft_ipam_free', l, Math.max(0, n.ipam.size - n.ipam.used));
     }
     if (n.status) {
-      add('weft_backend_healthy', { ...l, backend: n.backend }, n.status.healthy ? 1 : 0);
+      const b = { ...l, backend: n.backend };
+      add('weft_backend_healthy', b, n.status.healthy ? 1 : 0);
       for (const [k, v] of Object.entries(n.status)) {
-        if (typeof v === 'number' && Number.isFinite(v)) add('weft_backend_stat', { ...l, backend: n.backend, stat: k }, v);
-        // one level of nested counters, e.g. { counters: { rxPackets: 3 } }
-        else if (v && typeof v === 'object' && !Array.isArray(v)) {
-          for (const [k2, v2] of Object.entries(v)) if (typeof v2 === 'number' && Number.isFinite(v2)) add('weft_backend_stat', { ...l, backend: n.backend, stat: `${k}.${k2}` }, v2);
+        if (k === 'restarts' && isNum(v)) add('weft_backend_restarts_total', b, v);
+        else if (k === 'drops' && isObj(v)) {
+          for (const [reason, d] of Object.entries(v)) if (reason !== 'total' && isNum(d)) add('weft_backend_drops_total', { ...b, reason }, d);
+        } else if (k === 'peers' && Array.isArray(v)) wireguardPeers(n, v, add);
+        else if (isNum(v)) add('weft_backend_stat', { ...b, stat: k }, v);
+        // one level of nested numbers, e.g. { counters: { rxPackets: 3 } }
+        else if (isObj(v)) {
+          for (const [k2, v2] of Object.entries(v)) {
+            if (!isNum(v2)) continue;
+            const t = k === 'counters' ? TRAFFIC[k2] : undefined;
+            if (t) add(t[0], { ...b, direction: t[1] }, v2);
+            else add('weft_backend_stat', { ...b, stat: `${k}.${k2}` }, v2);
+          }
         }
       }
     }
@@ -62,33 +116,58 @@ export function metricsFromStatus(st: AgentStatus, now = st.now ?? Date.now()): 
   return out;
 }
 
+/**
+ * The WireGuard backend's `peers` (from `wg show dump`): handshake time and bytes per peer, named like
+ * weft_peer_reachable (host id, else underlay IP) by matching the key to a lease's PublicKey.
+ */
+function wireguardPeers(n: AgentStatus['networks'][number], peers: unknown[], add: (name: string, labels: Record<string, string>, value: number) => void): void {
+  for (const p of peers) {
+    if (!isObj(p) || typeof p.publicKey !== 'string' || !isNum(p.latestHandshake)) continue; // udp's peers carry no keys
+    const lease = n.peers.find((x) => x.backendData?.PublicKey === p.publicKey);
+    const endpointIp = typeof p.endpoint === 'string' ? p.endpoint.replace(/:\d+$/, '') : undefined;
+    const peer = lease?.hostId ?? lease?.publicIp ?? endpointIp ?? p.publicKey;
+    const labels = { network: n.name, peer, public_key: p.publicKey };
+    add('weft_wireguard_peer_last_handshake_seconds', labels, p.latestHandshake);
+    if (isNum(p.rxBytes)) add('weft_wireguard_peer_receive_bytes_total', labels, p.rxBytes);
+    if (isNum(p.txBytes)) add('weft_wireguard_peer_transmit_bytes_total', labels, p.txBytes);
+  }
+}
+
 /** What prom-client's registry answers with (its PROMETHEUS_CONTENT_TYPE), known before it is loaded. */
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 /** Observations kept before prom-client is loaded; past this many it is loaded and they are replayed. */
 const MAX_PENDING = 10_000;
 
-type Pending = { kind: 'reconcile'; network: string; seconds: number; error?: string } | { kind: 'dns'; network: string; rcode: string };
+interface Pending {
+  network: string;
+  seconds: number;
+  error?: string;
+}
 
 interface Loaded {
   registry: Registry;
   reconciles: Counter<'network' | 'result'>;
   reconcileSeconds: Histogram<'network'>;
-  dnsQueries: Counter<'network' | 'rcode'>;
 }
 
 /**
  * prom-client (with @opentelemetry/api) costs ~10 MB and a good part of the agent's start-up: it is loaded
- * at the first scrape. Until then observations wait in a bounded list and are replayed into it.
+ * at the first scrape. Until then reconciles wait in a bounded list and are replayed into it.
  */
 export class AgentMetrics {
   private loaded?: Loaded;
   private loading?: Promise<Loaded>;
   private pending: Pending[] = [];
 
+  /**
+   * `status` fills the gauges and the backends' counters, `storeErrors` and `dns` (the DNS servers' counts
+   * by network, growing only) the counters of the same names; all are read at scrape time.
+   */
   constructor(
     private readonly status: () => AgentStatus,
     private readonly storeErrors: () => number,
+    private readonly dns: () => Record<string, DnsCounts> = () => ({}),
   ) {}
 
   private load(): Promise<Loaded> {
@@ -114,8 +193,20 @@ export class AgentMetrics {
           storeErrorsSeen = n;
         },
       });
-      const dnsQueries = new Counter({ name: 'weft_dns_queries_total', help: 'DNS queries answered by the agent', labelNames: ['network', 'rcode'], registers: [r] });
-      // every gauge is refilled from one status per scrape (a status younger than 100 ms is reused)
+      const dns = this.dns;
+      for (const [name, { help, key }] of Object.entries(DNS_COUNTERS)) {
+        new Counter({
+          name,
+          help,
+          labelNames: ['network'],
+          registers: [r],
+          collect() {
+            this.reset();
+            for (const [network, c] of Object.entries(dns())) this.inc({ network }, c[key]);
+          },
+        });
+      }
+      // every gauge and status counter is refilled from one status per scrape (one younger than 100 ms is reused)
       let cache: { at: number; samples: Sample[] } | undefined;
       const current = () => {
         if (!cache || Date.now() - cache.at > 100) cache = { at: Date.now(), samples: metricsFromStatus(this.status()) };
@@ -125,7 +216,7 @@ export class AgentMetrics {
         new Gauge({
           name,
           help,
-          labelNames: ['network', 'peer', 'public_ip', 'backend', 'stat'],
+          labelNames: LABELS,
           registers: [r],
           collect() {
             this.reset();
@@ -133,7 +224,20 @@ export class AgentMetrics {
           },
         });
       }
-      const loaded: Loaded = { registry: r, reconciles, reconcileSeconds, dnsQueries };
+      // a counter whose value is read, not added up here: reset, then one inc to the value read
+      for (const [name, help] of Object.entries(STATUS_COUNTERS)) {
+        new Counter({
+          name,
+          help,
+          labelNames: LABELS,
+          registers: [r],
+          collect() {
+            this.reset();
+            for (const s of current()) if (s.name === name && s.value >= 0) this.inc(s.labels, s.value);
+          },
+        });
+      }
+      const loaded: Loaded = { registry: r, reconciles, reconcileSeconds };
       this.loaded = loaded;
       for (const p of this.pending.splice(0)) this.apply(loaded, p);
       return loaded;
@@ -142,25 +246,15 @@ export class AgentMetrics {
   }
 
   private apply(m: Loaded, p: Pending): void {
-    if (p.kind === 'reconcile') {
-      m.reconciles.inc({ network: p.network, result: p.error ? 'error' : 'ok' });
-      m.reconcileSeconds.observe({ network: p.network }, p.seconds);
-    } else m.dnsQueries.inc({ network: p.network, rcode: p.rcode });
-  }
-
-  private record(p: Pending): void {
-    if (this.loaded) return this.apply(this.loaded, p);
-    this.pending.push(p);
-    if (this.pending.length >= MAX_PENDING) void this.load();
+    m.reconciles.inc({ network: p.network, result: p.error ? 'error' : 'ok' });
+    m.reconcileSeconds.observe({ network: p.network }, p.seconds);
   }
 
   observeReconcile(network: string, seconds: number, error?: string): void {
-    this.record({ kind: 'reconcile', network, seconds, ...(error ? { error } : {}) });
-  }
-
-  /** For the DNS server: count each answered query with `dnsQuery(network, rcode)`. */
-  dnsQuery(network: string, rcode = 'NOERROR'): void {
-    this.record({ kind: 'dns', network, rcode });
+    const p: Pending = { network, seconds, ...(error ? { error } : {}) };
+    if (this.loaded) return this.apply(this.loaded, p);
+    this.pending.push(p);
+    if (this.pending.length >= MAX_PENDING) void this.load();
   }
 
   async text(): Promise<string> {

@@ -7,7 +7,7 @@ import { containerNames, registerEndpointName, syncHostRecords, unregisterEndpoi
 import { pruneNetnsResolvConfs, removeNetnsResolvConf, writeNetnsResolvConf } from './resolv-conf.js';
 // The server and the upstream client (dns-packet, ~8 MB) load with the first network's server: an agent
 // with --no-dns or without networks never loads them.
-import type { DnsServer } from './server.js';
+import type { DnsServer, DnsServerStats } from './server.js';
 import type { Upstream } from './upstream.js';
 
 /**
@@ -62,6 +62,8 @@ export class DnsService {
   readonly domain: string;
   private readonly servers = new Map<string, Running>();
   private readonly log: Logger;
+  /** Counts of servers already stopped, by network: a restarted server's counts add to them (metrics only grow). */
+  private readonly retired = new Map<string, DnsServerStats>();
 
   /** The networks whose gateway this service answers on now. */
   serving(): string[] {
@@ -121,12 +123,21 @@ export class DnsService {
     const r = this.servers.get(network);
     if (!r) return;
     this.servers.delete(network);
+    this.retired.set(network, addStats(this.retired.get(network), r.server.stats));
     for (const w of r.watches) w.close();
     await r.server.stop();
   }
 
   async stop(): Promise<void> {
     for (const n of [...this.servers.keys()]) await this.stopNetwork(n);
+  }
+
+  /** Queries received, answered, forwarded and malformed by network since the agent started (/metrics). */
+  stats(): Record<string, DnsServerStats> {
+    const out: Record<string, DnsServerStats> = {};
+    for (const [n, s] of this.retired) out[n] = { ...s };
+    for (const [n, r] of this.servers) out[n] = addStats(out[n], r.server.stats);
+    return out;
   }
 
   /** The running server of a network (tests, status). */
@@ -187,6 +198,10 @@ export class DnsService {
     const { added, removed } = await syncHostRecords(this.o.store, network, this.o.hostId, wanted);
     if (added || removed) this.log.info({ network, added, removed }, 'DNS records of this host resynced');
   }
+}
+
+function addStats(a: DnsServerStats | undefined, b: DnsServerStats): DnsServerStats {
+  return { queries: (a?.queries ?? 0) + b.queries, answered: (a?.answered ?? 0) + b.answered, forwarded: (a?.forwarded ?? 0) + b.forwarded, malformed: (a?.malformed ?? 0) + b.malformed };
 }
 
 /** An endpoint's valid DNS names: its name, then its aliases (a record read from the store may hold anything). */

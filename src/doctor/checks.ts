@@ -132,6 +132,15 @@ export function judgePaths(f: DoctorFacts): Finding[] {
     const who = p.hostId ? `peer ${p.hostId} (${p.publicIp})` : `peer ${p.publicIp}`;
     const check = `path:${p.network}:${canonicalCidr(p.subnet)}`;
     if (!p.underlay) out.push(bad(`${check}:underlay`, 'error', `${who} does not answer on the underlay: this host cannot reach it at all (host down, cable, firewall)`, `ping ${p.publicIp}; check the host and any firewall between`));
+    else if (!p.small && p.port !== undefined)
+      out.push(
+        bad(
+          `${check}:port`,
+          'error',
+          `${who} answers on the underlay but not on the backend's port (${p.backend}, UDP ${p.port}): its gateway ${p.target} does not answer across the tunnel — a firewall on either host or between them drops UDP ${p.port}, unless a check above names a missing route or entry`,
+          `allow UDP ${p.port} between the hosts (iptables -S INPUT on both shows what drops it), then: weft doctor --ping ${p.target}`,
+        ),
+      );
     else if (!p.small) out.push(bad(check, 'error', `${who} answers on the underlay, but its gateway ${p.target} does not answer across the ${p.backend} path: the overlay to ${p.subnet} is broken (see the checks above)`, `weft doctor --ping ${p.target}`));
     else if (!p.big)
       out.push(

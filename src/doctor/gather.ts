@@ -12,8 +12,9 @@ import { FORWARD_CHAIN, listChainRules } from '../system/iptables.js';
 import { pingDf, pingOnce, routeGet } from '../system/ping.js';
 import { gatewayCidr } from '../ipam/addresses.js';
 import { readSysctl } from '../system/sysctl.js';
-import { inNetns, type NsOpts } from '../system/netns.js';
-import type { DoctorFacts, FdbFact, NeighFact, PathFact, RouteFact, StoreNetworkFacts } from './types.js';
+import { inNetns, resolveNetns, type NsOpts } from '../system/netns.js';
+import type { DoctorFacts, EndpointFact, FdbFact, NeighFact, PathFact, RouteFact, StoreNetworkFacts } from './types.js';
+import type { Endpoint } from '../agent/types.js';
 
 /**
  * The kernel-facing half of `weft doctor`: reads (never changes) what the judging needs, on this host
@@ -130,6 +131,7 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
   })();
 
   await Promise.all([agent, store, kernel]);
+  if (facts.agent.status) facts.endpoints = await endpointFacts(o.api, timeoutMs);
   if (!o.noProbe && facts.agent.status) facts.paths = await probePaths(facts.agent.status, sys);
   if (o.ping) facts.ping = await pingFacts(o.ping, o.api, facts.agent.status !== undefined, sys);
 
@@ -169,6 +171,42 @@ async function pingFacts(target: string, api: string, agentUp: boolean, sys: NsO
   return out;
 }
 
+/** Containers' interfaces are read this many at a time (one `ip` each). */
+const ENDPOINT_PROBES = 8;
+
+/** This host's endpoints, each with the MTU of its interface inside the container where that namespace can be entered. */
+async function endpointFacts(api: string, timeoutMs: number): Promise<EndpointFact[] | undefined> {
+  let eps: Endpoint[];
+  try {
+    eps = await withTimeout(callAgent<Endpoint[]>(api, 'GET', '/endpoints'), timeoutMs, `the agent at ${api}`);
+  } catch {
+    return undefined;
+  }
+  const out: EndpointFact[] = eps.map((e) => ({ container: e.container, network: e.network, ifname: e.ifname, hostIf: e.hostIf }));
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < out.length; i = next++) {
+      const e = out[i]!;
+      try {
+        const [l] = await ipJson<IpLink[]>(['link', 'show', 'dev', e.ifname], { netns: resolveNetns(e.container) });
+        if (l) e.mtu = l.mtu;
+      } catch {
+        /* a Docker container by id, a namespace gone: its MTU is not known */
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(ENDPOINT_PROBES, out.length) }, worker));
+  return out;
+}
+
+/** The UDP port of the backend's tunnel to a peer: the peer's own (udp: Port, wireguard: ListenPort), else this host's. */
+function tunnelPort(n: AgentStatus['networks'][number], p: AgentStatus['networks'][number]['peers'][number]): number | undefined {
+  const num = (v: unknown) => (typeof v === 'number' && Number.isInteger(v) && v > 0 && v < 65536 ? v : undefined);
+  const own = num(n.status?.port) ?? num(n.status?.listenPort);
+  if (own === undefined) return undefined; // a routed backend (host-gw, bgp …): no port to be blocked
+  return num(p.backendData?.Port) ?? num(p.backendData?.ListenPort) ?? own;
+}
+
 /** Per peer (in parallel): its underlay address, then its gateway across the overlay small and full-size with DF set. */
 export async function probePaths(st: AgentStatus, sys: NsOpts): Promise<PathFact[]> {
   const probes = st.networks.flatMap((n) =>
@@ -176,7 +214,8 @@ export async function probePaths(st: AgentStatus, sys: NsOpts): Promise<PathFact
       const target = gatewayCidr(p.subnet).split('/')[0]!;
       const [underlay, small] = await Promise.all([pingOnce(p.publicIp, sys), pingOnce(target, sys)]);
       const big = small ? await pingDf(target, n.mtu - 28, sys) : false;
-      return { network: n.name, backend: n.backend, subnet: p.subnet, ...(p.hostId ? { hostId: p.hostId } : {}), publicIp: p.publicIp, target, mtu: n.mtu, underlay, small, big };
+      const port = tunnelPort(n, p);
+      return { network: n.name, backend: n.backend, subnet: p.subnet, ...(p.hostId ? { hostId: p.hostId } : {}), publicIp: p.publicIp, target, mtu: n.mtu, underlay, small, big, ...(port ? { port } : {}) };
     }),
   );
   return Promise.all(probes);

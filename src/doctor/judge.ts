@@ -218,7 +218,25 @@ function judgeNetwork(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undef
       const what = l === br ? l.ifname : `${l.ifname} (a container's port on ${n.bridge})`;
       out.push(bad(`mtu:${l.ifname}`, 'error', `MTU of ${what} (${l.mtu}) is larger than the backend's (${n.mtu}): large packets are dropped`, `ip link set ${l.ifname} mtu ${n.mtu}`));
     }
-    if (!tooBig.length) out.push(ok(`mtu:${n.bridge}`, `MTU of ${n.bridge} and its ports is at most the backend's (${n.mtu})`));
+    // each container's interface against its port: a pair that disagrees drops what is larger than the smaller end
+    const mismatched = (f.endpoints ?? []).flatMap((e) => {
+      const port = f.links.find((l) => l.ifname === e.hostIf && l.master === n.bridge);
+      if (e.network !== n.name || e.mtu === undefined || !port || port.mtu === e.mtu || tooBig.includes(port)) return [];
+      const low = Math.min(port.mtu, e.mtu);
+      // the container's end lower: what the bridge sends it is too big; its port lower: both ways are
+      const dropped = e.mtu < port.mtu ? 'to the container' : 'to and from the container';
+      out.push(
+        bad(
+          `mtu:${e.hostIf}`,
+          'error',
+          `MTU of container ${e.container}'s ${e.ifname} (${e.mtu}) differs from its port ${e.hostIf} on ${n.bridge} (${port.mtu}): packets larger than ${low} bytes ${dropped} are dropped`,
+          e.mtu < port.mtu ? `ip -n ${e.container} link set ${e.ifname} mtu ${port.mtu}  (or weft detach/attach the container)` : `ip link set ${e.hostIf} mtu ${e.mtu}`,
+        ),
+      );
+      return [e];
+    });
+    if (!tooBig.length && !mismatched.length)
+      out.push(ok(`mtu:${n.bridge}`, `MTU of ${n.bridge} and its ports is at most the backend's (${n.mtu})${f.endpoints?.some((e) => e.network === n.name && e.mtu !== undefined) ? "; containers' interfaces match their ports" : ''}`));
   }
 
   const checks = backendChecks(n.backend);

@@ -46,8 +46,24 @@ export interface DoctorFacts {
   ping?: { target: string; answered: boolean; route?: RouteFact; error?: string; endpoints?: Array<{ address: string; container: string; network: string }> };
   /** Per peer: one ping to its underlay address, one small and one full-size (MTU, DF set) ping to its gateway across the overlay. */
   paths?: PathFact[];
+  /**
+   * This host's containers (the agent's /endpoints) with the MTU of their interface inside the container
+   * (read where the namespace can be entered: a netns name or path, a PID; absent otherwise).
+   */
+  endpoints?: EndpointFact[];
   /** `iptables -S` of FORWARD, DOCKER-USER and WEFT-FORWARD (filter table); undefined where the chain does not exist. */
   iptables: { error?: string; forward?: string[]; dockerUser?: string[]; weftChain?: string[]; unreadable?: string[] };
+}
+
+/** One of this host's containers as doctor saw it. */
+export interface EndpointFact {
+  container: string;
+  network: string;
+  /** Its interface inside the container, and the MTU found there. */
+  ifname: string;
+  mtu?: number;
+  /** Its port on the host bridge. */
+  hostIf: string;
 }
 
 /** What probing one peer's path found (src/doctor/gather.ts). */
@@ -64,4 +80,6 @@ export interface PathFact {
   underlay: boolean;
   small: boolean;
   big: boolean;
+  /** The UDP port the backend's tunnel uses towards this peer (vxlan, udp, wireguard, l2); absent for routed backends. */
+  port?: number;
 }

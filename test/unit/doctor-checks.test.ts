@@ -108,3 +108,45 @@ test("Docker's bridge on a weft network; the store and the agent's view of it", 
   h.agent.status!.store = { url: 'etcd://127.0.0.1:2379', healthy: false, error: 'the store did not answer within 2000 ms' };
   assert.equal(only(h).message, 'the agent cannot reach its store etcd://127.0.0.1:2379 (the store did not answer within 2000 ms): its lease is not renewed and it stops seeing peers change');
 });
+
+test("the backend's port: a peer that answers on the underlay but not across the tunnel, with the port the backend uses", () => {
+  const f = vx();
+  Object.assign(path(f), { small: false, big: false, port: 8472 });
+  const p = only(f);
+  assert.equal(p.check, `path:e2e:${PEER}:port`);
+  assert.equal(
+    p.message,
+    "peer h2 (192.168.132.12) answers on the underlay but not on the backend's port (vxlan, UDP 8472): its gateway 10.77.243.1 does not answer across the tunnel — a firewall on either host or between them drops UDP 8472, unless a check above names a missing route or entry",
+  );
+  assert.match(p.fix!, /^allow UDP 8472 between the hosts/);
+  // a routed backend has no port: the general verdict stays
+  const g = vx();
+  Object.assign(path(g), { small: false, big: false });
+  assert.equal(only(g).check, `path:e2e:${PEER}`);
+});
+
+test("a container's interface MTU against its port on the bridge", () => {
+  const f = vx();
+  f.endpoints = [{ container: 'ctr1', network: 'e2e', ifname: 'eth0', hostIf: 'vw67a20927', mtu: 1450 }];
+  const okRun = judge(f);
+  assert.deepEqual(okRun.filter((x) => !x.ok), []);
+  assert.equal(okRun.find((x) => x.check === 'mtu:weft0')?.message, "MTU of weft0 and its ports is at most the backend's (1450); containers' interfaces match their ports");
+
+  f.endpoints[0]!.mtu = 1400;
+  const low = only(f);
+  assert.equal(low.check, 'mtu:vw67a20927');
+  assert.equal(low.message, "MTU of container ctr1's eth0 (1400) differs from its port vw67a20927 on weft0 (1450): packets larger than 1400 bytes to the container are dropped");
+  assert.equal(low.fix, 'ip -n ctr1 link set eth0 mtu 1450  (or weft detach/attach the container)');
+
+  const g = vx();
+  g.endpoints = [{ container: 'ctr1', network: 'e2e', ifname: 'eth0', hostIf: 'vw67a20927', mtu: 1450 }];
+  g.links.find((l) => l.ifname === 'vw67a20927')!.mtu = 1400;
+  const port = only(g);
+  assert.equal(port.message, "MTU of container ctr1's eth0 (1450) differs from its port vw67a20927 on weft0 (1400): packets larger than 1400 bytes to and from the container are dropped");
+  assert.equal(port.fix, 'ip link set vw67a20927 mtu 1450');
+
+  // an interface doctor could not look into (a Docker container by id): nothing claimed
+  const h = vx();
+  h.endpoints = [{ container: 'docker:abc', network: 'e2e', ifname: 'eth0', hostIf: 'vw67a20927' }];
+  assert.deepEqual(failing(h), []);
+});

@@ -15,14 +15,12 @@ test('metrics: prom-client waits for the first scrape, which still counts what h
   const m = new AgentMetrics(() => status, () => 2);
   m.observeReconcile('blue', 0.003);
   m.observeReconcile('blue', 0.2, 'boom');
-  m.dnsQuery('blue', 'NXDOMAIN');
   assert.equal(promLoaded(), false, 'prom-client is not loaded before a scrape');
   const text = await m.text();
   assert.equal(promLoaded(), true);
   assert.match(text, /weft_reconciles_total\{network="blue",result="ok"\} 1/);
   assert.match(text, /weft_reconciles_total\{network="blue",result="error"\} 1/);
   assert.match(text, /weft_reconcile_duration_seconds_count\{network="blue"\} 2/);
-  assert.match(text, /weft_dns_queries_total\{network="blue",rcode="NXDOMAIN"\} 1/);
   assert.match(text, /weft_store_errors_total 2/);
   assert.match(text, /weft_store_up 1/);
   // after the load, observations go straight in

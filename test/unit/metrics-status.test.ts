@@ -60,7 +60,8 @@ test('the registry renders the status, the reconcile histogram, store errors and
   const m = new AgentMetrics(status, () => errors);
   m.observeReconcile('blue', 0.02);
   m.observeReconcile('blue', 0.2, 'boom');
-  m.dnsQuery('blue');
+  let dns = { blue: { queries: 4, answered: 3, forwarded: 0, malformed: 1 } };
+  const m2 = new AgentMetrics(status, () => errors, () => dns);
   errors = 3;
   const text = await m.text();
   assert.match(text, /^weft_peers\{network="blue"\} 2$/m);
@@ -69,9 +70,106 @@ test('the registry renders the status, the reconcile histogram, store errors and
   assert.match(text, /^weft_reconciles_total\{network="blue",result="error"\} 1$/m);
   assert.match(text, /^weft_reconcile_duration_seconds_count\{network="blue"\} 2$/m);
   assert.match(text, /^weft_store_errors_total 3$/m);
-  assert.match(text, /^weft_dns_queries_total\{network="blue",rcode="NOERROR"\} 1$/m);
+  assert.doesNotMatch(text, /^weft_dns_queries_total\{/m, 'no DNS service, no DNS counts');
   errors = 5;
   assert.match(await m.text(), /^weft_store_errors_total 5$/m);
+  // the DNS servers' counts are counters read at each scrape
+  const t2 = await m2.text();
+  assert.match(t2, /^# TYPE weft_dns_queries_total counter$/m);
+  assert.match(t2, /^weft_dns_queries_total\{network="blue"\} 4$/m);
+  assert.match(t2, /^weft_dns_answered_total\{network="blue"\} 3$/m);
+  assert.match(t2, /^weft_dns_malformed_total\{network="blue"\} 1$/m);
+  dns = { blue: { queries: 9, answered: 7, forwarded: 1, malformed: 1 } };
+  const t3 = await m2.text();
+  assert.match(t3, /^weft_dns_queries_total\{network="blue"\} 9$/m);
+  assert.match(t3, /^weft_dns_forwarded_total\{network="blue"\} 1$/m);
+});
+
+/** A wireguard network and a udp network as their backends' status() report them (fake values). */
+const KEY_H2 = 'x'.repeat(43) + '=';
+const KEY_GONE = 'y'.repeat(43) + '=';
+const backends = (): AgentStatus => ({
+  hostId: 'h1',
+  publicIp: '192.168.1.11',
+  iface: 'eth0',
+  now: NOW,
+  networks: [
+    {
+      name: 'wg',
+      subnet: '10.6.1.0/24',
+      backend: 'wireguard',
+      bridge: 'weft1',
+      mtu: 1420,
+      status: {
+        healthy: true,
+        detail: 'wireguard-go',
+        listenPort: 51820,
+        restarts: 2,
+        peers: [
+          { publicKey: KEY_H2, endpoint: '192.168.1.12:51820', allowedIps: ['10.6.2.0/24'], latestHandshake: 1_799_999_990, rxBytes: 1234, txBytes: 5678 },
+          { publicKey: KEY_GONE, endpoint: '192.168.1.14:51820', allowedIps: ['10.6.4.0/24'], latestHandshake: 0, rxBytes: 0, txBytes: 92 },
+        ],
+      },
+      peers: [{ subnet: '10.6.2.0/24', publicIp: '192.168.1.12', hostId: 'h2', backendData: { PublicKey: KEY_H2 } }],
+    },
+    {
+      name: 'u',
+      subnet: '10.7.1.0/24',
+      backend: 'udp',
+      bridge: 'weft2',
+      mtu: 1472,
+      status: {
+        healthy: true,
+        detail: 'weft-udpd',
+        port: 8285,
+        restarts: 0,
+        peers: [{ subnet: '10.7.2.0/24', ip: '192.168.1.12', port: 8285 }],
+        counters: { txPackets: 10, txBytes: 1000, rxPackets: 8, rxBytes: 800 },
+        drops: { unknownPeer: 1, spoofedSource: 2, total: 3 },
+      },
+      peers: [{ subnet: '10.7.2.0/24', publicIp: '192.168.1.12', hostId: 'h2' }],
+    },
+  ],
+});
+
+test('backends: WireGuard handshakes and bytes per peer, udp packets/bytes/drops, restarts', () => {
+  const s = metricsFromStatus(backends());
+  const get = (name: string, labels: Record<string, string>) => s.filter((x) => x.name === name && Object.entries(labels).every(([k, v]) => x.labels[k] === v)).map((x) => x.value);
+  // a peer is named by the lease holding its key (host id), else by its endpoint's address
+  assert.deepEqual(get('weft_wireguard_peer_last_handshake_seconds', { network: 'wg', peer: 'h2', public_key: KEY_H2 }), [1_799_999_990]);
+  assert.deepEqual(get('weft_wireguard_peer_last_handshake_seconds', { network: 'wg', peer: '192.168.1.14' }), [0]);
+  assert.deepEqual(get('weft_wireguard_peer_receive_bytes_total', { network: 'wg', peer: 'h2' }), [1234]);
+  assert.deepEqual(get('weft_wireguard_peer_transmit_bytes_total', { network: 'wg', peer: 'h2' }), [5678]);
+  assert.deepEqual(get('weft_wireguard_peer_transmit_bytes_total', { network: 'wg', peer: '192.168.1.14' }), [92]);
+  assert.deepEqual(get('weft_backend_restarts_total', { network: 'wg', backend: 'wireguard' }), [2]);
+  assert.deepEqual(get('weft_backend_stat', { network: 'wg', stat: 'listenPort' }), [51820]);
+  // udp's peers carry no keys: no WireGuard samples for them
+  assert.deepEqual(get('weft_wireguard_peer_last_handshake_seconds', { network: 'u' }), []);
+  assert.deepEqual(get('weft_backend_packets_total', { network: 'u', backend: 'udp', direction: 'tx' }), [10]);
+  assert.deepEqual(get('weft_backend_packets_total', { network: 'u', direction: 'rx' }), [8]);
+  assert.deepEqual(get('weft_backend_bytes_total', { network: 'u', direction: 'tx' }), [1000]);
+  assert.deepEqual(get('weft_backend_bytes_total', { network: 'u', direction: 'rx' }), [800]);
+  assert.deepEqual(get('weft_backend_drops_total', { network: 'u', reason: 'spoofedSource' }), [2]);
+  assert.deepEqual(get('weft_backend_drops_total', { network: 'u', reason: 'total' }), [], 'the sum is left to PromQL');
+  // counted things are counters, not also gauges
+  assert.deepEqual(get('weft_backend_stat', { network: 'u', stat: 'counters.txPackets' }), []);
+  assert.deepEqual(get('weft_backend_stat', { network: 'u', stat: 'restarts' }), []);
+});
+
+test('backends: the registry types the counts as counters and the handshake time as a gauge', async () => {
+  const m = new AgentMetrics(backends, () => 0);
+  const text = await m.text();
+  assert.match(text, /^# TYPE weft_wireguard_peer_last_handshake_seconds gauge$/m);
+  assert.match(text, /^weft_wireguard_peer_last_handshake_seconds\{network="wg",peer="h2",public_key="x+="\} 1799999990$/m);
+  for (const c of ['weft_wireguard_peer_receive_bytes_total', 'weft_wireguard_peer_transmit_bytes_total', 'weft_backend_packets_total', 'weft_backend_bytes_total', 'weft_backend_drops_total', 'weft_backend_restarts_total']) {
+    assert.match(text, new RegExp(`^# TYPE ${c} counter$`, 'm'));
+  }
+  assert.match(text, /^weft_wireguard_peer_receive_bytes_total\{network="wg",peer="h2",public_key="x+="\} 1234$/m);
+  assert.match(text, /^weft_backend_packets_total\{network="u",backend="udp",direction="rx"\} 8$/m);
+  assert.match(text, /^weft_backend_drops_total\{network="u",backend="udp",reason="unknownPeer"\} 1$/m);
+  // read again, not added up: a second scrape shows the same values
+  const again = await m.text();
+  assert.match(again, /^weft_backend_packets_total\{network="u",backend="udp",direction="rx"\} 8$/m);
 });
 
 test('parseHostPort and poolCapacity', () => {

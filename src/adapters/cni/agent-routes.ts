@@ -130,6 +130,8 @@ export class CniService {
         ...(mac !== ep.mac ? [`link set dev ${ifname} address ${mac}`] : []),
       ];
       if (tweaks.length) await ipBatch(tweaks, { netns: target.netns });
+      // both ends of the veth: a port larger than the container's end sends it packets its end drops
+      if (mtu !== runner.backend.mtu) await ipBatch([`link set dev ${ep.hostIf} mtu ${mtu}`]);
       const result = buildResult(
         cfg.cniVersion,
         { hostIf: ep.hostIf, ifname, mac, address: ep.address, gateway: ep.gateway, routeTo: ifname === 'eth0' ? 'default' : runner.config.Network /* as Endpoints.attach routes it */, mtu, sandbox: netnsPath },

@@ -131,6 +131,7 @@ export class L2Backend implements Backend {
     return {
       healthy: true,
       device: this.device,
+      port: this.port,
       detail: `${this.device} (VNI ${this.vni}, port ${this.port}) on ${this.ctx.bridge}: ${this.peerCount} peer host${this.peerCount === 1 ? '' : 's'}, ${this.macCount} remote MAC${this.macCount === 1 ? '' : 's'}${this.suppress ? '' : ', neigh_suppress unavailable'}`,
     };
   }

@@ -48,7 +48,7 @@ function udpdArgs(device: string, ip: string, port: number, stateDir: string): s
  * that sender's lease (`spoofedSource`), when the inner destination is not in this host's lease (`notLocal`)
  * or when it is not a whole IPv4 packet (`malformed`); packets from the TUN device with no peer for their
  * destination count as `noRoute`. Counters (`udp.stats.json`, at most 1 s old) are in `weft status --json`
- * and /metrics (weft_backend_stat{stat="drops.spoofedSource"} …).
+ * and /metrics (weft_backend_drops_total{reason="spoofedSource"}, weft_backend_packets_total{direction="rx"} …).
  *
  * Traffic across an agent restart: none is lost. weft-udpd is a process of its own, not stopped with the
  * agent (SIGTERM, SIGKILL or a crash); the next agent adopts it through `weft-udpd.pid` (PID + command line)

@@ -149,7 +149,7 @@ export class VxlanBackend implements Backend {
   }
 
   status(): BackendStatus {
-    return { healthy: true, device: this.device, detail: `${this.device} (VNI ${this.vni}, port ${this.port}), ${this.peerCount} peer${this.peerCount === 1 ? '' : 's'}` };
+    return { healthy: true, device: this.device, port: this.port, detail: `${this.device} (VNI ${this.vni}, port ${this.port}), ${this.peerCount} peer${this.peerCount === 1 ? '' : 's'}` };
   }
 
   async teardown(): Promise<void> {
