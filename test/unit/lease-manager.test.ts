@@ -11,6 +11,7 @@ import { Ipam } from '../../src/ipam/ipam.js';
 import { hostRecordToJson, leaseToJson } from '../../src/lease/codec.js';
 import { listLeases, watchLeases, type LeaseChange } from '../../src/lease/leases.js';
 import { LeaseManager, type LeaseManagerOptions } from '../../src/lease/manager.js';
+import { removeNetwork } from '../../src/lease/remove-network.js';
 import type { Lease } from '../../src/lease/types.js';
 import { networkKeys } from '../../src/store/layout.js';
 import type { MemoryStore } from '../../src/store/memory.js';
@@ -250,6 +251,33 @@ describe('LeaseManager (memory store, fake clock)', () => {
     assert.deepEqual(seen.at(-1), [
       { network: net, subnet: `10.${n}.0.0/24`, subnetV6: 'fd57:0:0:17::/64', publicIp: '192.168.14.7', publicIpV6: 'fd00::7', backendType: 'vxlan', backendData: { VNI: 1, VtepMAC: '0a:00:00:00:00:07' }, expiresAt: (await admin.get(key))!.expiresAt },
     ]);
+  });
+  test('network rm while a holder renews: the lease is not taken again (the config goes first)', async () => {
+    const { clock, admin, open, mgr } = setup();
+    const net = await makeNetwork(admin, 8);
+    const holder = mgr(open(), net, 'busy');
+    await holder.acquire({ publicIp: '192.168.9.1', backendData: vx(9) });
+    // The holder renews at the worst moments: after each key `network rm` deletes. A renewal that finds its
+    // lease gone acquires again, which must fail once the network's config is gone — had the leases gone
+    // first, it would take a subnet of a network being removed, and the agent would then keep that network
+    // for good (its lease outlives the config).
+    const renewals: unknown[] = [];
+    const racing = new Proxy(admin, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver);
+        if (prop !== 'delete' || typeof v !== 'function') return typeof v === 'function' ? v.bind(target) : v;
+        return async (...args: unknown[]) => {
+          const r = await (v as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          renewals.push(await holder.renew().catch((e: Error) => e));
+          return r;
+        };
+      },
+    });
+    await pump(clock, removeNetwork(racing, net, { force: true }));
+    assert.ok(renewals.length >= 2, 'renewed after each delete');
+    assert.ok(renewals.at(-1) instanceof Error, 'the last renewal (lease and config gone) failed');
+    assert.deepEqual(await listLeases(admin, net).catch(() => []), [], 'no lease left');
+    assert.deepEqual((await admin.list('')).map((e) => e.key).filter((k) => k.includes(net)), [], 'nothing of the network left');
   });
 });
 
