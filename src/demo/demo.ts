@@ -8,7 +8,8 @@ import { createNetwork } from '../config/registry.js';
 import { openStore } from '../store/index.js';
 import { AgentProcess, alive } from '../testbed/agents.js';
 import { cleanupPrefix, createTestbed } from '../testbed/index.js';
-import { formatMatrix, pingAll, type PingResult, type PingTarget } from '../testbed/ping.js';
+import { formatMatrix, pingAll, pingPairs, type PingResult, type PingTarget } from '../testbed/ping.js';
+import { PATIENCE } from '../testbed/wait.js';
 import { implementedBackends } from '../backends/registry.js';
 import { WeftError } from '../util/errors.js';
 
@@ -100,10 +101,13 @@ async function build(o: DemoOptions, state: DemoState, save: () => void): Promis
     agents.push(a);
     state.agents.push({ host: h.id, pid: a.pid, api: a.api });
     save();
-    const st = await a.status();
-    say(`  ${h.id} (${h.ip}): agent pid ${a.pid}, subnet ${st?.networks[0]?.subnet ?? '?'}`);
   }
+  // An agent answers its API before it holds its lease: the subnets are known once every host sees the others
   await Promise.all(agents.map((a) => a.waitForPeers(o.hosts - 1)));
+  for (const a of agents) {
+    const net = (await a.status())?.networks[0];
+    say(`  ${a.host.id} (${a.host.ip}): agent pid ${a.pid}, subnet ${net?.subnet ?? '?'}`);
+  }
   const ui = uiPort ? await forwardUi(uiSock, uiPort, state, save) : undefined;
   if (ui) say(`live map: ${ui}`);
 
@@ -118,15 +122,29 @@ async function build(o: DemoOptions, state: DemoState, save: () => void): Promis
   }
 
   // Some data planes come up a moment after the leases (bgp: once the BGP sessions are Established)
-  const until = Date.now() + 20_000;
+  const until = Date.now() + 20_000 * PATIENCE;
   const unhealthy = async () => (await Promise.all(agents.map((a) => a.status()))).some((st) => !st || st.networks.some((n) => n.status?.healthy === false));
   if (await unhealthy()) say('waiting for the data plane to come up (backend status healthy)');
   while ((await unhealthy()) && Date.now() < until) await sleep(200);
 
   say(`pinging all ${containers.length * (containers.length - 1)} pairs`);
   const pings = await pingAll(containers);
+  // A just-attached container's route or neighbour may still be on its way (a busy machine, a WireGuard
+  // handshake): a pair that did not answer is asked again for a bounded while before it counts as failed.
+  const retryUntil = Date.now() + RETRY_MS * PATIENCE;
+  const byLabel = new Map(containers.map((c) => [c.label, c]));
+  for (let first = true; pings.some((p) => !p.ok) && Date.now() < retryUntil; first = false) {
+    const failed = pings.filter((p) => !p.ok);
+    if (first) say(`  ${failed.length} pair${failed.length === 1 ? '' : 's'} did not answer yet: asking again for up to ${(RETRY_MS * PATIENCE) / 1000} s`);
+    await sleep(500);
+    const again = await pingPairs(failed.map((p) => [byLabel.get(p.from)!, byLabel.get(p.to)!] as const));
+    for (const r of again) pings[pings.findIndex((p) => p.from === r.from && p.to === r.to)] = r;
+  }
   return { backend: o.backend, containers, pings, matrix: formatMatrix(containers, pings), ok: pings.every((p) => p.ok), ...(ui ? { ui } : {}) };
 }
+
+/** How long pairs that did not answer at first are asked again (× PATIENCE). */
+const RETRY_MS = 10_000;
 
 /** Starts the socat that forwards 127.0.0.1:port to the web map's socket; resolves with the URL once it answers. */
 async function forwardUi(sock: string, port: number, state: DemoState, save: () => void): Promise<string> {

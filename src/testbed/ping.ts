@@ -16,8 +16,12 @@ export interface PingResult {
 }
 
 /** One ping between every ordered pair (a few at a time); RTTs as ping printed them. */
-export async function pingAll(targets: PingTarget[], o: { timeoutSec?: number; parallel?: number } = {}): Promise<PingResult[]> {
-  const pairs = targets.flatMap((src) => targets.filter((dst) => dst !== src).map((dst) => [src, dst] as const));
+export function pingAll(targets: PingTarget[], o: { timeoutSec?: number; parallel?: number } = {}): Promise<PingResult[]> {
+  return pingPairs(targets.flatMap((src) => targets.filter((dst) => dst !== src).map((dst) => [src, dst] as const)), o);
+}
+
+/** One ping for each of these ordered pairs (a few at a time). */
+export async function pingPairs(pairs: ReadonlyArray<readonly [PingTarget, PingTarget]>, o: { timeoutSec?: number; parallel?: number } = {}): Promise<PingResult[]> {
   const results: PingResult[] = [];
   let next = 0;
   const worker = async () => {

@@ -20,7 +20,7 @@ import type { AddressPlan } from '../../backends/types.js';
 import { inPlan, poolRange } from '../../agent/endpoints.js';
 import { WeftError } from '../../util/errors.js';
 import type { DockerApi } from './docker-api.js';
-import type { DockerBackendOps, EndpointNames, EndpointPorts, HostNetwork, WeftNetworkOptions } from './plugin.js';
+import { subnetFields, type DockerBackendOps, type EndpointNames, type EndpointPorts, type HostNetwork, type WeftNetworkOptions } from './plugin.js';
 import { syncHostRecords, type NamedEndpoint } from '../../dns/registry.js';
 import { reconcileDnat, type PortRule } from '../../system/iptables.js';
 
@@ -112,7 +112,7 @@ export class AgentDockerOps implements DockerBackendOps {
     const type = opts.backend ?? DEFAULT_BACKEND;
     await checkNewNetwork(this.store, {
       Network: subnet,
-      ...(opts.subnetLen !== undefined ? { SubnetLen: opts.subnetLen } : {}),
+      ...subnetFields(opts),
       Backend: { Type: type, ...backendFieldsFromOptions(type, (f) => opts.backendOptions?.[f], (f) => `-o weft.${f}`) },
     });
   }
@@ -130,7 +130,7 @@ export class AgentDockerOps implements DockerBackendOps {
       try {
         config = await createNetwork(this.store, name, {
           Network: subnet,
-          ...(opts.subnetLen !== undefined ? { SubnetLen: opts.subnetLen } : {}),
+          ...subnetFields(opts),
           Backend: backend,
         });
         owned = true;

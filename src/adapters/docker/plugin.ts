@@ -60,6 +60,9 @@ export interface WeftNetworkOptions {
   network?: string;
   /** Prefix length of each host's subnet (default 24). */
   subnetLen?: number;
+  /** First and last host subnet handed out (flannel's SubnetMin/SubnetMax; `weft network create --subnet-min/--subnet-max`). */
+  subnetMin?: string;
+  subnetMax?: string;
   /** Backend type (default vxlan). */
   backend?: string;
   /** The backend's own options by flag (vni, port, parent, gateway, …: each module's BackendModule.options), as given. */
@@ -209,6 +212,12 @@ export function parseWeftOptions(...maps: Array<Record<string, string>>): WeftNe
       if (!/^\d{1,2}$/.test(len) || Number(len) > 30) throw new PluginError(`invalid weft.subnet-len "${len}" (a prefix length up to 30)`);
       o.subnetLen = Number(len);
     }
+    for (const [flag, field] of [['subnet-min', 'subnetMin'], ['subnet-max', 'subnetMax']] as const) {
+      const v = get(m, flag) ?? get(m, flag.replace('-', ''));
+      if (v === undefined) continue;
+      if (tryParseIp(v) === undefined) throw new PluginError(`invalid weft.${flag} "${v}" (an IPv4 address: the first address of a host subnet)`);
+      o[field] = v;
+    }
     const backend = get(m, 'backend');
     if (backend) o.backend = backend;
     for (const bo of allBackendOptions()) {
@@ -223,6 +232,15 @@ export function parseWeftOptions(...maps: Array<Record<string, string>>): WeftNe
     throw new PluginError((err as Error).message);
   }
   return o;
+}
+
+/** The network config fields that -o / --ipam-opt set besides the backend (SubnetLen, SubnetMin, SubnetMax). */
+export function subnetFields(o: WeftNetworkOptions): { SubnetLen?: number; SubnetMin?: string; SubnetMax?: string } {
+  return {
+    ...(o.subnetLen !== undefined ? { SubnetLen: o.subnetLen } : {}),
+    ...(o.subnetMin !== undefined ? { SubnetMin: o.subnetMin } : {}),
+    ...(o.subnetMax !== undefined ? { SubnetMax: o.subnetMax } : {}),
+  };
 }
 
 /** "10.40.0.0/16" → "docker-10.40.0.0-16": the weft network name when Docker's name is not known. */
@@ -376,7 +394,11 @@ export class DockerPlugin {
     }
     out ??= await this.call(new URL(req.url ?? '/', 'http://docker').pathname, body, false);
     const text = JSON.stringify(out.body);
-    res.writeHead(out.status, { 'content-type': PLUGIN_CONTENT_TYPE, 'content-length': Buffer.byteLength(text) });
+    // One connection per call: Docker's plugin client keeps idle connections, and when it reuses one just as
+    // the server closes it (Node's keep-alive timeout) the POST fails and Docker retries it with the body
+    // already consumed — an empty request (seen as a RequestPool "without a subnet" on a busy machine).
+    res.shouldKeepAlive = false;
+    res.writeHead(out.status, { 'content-type': PLUGIN_CONTENT_TYPE, 'content-length': Buffer.byteLength(text), connection: 'close' });
     res.end(text);
   }
 
@@ -400,7 +422,7 @@ export class DockerPlugin {
     const opts = parseWeftOptions(options);
     // The same rule as `weft network create` (config/network.ts): too small a subnet is refused here, at create time.
     try {
-      parseNetworkConfig({ Network: b.Pool, ...(opts.subnetLen !== undefined ? { SubnetLen: opts.subnetLen } : {}), Backend: { Type: opts.backend ?? DEFAULT_BACKEND } });
+      parseNetworkConfig({ Network: b.Pool, ...subnetFields(opts), Backend: { Type: opts.backend ?? DEFAULT_BACKEND } });
     } catch (err) {
       throw new PluginError(`subnet ${b.Pool}: ${(err as Error).message}`);
     }
@@ -629,6 +651,7 @@ export class DockerPlugin {
       const v = await this.opts.ops.createVeth(ep.network, { endpointId: ep.id, mac: ep.mac, address: ep.address });
       ep.hostIf = v.hostIf;
       ep.peerIf = v.peerIf;
+      delete ep.returningIf;
       ep.mac = v.mac;
     }
     ep.gateway = host.gateway;
@@ -786,7 +809,8 @@ export class DockerPlugin {
     const named = gone.filter((e) => e.dnsNames?.length).map((e) => e.network);
     if (named.length) await this.applyNames([...new Set(named)]).catch((err) => this.opts.log?.warn({ err: (err as Error).message }, 'cannot remove the DNS names of removed containers'));
     for (const ep of gone) {
-      if (ep.hostIf) await this.opts.ops.deleteVeth(ep.network, ep.hostIf).catch(() => {});
+      const iface = ep.hostIf ?? ep.returningIf;
+      if (iface) await this.opts.ops.deleteVeth(ep.network, iface).catch(() => {});
       await this.opts.ops.releaseAddress(ep.network, stripPrefix(ep.address)).catch((err) => this.opts.log?.warn({ err: (err as Error).message, address: ep.address }, 'cannot release the address of a removed container'));
     }
     this.opts.log?.info({ endpoints: gone.map((e) => e.id.slice(0, 12)) }, 'forgot endpoints of containers Docker removed while the plugin was down');
@@ -819,6 +843,9 @@ export class DockerPlugin {
     await this.dropPorts(ep);
     await this.dropNames(ep);
     if (ep.hostIf) await this.opts.ops.deleteVeth(ep.network, ep.hostIf);
+    // An interface with no host end (macvlan) is still in the container now; Docker moves it back to the host
+    // after Leave (libnetwork restores a sandbox's interfaces), so DeleteEndpoint removes it then.
+    if (ep.hostIf && ep.hostIf === ep.peerIf) ep.returningIf = ep.peerIf;
     delete ep.hostIf;
     delete ep.peerIf;
     await this.save();
@@ -830,7 +857,8 @@ export class DockerPlugin {
     if (!ep) return {};
     await this.dropPorts(ep);
     await this.dropNames(ep);
-    if (ep.hostIf) await this.opts.ops.deleteVeth(ep.network, ep.hostIf);
+    const iface = ep.hostIf ?? ep.returningIf;
+    if (iface) await this.opts.ops.deleteVeth(ep.network, iface);
     delete this.state.endpoints[b.EndpointID];
     await this.save();
     return {};

@@ -39,6 +39,11 @@ export interface EndpointRecord {
   /** Host end (on the bridge) and the end Docker moves into the container, once joined. */
   hostIf?: string;
   peerIf?: string;
+  /**
+   * An interface that lives only in the container (macvlan: hostIf = peerIf), after Leave: Docker moves it
+   * back to the host under this name once Leave returns, and DeleteEndpoint removes it.
+   */
+  returningIf?: string;
   gateway?: string;
   /** Ports published with `docker run -p` (ProgramExternalConnectivity), until revoked. */
   ports?: PublishedPort[];

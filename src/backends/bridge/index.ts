@@ -11,6 +11,8 @@ import type { AddressPlan, Backend, BackendContext, BackendStatus } from '../typ
 
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
 const STATE_FILE = 'bridge-uplink.json';
+/** Link kinds stacked on a parent NIC through its receive hook (which a bridge port needs for itself). */
+const STACKED = new Set(['macvlan', 'macvtap', 'ipvlan', 'ipvtap']);
 
 interface RawRoute {
   dst: string;
@@ -90,6 +92,16 @@ export class BridgeBackend implements Backend {
     if (!up) throw new WeftError(`bridge: uplink ${this.uplink} does not exist on this host (set it with --uplink)`);
     if (up.master === bridge) return {}; // already moved
     if (up.master) throw new WeftError(`bridge: uplink ${this.uplink} is already a port of ${up.master}`);
+    // The kernel gives a NIC one receive hook: a macvlan parent cannot become a bridge port (EBUSY)
+    const children = (await ipJson<IpLink[]>(['-details', 'link', 'show'], sys)).filter((l) => l.link === this.uplink && STACKED.has(l.linkinfo?.info_kind ?? ''));
+    if (children.length) {
+      const names = children.map((l) => `${l.ifname} (${l.linkinfo!.info_kind})`).join(', ');
+      throw new WeftError(
+        `bridge: uplink ${this.uplink} is the parent of ${names}: a NIC cannot be a macvlan/ipvlan parent and a bridge port at once; ` +
+          `remove the macvlan network from this host first, or name another NIC with --uplink`,
+        'EUPLINKBUSY',
+      );
+    }
     const br = await getLink(bridge, sys);
     if (br && br.linkinfo?.info_kind !== 'bridge') throw new WeftError(`bridge: ${bridge} exists and is not a bridge`);
     const addresses = (up.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);

@@ -55,6 +55,14 @@ export class MacvlanBackend implements Backend {
   async init(): Promise<Record<string, unknown>> {
     const link = await getLink(this.parent, this.ctx.sys);
     if (!link) throw new WeftError(`macvlan: parent interface ${this.parent} does not exist on this host (set it with --parent)`, 'ENOPARENT');
+    if (link.master) {
+      // the kernel gives a NIC one receive hook: a bridge port cannot carry macvlans (EBUSY)
+      throw new WeftError(
+        `macvlan: parent interface ${this.parent} is a port of ${link.master} (a bridge network?): a NIC cannot be a bridge port and a macvlan parent at once; ` +
+          `name another NIC with --parent (${link.master} itself works)`,
+        'EPARENTBUSY',
+      );
+    }
     return {};
   }
 
