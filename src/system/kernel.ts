@@ -35,8 +35,10 @@ export interface LinkSpec {
   netns?: NetnsRef | string;
   /** macvlan mode (`mode bridge`). */
   macvlanMode?: 'bridge' | 'private' | 'vepa' | 'passthru' | 'source';
-  /** Kind-specific arguments after `type KIND`, e.g. ['id', '1', 'local', '10.0.0.1', 'dstport', '8472']. */
-  args?: string[];
+  /** vxlan: VNI, local address, underlay device, UDP port; address learning off unless `learning`. */
+  vxlan?: { id: number; local: string; dev: string; dstport: number; learning?: boolean };
+  /** gretap: the tunnel's two ends and its key. */
+  gretap?: { local: string; remote: string; key: number };
 }
 
 /** The `ip -batch` line that creates a link of `kind` (`link add [link P] [address M] [netns N] NAME [mtu X] type KIND …`). */
@@ -49,7 +51,10 @@ export function linkAddLine(kind: string, spec: LinkSpec): string {
   if (spec.mtu) parts.push('mtu', String(spec.mtu));
   parts.push('type', kind);
   if (spec.macvlanMode) parts.push('mode', spec.macvlanMode);
-  parts.push(...(spec.args ?? []));
+  const v = spec.vxlan;
+  if (v) parts.push('id', String(v.id), 'local', v.local, 'dev', v.dev, 'dstport', String(v.dstport), ...(v.learning ? [] : ['nolearning']));
+  const g = spec.gretap;
+  if (g) parts.push('local', g.local, 'remote', g.remote, 'key', String(g.key));
   return parts.join(' ');
 }
 

@@ -51,7 +51,7 @@ test('addrMove: the address leaves one device, then joins the other', () => {
   assert.deepEqual(new KernelBatch().addrMove('192.168.1.10/24', 'eth0', 'br0').lines(), ['addr del 192.168.1.10/24 dev eth0', 'addr add 192.168.1.10/24 dev br0']);
 });
 
-test('linkAdd: kinds with a parent, a MAC, a namespace, a macvlan mode, kind arguments', () => {
+test('linkAdd: kinds with a parent, a MAC, a namespace; macvlan, vxlan and gretap settings', () => {
   assert.equal(linkAddLine('bridge', { name: 'br0', mtu: 1500 }), 'link add br0 mtu 1500 type bridge');
   assert.equal(
     linkAddLine('macvlan', { name: 'eth0', mtu: 1500, parent: 'ens3', address: '02:00:00:00:00:01', netns: { pid: 4242 }, macvlanMode: 'bridge' }),
@@ -59,9 +59,11 @@ test('linkAdd: kinds with a parent, a MAC, a namespace, a macvlan mode, kind arg
   );
   assert.equal(linkAddLine('macvlan', { name: 'mv-shim', parent: 'ens3', macvlanMode: 'bridge', netns: 'c1' }), 'link add link ens3 netns c1 mv-shim type macvlan mode bridge');
   assert.equal(
-    linkAddLine('vxlan', { name: 'weft.1', mtu: 1450, args: ['id', '1', 'local', '10.0.0.1', 'dev', 'eth0', 'dstport', '8472', 'nolearning'] }),
+    linkAddLine('vxlan', { name: 'weft.1', mtu: 1450, vxlan: { id: 1, local: '10.0.0.1', dev: 'eth0', dstport: 8472 } }),
     'link add weft.1 mtu 1450 type vxlan id 1 local 10.0.0.1 dev eth0 dstport 8472 nolearning',
   );
+  assert.equal(linkAddLine('vxlan', { name: 'v', vxlan: { id: 7, local: '10.0.0.1', dev: 'eth0', dstport: 4789, learning: true } }), 'link add v type vxlan id 7 local 10.0.0.1 dev eth0 dstport 4789');
+  assert.equal(linkAddLine('gretap', { name: 'wg-1', gretap: { local: '10.0.0.1', remote: '10.0.0.2', key: 9 } }), 'link add wg-1 type gretap local 10.0.0.1 remote 10.0.0.2 key 9');
   // in a batch, link changes run first and in the order given
   const b = new KernelBatch().routeReplace({ dst: 'default', via: '192.168.1.1', dev: 'br0' }).linkAdd('bridge', { name: 'br0', mtu: 1500 }).linkSet('br0', { up: true });
   assert.deepEqual(b.lines(), ['link add br0 mtu 1500 type bridge', 'link set br0 up', 'route replace default via 192.168.1.1 dev br0']);
