@@ -1,5 +1,6 @@
 import http from 'node:http';
 import type { Counter, Histogram, Registry } from 'prom-client';
+import { isIPv4 } from '../net/ipv4.js';
 import { WeftError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { AgentStatus } from './types.js';
@@ -268,9 +269,10 @@ export class AgentMetrics {
 
 /** Parses `--metrics-addr` / `--ui-addr` "HOST:PORT" (IPv4 or localhost). */
 export function parseHostPort(addr: string, flag: string): { host: string; port: number } {
-  const m = /^(\d{1,3}(?:\.\d{1,3}){3}|localhost|\[::1?\]):(\d{1,5})$/.exec(addr);
+  const m = /^(.+):(\d{1,5})$/.exec(addr);
+  const host = m?.[1] ?? '';
   const port = m ? Number(m[2]) : NaN;
-  if (!m || port > 65535) throw new WeftError(`${flag}: expected HOST:PORT such as 127.0.0.1:9402, got "${addr}"`);
+  if (!m || !(isIPv4(host) || host === 'localhost' || host === '[::1]' || host === '[::]') || port > 65535) throw new WeftError(`${flag}: expected HOST:PORT such as 127.0.0.1:9402, got "${addr}"`);
   return { host: m[1]!.replace(/^\[|\]$/g, ''), port };
 }
 

@@ -13,7 +13,7 @@ import { implementedBackends } from '../backends/registry.js';
 import { openStore, type OpenStoreOptions } from '../store/index.js';
 import { canonicalNetworkName, FLANNEL_NETWORK_NAME } from '../store/layout.js';
 import type { Store } from '../store/types.js';
-import { ipJson } from '../system/ip.js';
+import { readRoutes } from '../system/ops.js';
 import { printJson, printTable } from './output.js';
 import { addEtcdTlsFlags } from './store-flags.js';
 
@@ -60,7 +60,7 @@ function backendExtras(config: NetworkConfig): string {
  */
 async function checkHostRoutes(config: NetworkConfig): Promise<void> {
   if (backendSpec(config.Backend.Type)?.sharesUnderlay) return;
-  const routes = await ipJson<Array<{ dst: string; dev?: string }>>(['-4', 'route', 'show']).catch(() => []);
+  const routes = await readRoutes().catch(() => []);
   for (const r of routes) {
     if (r.dst === 'default' || /^weft/.test(r.dev ?? '')) continue;
     checkUnderlayOverlap(config.Network, [r.dst], `this host${r.dev ? ` (dev ${r.dev})` : ''}`);

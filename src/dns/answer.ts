@@ -73,9 +73,9 @@ export function localPart(name: string, domain: string): string | undefined {
 
 /** "4.3.2.1.in-addr.arpa" → "1.2.3.4". */
 export function reverseIp(name: string): string | undefined {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.in-addr\.arpa$/.exec(name);
-  if (!m) return undefined;
-  const ip = [m[4], m[3], m[2], m[1]].join('.');
+  const suffix = '.in-addr.arpa';
+  if (!name.endsWith(suffix)) return undefined;
+  const ip = name.slice(0, -suffix.length).split('.').reverse().join('.');
   return isIPv4(ip) ? ip : undefined;
 }
 

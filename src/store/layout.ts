@@ -1,6 +1,6 @@
 import ipaddr from 'ipaddr.js';
 import { WeftError } from '../util/errors.js';
-import { intToIp, networkOf, parseCidr, parseCidrLoose } from '../net/ipv4.js';
+import { intToIp, isIPv4, networkOf, parseCidr, parseCidrLoose } from '../net/ipv4.js';
 import type { Store } from './types.js';
 
 /**
@@ -54,9 +54,9 @@ export function subnetToKey(subnet: string): string {
 
 /** "10.5.72.0-24" → "10.5.72.0/24"; undefined for anything that is not a subnet key. */
 export function keyToSubnet(key: string): string | undefined {
-  const m = /^(\d{1,3}(?:\.\d{1,3}){3})-(\d{1,2})$/.exec(key);
-  if (!m) return undefined;
-  const text = `${m[1]}/${m[2]}`;
+  const dash = key.indexOf('-');
+  if (dash < 0 || !isIPv4(key.slice(0, dash))) return undefined;
+  const text = `${key.slice(0, dash)}/${key.slice(dash + 1)}`;
   const c = parseCidrLoose(text);
   if (!c || networkOf(c.ip, c.len) !== c.ip) return undefined;
   return text;
@@ -194,6 +194,6 @@ export function connectionOfKey(key: string): [string, string] | undefined {
 export const BGP_PEERS_PREFIX = 'bgp/peers/';
 
 export function bgpPeerKey(ip: string): string {
-  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(ip)) throw new WeftError(`invalid BGP peer address ${JSON.stringify(ip)}`);
+  if (!isIPv4(ip)) throw new WeftError(`invalid BGP peer address ${JSON.stringify(ip)}`);
   return `${BGP_PEERS_PREFIX}${ip}`;
 }

@@ -1,7 +1,7 @@
 import { WeftError } from '../util/errors.js';
 import { kernelFailure } from './exec.js';
 import { ipBatch } from './ip.js';
-import type { NsOpts } from './netns.js';
+import { netnsArg, type NetnsRef, type NsOpts } from './netns.js';
 
 /** The kernel option behind each link kind weft may create (for the message when it is missing). */
 const CONFIG: Record<string, string> = {
@@ -27,17 +27,41 @@ export function explainKernelError(kind: string, err: unknown): unknown {
 export interface LinkSpec {
   name: string;
   mtu?: number;
-  /** Kind-specific arguments after `type KIND`, e.g. ['id', '1', 'local', '10.0.0.1', 'dstport', '8472']. */
-  args?: string[];
-  /** Extra link-level arguments before `type`, e.g. ['link', 'eth0'] for macvlan. */
-  linkArgs?: string[];
+  /** The lower device (`link PARENT`): a macvlan's parent NIC. */
+  parent?: string;
+  /** MAC address of the new link. */
+  address?: string;
+  /** Made directly inside this namespace (`netns NAME|PID`). */
+  netns?: NetnsRef | string;
+  /** macvlan mode (`mode bridge`). */
+  macvlanMode?: 'bridge' | 'private' | 'vepa' | 'passthru' | 'source';
+  /** vxlan: VNI, local address, underlay device, UDP port; address learning off unless `learning`. */
+  vxlan?: { id: number; local: string; dev: string; dstport: number; learning?: boolean };
+  /** gretap: the tunnel's two ends and its key. */
+  gretap?: { local: string; remote: string; key: number };
+}
+
+/** The `ip -batch` line that creates a link of `kind` (`link add [link P] [address M] [netns N] NAME [mtu X] type KIND …`). */
+export function linkAddLine(kind: string, spec: LinkSpec): string {
+  const parts = ['link', 'add'];
+  if (spec.parent) parts.push('link', spec.parent);
+  if (spec.address) parts.push('address', spec.address);
+  if (spec.netns !== undefined) parts.push('netns', netnsArg(spec.netns));
+  parts.push(spec.name);
+  if (spec.mtu) parts.push('mtu', String(spec.mtu));
+  parts.push('type', kind);
+  if (spec.macvlanMode) parts.push('mode', spec.macvlanMode);
+  const v = spec.vxlan;
+  if (v) parts.push('id', String(v.id), 'local', v.local, 'dev', v.dev, 'dstport', String(v.dstport), ...(v.learning ? [] : ['nolearning']));
+  const g = spec.gretap;
+  if (g) parts.push('local', g.local, 'remote', g.remote, 'key', String(g.key));
+  return parts.join(' ');
 }
 
 /** Creates a link of `kind`; missing kernel support becomes a clear WeftError naming the module. */
 export async function createLink(kind: string, spec: LinkSpec, opts: NsOpts = {}): Promise<void> {
-  const line = ['link', 'add', ...(spec.linkArgs ?? []), spec.name, ...(spec.mtu ? ['mtu', String(spec.mtu)] : []), 'type', kind, ...(spec.args ?? [])].join(' ');
   try {
-    await ipBatch([line], opts);
+    await ipBatch([linkAddLine(kind, spec)], opts);
   } catch (e) {
     throw explainKernelError(kind, e);
   }

@@ -1,5 +1,7 @@
-import { bridgeBatch, bridgeJson, ipBatch, ipJson } from './ip.js';
+import { bridgeBatch, bridgeJson, ipBatch, ipJson, type IpLink } from './ip.js';
+import { explainKernelError, linkAddLine, type LinkSpec } from './kernel.js';
 import type { NsOpts } from './netns.js';
+import { warmIpBatch } from './warm.js';
 
 /**
  * Typed kernel operations. Callers describe routes, neighbours, FDB entries, links and addresses as data;
@@ -17,6 +19,9 @@ export interface RouteSpec {
   proto?: string;
   src?: string;
   mtu?: number;
+  /** "link", "host" (a route without a gateway); absent: the kernel's default. */
+  scope?: string;
+  metric?: number;
 }
 
 export interface NeighSpec {
@@ -38,6 +43,8 @@ export interface RouteFact {
   dev?: string;
   protocol?: string;
   prefsrc?: string;
+  scope?: string;
+  metric?: number;
   flags?: string[];
 }
 export interface NeighFact {
@@ -57,15 +64,26 @@ export function routeDst(dst: string): string {
   return dst.includes('/') || dst === 'default' ? dst : `${dst}/32`;
 }
 
-function routeLine(verb: 'replace' | 'del', r: Partial<RouteSpec> & { dst: string }): string {
+function routeLine(verb: 'replace' | 'add' | 'del', r: Partial<RouteSpec> & { dst: string }): string {
   const parts = ['route', verb, r.dst];
+  const adding = verb !== 'del';
   if (r.via) parts.push('via', r.via);
   if (r.dev) parts.push('dev', r.dev);
-  if (r.src && verb === 'replace') parts.push('src', r.src);
-  if (r.proto && verb === 'replace') parts.push('proto', r.proto);
-  if (r.mtu && verb === 'replace') parts.push('mtu', String(r.mtu));
-  if (r.onlink && verb === 'replace') parts.push('onlink');
+  if (r.src && adding) parts.push('src', r.src);
+  if (r.proto && adding) parts.push('proto', r.proto);
+  if (r.scope && adding) parts.push('scope', r.scope);
+  if (r.metric !== undefined && adding) parts.push('metric', String(r.metric));
+  if (r.mtu && adding) parts.push('mtu', String(r.mtu));
+  if (r.onlink && adding) parts.push('onlink');
   return parts.join(' ');
+}
+
+/** Commit options: where, and how failures are handled. */
+export interface CommitOptions extends NsOpts {
+  /** Try every line; the first failure is thrown at the end. */
+  force?: boolean;
+  /** Run `ip` through the long-lived spawner (./warm.ts; the attach path). Not with `force`. */
+  warm?: boolean;
 }
 
 /**
@@ -78,6 +96,8 @@ export class KernelBatch {
   private readonly ipLinks: string[] = [];
   private readonly brDel: string[] = [];
   private readonly brAdd: string[] = [];
+  /** Kinds of the links this batch creates (a missing kernel module is named in the error). */
+  private readonly kinds = new Set<string>();
 
   get size(): number {
     return this.ipDel.length + this.ipAdd.length + this.ipLinks.length + this.brDel.length + this.brAdd.length;
@@ -90,6 +110,11 @@ export class KernelBatch {
 
   routeReplace(r: RouteSpec): this {
     this.ipAdd.push(routeLine('replace', r));
+    return this;
+  }
+  /** `route add`: fails when the route exists (a container's first route; replace would hide a clash). */
+  routeAdd(r: RouteSpec): this {
+    this.ipAdd.push(routeLine('add', r));
     return this;
   }
   routeDel(r: Partial<RouteSpec> & { dst: string }): this {
@@ -126,6 +151,16 @@ export class KernelBatch {
     this.ipLinks.push(`addr del ${cidr} dev ${dev}`);
     return this;
   }
+  /** Moves an address from one device to another (deleted, then added, in this order). */
+  addrMove(cidr: string, from: string, to: string): this {
+    return this.addrDel(cidr, from).addrAdd(cidr, to);
+  }
+  /** Creates a link (runs with the link changes, in the order given). */
+  linkAdd(kind: string, spec: LinkSpec): this {
+    this.kinds.add(kind);
+    this.ipLinks.push(linkAddLine(kind, spec));
+    return this;
+  }
   linkSet(dev: string, o: { up?: boolean; down?: boolean; mtu?: number; master?: string; nomaster?: boolean; address?: string }): this {
     const parts = ['link', 'set', dev];
     if (o.mtu !== undefined) parts.push('mtu', String(o.mtu));
@@ -143,10 +178,23 @@ export class KernelBatch {
   }
 
   /**
-   * Runs the batch. With `force`, every line is tried and the first failure is thrown at the end (a
-   * reconcile repairs what it can); without, the first failing line stops its process.
+   * Runs the batch: one `ip -batch` process when there are no `bridge` lines, else ip, bridge, ip. With
+   * `force`, every line is tried and the first failure is thrown at the end (a reconcile repairs what it
+   * can); without, the first failing line stops the batch. Errors are those of ./exec.ts (classified by
+   * kernelFailure); a link kind the kernel lacks becomes a WeftError naming its module.
    */
-  async commit(sys: NsOpts & { force?: boolean } = {}): Promise<void> {
+  async commit(sys: CommitOptions = {}): Promise<void> {
+    try {
+      await this.run(sys);
+    } catch (e) {
+      throw this.kinds.size === 1 ? explainKernelError([...this.kinds][0]!, e) : e;
+    }
+  }
+
+  private async run(sys: CommitOptions): Promise<void> {
+    const ns: NsOpts = { netns: sys.netns };
+    const ip = (lines: string[]) => (sys.warm && !sys.force ? warmIpBatch(lines, ns) : ipBatch(lines, { ...ns, force: sys.force }));
+    if (this.brDel.length + this.brAdd.length === 0) return ip([...this.ipLinks, ...this.ipDel, ...this.ipAdd]);
     const errors: unknown[] = [];
     const step = async (p: Promise<void>) => {
       try {
@@ -156,9 +204,9 @@ export class KernelBatch {
         errors.push(e);
       }
     };
-    await step(ipBatch([...this.ipLinks, ...this.ipDel], sys));
-    await step(bridgeBatch([...this.brDel, ...this.brAdd], sys));
-    await step(ipBatch(this.ipAdd, sys));
+    await step(ip([...this.ipLinks, ...this.ipDel]));
+    await step(bridgeBatch([...this.brDel, ...this.brAdd], { ...ns, force: sys.force }));
+    await step(ip(this.ipAdd));
     if (errors.length) throw errors[0];
   }
 }
@@ -169,6 +217,11 @@ export function readRoutes(o: { dev?: string; table?: string } & NsOpts = {}): P
   if (o.table) args.push('table', o.table);
   if (o.dev) args.push('dev', o.dev);
   return ipJson<RouteFact[]>(args, o);
+}
+
+/** Links (with -details), optionally only the ports of bridge `master`. */
+export function readLinks(o: { master?: string } & NsOpts = {}): Promise<IpLink[]> {
+  return ipJson<IpLink[]>(['-d', 'link', 'show', ...(o.master ? ['master', o.master] : [])], { netns: o.netns });
 }
 
 export function readNeigh(dev: string, sys: NsOpts = {}): Promise<NeighFact[]> {

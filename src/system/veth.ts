@@ -2,9 +2,10 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { WeftError } from '../util/errors.js';
 import { run } from './exec.js';
-import { getLink, ipBatch, listInterfaces } from './ip.js';
+import { ipBatch, listInterfaces } from './ip.js';
+import { configureInterface, deleteLink, removeLink } from './links.js';
 import { inNetns, netnsArg, toRef, type NetnsRef, type NsOpts } from './netns.js';
-import { NetlinkError, netlinkCanReach, netlinkReady, nlConfigure, nlCreateVeth, nlDeleteLink } from './netlink.js';
+import { NetlinkError, netlinkCanReach, netlinkReady, nlCreateVeth } from './netlink.js';
 import { warmIpBatch } from './warm.js';
 
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -116,21 +117,10 @@ export async function createVethInPlace(o: AttachOptions): Promise<{ hostIf: str
   return { hostIf: o.hostIf, mac };
 }
 
-/** The second half: the container end addressed, up, with its route; the veth is deleted on failure. */
+/** The second half: the container end addressed, up, with its route (./links.ts); the veth is deleted on failure. */
 export async function configureContainerEnd(o: AttachOptions): Promise<void> {
-  if (netlinkReady() && netlinkCanReach(o.netns, o.hostNetns)) {
-    try {
-      await nlConfigure({ netns: o.netns, ifname: o.ifname, address: o.address, gateway: o.gateway, routeTo: o.routeTo });
-    } catch (e) {
-      await deleteLink(o.hostIf, o.hostNetns).catch(() => {});
-      throw e;
-    }
-    return;
-  }
-  const inner = ['link set lo up', `addr add ${o.address} dev ${o.ifname}`, `link set ${o.ifname} up`];
-  if (o.gateway) inner.push(`route add ${o.routeTo ?? 'default'} via ${o.gateway} dev ${o.ifname}`);
   try {
-    await warmIpBatch(inner, { netns: o.netns });
+    await configureInterface(o);
   } catch (e) {
     await deleteLink(o.hostIf, o.hostNetns).catch(() => {});
     throw e;
@@ -140,32 +130,7 @@ export async function configureContainerEnd(o: AttachOptions): Promise<void> {
 /** Deletes the host end (the container end goes with it). Returns false when it did not exist. */
 export async function detachVeth(hostIf: string, opts: NsOpts = {}): Promise<boolean> {
   checkName(hostIf, 'host interface');
-  if (netlinkReady() && netlinkCanReach(opts.netns)) {
-    try {
-      await nlDeleteLink(hostIf, opts.netns);
-      return true;
-    } catch (e) {
-      if (e instanceof NetlinkError && e.code === 'ENODEV') return false;
-      if (e instanceof NetlinkError) throw e;
-      // the helper died unanswered: ask `ip` below
-    }
-  }
-  if (!(await getLink(hostIf, opts))) return false;
-  await ipBatch([`link del ${hostIf}`], opts);
-  return true;
-}
-
-/** Deletes a link whatever it is (cleanup after a failed attach): netlink, else `ip -force`. */
-async function deleteLink(name: string, netns?: NetnsRef | string): Promise<void> {
-  if (netlinkReady() && netlinkCanReach(netns)) {
-    try {
-      await nlDeleteLink(name, netns);
-      return;
-    } catch (e) {
-      if (e instanceof NetlinkError && e.code === 'ENODEV') return;
-    }
-  }
-  await ipBatch([`link del ${name}`], { netns, force: true });
+  return removeLink(hostIf, opts);
 }
 
 /**

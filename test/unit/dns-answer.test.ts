@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import dnsPacket, { type Packet } from 'dns-packet';
-import { answerQuery, encodeReply, formErrFor, reverseName, udpLimit, type AnswerOptions } from '../../src/dns/answer.js';
+import { answerQuery, encodeReply, formErrFor, reverseIp, reverseName, udpLimit, type AnswerOptions } from '../../src/dns/answer.js';
 import { normalizeName, RecordCache, type DnsRecord } from '../../src/dns/records.js';
 import { NetworkKeys } from '../../src/store/layout.js';
 import type { Entry } from '../../src/store/types.js';
@@ -198,4 +198,11 @@ describe('dns answers', () => {
     assert.equal(formErrFor(Buffer.from([1, 2, 3])), undefined);
     assert.equal(formErrFor(Buffer.from([0x12, 0x34, 0x81, 0x80, 0, 0, 0, 0, 0, 0, 0, 0])), undefined);
   });
+});
+
+test('reverseIp: four decimal labels under in-addr.arpa, reversed; anything else is no address', () => {
+  assert.equal(reverseIp('7.2.5.10.in-addr.arpa'), '10.5.2.7');
+  assert.equal(reverseIp(reverseName('192.168.0.1')), '192.168.0.1');
+  for (const bad of ['2.5.10.in-addr.arpa', '1.7.2.5.10.in-addr.arpa', '7.2.5.256.in-addr.arpa', '07.2.5.10.in-addr.arpa', 'x.2.5.10.in-addr.arpa', '7.2.5.10.in-addr.arpa.x', '7.2.5.10'])
+    assert.equal(reverseIp(bad), undefined, bad);
 });

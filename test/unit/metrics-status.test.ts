@@ -176,6 +176,10 @@ test('parseHostPort and poolCapacity', () => {
   assert.deepEqual(parseHostPort('127.0.0.1:9402', '--metrics-addr'), { host: '127.0.0.1', port: 9402 });
   assert.throws(() => parseHostPort('9402', '--metrics-addr'), /--metrics-addr: expected HOST:PORT/);
   assert.throws(() => parseHostPort('1.2.3.4:70000', '--ui-addr'), /--ui-addr/);
+  assert.deepEqual(parseHostPort('localhost:80', '--ui-addr'), { host: 'localhost', port: 80 });
+  assert.deepEqual(parseHostPort('[::1]:80', '--ui-addr'), { host: '::1', port: 80 });
+  assert.deepEqual(parseHostPort('[::]:80', '--ui-addr'), { host: '::', port: 80 });
+  for (const bad of ['300.1.1.1:80', '10.1.1:80', 'example.com:80', '[::2]:80', ':80']) assert.throws(() => parseHostPort(bad, '--ui-addr'), /--ui-addr/, bad);
   assert.equal(poolCapacity('10.5.1.0/24'), 253);
   assert.equal(poolCapacity('10.5.0.0/16', '10.5.0.10', '10.5.0.19'), 10);
 });

@@ -4,7 +4,7 @@ import type { NetworkRunner } from '../../agent/network-runner.js';
 import type { Endpoint } from '../../agent/types.js';
 import { endpointId } from '../../agent/endpoints.js';
 import { networkKeys } from '../../store/layout.js';
-import { ipBatch } from '../../system/ip.js';
+import { KernelBatch } from '../../system/ops.js';
 import { listNetnsInterfaces } from '../../system/veth.js';
 import { WeftError } from '../../util/errors.js';
 import { log as rootLog } from '../../util/log.js';
@@ -125,13 +125,12 @@ export class CniService {
       });
       const mac = cfg.runtimeConfig?.mac?.toLowerCase() ?? ep.mac;
       const mtu = cfg.mtu ?? runner.backend.mtu;
-      const tweaks = [
-        ...(mtu !== runner.backend.mtu ? [`link set dev ${ifname} mtu ${mtu}`] : []),
-        ...(mac !== ep.mac ? [`link set dev ${ifname} address ${mac}`] : []),
-      ];
-      if (tweaks.length) await ipBatch(tweaks, { netns: target.netns });
+      const tweaks = new KernelBatch();
+      if (mtu !== runner.backend.mtu) tweaks.linkSet(ifname, { mtu });
+      if (mac !== ep.mac) tweaks.linkSet(ifname, { address: mac });
+      if (tweaks.size) await tweaks.commit({ netns: target.netns });
       // both ends of the veth: a port larger than the container's end sends it packets its end drops
-      if (mtu !== runner.backend.mtu) await ipBatch([`link set dev ${ep.hostIf} mtu ${mtu}`]);
+      if (mtu !== runner.backend.mtu) await new KernelBatch().linkSet(ep.hostIf, { mtu }).commit();
       const result = buildResult(
         cfg.cniVersion,
         { hostIf: ep.hostIf, ifname, mac, address: ep.address, gateway: ep.gateway, routeTo: ifname === 'eth0' ? 'default' : runner.config.Network /* as Endpoints.attach routes it */, mtu, sandbox: netnsPath },

@@ -12,6 +12,7 @@
  *   subnet and may give us anything outside the network (never a subnet of the network).
  * All sessions are `direct` (peers on the underlay's L2 segment; next hops are their underlay addresses).
  */
+import { intToIp, isIPv4, parseCidrLoose } from '../../net/ipv4.js';
 
 export interface WeftPeer {
   /** The peer host's underlay address. */
@@ -61,12 +62,10 @@ export interface SessionSpec {
   nextHopSelf: boolean;
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-const CIDR = /^(\d{1,3}(\.\d{1,3}){3})\/(\d|[12]\d|3[0-2])$/;
 
 /** The bird protocol name of a session with `ip` (letters, digits, underscores: safe in the config). */
 export function sessionName(kind: 'weft' | 'ext', ip: string): string {
-  if (!IPV4.test(ip)) throw new Error(`not an IPv4 address: ${JSON.stringify(ip)}`);
+  if (!isIPv4(ip)) throw new Error(`not an IPv4 address: ${JSON.stringify(ip)}`);
   return `${kind}_${ip.replaceAll('.', '_')}`;
 }
 
@@ -77,7 +76,9 @@ export function sessionPeer(name: string): { kind: 'weft' | 'ext'; ip: string } 
 }
 
 function cidr(s: string): string {
-  if (!CIDR.test(s) || !IPV4.test(s.split('/')[0]!)) throw new Error(`not an IPv4 CIDR: ${JSON.stringify(s)}`);
+  const c = parseCidrLoose(s);
+  // as written in bird's config: canonical text (no leading zeros), host bits allowed
+  if (!c || `${intToIp(c.ip)}/${c.len}` !== s) throw new Error(`not an IPv4 CIDR: ${JSON.stringify(s)}`);
   return s;
 }
 
@@ -138,7 +139,7 @@ function cmpIp(a: string, b: string): number {
 
 /** The whole bird.conf. */
 export function birdConfig(c: BirdConfigInput): string {
-  if (!IPV4.test(c.routerId)) throw new Error(`router id must be an IPv4 address, got ${JSON.stringify(c.routerId)}`);
+  if (!isIPv4(c.routerId)) throw new Error(`router id must be an IPv4 address, got ${JSON.stringify(c.routerId)}`);
   if (!Number.isInteger(c.asn) || c.asn < 1 || c.asn > 4294967295) throw new Error(`AS number out of range: ${c.asn}`);
   const hold = Math.max(3, Math.floor(c.holdTime));
   const keepalive = Math.max(1, Math.floor(hold / 3));

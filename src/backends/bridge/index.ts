@@ -4,7 +4,8 @@ import { z } from 'zod';
 import type { NetworkConfig } from '../../config/types.js';
 import type { Lease } from '../../lease/types.js';
 import { containsAddress, intToIp, ipToInt, isIPv4, lastAddress, parseCidr } from '../../net/ipv4.js';
-import { getLink, ipBatch, ipJson, type IpLink } from '../../system/ip.js';
+import { getLink, type IpLink } from '../../system/ip.js';
+import { KernelBatch, readLinks, readRoutes, type RouteFact, type RouteSpec } from '../../system/ops.js';
 import { WeftError } from '../../util/errors.js';
 import { registerBackend } from '../registry.js';
 import type { AddressPlan, Backend, BackendContext, BackendStatus } from '../types.js';
@@ -13,16 +14,6 @@ const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
 const STATE_FILE = 'bridge-uplink.json';
 /** Link kinds stacked on a parent NIC through its receive hook (which a bridge port needs for itself). */
 const STACKED = new Set(['macvlan', 'macvtap', 'ipvlan', 'ipvtap']);
-
-interface RawRoute {
-  dst: string;
-  gateway?: string;
-  protocol?: string;
-  scope?: string;
-  metric?: number;
-  prefsrc?: string;
-  flags?: string[];
-}
 
 /** What was moved from the uplink to the bridge (kept in the network's state dir for `weft reset`). */
 interface Moved {
@@ -45,14 +36,23 @@ export function bridgePlan(own: Lease, network: NetworkConfig): AddressPlan {
   return { pool: network.Network, first: intToIp(lease.base), last: intToIp(lastAddress(lease)), ...(gateway ? { gateway } : {}), bridgeAddress: false };
 }
 
-function routeLine(r: RawRoute, dev: string): string {
-  const parts = ['route', 'replace', r.dst, ...(r.gateway ? ['via', r.gateway] : []), 'dev', dev];
-  if (r.protocol && r.protocol !== 'kernel') parts.push('proto', r.protocol);
-  if (r.scope && r.scope !== 'universe' && !r.gateway) parts.push('scope', r.scope);
-  if (r.metric !== undefined) parts.push('metric', String(r.metric));
-  if (r.prefsrc) parts.push('src', r.prefsrc);
-  if (r.flags?.includes('onlink')) parts.push('onlink');
-  return parts.join(' ');
+/** A route as the kernel listed it, on another device (what moves with the addresses). */
+function movedRoute(r: RouteFact, dev: string): RouteSpec {
+  return {
+    dst: r.dst,
+    ...(r.gateway ? { via: r.gateway } : {}),
+    dev,
+    ...(r.protocol && r.protocol !== 'kernel' ? { proto: r.protocol } : {}),
+    ...(r.scope && r.scope !== 'universe' && !r.gateway ? { scope: r.scope } : {}),
+    ...(r.metric !== undefined ? { metric: r.metric } : {}),
+    ...(r.prefsrc ? { src: r.prefsrc } : {}),
+    ...(r.flags?.includes('onlink') ? { onlink: true } : {}),
+  };
+}
+
+/** The routes of `dev` that move with its addresses (not the kernel's own prefix routes). */
+async function routesToMove(dev: string, sys: BackendContext['sys']): Promise<RouteFact[]> {
+  return (await readRoutes({ ...sys, dev })).filter((r) => r.protocol !== 'kernel');
 }
 
 /**
@@ -93,7 +93,7 @@ export class BridgeBackend implements Backend {
     if (up.master === bridge) return {}; // already moved
     if (up.master) throw new WeftError(`bridge: uplink ${this.uplink} is already a port of ${up.master}`);
     // The kernel gives a NIC one receive hook: a macvlan parent cannot become a bridge port (EBUSY)
-    const children = (await ipJson<IpLink[]>(['-details', 'link', 'show'], sys)).filter((l) => l.link === this.uplink && STACKED.has(l.linkinfo?.info_kind ?? ''));
+    const children = (await readLinks(sys)).filter((l) => l.link === this.uplink && STACKED.has(l.linkinfo?.info_kind ?? ''));
     if (children.length) {
       const names = children.map((l) => `${l.ifname} (${l.linkinfo!.info_kind})`).join(', ');
       throw new WeftError(
@@ -105,19 +105,17 @@ export class BridgeBackend implements Backend {
     const br = await getLink(bridge, sys);
     if (br && br.linkinfo?.info_kind !== 'bridge') throw new WeftError(`bridge: ${bridge} exists and is not a bridge`);
     const addresses = (up.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
-    const routes = (await ipJson<RawRoute[]>(['-4', 'route', 'show', 'dev', this.uplink], sys)).filter((r) => r.protocol !== 'kernel');
+    const routes = await routesToMove(this.uplink, sys);
     const moved: Moved = { uplink: this.uplink, bridge, addresses };
     writeFileSync(this.stateFile, JSON.stringify(moved) + '\n', { mode: 0o600 });
-    const lines = [
-      ...(br ? [] : [`link add ${bridge} mtu ${up.mtu} type bridge`]),
-      `link set ${bridge} address ${up.address} mtu ${up.mtu} up`,
-      `link set ${this.uplink} master ${bridge}`,
-      ...addresses.flatMap((a) => [`addr del ${a} dev ${this.uplink}`, `addr add ${a} dev ${bridge}`]),
-      ...routes.map((r) => routeLine(r, bridge)),
-    ];
-    this.ctx.log.info({ uplink: this.uplink, bridge, lines }, `bridge: moving ${this.uplink}'s addresses and routes onto ${bridge}`);
+    const batch = new KernelBatch();
+    if (!br) batch.linkAdd('bridge', { name: bridge, mtu: up.mtu });
+    batch.linkSet(bridge, { address: up.address, mtu: up.mtu, up: true }).linkSet(this.uplink, { master: bridge });
+    for (const a of addresses) batch.addrMove(a, this.uplink, bridge);
+    for (const r of routes) batch.routeReplace(movedRoute(r, bridge));
+    this.ctx.log.info({ uplink: this.uplink, bridge, lines: batch.lines() }, `bridge: moving ${this.uplink}'s addresses and routes onto ${bridge}`);
     try {
-      await ipBatch(lines, sys);
+      await batch.commit(sys);
     } catch (err) {
       await this.moveBack(bridge, sys, routes).catch(() => undefined);
       throw new WeftError(`bridge: moving ${this.uplink} onto ${bridge} failed (moved back): ${(err as Error).message}`);
@@ -136,7 +134,7 @@ export class BridgeBackend implements Backend {
   async activate(own: Lease): Promise<void> {
     this.own = own;
     const up = await getLink(this.uplink, this.ctx.sys);
-    if (up && up.master !== this.ctx.bridge) await ipBatch([`link set ${this.uplink} master ${this.ctx.bridge}`], this.ctx.sys);
+    if (up && up.master !== this.ctx.bridge) await new KernelBatch().linkSet(this.uplink, { master: this.ctx.bridge }).commit(this.ctx.sys);
   }
 
   /**
@@ -159,17 +157,14 @@ export class BridgeBackend implements Backend {
   }
 
   /** Puts the addresses and routes back on the uplink (one `ip -batch`) and frees it from the bridge. */
-  private async moveBack(bridge: string, sys: BackendContext['sys'], routes?: RawRoute[]): Promise<void> {
+  private async moveBack(bridge: string, sys: BackendContext['sys'], routes?: RouteFact[]): Promise<void> {
     const br: IpLink | null = await getLink(bridge, sys);
     const addresses = (br?.addr_info ?? []).filter((a) => a.family === 'inet').map((a) => `${a.local}/${a.prefixlen}`);
-    const onBridge = br ? (await ipJson<RawRoute[]>(['-4', 'route', 'show', 'dev', bridge], sys)).filter((r) => r.protocol !== 'kernel') : [];
-    const lines = [
-      `link set ${this.uplink} nomaster`,
-      `link set ${this.uplink} up`,
-      ...addresses.flatMap((a) => [`addr del ${a} dev ${bridge}`, `addr add ${a} dev ${this.uplink}`]),
-      ...(routes ?? onBridge).map((r) => routeLine(r, this.uplink)),
-    ];
-    await ipBatch(lines, { ...sys, force: true });
+    const onBridge = br ? await routesToMove(bridge, sys) : [];
+    const batch = new KernelBatch().linkSet(this.uplink, { nomaster: true }).linkSet(this.uplink, { up: true });
+    for (const a of addresses) batch.addrMove(a, bridge, this.uplink);
+    for (const r of routes ?? onBridge) batch.routeReplace(movedRoute(r, this.uplink));
+    await batch.commit({ ...sys, force: true });
   }
 
   async teardown(): Promise<void> {
@@ -183,7 +178,7 @@ export class BridgeBackend implements Backend {
     }
     if (saved) this.uplink = saved.uplink;
     else if (this.uplink === bridge) {
-      const ports = await ipJson<IpLink[]>(['-d', 'link', 'show', 'master', bridge], sys);
+      const ports = await readLinks({ ...sys, master: bridge });
       const nic = ports.find((p) => !/^vw[0-9a-f]{8}$/.test(p.ifname) && p.linkinfo?.info_kind !== 'vxlan');
       if (nic) this.uplink = nic.ifname;
     }

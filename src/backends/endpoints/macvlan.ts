@@ -1,7 +1,7 @@
 import { kernelFailure } from '../../system/exec.js';
-import { getLink, ipBatch } from '../../system/ip.js';
+import { getLink } from '../../system/ip.js';
 import { createLink } from '../../system/kernel.js';
-import { netnsArg } from '../../system/netns.js';
+import { configureInterface, deleteLink, removeLink } from '../../system/links.js';
 import { randomMac } from '../../system/veth.js';
 import { WeftError } from '../../util/errors.js';
 import { registerEndpointDriver } from './registry.js';
@@ -19,17 +19,11 @@ export const macvlanDriver: EndpointDriver = {
   async join(s: JoinSpec) {
     if (!s.parent) throw new WeftError('macvlan: the network names no parent interface');
     const mac = s.mac ?? randomMac();
-    await createLink(
-      'macvlan',
-      { name: s.ifname, mtu: s.mtu, linkArgs: ['link', s.parent, 'address', mac, 'netns', netnsArg(s.netns)], args: ['mode', 'bridge'] },
-      { netns: s.hostNetns },
-    );
-    const inner = ['link set lo up', `addr add ${s.address} dev ${s.ifname}`, `link set ${s.ifname} up`];
-    if (s.gateway) inner.push(`route add ${s.routeTo} via ${s.gateway} dev ${s.ifname}`);
+    await createLink('macvlan', { name: s.ifname, mtu: s.mtu, parent: s.parent, address: mac, netns: s.netns, macvlanMode: 'bridge' }, { netns: s.hostNetns });
     try {
-      await ipBatch(inner, { netns: s.netns });
+      await configureInterface({ netns: s.netns, ifname: s.ifname, address: s.address, gateway: s.gateway, routeTo: s.routeTo });
     } catch (e) {
-      await ipBatch([`link del ${s.ifname}`], { netns: s.netns, force: true }).catch(() => {});
+      await deleteLink(s.ifname, s.netns).catch(() => {});
       throw e;
     }
     return { mac };
@@ -38,8 +32,8 @@ export const macvlanDriver: EndpointDriver = {
   async prepare(s) {
     if (!s.parent) throw new WeftError('macvlan: the network names no parent interface');
     const mac = s.mac ?? randomMac();
-    if (await getLink(s.peerIf, { netns: s.hostNetns })) await ipBatch([`link del ${s.peerIf}`], { netns: s.hostNetns }); // a crashed run's leftover
-    await createLink('macvlan', { name: s.peerIf, mtu: s.mtu, linkArgs: ['link', s.parent, 'address', mac], args: ['mode', 'bridge'] }, { netns: s.hostNetns });
+    await removeLink(s.peerIf, { netns: s.hostNetns }); // a crashed run's leftover
+    await createLink('macvlan', { name: s.peerIf, mtu: s.mtu, parent: s.parent, address: mac, macvlanMode: 'bridge' }, { netns: s.hostNetns });
     // Docker moves the interface itself; it has no host end that stays, so both names are the same.
     return { ifname: s.peerIf, hostIf: s.peerIf, mac };
   },
@@ -48,9 +42,7 @@ export const macvlanDriver: EndpointDriver = {
     const where = ep.netns ?? ep.hostNetns;
     const name = ep.netns ? ep.ifname : ep.hostIf;
     try {
-      if (!(await getLink(name, { netns: where }))) return false;
-      await ipBatch([`link del ${name}`], { netns: where });
-      return true;
+      return await removeLink(name, { netns: where });
     } catch (e) {
       const k = kernelFailure(e);
       if (k === 'missing') return false; // the container (and its interface) is gone

@@ -40,7 +40,7 @@ export class L2GreBackend implements Backend {
     // probe: a port towards ourselves, removed at once (createLink names the missing module)
     const probe = this.port('probe');
     if (!(await getLink(probe, this.ctx.sys))) {
-      await createLink('gretap', { name: probe, args: ['local', this.ctx.underlay.ip, 'remote', this.ctx.underlay.ip, 'key', String(this.vni)] }, this.ctx.sys);
+      await createLink('gretap', { name: probe, gretap: { local: this.ctx.underlay.ip, remote: this.ctx.underlay.ip, key: this.vni } }, this.ctx.sys);
     }
     await new KernelBatch().linkDel(probe).commit(this.ctx.sys);
     return { VNI: this.vni, Encap: 'gre' };
@@ -61,7 +61,7 @@ export class L2GreBackend implements Backend {
     await batch.commit({ ...sys, force: true });
     for (const [name, ip] of want) {
       if (!have.has(name)) {
-        await createLink('gretap', { name, args: ['local', this.ctx.underlay.ip, 'remote', ip, 'key', String(this.vni)] }, sys);
+        await createLink('gretap', { name, gretap: { local: this.ctx.underlay.ip, remote: ip, key: this.vni } }, sys);
       }
       const link = await getLink(name, sys);
       if (link?.master !== this.ctx.bridge || !link.flags?.includes('UP')) await new KernelBatch().linkSet(name, { master: this.ctx.bridge, up: true }).commit(sys);

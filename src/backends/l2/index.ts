@@ -72,7 +72,7 @@ export class L2Backend implements Backend {
     }
     if (!link) {
       const u = this.ctx.underlay;
-      await createLink('vxlan', { name: this.device, mtu: this.mtu, args: ['id', String(this.vni), 'local', u.ip, 'dev', u.iface, 'dstport', String(this.port), 'nolearning'] }, sys);
+      await createLink('vxlan', { name: this.device, mtu: this.mtu, vxlan: { id: this.vni, local: u.ip, dev: u.iface, dstport: this.port } }, sys);
     }
     return { VNI: this.vni };
   }

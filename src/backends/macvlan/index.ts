@@ -82,7 +82,7 @@ export class MacvlanBackend implements Backend {
       link = null;
     }
     if (!link) {
-      await createLink('macvlan', { name: this.shim, mtu: this.mtu, linkArgs: ['link', this.parent], args: ['mode', 'bridge'] }, sys);
+      await createLink('macvlan', { name: this.shim, mtu: this.mtu, parent: this.parent, macvlanMode: 'bridge' }, sys);
       link = await getLink(this.shim, sys);
     }
     const batch = new KernelBatch();

@@ -77,7 +77,7 @@ export class VxlanBackend implements Backend {
     }
     if (!link) {
       const u = this.ctx.underlay;
-      await createLink('vxlan', { name: this.device, mtu: this.mtu, args: ['id', String(this.vni), 'local', u.ip, 'dev', u.iface, 'dstport', String(this.port), 'nolearning'] }, sys);
+      await createLink('vxlan', { name: this.device, mtu: this.mtu, vxlan: { id: this.vni, local: u.ip, dev: u.iface, dstport: this.port } }, sys);
       link = await getLink(this.device, sys);
       if (!link) throw new WeftError(`vxlan: ${this.device} vanished right after it was created`);
     } else if (link.mtu !== this.mtu) {
