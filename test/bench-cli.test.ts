@@ -20,6 +20,7 @@ test('weft bench --json gives a measured row per implemented backend', { timeout
     if (row.path !== 'underlay') assert.ok(row.gbpsVsUnderlay! > 0 && row.rttVsUnderlay! > 0);
   }
   assert.equal(out.rows.find((x) => x.backend === 'vxlan')?.mtu, 1450);
+  assert.equal(out.rows.find((x) => x.backend === 'wireguard')?.encrypted, true, 'wireguard says it encrypts');
   const prefix = /^bench: test bed (\S+)-\* /m.exec(r.stderr)?.[1];
   assert.ok(prefix, r.stderr);
   const left = (await ipJson<Array<{ name: string }>>(['netns', 'list'])).map((n) => n.name).filter((n) => n.startsWith(`${prefix}-`));

@@ -163,6 +163,8 @@ export interface BackendModule extends BackendSpec {
   deviceNames?(config: NetworkConfig): string[];
   /** Backend-specific doctor checks (pure: facts in, findings out). */
   doctor?(input: BackendCheckInput): Finding[];
+  /** Traffic between hosts is encrypted (wireguard); `weft bench` prints it. Default false. */
+  encrypted?: boolean;
   /** A runtime instance for one network on this host. */
   create(ctx: BackendContext): Backend;
 }

@@ -8,7 +8,7 @@ import { createNetwork } from '../config/registry.js';
 import { openStore } from '../store/index.js';
 import { AgentProcess } from '../testbed/agents.js';
 import { createTestbed, type Testbed } from '../testbed/index.js';
-import { WeftError } from '../util/errors.js';
+import { UsageError } from '../util/errors.js';
 import { coresBusy, cpuTicks, iperf, median, pingRtts, type MeasuredPath, type NsRun } from './measure.js';
 
 /**
@@ -30,12 +30,17 @@ export interface BenchOptions {
 export interface BenchRow {
   path: string;
   backend?: string;
+  /** Own-hosts mode (`--peer`): the network measured. */
+  network?: string;
   gbps: number;
   rttUs: number;
   /** Throughput and RTT relative to the underlay between the same kind of hosts. */
   gbpsVsUnderlay?: number;
   rttVsUnderlay?: number;
-  /** CPU cores busy on the machine per Gbit/s carried (both hosts share this kernel). */
+  /**
+   * CPU cores busy per Gbit/s carried: on the whole machine in the namespace test bed (both hosts share its
+   * kernel); on the sending host with `--peer`.
+   */
   cpuPerGbps: number;
   mtu: number;
   encrypted: boolean;
@@ -43,7 +48,7 @@ export interface BenchRow {
 
 /** Whether a backend module says its traffic is encrypted (a module declares `encrypted: true`). */
 export function backendEncrypts(type: string): boolean {
-  return (backendModule(type) as { encrypted?: boolean }).encrypted === true;
+  return backendModule(type).encrypted === true;
 }
 
 /** Adds the ratios to the underlay row (pure). */
@@ -53,14 +58,17 @@ export function withRatios(rows: BenchRow[]): BenchRow[] {
 }
 
 /** The comparison as a Markdown table. */
-export function formatBench(rows: BenchRow[], o: { seconds: number; reps: number }): string {
+export function formatBench(rows: BenchRow[], o: { seconds: number; reps: number; peer?: { from: string; to: string } }): string {
   const f = (x: number | undefined, d = 2) => (x === undefined ? '—' : x.toFixed(d));
   const lines = [
     `| path | Gbit/s | × underlay | RTT µs | RTT × underlay | CPU cores per Gbit/s | MTU | encrypted |`,
     `|---|---:|---:|---:|---:|---:|---:|---|`,
     ...rows.map((r) => `| ${r.path} | ${f(r.gbps)} | ${r.gbpsVsUnderlay === undefined ? '1' : f(r.gbpsVsUnderlay)}× | ${f(r.rttUs, 0)} | ${r.rttVsUnderlay === undefined ? '1' : f(r.rttVsUnderlay)}× | ${f(r.cpuPerGbps)} | ${r.mtu} | ${r.encrypted ? 'yes' : 'no'} |`),
     '',
-    `iperf3 one TCP stream, ${o.seconds} s (+1 s omitted), median of ${o.reps} interleaved run(s); RTT median of the pings; container → container across two hosts (namespaces on this machine).`,
+    `iperf3 one TCP stream, ${o.seconds} s (+1 s omitted), median of ${o.reps} interleaved run(s); RTT median of the pings; ` +
+      (o.peer
+        ? `container → container from ${o.peer.from} to ${o.peer.to} (bench containers on the hosts' own agents); CPU is this (sending) host's.`
+        : 'container → container across two hosts (namespaces on this machine).'),
   ];
   return lines.join('\n') + '\n';
 }
@@ -75,7 +83,7 @@ export async function runBackendBench(o: BenchOptions = {}): Promise<BenchRow[]>
   const say = o.progress ?? (() => {});
   const known = implementedBackends();
   const backends = o.backends?.length ? o.backends : known;
-  for (const b of backends) if (!known.includes(b)) throw new WeftError(`unknown backend "${b}" (implemented: ${known.join(', ')})`);
+  for (const b of backends) if (!known.includes(b)) throw new UsageError(`unknown backend "${b}" (implemented: ${known.join(', ')})`);
   const seconds = o.seconds ?? 3;
   const reps = o.reps ?? 1;
   const pings = o.pings ?? 20;

@@ -36,12 +36,14 @@ export interface MeasuredPath {
   key: string;
   srcNs: string;
   dstIp: string;
+  /** The iperf3 server's port (default 5201). */
+  port?: number;
 }
 
 /** iperf3 for `seconds` (+1 s omitted) from the path's source: Gbit/s received. Retries twice (a server still starting). */
 export async function iperf(exec: NsRun, p: MeasuredPath, seconds: number): Promise<number> {
   for (let attempt = 1; ; attempt++) {
-    const r = await exec(p.srcNs, ['iperf3', '-c', p.dstIp, '-t', String(seconds), '-O', '1', '-J']);
+    const r = await exec(p.srcNs, ['iperf3', '-c', p.dstIp, ...(p.port ? ['-p', String(p.port)] : []), '-t', String(seconds), '-O', '1', '-J']);
     let j: { end?: { sum_received?: { bits_per_second?: number } }; error?: string };
     try {
       j = JSON.parse(r.stdout) as typeof j;

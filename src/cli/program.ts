@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander';
-import { WeftError } from '../util/errors.js';
+import { UsageError, WeftError } from '../util/errors.js';
 
 type Register = (program: Command) => void;
 
@@ -38,6 +38,8 @@ export async function runCli(argv: readonly string[]): Promise<CliOutcome> {
   const program = new Command('weft')
     .description('one network for containers on many hosts')
     .showHelpAfterError(false)
+    // options after a command name are that command's: `weft bench serve --api X` is serve's --api, not bench's
+    .enablePositionalOptions()
     .exitOverride();
 
   const named = groups.find(([commands]) => commands.includes(argv[2] ?? ''));
@@ -52,6 +54,6 @@ export async function runCli(argv: readonly string[]): Promise<CliOutcome> {
     const msg = err instanceof WeftError ? err.message : err instanceof Error ? err.message : String(err);
     process.stderr.write(`weft: ${msg.split('\n')[0]}\n`);
     if (process.env.WEFT_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
-    return { code: 1, failed: true };
+    return { code: err instanceof UsageError ? err.exitCode : 1, failed: true };
   }
 }

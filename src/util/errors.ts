@@ -5,3 +5,12 @@ export class WeftError extends Error {
     this.name = 'WeftError';
   }
 }
+
+/** The user's input is wrong (an unknown name, options that do not go together): the CLI exits with status 2. */
+export class UsageError extends WeftError {
+  readonly exitCode = 2;
+  constructor(message: string) {
+    super(message, 'EUSAGE');
+    this.name = 'UsageError';
+  }
+}

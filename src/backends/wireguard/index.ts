@@ -369,6 +369,7 @@ export function runningWireguardGo(pidFile: string, device: string): number | un
 
 registerBackend({
   type: 'wireguard',
+  encrypted: true,
   description: 'encrypted (WireGuard: kernel, else wireguard-go): a peer per host, its subnet routed via the device; works across L3',
   mtuOverhead: WG_OVERHEAD,
   defaults: { ListenPort: DEFAULT_WG_PORT },
