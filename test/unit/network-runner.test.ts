@@ -7,12 +7,13 @@ import { after, test } from 'node:test';
 import { pino } from 'pino';
 import { NetworkRunner, type HostOps } from '../../src/agent/network-runner.js';
 import { registerBackend } from '../../src/backends/registry.js';
-import type { Backend, BackendStatus, EndpointInfo } from '../../src/backends/types.js';
+import type { Backend, BackendStatus, ConnectedNetwork, EndpointInfo } from '../../src/backends/types.js';
 import { createNetwork, getNetwork } from '../../src/config/registry.js';
 import { hostRecordToJson, leaseToJson } from '../../src/lease/codec.js';
 import type { Lease } from '../../src/lease/types.js';
 import { openStore } from '../../src/store/index.js';
-import { networkKeys } from '../../src/store/layout.js';
+import { connectionKey, networkKeys } from '../../src/store/layout.js';
+import { removeNetwork } from '../../src/lease/remove-network.js';
 import type { Store } from '../../src/store/types.js';
 import { waitFor } from '../../src/testbed/wait.js';
 
@@ -50,6 +51,11 @@ class RecordingBackend implements Backend {
     await this.gate;
     this.reconciles.push({ peers: peers.map((p) => p.subnet).sort(), ...(endpoints ? { endpoints: endpoints.map((e) => e.address).sort() } : {}) });
   }
+  /** What connectedNetworks() was told each time: "name cidr subnet@ip,…" per network. */
+  connected: string[][] = [];
+  async connectedNetworks(nets: ConnectedNetwork[]) {
+    this.connected.push(nets.map((n) => `${n.name} ${n.cidr} ${(n.leases ?? []).map((l) => `${l.subnet}@${l.publicIp}`).join(',')}`));
+  }
   status(): BackendStatus {
     return { healthy: true, detail: 'recording' };
   }
@@ -64,6 +70,7 @@ registerBackend({
   description: 'records what the runner asks of it',
   mtuOverhead: 100,
   wantsEndpoints: true,
+  wantsConnectedLeases: true,
   create: () => {
     const b = new RecordingBackend();
     backends.push(b);
@@ -220,6 +227,37 @@ test('docker0 mode: the bridge becomes docker0, ports move, weft hands out only 
     assert.ok(host.calls.some((c) => c.op === 'bridge' && String(c.arg).startsWith(`docker0 ${base}.1/24`)), 'docker0 made with the gateway');
     assert.ok(host.calls.some((c) => c.op === 'move' && c.arg === 'weft0>docker0'), 'ports moved from weft0');
     assert.equal(runner.status().bridge, 'docker0');
+  } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
+
+test('a backend that wants connected leases is told the connected networks with their leases, follows their changes, and forgets them', async () => {
+  const { store, runner, backend } = await setup();
+  try {
+    await waitFor('first reconcile', 5000, async () => backend.connected.length >= 1);
+    assert.deepEqual(backend.connected.at(-1), []);
+    // Connected before the second network exists, removed before the connection: two networks are never
+    // unconnected here (that would make isolation rules in this unprivileged test's namespace).
+    await store.put(connectionKey('n1', 'n2'), JSON.stringify({ networks: ['n1', 'n2'] }));
+    await createNetwork(store, 'n2', { Network: '10.78.0.0/16', Backend: { Type: 'recording' } });
+    const k2 = networkKeys(store, 'n2');
+    await store.put(k2.subnet('10.78.5.0/24'), leaseToJson({ publicIp: '192.168.9.5', backendType: 'other-type', backendData: {} }), { ttlSeconds: 60 });
+    runner.kick(true); // the network's creation is no connection event
+    await waitFor('n2 and its lease reach the backend', 5000, async () => backend.connected.at(-1)?.[0] === 'n2 10.78.0.0/16 10.78.5.0/24@192.168.9.5' || JSON.stringify(backend.connected.at(-1)));
+    // a lease of the connected network changes: told without a forced resync (resyncSeconds is an hour here)
+    await store.put(k2.subnet('10.78.6.0/24'), leaseToJson({ publicIp: '192.168.9.6', backendType: 'recording', backendData: {} }), { ttlSeconds: 60 });
+    await waitFor('the new lease reaches the backend', 5000, async () => backend.connected.at(-1)?.[0] === 'n2 10.78.0.0/16 10.78.5.0/24@192.168.9.5,10.78.6.0/24@192.168.9.6' || JSON.stringify(backend.connected.at(-1)));
+    // a renewal of it (same holder, new expiry) is no change
+    const told = backend.connected.length;
+    const skipped = runner.skipped;
+    await store.put(k2.subnet('10.78.6.0/24'), leaseToJson({ publicIp: '192.168.9.6', backendType: 'recording', backendData: {} }), { ttlSeconds: 90 });
+    await waitFor('the renewal was seen and skipped', 5000, async () => runner.skipped > skipped);
+    assert.equal(backend.connected.length, told);
+    await removeNetwork(store, 'n2', { force: true });
+    await store.delete(connectionKey('n1', 'n2'));
+    await waitFor('the backend is told n2 is gone', 5000, async () => backend.connected.at(-1)?.length === 0 || JSON.stringify(backend.connected.at(-1)));
   } finally {
     await runner.stop();
     await store.close();
