@@ -11,7 +11,7 @@ import type { Lease } from '../lease/types.js';
 import { CONNECTIONS_PREFIX, networkKeys } from '../store/layout.js';
 import type { Store, Watch } from '../store/types.js';
 import { ensureBridge, movePorts } from '../system/bridge.js';
-import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept, isolationRules, reconcileIsolation, removeMasquerade } from '../system/iptables.js';
+import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept, isolationRules, reconcileIsolation, reconcileMasqExemptions, removeMasquerade } from '../system/iptables.js';
 import { isolationPolicy } from '../config/connections.js';
 import { enableIpForward } from '../system/sysctl.js';
 import { connectedPrefixes } from '../system/underlay.js';
@@ -36,6 +36,8 @@ export interface HostOps {
   ensureMasquerade(cidr: string): Promise<void>;
   /** Removes the network's masquerade rules (an agent restarted without --ip-masq). */
   removeMasquerade(cidr: string): Promise<void>;
+  /** Traffic between any two of these weft networks is not masqueraded (reconcileMasqExemptions). */
+  exemptBetweenNetworks(cidrs: string[]): Promise<void>;
   writeSubnetEnv(file: string, env: SubnetEnv): Promise<void>;
   /** Moves every port of bridge `from` onto `to` and deletes `from`. */
   movePorts(from: string, to: string): Promise<unknown>;
@@ -50,6 +52,7 @@ export const realHostOps: HostOps = {
   },
   ensureMasquerade: (cidr) => ensureMasquerade(cidr),
   removeMasquerade: (cidr) => removeMasquerade(cidr),
+  exemptBetweenNetworks: (cidrs) => reconcileMasqExemptions(cidrs),
   writeSubnetEnv: (file, env) => writeSubnetEnv(file, env),
   movePorts: (from, to) => movePorts(from, to),
 };
@@ -480,10 +483,11 @@ export class NetworkRunner {
         // Networks are isolated unless connected; an unreadable store keeps the rules as they are.
         const policy = await isolationPolicy(this.opts.store);
         const rules = isolationRules(policy.networks, policy.connected);
-        const rulesKey = JSON.stringify(rules);
+        const rulesKey = JSON.stringify([rules, policy.networks.map((n) => n.cidr).sort()]); // the masquerade exemptions follow the networks
         if (force || rulesKey !== this.appliedIsolation) {
           this.appliedIsolation = undefined;
           await reconcileIsolation(rules, { parents: this.opts.forwardParents });
+          await this.host.exemptBetweenNetworks(policy.networks.map((n) => n.cidr).sort());
           this.appliedIsolation = rulesKey;
         }
         const connected = policy.networks.filter((n) => n.name !== this.name && policy.connected.has([this.name, n.name].sort().join('+')));

@@ -88,6 +88,7 @@ function recordingHost(): HostOps & { calls: Call[] } {
     ensureForwarding: async (cidr) => void calls.push({ op: 'forwarding', arg: cidr }),
     ensureMasquerade: async (cidr) => void calls.push({ op: 'masq', arg: cidr }),
     removeMasquerade: async (cidr) => void calls.push({ op: 'no-masq', arg: cidr }),
+    exemptBetweenNetworks: async (cidrs) => void calls.push({ op: 'exempt', arg: cidrs.join(' ') }),
     movePorts: async (from, to) => void calls.push({ op: 'move', arg: `${from}>${to}` }),
     writeSubnetEnv: async (file, env) => void calls.push({ op: 'subnet.env', arg: `${path.basename(path.dirname(file))} ${env.subnet} ${env.mtu}` }),
   };
@@ -234,7 +235,7 @@ test('docker0 mode: the bridge becomes docker0, ports move, weft hands out only 
 });
 
 test('a backend that wants connected leases is told the connected networks with their leases, follows their changes, and forgets them', async () => {
-  const { store, runner, backend } = await setup();
+  const { store, runner, backend, host } = await setup();
   try {
     await waitFor('first reconcile', 5000, async () => backend.connected.length >= 1);
     assert.deepEqual(backend.connected.at(-1), []);
@@ -245,6 +246,7 @@ test('a backend that wants connected leases is told the connected networks with 
     const k2 = networkKeys(store, 'n2');
     await store.put(k2.subnet('10.78.5.0/24'), leaseToJson({ publicIp: '192.168.9.5', backendType: 'other-type', backendData: {} }), { ttlSeconds: 60 });
     runner.kick(true); // the network's creation is no connection event
+    await waitFor('traffic between n1 and n2 is exempted from masquerade', 5000, async () => host.calls.some((x) => x.op === 'exempt' && x.arg === '10.77.0.0/16 10.78.0.0/16'));
     await waitFor('n2 and its lease reach the backend', 5000, async () => backend.connected.at(-1)?.[0] === 'n2 10.78.0.0/16 10.78.5.0/24@192.168.9.5' || JSON.stringify(backend.connected.at(-1)));
     // a lease of the connected network changes: told without a forced resync (resyncSeconds is an hour here)
     await store.put(k2.subnet('10.78.6.0/24'), leaseToJson({ publicIp: '192.168.9.6', backendType: 'recording', backendData: {} }), { ttlSeconds: 60 });
