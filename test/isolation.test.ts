@@ -40,11 +40,7 @@ async function answered(pairs: Array<[Container, Container]>): Promise<string[]>
   return ok.sort();
 }
 
-/**
- * `connectAcrossHosts: false`: a backend whose tunnels only carry a peer's own sources (wireguard's cryptokey
- * routing) keeps two networks apart, but a `network connect` only joins them on each host (a known limit).
- */
-function isolation(backend: 'host-gw' | 'vxlan' | 'bgp' | 'udp' | 'wireguard', cidrs: [string, string], o: { connectAcrossHosts?: boolean } = {}): void {
+function isolation(backend: 'host-gw' | 'vxlan' | 'bgp' | 'udp' | 'wireguard' | 'l2' | 'macvlan', cidrs: [string, string]): void {
   describe(`network isolation (${backend})`, { skip, timeout: 170_000 }, () => {
     test('cross-network pings fail until connected, succeed after connect, fail after disconnect', { timeout: 160_000 }, () =>
       withCluster(
@@ -82,7 +78,7 @@ function isolation(backend: 'host-gw' | 'vxlan' | 'bgp' | 'udp' | 'wireguard', c
           assert.ok(await c.tb.ping(both.ns, far.ip, { count: 2, timeoutSec: 2 }), 'a member of both reaches the other network');
 
           // from here on `both` is a member of both networks: leave it out of the cross-network pairs
-          const strangers = cross.filter(([f, t]) => f !== both && (o.connectAcrossHosts !== false || f.host === t.host) && t !== both);
+          const strangers = cross.filter(([f, t]) => f !== both && t !== both);
           const con = await weft(['network', 'connect', 'e2e', 'other', ...store]);
           assert.equal(con.code, 0, con.stderr);
           await waitUntil('every cross-network ping succeeds after connect', 30_000, async () => {
@@ -118,4 +114,6 @@ isolation('host-gw', ['10.71.0.0/16', '10.72.0.0/16']);
 isolation('vxlan', ['10.73.0.0/16', '10.74.0.0/16']);
 isolation('bgp', ['10.75.0.0/16', '10.76.0.0/16']);
 isolation('udp', ['10.77.0.0/16', '10.78.0.0/16']);
-isolation('wireguard', ['10.79.0.0/16', '10.80.0.0/16'], { connectAcrossHosts: false });
+isolation('wireguard', ['10.79.0.0/16', '10.80.0.0/16']);
+isolation('l2', ['10.81.0.0/16', '10.82.0.0/16']);
+isolation('macvlan', ['10.83.0.0/16', '10.84.0.0/16']);

@@ -42,6 +42,13 @@ describe('l2 backend e2e', { skip, timeout: 150_000 }, () => {
       const br = (await links(c.tb.hosts[0]!.ns)).find((l) => l.ifname === 'weft0');
       const gw = (await neigh(a!.ns, 'eth0')).find((n) => n.dst === '10.61.0.1');
       assert.equal(gw?.lladdr, br?.address, 'the shared gateway resolves to the local bridge');
+      // the host's bridge holds every remote container as a permanent neighbour (programmed from the store):
+      // traffic the host routes into the network (from a connected one) needs no ARP from the shared gateway
+      await waitUntil('h1 knows h2-c1 as a permanent neighbour on weft0', 10_000, async () => {
+        const n = (await neigh(c.tb.hosts[0]!.ns, 'weft0')).find((x) => x.dst === b!.ip);
+        return (n?.lladdr === macForAddress(b!.ip) && (n.state ?? []).includes('PERMANENT')) || JSON.stringify(n);
+      });
+      assert.ok(!(await neigh(c.tb.hosts[0]!.ns, 'weft0')).some((x) => x.dst === a!.ip && (x.state ?? []).includes('PERMANENT')), 'no permanent entry for a local container');
 
       // peers are all-zeros entries (head-end replication); remote containers' MACs are programmed from the store
       await waitUntil('fdb entries for the remote MACs on h1', 15_000, async () => {

@@ -5,8 +5,8 @@ import { shimName } from '../src/backends/macvlan/index.js';
 import { createNetwork } from '../src/config/registry.js';
 import { listLeases } from '../src/lease/leases.js';
 import { openStore } from '../src/store/index.js';
-import { cidrWithin } from '../src/net/ipv4.js';
-import { destroyLeftovers, links, waitUntil, withCluster } from './helpers/agent-cluster.js';
+import { cidrWithin, intToIp, ipToInt } from '../src/net/ipv4.js';
+import { destroyLeftovers, links, routes, waitUntil, withCluster } from './helpers/agent-cluster.js';
 
 /** macvlan end to end: containers as macvlan interfaces on each host's NIC, one L2 segment, real agents. */
 
@@ -29,6 +29,15 @@ describe('macvlan backend e2e', { skip, timeout: 150_000 }, () => {
       // the host reaches its own containers through its shim
       for (const h of c.tb.hosts) {
         for (const ct of c.on(h.id)) assert.ok(await c.tb.ping(h.ns, ct.ip, { count: 2, timeoutSec: 2 }), `${h.id} → ${ct.label}`);
+      }
+      // without --gateway the shim is the containers' gateway: the network on-link, the rest routed by the host
+      for (const h of c.tb.hosts) {
+        const ct = c.on(h.id)[0]!;
+        const shim = intToIp(ipToInt((await c.agent(h).status())!.networks[0]!.subnet.split('/')[0]!) + 1);
+        const rs = await routes(ct.ns);
+        assert.ok(rs.some((r) => r.dst === 'default' && r.gateway === shim && r.dev === 'eth0'), `${ct.label}: default via ${shim}: ${JSON.stringify(rs)}`);
+        assert.ok(rs.some((r) => r.dst === CIDR && r.dev === 'eth0' && !r.gateway), `${ct.label}: ${CIDR} on-link`);
+        assert.ok(await c.tb.ping(ct.ns, h.ip, { count: 2, timeoutSec: 2 }), `${ct.label} → its host's underlay address ${h.ip} (via the shim)`);
       }
 
       // a network whose parent does not exist: every agent refuses to join it, says why, and makes nothing

@@ -50,7 +50,7 @@ test('AddressPool: a plan range narrows the pool and skips the gateway inside it
   const plain = new AddressPool('10.5.1.0/24');
   assert.equal(plain.at(0), '10.5.1.2');
   assert.equal(plain.size, 253);
-  // the whole network with no gateway (l2 without router, macvlan without --gateway): network and broadcast only are excluded
+  // the whole network with no gateway (l2 without router): network and broadcast only are excluded
   const whole = new AddressPool('10.7.0.0/30', {});
   assert.deepEqual([whole.size, whole.at(0), whole.at(1)], [2, '10.7.0.1', '10.7.0.2']);
 });
@@ -65,6 +65,8 @@ test('plans: l2 shares the whole subnet and gateway; macvlan and bridge give eac
     gateway: '10.62.0.254',
   });
   assert.throws(() => macvlanPlan(lease('10.62.3.0/24'), { Network: '10.62.0.0/16', Backend: { Type: 'macvlan', Gateway: '10.9.0.1' } } as never), /gateway 10\.9\.0\.1 is outside the network/);
+  // macvlan without --gateway: the host's shim (the lease's first address) routes what is not on the wire
+  assert.equal(macvlanPlan(lease('10.62.3.0/24'), { Network: '10.62.0.0/16', Backend: { Type: 'macvlan' } } as never).gateway, '10.62.3.1');
   // bridge: the host's own address is the gateway unless the user names the physical router
   const b = bridgePlan(lease('192.168.1.128/28'), { Network: '192.168.1.0/24', Backend: { Type: 'bridge' } } as never);
   assert.deepEqual(b, { pool: '192.168.1.0/24', first: '192.168.1.128', last: '192.168.1.143', gateway: '192.168.1.11', bridgeAddress: false });

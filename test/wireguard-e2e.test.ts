@@ -122,7 +122,10 @@ test('wireguard: 3 hosts × 2 containers — all pairs, iperf3, no plaintext on 
         const [a, b] = [c.on('h2')[0]!, c.on('h1')[0]!];
         const before = ((await c.agent('h1').status())!.networks[0]!.status as unknown as { publicKey: string }).publicKey;
         let out = '';
-        const m = await pingDuring(c, a, b, 8, async () => {
+        // 16 s of pings at 10/s, the rotation after 1 s: a rotation that peers never pick up (their old key
+        // for h1 makes every handshake fail, so traffic stops for good, or until something else rewrites the
+        // peer) stalls the rest of the window, ≥ 14 s
+        const m = await pingDuring(c, a, b, 16, async () => {
           await new Promise((r) => setTimeout(r, 1000));
           const r = await weft(['rotate-keys', '--api', c.agent('h1').api, '--json']);
           assert.equal(r.code, 0, r.stderr);
@@ -139,7 +142,11 @@ test('wireguard: 3 hosts × 2 containers — all pairs, iperf3, no plaintext on 
           });
         }
         t.diagnostic(`rotation: ${m.got}/${m.sent} pings answered at 10/s, longest time without a reply ${m.stallS.toFixed(2)} s`);
-        assert.ok(m.got > 0);
+        // "without dropping traffic for more than a few seconds": measured 0.3–0.8 s (README). The bound is
+        // 10× that for a loaded 2-core machine (the peers' reconcile follows a store watch and spawns `wg`),
+        // yet well below the ≥ 14 s of a rotation the peers never pick up.
+        assert.ok(m.stallS <= 8, `traffic stalled ${m.stallS.toFixed(2)} s across the key rotation (bound 8 s):\n${m.text}`);
+        assert.ok(m.got >= m.sent - 80, `${m.got}/${m.sent} pings answered across the rotation`);
         await c.assertAllPairs();
       });
 
@@ -161,6 +168,9 @@ test('wireguard: 3 hosts × 2 containers — all pairs, iperf3, no plaintext on 
           marks.push(`started at ${Date.now() / 1000}`);
         });
         t.diagnostic(`agent killed and restarted: ${m.got}/${m.sent} pings answered at 10/s, longest time without a reply ${m.stallS.toFixed(2)} s${m.got < m.sent ? `\n${marks.join('\n')}\n${m.text}` : ''}`);
+        // wireguard-go keeps forwarding while no agent runs (README: 60/60 answered): as in the udp e2e, at
+        // most 2 of the 60 may go missing (a loaded machine delaying a reply past ping's 1 s wait)
+        assert.ok(m.got >= m.sent - 2, `pings lost across the agent restart: ${m.got}/${m.sent}\n${marks.join('\n')}\n${m.text}`);
         const st = (await c.agent('h2').status())!.networks[0]!.status as unknown as { pid: number; adopted: boolean };
         assert.equal(st.pid, pid);
         assert.equal(st.adopted, true);

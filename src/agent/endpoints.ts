@@ -6,6 +6,7 @@ import { normalizeName } from '../dns/records.js';
 import { AddressPool, type PoolRange } from '../ipam/addresses.js';
 import { Ipam } from '../ipam/ipam.js';
 import type { AddressPlan } from '../backends/types.js';
+import { cidrWithin, formatCidr, networkOf, parseCidrLoose } from '../net/ipv4.js';
 import { networkKeys } from '../store/layout.js';
 import type { Store } from '../store/types.js';
 import { kernelFailure } from '../system/exec.js';
@@ -153,6 +154,9 @@ export class Endpoints {
     const hostIf = hostIfName(target.key, net.name);
     const driver = this.driver(net);
     let made = false;
+    // A further network whose whole range is on-link on its interface (l2: the address carries the network's
+    // prefix) needs no route via the gateway: the kernel's prefix route is that route already.
+    const onLink = cidrWithin(net.config.Network, networkOfAddress(alloc.cidr));
     try {
       const join = (ifname: string) =>
         driver.join({
@@ -160,8 +164,8 @@ export class Endpoints {
           ifname,
           hostIf,
           address: alloc.cidr,
-          gateway: plan.gateway,
           // eth0 carries the default route; a further network's interface (ethweN) only routes that network
+          gateway: ifname !== 'eth0' && onLink ? undefined : plan.gateway,
           routeTo: ifname === 'eth0' ? 'default' : net.config.Network,
           mtu: net.backend.mtu,
           // The MAC follows the address: whoever gets an address next has the MAC that neighbours cached for it.
@@ -404,4 +408,11 @@ function parseEndpoint(value: string): StoredEndpoint | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** "10.61.3.7/16" → "10.61.0.0/16" (the prefix route an address makes on its interface). */
+function networkOfAddress(cidr: string): string {
+  const c = parseCidrLoose(cidr);
+  if (!c) return cidr;
+  return formatCidr({ base: networkOf(c.ip, c.len), len: c.len });
 }

@@ -1,9 +1,10 @@
 import { mkdirSync, chmodSync } from 'node:fs';
 import path from 'node:path';
 import { addressPlan, backendModule } from '../backends/registry.js';
-import type { AddressPlan, Backend, BackendModule, EndpointInfo, Underlay } from '../backends/types.js';
+import type { AddressPlan, Backend, BackendModule, ConnectedNetwork, EndpointInfo, Underlay } from '../backends/types.js';
 import { checkUnderlayOverlap } from '../config/ranges.js';
 import type { NetworkConfig } from '../config/types.js';
+import { listLeases, watchLeases } from '../lease/leases.js';
 import { LeaseManager } from '../lease/manager.js';
 import { writeSubnetEnv, type SubnetEnv } from '../lease/subnet-env.js';
 import { dockerEnvPath, removeDockerEnv, writeDockerEnv, type DockerPlan } from '../lease/docker-env.js';
@@ -12,7 +13,7 @@ import type { Lease } from '../lease/types.js';
 import { CONNECTIONS_PREFIX, networkKeys } from '../store/layout.js';
 import type { Store, Watch } from '../store/types.js';
 import { ensureBridge, movePorts } from '../system/bridge.js';
-import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept, isolationRules, reconcileIsolation, removeMasquerade } from '../system/iptables.js';
+import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept, isolationRules, reconcileIsolation, reconcileMasqExemptions, removeMasquerade } from '../system/iptables.js';
 import { isolationPolicy } from '../config/connections.js';
 import { enableIpForward } from '../system/sysctl.js';
 import { connectedPrefixes } from '../system/underlay.js';
@@ -38,6 +39,8 @@ export interface HostOps {
   ensureMasquerade(cidr: string): Promise<void>;
   /** Removes the network's masquerade rules (an agent restarted without --ip-masq). */
   removeMasquerade(cidr: string): Promise<void>;
+  /** Traffic between any two of these weft networks is not masqueraded (reconcileMasqExemptions). */
+  exemptBetweenNetworks(cidrs: string[]): Promise<void>;
   writeSubnetEnv(file: string, env: SubnetEnv): Promise<void>;
   /** The docker0 plan `weft docker-opts` prints when no agent answers (written 0644, atomically). */
   writeDockerEnv(file: string, plan: DockerPlan): Promise<void>;
@@ -55,6 +58,7 @@ export const realHostOps: HostOps = {
   },
   ensureMasquerade: (cidr) => ensureMasquerade(cidr),
   removeMasquerade: (cidr) => removeMasquerade(cidr),
+  exemptBetweenNetworks: (cidrs) => reconcileMasqExemptions(cidrs),
   writeSubnetEnv: (file, env) => writeSubnetEnv(file, env),
   writeDockerEnv: (file, plan) => writeDockerEnv(file, plan),
   removeDockerEnv: (file) => removeDockerEnv(file),
@@ -109,6 +113,13 @@ export class NetworkRunner {
   private forwardingChecked = false;
   /** The isolation rules the last reconcile made the kernel hold (forced reconciles compare with the kernel again). */
   private appliedIsolation: string | undefined;
+  /**
+   * Networks connected to this one whose leases the backend follows (modules with wantsConnectedLeases):
+   * a lease watch each while connected; `leases` is the latest set (undefined until first read).
+   */
+  private readonly connected = new Map<string, { watch: Watch; leases?: Lease[] }>();
+  /** stop() began: follow no more connected networks. */
+  private stopping = false;
   /** What the last successful reconcile applied (peers and endpoints), to skip no-op events. */
   private applied?: string;
   private readonly host: HostOps;
@@ -383,10 +394,13 @@ export class NetworkRunner {
   async stop(): Promise<void> {
     for (const w of this.watches) w.close();
     this.watches = [];
+    this.stopping = true;
+    this.closeConnected();
     if (this.resyncTimer) clearInterval(this.resyncTimer);
     await this.leases?.stop(); // waits for a renewal under way (the store is closed after)
     this.abort.abort();
     await this.running;
+    this.closeConnected(); // a reconcile under way may have followed one more
     await this.backend?.stop?.();
   }
 
@@ -428,6 +442,46 @@ export class NetworkRunner {
         };
       }),
     };
+  }
+
+  private closeConnected(): void {
+    for (const c of this.connected.values()) c.watch.close();
+    this.connected.clear();
+  }
+
+  private connectedFingerprint(): string {
+    return this.module.wantsConnectedLeases ? connectedLeasesKey(this.connected) : '';
+  }
+
+  /**
+   * Follows the leases of exactly these connected networks (wantsConnectedLeases): a watch for each newly
+   * connected one (read once at once, so the backend is told in this same reconcile), closed on disconnect.
+   * A change of their leases kicks a reconcile (the fingerprint includes them).
+   */
+  private async followConnected(names: string[]): Promise<void> {
+    const want = new Set(this.stopping ? [] : names);
+    for (const [name, c] of this.connected) {
+      if (want.has(name)) continue;
+      c.watch.close();
+      this.connected.delete(name);
+    }
+    for (const name of want) {
+      if (this.connected.has(name)) continue;
+      const entry: { watch: Watch; leases?: Lease[] } = {
+        watch: watchLeases(this.opts.store, name, (all) => {
+          if (this.connected.get(name) !== entry) return;
+          entry.leases = all;
+          this.kick();
+        }),
+      };
+      this.connected.set(name, entry);
+      try {
+        const now = await listLeases(this.opts.store, name);
+        entry.leases ??= now;
+      } catch (err) {
+        this.opts.log.warn({ err, network: this.name, connected: name }, `could not read the leases of the connected network "${name}" (the watch retries)`);
+      }
+    }
   }
 
   private onLeases(all: Lease[]): void {
@@ -490,7 +544,7 @@ export class NetworkRunner {
       this.forced = false;
       const peers = this.lastAll.filter((l) => l.subnet !== this.lease.subnet);
       const endpoints = this.module.wantsEndpoints ? [...this.endpoints.values()] : undefined;
-      const state = fingerprint(this.lease, peers, endpoints);
+      const state = fingerprint(this.lease, peers, endpoints) + this.connectedFingerprint();
       if (!force && state === this.applied) {
         this.skipped++;
         continue;
@@ -509,14 +563,22 @@ export class NetworkRunner {
         // Networks are isolated unless connected; an unreadable store keeps the rules as they are.
         const policy = await isolationPolicy(this.opts.store);
         const rules = isolationRules(policy.networks, policy.connected);
-        const rulesKey = JSON.stringify(rules);
+        const rulesKey = JSON.stringify([rules, policy.networks.map((n) => n.cidr).sort()]); // the masquerade exemptions follow the networks
         if (force || rulesKey !== this.appliedIsolation) {
           this.appliedIsolation = undefined;
           await reconcileIsolation(rules, { parents: this.opts.forwardParents });
+          await this.host.exemptBetweenNetworks(policy.networks.map((n) => n.cidr).sort());
           this.appliedIsolation = rulesKey;
         }
-        await this.backend.connectedNetworks?.(policy.networks.filter((n) => n.name !== this.name && policy.connected.has([this.name, n.name].sort().join('+'))).map((n) => n.cidr));
-        this.applied = state;
+        const connected = policy.networks.filter((n) => n.name !== this.name && policy.connected.has([this.name, n.name].sort().join('+')));
+        let applied = state;
+        if (this.module.wantsConnectedLeases) {
+          await this.followConnected(connected.map((n) => n.name));
+          // what the backend is told now (a lease event of a connected network after this kicks again)
+          applied = fingerprint(this.lease, peers, endpoints) + this.connectedFingerprint();
+        }
+        await this.backend.connectedNetworks?.(connected.map((n): ConnectedNetwork => (this.module.wantsConnectedLeases ? { ...n, leases: this.connected.get(n.name)?.leases ?? [] } : n)));
+        this.applied = applied;
         this.peers = peers;
         this.reconciles++;
         this.lastError = undefined;
@@ -536,6 +598,13 @@ export class NetworkRunner {
 function upperHalf(subnet: string): string {
   const lease = parseCidr(subnet);
   return formatCidr({ base: lease.base + blockSize(lease.len + 1), len: lease.len + 1 });
+}
+
+/** What a reconcile depends on of the connected networks' leases: subnet and holder (expiry left out). */
+function connectedLeasesKey(connected: ReadonlyMap<string, { leases?: Lease[] }>): string {
+  const out: string[] = [];
+  for (const [name, c] of [...connected].sort((a, b) => a[0].localeCompare(b[0]))) out.push(name, ...(c.leases ?? []).map((l) => `${l.subnet} ${l.publicIp} ${l.hostId ?? ''}`));
+  return out.length ? JSON.stringify(out) : '';
 }
 
 /** What a reconcile depends on, as one comparable string (expiry times left out: a renewal is no change). */

@@ -42,6 +42,14 @@ export interface BackendContext {
   store?: Store;
 }
 
+/** A network connected to this one (`weft network connect`), as a backend is told of it. */
+export interface ConnectedNetwork {
+  name: string;
+  cidr: string;
+  /** Its live leases on every host (any backend type); only for modules with `wantsConnectedLeases`. */
+  leases?: Lease[];
+}
+
 /** How containers of this host take addresses. Default (lease): the host's leased subnet, gateway = its first address. */
 export interface AddressPlan {
   /** The CIDR the IPAM allocates in (its records are kept per this CIDR: a lease, or the whole network for l2). */
@@ -93,10 +101,12 @@ export interface Backend {
    */
   reconcile(peers: Lease[], endpoints?: EndpointInfo[]): Promise<void>;
   /**
-   * The CIDRs of the networks connected to this one (`weft network connect`), told after every reconcile.
-   * Optional: for backends that filter inner sources by lease (udp), which must then accept these too.
+   * The networks connected to this one (`weft network connect`), told after every reconcile. Optional: for
+   * backends that filter inner sources by lease, which must then accept these too (udp: any source in a
+   * connected network; wireguard: a peer's own subnets in the connected networks, from `leases`, given
+   * when the module says `wantsConnectedLeases`).
    */
-  connectedNetworks?(cidrs: string[]): Promise<void>;
+  connectedNetworks?(networks: ConnectedNetwork[]): Promise<void>;
   /** Health and details for `weft status` and doctor. */
   status(): BackendStatus;
   /** Remove everything this backend made on the host (`weft reset`, network removed). */
@@ -157,6 +167,12 @@ export interface BackendModule extends BackendSpec {
   endpointDriver?: string;
   /** The network's endpoints on every host are passed to reconcile (l2: per-MAC FDB entries). */
   wantsEndpoints?: boolean;
+  /**
+   * connectedNetworks() gets the connected networks' leases too (the agent follows them while connected):
+   * wireguard's cryptokey routing accepts a peer's packets only from addresses it names, so a connected
+   * network's subnets of that peer's host must be among them.
+   */
+  wantsConnectedLeases?: boolean;
   /** How this host's containers take addresses; default: the host's lease, gateway = its first address. */
   addressPlan?(own: Lease, network: NetworkConfig): AddressPlan;
   /** Device names whose neigh/fdb doctor should read (e.g. ["weft.1"]). */

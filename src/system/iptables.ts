@@ -98,6 +98,34 @@ export async function ensureMasquerade(cidr: string, opts: NsOpts = {}): Promise
   await ensureRule('nat', POSTROUTING_CHAIN, masq!, opts);
 }
 
+/** Comment of the rules that keep traffic between two weft networks from being masqueraded. */
+const INTERNAL_COMMENT = 'weft-internal';
+let exemptQueue: Promise<unknown> = Promise.resolve();
+
+/**
+ * Traffic from one weft network to another is not masqueraded (it is not egress: the other network sees
+ * the container's own address, and a backend whose gateway address is shared by every host, l2, would
+ * otherwise get the answer on the wrong host). A RETURN rule per ordered pair of the networks' CIDRs at the
+ * top of WEFT-POSTROUTING, made only where that chain exists (some network masquerades here); rules of
+ * pairs no longer wanted are removed. Whether the networks are connected does not matter: the isolation
+ * chain drops what is not allowed before it gets here. Calls are serialised; `weft reset` flushes the chain.
+ */
+export function reconcileMasqExemptions(cidrs: readonly string[], opts: NsOpts = {}): Promise<void> {
+  const run = exemptQueue.catch(() => undefined).then(() => reconcileMasqExemptionsNow(cidrs, opts));
+  exemptQueue = run;
+  return run;
+}
+
+async function reconcileMasqExemptionsNow(cidrs: readonly string[], opts: NsOpts): Promise<void> {
+  const listed = await iptables(['-t', 'nat', '-S', POSTROUTING_CHAIN], opts, true);
+  if (listed.code !== 0) return; // nothing is masqueraded here
+  const want = cidrs.flatMap((a) => cidrs.filter((b) => b !== a).map((b) => ['-s', a, '-d', b, '-m', 'comment', '--comment', INTERNAL_COMMENT, '-j', 'RETURN']));
+  const wantText = new Set(want.map((r) => ruleText(POSTROUTING_CHAIN, r)));
+  const have = listed.stdout.split('\n').filter((l) => l.startsWith(`-A ${POSTROUTING_CHAIN} `) && l.includes(`--comment ${INTERNAL_COMMENT}`));
+  for (const line of have) if (!wantText.has(line)) await removeRule('nat', POSTROUTING_CHAIN, line.split(' ').slice(2), opts);
+  for (const r of want) if (!have.includes(ruleText(POSTROUTING_CHAIN, r))) await iptables(['-t', 'nat', '-I', POSTROUTING_CHAIN, '1', ...r], opts);
+}
+
 export async function removeForwardAccept(cidr: string, opts: NsOpts = {}): Promise<void> {
   for (const r of forwardRules(cidr)) await removeRule('filter', FORWARD_CHAIN, r, opts);
 }

@@ -44,7 +44,7 @@ export interface Link {
 export const routes = (ns: string) => ipJson<Route[]>(['-4', 'route', 'show'], { netns: ns });
 export const links = (ns: string) => ipJson<Link[]>(['-d', 'link', 'show'], { netns: ns });
 export const fdb = (ns: string, dev: string) => bridgeJson<Array<{ mac: string; dst?: string }>>(['fdb', 'show', 'dev', dev], { netns: ns });
-export const neigh = (ns: string, dev: string) => ipJson<Array<{ dst: string; lladdr?: string }>>(['-4', 'neigh', 'show', 'dev', dev], { netns: ns });
+export const neigh = (ns: string, dev: string) => ipJson<Array<{ dst: string; lladdr?: string; state?: string[] }>>(['-4', 'neigh', 'show', 'dev', dev], { netns: ns });
 
 /** `ip -json route` dst ("default", "10.1.2.0/24" or a bare host address) inside `cidr`? */
 export const routeIn = (dst: string, cidr: string) => dst !== 'default' && cidrWithin(dst.includes('/') ? dst : `${dst}/32`, cidr);

@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 import { pino } from 'pino';
 import { NetworkRunner, type HostOps } from '../../src/agent/network-runner.js';
 import { registerBackend } from '../../src/backends/registry.js';
-import type { Backend, BackendStatus, EndpointInfo } from '../../src/backends/types.js';
+import type { Backend, BackendStatus, ConnectedNetwork, EndpointInfo } from '../../src/backends/types.js';
 import { createNetwork, getNetwork } from '../../src/config/registry.js';
 import { hostRecordToJson, leaseToJson } from '../../src/lease/codec.js';
 import type { Lease } from '../../src/lease/types.js';
@@ -16,7 +16,8 @@ import { MemoryBackend, MemoryStore } from '../../src/store/memory.js';
 import { dockerOptionsLine } from '../../src/lease/docker-env.js';
 import { Ipam } from '../../src/ipam/ipam.js';
 import { poolRange } from '../../src/agent/endpoints.js';
-import { networkKeys } from '../../src/store/layout.js';
+import { connectionKey, networkKeys } from '../../src/store/layout.js';
+import { removeNetwork } from '../../src/lease/remove-network.js';
 import type { Store } from '../../src/store/types.js';
 import { waitFor } from '../../src/testbed/wait.js';
 
@@ -54,6 +55,11 @@ class RecordingBackend implements Backend {
     await this.gate;
     this.reconciles.push({ peers: peers.map((p) => p.subnet).sort(), ...(endpoints ? { endpoints: endpoints.map((e) => e.address).sort() } : {}) });
   }
+  /** What connectedNetworks() was told each time: "name cidr subnet@ip,…" per network. */
+  connected: string[][] = [];
+  async connectedNetworks(nets: ConnectedNetwork[]) {
+    this.connected.push(nets.map((n) => `${n.name} ${n.cidr} ${(n.leases ?? []).map((l) => `${l.subnet}@${l.publicIp}`).join(',')}`));
+  }
   status(): BackendStatus {
     return { healthy: true, detail: 'recording' };
   }
@@ -68,6 +74,7 @@ registerBackend({
   description: 'records what the runner asks of it',
   mtuOverhead: 100,
   wantsEndpoints: true,
+  wantsConnectedLeases: true,
   create: () => {
     const b = new RecordingBackend();
     backends.push(b);
@@ -85,6 +92,7 @@ function recordingHost(): HostOps & { calls: Call[] } {
     ensureForwarding: async (cidr) => void calls.push({ op: 'forwarding', arg: cidr }),
     ensureMasquerade: async (cidr) => void calls.push({ op: 'masq', arg: cidr }),
     removeMasquerade: async (cidr) => void calls.push({ op: 'no-masq', arg: cidr }),
+    exemptBetweenNetworks: async (cidrs) => void calls.push({ op: 'exempt', arg: cidrs.join(' ') }),
     movePorts: async (from, to) => void calls.push({ op: 'move', arg: `${from}>${to}` }),
     writeSubnetEnv: async (file, env) => void calls.push({ op: 'subnet.env', arg: `${path.basename(path.dirname(file))} ${env.subnet} ${env.mtu}` }),
     writeDockerEnv: async (file, plan) => void calls.push({ op: 'docker.env', arg: `${path.basename(path.dirname(file))} ${dockerOptionsLine(plan)}` }),
@@ -281,6 +289,38 @@ test("docker0 mode is refused while weft holds an address in Docker's half of th
     assert.ok(got.every((a) => Number(a.split('.')[3]) < 128), 'every address below .128');
     await assert.rejects(ipam.allocate({ ...narrow, owner: 'netns:one-more' }), /no free address in 10\.77\.\d+\.0\/24 of network "n1": all 126 container addresses are allocated/);
     await assert.rejects(ipam.allocate({ ...narrow, owner: 'netns:static', address: `${base}.130` }), /requested address 10\.77\.\d+\.130 is outside this host's range of 10\.77\.\d+\.0\/24 \(10\.77\.\d+\.1–10\.77\.\d+\.127\)/);
+  } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
+
+test('a backend that wants connected leases is told the connected networks with their leases, follows their changes, and forgets them', async () => {
+  const { store, runner, backend, host } = await setup();
+  try {
+    await waitFor('first reconcile', 5000, async () => backend.connected.length >= 1);
+    assert.deepEqual(backend.connected.at(-1), []);
+    // Connected before the second network exists, removed before the connection: two networks are never
+    // unconnected here (that would make isolation rules in this unprivileged test's namespace).
+    await store.put(connectionKey('n1', 'n2'), JSON.stringify({ networks: ['n1', 'n2'] }));
+    await createNetwork(store, 'n2', { Network: '10.78.0.0/16', Backend: { Type: 'recording' } });
+    const k2 = networkKeys(store, 'n2');
+    await store.put(k2.subnet('10.78.5.0/24'), leaseToJson({ publicIp: '192.168.9.5', backendType: 'other-type', backendData: {} }), { ttlSeconds: 60 });
+    runner.kick(true); // the network's creation is no connection event
+    await waitFor('traffic between n1 and n2 is exempted from masquerade', 5000, async () => host.calls.some((x) => x.op === 'exempt' && x.arg === '10.77.0.0/16 10.78.0.0/16'));
+    await waitFor('n2 and its lease reach the backend', 5000, async () => backend.connected.at(-1)?.[0] === 'n2 10.78.0.0/16 10.78.5.0/24@192.168.9.5' || JSON.stringify(backend.connected.at(-1)));
+    // a lease of the connected network changes: told without a forced resync (resyncSeconds is an hour here)
+    await store.put(k2.subnet('10.78.6.0/24'), leaseToJson({ publicIp: '192.168.9.6', backendType: 'recording', backendData: {} }), { ttlSeconds: 60 });
+    await waitFor('the new lease reaches the backend', 5000, async () => backend.connected.at(-1)?.[0] === 'n2 10.78.0.0/16 10.78.5.0/24@192.168.9.5,10.78.6.0/24@192.168.9.6' || JSON.stringify(backend.connected.at(-1)));
+    // a renewal of it (same holder, new expiry) is no change
+    const told = backend.connected.length;
+    const skipped = runner.skipped;
+    await store.put(k2.subnet('10.78.6.0/24'), leaseToJson({ publicIp: '192.168.9.6', backendType: 'recording', backendData: {} }), { ttlSeconds: 90 });
+    await waitFor('the renewal was seen and skipped', 5000, async () => runner.skipped > skipped);
+    assert.equal(backend.connected.length, told);
+    await removeNetwork(store, 'n2', { force: true });
+    await store.delete(connectionKey('n1', 'n2'));
+    await waitFor('the backend is told n2 is gone', 5000, async () => backend.connected.at(-1)?.length === 0 || JSON.stringify(backend.connected.at(-1)));
   } finally {
     await runner.stop();
     await store.close();

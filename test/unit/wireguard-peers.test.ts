@@ -115,3 +115,48 @@ test('parseWgDump reads the interface line and the peers of `wg show IF dump`', 
   assert.deepEqual(d.peers[2]!.allowedIps, []);
   assert.equal(parseWgDump('(none)\t(none)\t0\toff\n').hasPrivateKey, false);
 });
+
+test('planPeers with connected networks: a peer also allows its own host\'s subnets there, never another host\'s, never overlapping', () => {
+  const own = [
+    lease('10.9.1.0/24', '192.168.5.1', { PublicKey: K[0] }),
+    { ...lease('10.9.2.0/24', '192.168.5.2', { PublicKey: K[1] }), hostId: 'h2' },
+    lease('10.9.3.0/24', '192.168.5.3', { PublicKey: K[2] }), // no host id: matched by underlay address
+  ];
+  const other = (subnet: string, ip: string, hostId?: string): Lease => ({ ...lease(subnet, ip, {}), network: 'o', backendType: 'host-gw', ...(hostId ? { hostId } : {}) });
+  const connected = [
+    {
+      name: 'o',
+      cidr: '10.8.0.0/16',
+      leases: [
+        other('10.8.1.0/24', '192.168.5.1'), // ours: no peer gets it
+        other('10.8.2.0/24', '192.168.5.99', 'h2'), // h2 by host id (another address)
+        other('10.8.3.0/24', '192.168.5.3'),
+        other('10.8.3.0/24', '192.168.5.3'), // a dual-stack twin: taken once, not refused
+        other('10.8.4.0/24', '192.168.5.4'), // a host that is no peer here
+        other('10.7.5.0/24', '192.168.5.3'), // outside its network
+      ],
+    },
+    { name: 'bad', cidr: '10.9.0.0/16', leases: [other('10.9.200.0/24', '192.168.5.3')] }, // overlaps this network
+  ];
+  const plan = planPeers(own, { ...opts, ownHostId: 'h1', connected });
+  assert.deepEqual(
+    plan.peers.map((p) => [p.publicKey, p.allowedIps, p.subnet]),
+    [
+      [K[1], ['10.9.2.0/24', '10.8.2.0/24'], '10.9.2.0/24'],
+      [K[2], ['10.9.3.0/24', '10.8.3.0/24'], '10.9.3.0/24'],
+    ],
+  );
+  assert.ok(plan.peers.every((p) => !('lease' in p)), 'no planning leftovers');
+  assert.deepEqual(
+    plan.refused.map((r) => [r.subnet, r.why.split(' ').slice(0, 4).join(' ')]),
+    [
+      ['10.7.5.0/24', 'its subnet is outside'],
+      ['10.9.200.0/24', 'connected network bad: its'],
+    ],
+  );
+  // disconnected: back to the own subnets only
+  assert.deepEqual(planPeers(own, { ...opts, ownHostId: 'h1', connected: [] }).peers.map((p) => p.allowedIps), [['10.9.2.0/24'], ['10.9.3.0/24']]);
+  // the device is told the union (a change of allowed-ips updates the peer in place)
+  const h = [have(K[1]!, '10.9.2.0/24', '192.168.5.2')];
+  assert.deepEqual(peerChanges(h, [plan.peers[0]!]).slice(0, 6), ['peer', K[1], 'endpoint', '192.168.5.2:51820', 'allowed-ips', '10.9.2.0/24,10.8.2.0/24']);
+});

@@ -5,7 +5,8 @@ import type { Lease } from '../../lease/types.js';
 import { setBridgePort } from '../../system/bridge-port.js';
 import { getLink, type IpLink } from '../../system/ip.js';
 import { createLink } from '../../system/kernel.js';
-import { KernelBatch, readFdb } from '../../system/ops.js';
+import { KernelBatch, readFdb, readNeigh } from '../../system/ops.js';
+import { cidrContains } from '../../net/ipv4.js';
 import { WeftError } from '../../util/errors.js';
 import { registerBackend } from '../registry.js';
 import { RefusalLog } from '../routes.js';
@@ -107,10 +108,15 @@ export class L2Backend implements Backend {
     }
     const floods = new Set(hosts.values());
     const macs = new Map<string, string>(); // mac → underlay address of its host
+    const neighs = new Map<string, string>(); // remote container address → its mac
     for (const e of endpoints) {
       const at = hosts.get(e.hostId);
       const mac = e.mac.toLowerCase();
-      if (at && MAC.test(mac) && e.hostId !== this.ctx.hostId) macs.set(mac, at);
+      if (at && MAC.test(mac) && e.hostId !== this.ctx.hostId) {
+        macs.set(mac, at);
+        const ip = e.address.split('/')[0]!;
+        if (cidrContains(this.ctx.network.Network, ip)) neighs.set(ip, mac);
+      }
     }
     const have = (await readFdb(dev, sys)).filter((f) => f.dst);
     const batch = new KernelBatch();
@@ -121,7 +127,14 @@ export class L2Backend implements Backend {
     }
     for (const ip of floods) if (!have.some((f) => f.mac === ZERO_MAC && f.dst === ip)) batch.fdbAppend({ mac: ZERO_MAC, dev, dst: ip });
     for (const [mac, ip] of macs) if (!have.some((f) => f.mac.toLowerCase() === mac && f.dst === ip)) batch.fdbReplace({ mac, dev, dst: ip });
-    if (batch.size) this.ctx.log.debug({ network: this.ctx.networkName, changes: batch.lines() }, 'l2: fdb changes');
+    // The host's own neighbour entries for remote containers (on the bridge), so that traffic this host
+    // routes into the network (from a connected network) needs no ARP from the shared gateway: the answer
+    // to such an ARP goes to the shared MAC, which the answering container's own host takes.
+    const bridge = this.ctx.bridge;
+    const haveNeigh = (await readNeigh(bridge, sys).catch(() => [])).filter((n) => n.state?.includes('PERMANENT') && cidrContains(this.ctx.network.Network, n.dst));
+    for (const n of haveNeigh) if (!neighs.has(n.dst)) batch.neighDel({ dst: n.dst, dev: bridge });
+    for (const [ip, mac] of neighs) if (!haveNeigh.some((n) => n.dst === ip && n.lladdr?.toLowerCase() === mac)) batch.neighReplace({ dst: ip, lladdr: mac, dev: bridge });
+    if (batch.size) this.ctx.log.debug({ network: this.ctx.networkName, changes: batch.lines() }, 'l2: fdb and neighbour changes');
     await batch.commit({ ...sys, force: true });
     this.peerCount = floods.size;
     this.macCount = macs.size;

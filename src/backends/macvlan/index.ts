@@ -20,15 +20,17 @@ export function shimName(network: string): string {
 /**
  * Containers take addresses from the whole network (records cluster-wide: no clash), each host within its
  * lease; the lease's first address is the host's shim. The gateway is the physical router when the user
- * names one (--gateway), else none (containers reach the subnet directly on the wire).
+ * names one (--gateway), else this host's shim: containers reach their own network directly on the wire
+ * (on-link, the whole network's prefix) and everything else through their host, whose forwarding rules
+ * apply (network isolation, `weft network connect`, masquerade for egress).
  */
 export function macvlanPlan(own: Lease, network: NetworkConfig): AddressPlan {
   const lease = parseCidr(own.subnet);
-  const gateway = typeof network.Backend.Gateway === 'string' ? network.Backend.Gateway : undefined;
-  if (gateway && !containsAddress(parseCidr(network.Network), ipToInt(gateway))) {
-    throw new WeftError(`macvlan gateway ${gateway} is outside the network ${network.Network}`);
+  const named = typeof network.Backend.Gateway === 'string' ? network.Backend.Gateway : undefined;
+  if (named && !containsAddress(parseCidr(network.Network), ipToInt(named))) {
+    throw new WeftError(`macvlan gateway ${named} is outside the network ${network.Network}`);
   }
-  return { pool: network.Network, first: intToIp(lease.base + 2), last: intToIp(lastAddress(lease) - 1), ...(gateway ? { gateway } : {}) };
+  return { pool: network.Network, first: intToIp(lease.base + 2), last: intToIp(lastAddress(lease) - 1), gateway: named ?? intToIp(lease.base + 1) };
 }
 
 /**
@@ -36,6 +38,10 @@ export function macvlanPlan(own: Lease, network: NetworkConfig): AddressPlan {
  * underlay interface) and sit on its L2 segment: no bridge, no encapsulation, no routes between hosts.
  * A macvlan child cannot talk to its parent, so the host gets a shim macvlan of its own on the parent with
  * the lease's first address (/32) and a route to the network through it: the host reaches its containers.
+ * Unless the user names a physical gateway, that shim is also the containers' gateway: traffic within the
+ * network goes container to container on the wire (macvlan bridge mode: frames between children of one
+ * parent are switched inside the driver, never seen by the host's iptables), everything else is routed by
+ * the host, so network isolation, `weft network connect` and masquerade apply to it as on a bridge.
  * Kernel-only: with the agent stopped traffic flows on.
  */
 export class MacvlanBackend implements Backend {
@@ -120,7 +126,7 @@ registerBackend({
   }),
   options: [
     { flag: 'parent', field: 'Parent', kind: 'string', description: 'parent NIC of the macvlan interfaces (default: the underlay interface)' },
-    { flag: 'gateway', field: 'Gateway', kind: 'string', description: "containers' gateway on the physical network (default: none / the host)" },
+    { flag: 'gateway', field: 'Gateway', kind: 'string', description: "containers' gateway on the physical network (default: the host's shim, so the host routes and filters what leaves the network)" },
   ],
   wantsBridge: false,
   endpointDriver: 'macvlan',

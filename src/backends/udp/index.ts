@@ -11,7 +11,7 @@ import { WeftError } from '../../util/errors.js';
 import { packageRoot } from '../../util/package-root.js';
 import { registerBackend } from '../registry.js';
 import { diffRoutes, RefusalLog } from '../routes.js';
-import type { Backend, BackendContext, BackendStatus } from '../types.js';
+import type { Backend, BackendContext, BackendStatus, ConnectedNetwork } from '../types.js';
 import { judgeUdp } from './doctor.js';
 import { DEFAULT_UDP_PORT, parseStats, planUdpPeers, renderTable, UDP_OVERHEAD, udpDeviceName, type UdpBackendData, type UdpPeer, type UdpStats } from './table.js';
 
@@ -228,7 +228,8 @@ export class UdpBackend implements Backend {
   }
 
   /** Connected networks (after every reconcile): their sources are accepted from peers too. */
-  connectedNetworks(cidrs: string[]): Promise<void> {
+  connectedNetworks(networks: ConnectedNetwork[]): Promise<void> {
+    const cidrs = networks.map((n) => n.cidr);
     return this.serial(async () => {
       this.connected = cidrs;
       if (this.peers) this.writeTable(this.own?.subnet, this.peers, cidrs);

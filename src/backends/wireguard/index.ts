@@ -9,13 +9,14 @@ import { createLink } from '../../system/kernel.js';
 import { KernelBatch, readRoutes, routeDst, type RouteSpec } from '../../system/ops.js';
 import { findRunning, superviseProcess, terminatePid, type SupervisedProcess, describeExit } from '../../system/process.js';
 import { run } from '../../system/exec.js';
+import { setSysctl } from '../../system/sysctl.js';
 import { fileMode, generateWgKeyPair, loadOrCreateKey, WIREGUARD_GO, wgSet, wgShow, wgSocketPath, writeKeyFile, type WgDeviceState } from '../../system/wireguard.js';
 import { WeftError } from '../../util/errors.js';
 import { registerBackend } from '../registry.js';
 import { diffRoutes, RefusalLog } from '../routes.js';
-import type { Backend, BackendContext, BackendStatus } from '../types.js';
+import type { Backend, BackendContext, BackendStatus, ConnectedNetwork } from '../types.js';
 import { judgeWireguard } from './doctor.js';
-import { DEFAULT_WG_PORT, peerChanges, planPeers, WG_OVERHEAD, wgDeviceName, type WgBackendData } from './peers.js';
+import { DEFAULT_WG_PORT, peerChanges, planPeers, WG_OVERHEAD, wgDeviceName, type ConnectedLeases, type WgBackendData } from './peers.js';
 
 export { DEFAULT_WG_PORT, WG_OVERHEAD, wgDeviceName } from './peers.js';
 
@@ -58,6 +59,11 @@ const supervisors = new Map<string, SupervisedProcess>();
  * MTU: underlay − 80 (IPv6 outer header + UDP + WireGuard's 32 bytes), so the same value is right over IPv4
  * and IPv6 underlays.
  *
+ * Connected networks (`weft network connect`): a peer's allowed-ips also hold its host's subnets in the
+ * networks connected to this one (the module asks for their leases: wantsConnectedLeases), since traffic
+ * between two networks goes out through one network's device and comes back through the other's; see
+ * planPeers and connectedNetworks().
+ *
  * Key rotation (`weft rotate-keys`): a new pair is written (atomically, 0600) and set on the device, and
  * the lease is rewritten with the new PublicKey; peers replace the old peer entry with the new key on their
  * next reconcile (store watch), and the first packet either way makes a new handshake. Traffic to this host
@@ -83,6 +89,9 @@ export class WireguardBackend implements Backend {
   private publicKey?: string;
   private own?: Lease;
   private lastLeases?: Lease[];
+  /** Networks connected to this one, with their leases (their subnets of a peer's host join its allowed-ips). */
+  private connected: ConnectedLeases[] = [];
+  private connectedKey = '[]';
   /** Endpoints we set per public key (so a roamed peer is not pulled back on every resync). */
   private readonly endpointsSet = new Map<string, string>();
   private wgState?: WgDeviceState;
@@ -123,6 +132,7 @@ export class WireguardBackend implements Backend {
       this.publicKey = key.publicKey;
       await this.ensureDevice();
       await this.configureDevice();
+      await this.looseRpFilter();
       this.ready = true;
       return this.backendData();
     });
@@ -207,10 +217,23 @@ export class WireguardBackend implements Backend {
     void this.serial(async () => {
       await this.waitForDevice(5000);
       await this.configureDevice();
+      await this.looseRpFilter();
       if (this.own) await this.applyOwn(this.own);
       if (this.lastLeases) await this.applyPeers(this.lastLeases);
       this.ctx.log.info({ network: this.ctx.networkName, device: this.device }, 'wireguard: wireguard-go restarted and reconfigured');
     }).catch((err) => this.ctx.log.error({ err, network: this.ctx.networkName }, 'wireguard: reconfiguring the restarted wireguard-go failed; the next reconcile retries'));
+  }
+
+  /**
+   * rp_filter loose (2) on the device. Between connected networks traffic is asymmetric: a packet from
+   * network A to B arrives on B's device while the route back to its source is A's device, and strict
+   * reverse-path filtering (conf.all.rp_filter=1 on some distributions) would drop it. The device itself
+   * checks every source against the sending peer's allowed-ips, which is stricter than rp_filter.
+   */
+  private async looseRpFilter(): Promise<void> {
+    await setSysctl(`net.ipv4.conf.${this.device}.rp_filter`, '2', this.ctx.sys).catch((err: Error) =>
+      this.ctx.log.warn({ network: this.ctx.networkName, device: this.device, err: err.message }, 'wireguard: could not set rp_filter=2 on the device (connected networks need it where rp_filter is strict)'),
+    );
   }
 
   /** Private key and listen port, when they differ from what the device has. */
@@ -255,7 +278,9 @@ export class WireguardBackend implements Backend {
       network: this.ctx.network.Network,
       ownSubnet: this.own?.subnet,
       ownIp: this.ctx.underlay.ip,
+      ownHostId: this.ctx.hostId,
       ownKey: this.publicKey,
+      connected: this.connected,
       defaultPort: this.port,
       keepalive: this.keepalive,
     });
@@ -274,6 +299,22 @@ export class WireguardBackend implements Backend {
     diffRoutes(routes, want, batch);
     await batch.commit({ ...sys, force: true });
     await this.refresh();
+  }
+
+  /**
+   * Networks connected to this one (told after every reconcile, with their leases): a peer's subnets in them
+   * join its allowed-ips, so that traffic between the connected networks passes cryptokey routing (see
+   * planPeers). Applied when they changed; a disconnect takes them out again.
+   */
+  connectedNetworks(networks: ConnectedNetwork[]): Promise<void> {
+    const next: ConnectedLeases[] = networks.map((n) => ({ name: n.name, cidr: n.cidr, leases: n.leases ?? [] }));
+    const key = JSON.stringify(next.map((n) => [n.name, n.cidr, n.leases!.map((l) => [l.subnet, l.publicIp, l.hostId ?? ''])]));
+    return this.serial(async () => {
+      if (key === this.connectedKey) return;
+      this.connected = next;
+      if (this.lastLeases) await this.applyPeers(this.lastLeases);
+      this.connectedKey = key; // after success only: a failed apply is retried on the next call
+    });
   }
 
   /**
@@ -395,6 +436,7 @@ registerBackend({
     return mine === (other.backend.ListenPort ?? DEFAULT_WG_PORT) ? `WireGuard port ${mine} is already used by network "${other.name}"; pick another with --listen-port` : undefined;
   },
   deviceNames: () => [],
+  wantsConnectedLeases: true,
   doctor: judgeWireguard,
   create: (ctx) => new WireguardBackend(ctx),
 });

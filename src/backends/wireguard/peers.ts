@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Lease } from '../../lease/types.js';
-import { canonicalCidr, cidrWithin } from '../../net/ipv4.js';
+import { canonicalCidr, cidrTextsOverlap, cidrWithin } from '../../net/ipv4.js';
 import { isWgKey, type WgPeerState } from '../../system/wireguard.js';
 
 /** The pure half of the wireguard backend: names, lease data, and which `wg set` arguments make a device match the leases. */
@@ -32,6 +32,8 @@ export interface WantedPeer {
   keepalive: number;
   subnet: string;
   publicIp: string;
+  /** The lease it came from (only while planning). */
+  lease?: Lease;
 }
 
 export interface PeerPlan {
@@ -40,12 +42,37 @@ export interface PeerPlan {
   refused: Array<{ subnet: string; publicIp: string; why: string }>;
 }
 
+/** A network connected to this one (`weft network connect`) with its leases on every host. */
+export interface ConnectedLeases {
+  name: string;
+  cidr: string;
+  leases?: readonly Lease[];
+}
+
+/** Two leases (of different networks) held by one host: by host id where both name one, else by underlay address. */
+function sameHost(a: Lease, b: Lease): boolean {
+  return a.hostId !== undefined && b.hostId !== undefined ? a.hostId === b.hostId : a.publicIp === b.publicIp;
+}
+
 /**
  * Turns the network's leases into peers: allowed-ips = the peer's subnet, endpoint = publicIp:ListenPort.
  * Refuses leases without a valid key, outside the network, using our own key, or sharing a key with another
  * lease (WireGuard keys a peer by its public key: two hosts with one key would steal each other's subnet).
+ *
+ * Connected networks (`weft network connect`): a peer's allowed-ips also hold its host's subnets in every
+ * network connected to this one. Traffic between two connected networks leaves a host through the device
+ * of the destination's network and comes back through the device of the source's network (a route per
+ * network), so each device receives packets whose source is in the other network; WireGuard drops a packet
+ * whose source is not among the sending peer's allowed-ips. Only the sending host's own subnets are added,
+ * so a peer still cannot forge sources of another host. allowed-ips never overlap within one device (a
+ * subnet claimed twice would silently move to the last peer): a connected subnet that overlaps this network
+ * or one already given, or that matches no single peer, is left out (and refused with the reason when
+ * that is not simply "the host is not a peer here").
  */
-export function planPeers(leases: readonly Lease[], o: { network: string; ownSubnet?: string; ownIp: string; ownKey?: string; defaultPort: number; keepalive: number }): PeerPlan {
+export function planPeers(
+  leases: readonly Lease[],
+  o: { network: string; ownSubnet?: string; ownIp: string; ownHostId?: string; ownKey?: string; defaultPort: number; keepalive: number; connected?: readonly ConnectedLeases[] },
+): PeerPlan {
   const refused: PeerPlan['refused'] = [];
   const candidates: WantedPeer[] = [];
   const own = o.ownSubnet ? canonicalCidr(o.ownSubnet) : undefined;
@@ -63,7 +90,7 @@ export function planPeers(leases: readonly Lease[], o: { network: string; ownSub
       refused.push({ subnet, publicIp: l.publicIp, why });
       continue;
     }
-    candidates.push({ publicKey: key as string, endpoint: `${l.publicIp}:${port}`, allowedIps: [subnet], keepalive: o.keepalive, subnet, publicIp: l.publicIp });
+    candidates.push({ publicKey: key as string, endpoint: `${l.publicIp}:${port}`, allowedIps: [subnet], keepalive: o.keepalive, subnet, publicIp: l.publicIp, lease: l });
   }
   const count = new Map<string, number>();
   for (const c of candidates) count.set(c.publicKey, (count.get(c.publicKey) ?? 0) + 1);
@@ -72,7 +99,33 @@ export function planPeers(leases: readonly Lease[], o: { network: string; ownSub
     if (count.get(c.publicKey)! > 1) refused.push({ subnet: c.subnet, publicIp: c.publicIp, why: 'another lease publishes the same public key' });
     else peers.push(c);
   }
+  if (o.connected?.length) addConnected(peers, refused, o);
+  for (const p of peers) delete p.lease;
   return { peers, refused };
+}
+
+/** Adds each peer's host's subnets in the connected networks to its allowed-ips (see planPeers). */
+function addConnected(peers: WantedPeer[], refused: PeerPlan['refused'], o: { network: string; ownIp: string; ownHostId?: string; connected?: readonly ConnectedLeases[] }): void {
+  const given: string[] = [o.network];
+  for (const net of o.connected ?? []) {
+    for (const l of net.leases ?? []) {
+      const subnet = canonicalCidr(l.subnet);
+      if (l.publicIp === o.ownIp || (o.ownHostId !== undefined && l.hostId === o.ownHostId)) continue; // this host's own
+      const holders = peers.filter((p) => sameHost(p.lease!, l));
+      if (holders.length === 0) continue; // not a peer in this network: nothing of it arrives here
+      if (holders.length === 1 && holders[0]!.allowedIps.includes(subnet)) continue; // a dual-stack twin of a lease already taken
+      let why: string | undefined;
+      if (!cidrWithin(subnet, net.cidr)) why = `its subnet is outside the connected network ${net.name} (${net.cidr})`;
+      else if (holders.length > 1) why = `connected network ${net.name}: ${holders.length} peers of this network are on its host (${holders.map((h) => h.subnet).join(', ')})`;
+      else if (given.some((g) => cidrTextsOverlap(g, subnet))) why = `connected network ${net.name}: its subnet overlaps another allowed-ip of this device`;
+      if (why) {
+        refused.push({ subnet, publicIp: l.publicIp, why });
+        continue;
+      }
+      holders[0]!.allowedIps.push(subnet);
+      given.push(subnet);
+    }
+  }
 }
 
 const sameSet = (a: readonly string[], b: readonly string[]) => a.length === b.length && [...a].sort().join(',') === [...b].sort().join(',');
