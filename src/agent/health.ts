@@ -55,8 +55,9 @@ async function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise
 }
 
 /**
- * Probes the store (a bounded read), the peers (one ping each) and counts endpoints/IPAM records every
- * `intervalMs`, so that `weft status` and /metrics answer from memory at once (< 1 s) even with the store down.
+ * Probes the store (a bounded read) every `intervalMs`, the peers (one ping each, spaced: see PING_SPACING_MS)
+ * and counts endpoints/IPAM records (every COUNTS_REFRESH_MS, and at once after a change on this host), so
+ * that `weft status` and /metrics answer from memory at once (< 1 s) even with the store down.
  */
 export class HealthProbe {
   readonly snap: HealthSnapshot;
