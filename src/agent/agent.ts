@@ -64,7 +64,7 @@ export interface AgentOptions {
   dns?: Omit<DnsServiceOptions, 'store' | 'hostId' | 'log'>;
   /** Also serve GET /metrics on this TCP HOST:PORT (`--metrics-addr`). */
   metricsAddr?: string;
-  /** Milliseconds between background health probes (store, peers, counts) behind `weft status` (default 5000). */
+  /** Milliseconds between background health probes (store, peers, counts) behind `weft status` (default HEALTH_INTERVAL_MS, 15 s). */
   healthIntervalMs?: number;
   log?: Logger;
 }

@@ -24,7 +24,12 @@ export function poolCapacity(pool: string, first?: string, last?: string): numbe
   return size >= 4 ? size - 3 : size;
 }
 
-/** At most this many peers are pinged per probe round (default round: every 5 s). */
+/**
+ * The timer's round (ms): a store read, a ping when one is due, the counts when due. Was 5 s; each round
+ * woke an idle agent (issue 15: the timer rounds were the largest part of an idle agent's own CPU).
+ */
+export const HEALTH_INTERVAL_MS = 15_000;
+/** At most this many peers are pinged per probe round. */
 export const PINGS_PER_ROUND = 1;
 /** A peer's reachability is probed again only when its last probe is at least this old (ms; was 5 min, issue 15). */
 export const PEER_PROBE_AGE_MS = 900_000;
@@ -69,7 +74,7 @@ export class HealthProbe {
     private readonly hostId: string,
     private readonly runners: () => NetworkRunner[],
     private readonly log: Logger,
-    private readonly intervalMs = 5000,
+    private readonly intervalMs = HEALTH_INTERVAL_MS,
     private readonly ping: (ip: string) => Promise<boolean> = (ip) => pingOnce(ip),
     private readonly pingSpacingMs = PING_SPACING_MS,
     private readonly countsRefreshMs = COUNTS_REFRESH_MS,

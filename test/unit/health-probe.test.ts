@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { COUNTS_REFRESH_MS, HealthProbe, PEER_PROBE_AGE_MS, PING_SPACING_MS, PINGS_PER_ROUND } from '../../src/agent/health.js';
+import { COUNTS_REFRESH_MS, HEALTH_INTERVAL_MS, HealthProbe, PEER_PROBE_AGE_MS, PING_SPACING_MS, PINGS_PER_ROUND } from '../../src/agent/health.js';
 import type { NetworkRunner } from '../../src/agent/network-runner.js';
 import { memoryCluster, quiet } from '../helpers/lease-fakes.js';
 
@@ -84,7 +84,8 @@ test('health probe: the timer rounds check the store and re-count only every cou
   await store.close();
 });
 
-test('health probe: a peer is probed again only after PEER_PROBE_AGE_MS (at least 15 minutes)', () => {
+test('health probe: idle wake-ups: a peer probed again after 15 minutes at the earliest, counts every minute, store every 15 s', () => {
   assert.ok(PEER_PROBE_AGE_MS >= 15 * 60_000);
   assert.ok(COUNTS_REFRESH_MS >= 60_000);
+  assert.ok(HEALTH_INTERVAL_MS >= 15_000, 'the timer round wakes an idle agent at most every 15 s');
 });
