@@ -40,6 +40,9 @@ const common = {
 // The fast attach path (src/cli/fast.ts) is one file of its own: no shared chunks to resolve and load, and
 // no createRequire banner (it bundles no CommonJS). Each module the ESM loader loads costs a `weft attach`.
 const fast = await build({ ...common, entryPoints: { fast: 'dist/src/cli/fast.js' }, external: ['node:*'] });
+// ... and as CommonJS (fast.cjs), which bin/weft require()s: loaded synchronously, without the ESM loader's
+// asynchronous resolve, link and evaluate steps.
+const fastCjs = await build({ ...common, format: 'cjs', outdir: undefined, outfile: path.join(outdir, 'fast.cjs'), entryPoints: ['dist/src/cli/fast.js'], external: ['node:*'] });
 const result = await build({
   ...common,
   entryPoints: { main: 'dist/src/cli/main.js' },
@@ -51,7 +54,7 @@ const result = await build({
   plugins: [zodEnglishOnly],
 });
 // Chunks of earlier builds go once they are old: a process started from them may still import one lazily.
-const made = new Set([...Object.keys(result.metafile.outputs), ...Object.keys(fast.metafile.outputs)].map((f) => path.basename(f)));
+const made = new Set([...Object.keys(result.metafile.outputs), ...Object.keys(fast.metafile.outputs), ...Object.keys(fastCjs.metafile.outputs)].map((f) => path.basename(f)));
 for (const f of fs.readdirSync(outdir)) {
   const p = path.join(outdir, f);
   if (!made.has(f) && Date.now() - fs.statSync(p).mtimeMs > 3600_000) fs.rmSync(p, { force: true });

@@ -15,6 +15,7 @@ import { getLink } from '../system/ip.js';
 import { removeAntispoof } from '../system/antispoof.js';
 import { removeAllWeftRules } from '../system/iptables.js';
 import { stopNetlink } from '../system/netlink.js';
+import { kernelWatch } from '../system/kernel-watch.js';
 import { stopWarm } from '../system/warm.js';
 import { findUnderlay } from '../system/underlay.js';
 import { WeftError } from '../util/errors.js';
@@ -64,7 +65,7 @@ export interface AgentOptions {
   dns?: Omit<DnsServiceOptions, 'store' | 'hostId' | 'log'>;
   /** Also serve GET /metrics on this TCP HOST:PORT (`--metrics-addr`). */
   metricsAddr?: string;
-  /** Milliseconds between background health probes (store, peers, counts) behind `weft status` (default 5000). */
+  /** Milliseconds between background health probes (store, peers, counts) behind `weft status` (default HEALTH_INTERVAL_MS, 15 s). */
   healthIntervalMs?: number;
   log?: Logger;
 }
@@ -144,6 +145,9 @@ export class Agent implements NetworkDirectory {
 
   private async begin(): Promise<void> {
     this.log.info({ underlay: this.underlay, store: this.store.url }, 'agent starting');
+    // what changes in this host's kernel: the periodic resync re-reads only what may have changed
+    kernelWatch.start();
+    this.endpoints.kernel = kernelWatch;
     // The API answers at once: `weft status` says why a network is not joined yet (store down, subnet full).
     this.server = await serveApi(this.opts.api, [...this.routes(), ...(this.opts.routes?.(this) ?? [])], this.log, { gid: this.opts.apiGid });
     if (this.opts.metricsAddr) this.metricsServer = await serveMetrics(this.opts.metricsAddr, this.metrics, this.log);
@@ -249,6 +253,7 @@ export class Agent implements NetworkDirectory {
         stateDir: this.opts.stateDir,
         subnetEnvPaths: this.subnetEnvPaths(name),
         resyncSeconds: this.opts.resyncSeconds,
+        kernel: kernelWatch,
         onReaddressed: (r, was) => void this.endpoints.readdress(r, was.subnet).catch((err) => this.log.error({ err, network: r.name }, 're-addressing containers failed')),
         leaseTtlSeconds: this.opts.leaseTtlSeconds,
         graceSeconds: this.opts.graceSeconds,
@@ -458,6 +463,7 @@ export class Agent implements NetworkDirectory {
     await this.store.close();
     stopWarm(); // the attach path's idle processes (src/system/warm.ts, src/system/netlink.ts)
     stopNetlink();
+    kernelWatch.stop();
     for (const l of this.locks.splice(0)) await l.release();
   }
 

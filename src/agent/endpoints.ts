@@ -17,6 +17,7 @@ import { WeftError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { KeyedLock } from '../util/keyed-lock.js';
 import type { NetworkRunner } from './network-runner.js';
+import { NO_KERNEL_WATCH, type KernelTokens } from '../system/kernel-watch.js';
 import type { AttachRequest, DetachRequest, Endpoint } from './types.js';
 
 /** A container as the kernel knows it, plus a stable key that names it in the store. */
@@ -77,6 +78,16 @@ export class Endpoints {
   private readonly inFlight = new Set<string>();
   /** Name service hooks (src/dns): register --name and write resolv.conf after attach, undo after detach. */
   dns?: Pick<DnsService, 'attached' | 'detached'>;
+  /**
+   * What changed in the kernel (src/system/kernel-watch.ts; the agent sets it): reconcile() skips listing
+   * interfaces and source filters when neither they nor the records changed since a pass that found
+   * nothing to repair. Default: always list.
+   */
+  kernel: KernelTokens = NO_KERNEL_WATCH;
+  /** Per network: the kernel-watch token and records of the last pass that found no stray interface / no filter to fix. */
+  private readonly clean = new Map<string, { ifaces?: string; sources?: string }>();
+  /** Kernel listings reconcile() skipped (tests). */
+  listingsSkipped = 0;
 
   constructor(
     private readonly store: Store,
@@ -317,10 +328,20 @@ export class Endpoints {
     }
     // host ends of this network's veths that no record names (vw + 8 hex of (container, network)); interfaces
     // first, then records, then the attaches under way (as for the addresses above)
+    const clean = this.clean.get(net.name) ?? {};
+    this.clean.set(net.name, clean);
     if (net.bridge) {
-      const present = (await listInterfaces()).filter((n) => /^vw[0-9a-f]{8}$/.test(n));
-      const named = new Set((await this.list([net.name])).map((e) => e.hostIf));
+      // unchanged links, the same records and no attach under way as in a pass that found no stray: skip the listing
+      const before = this.kernel.token(['link']);
+      const recorded = before === undefined ? '' : (await this.list([net.name])).map((e) => e.hostIf).sort().join(',');
+      const key = before === undefined || this.inFlight.size ? undefined : `${before} ${recorded}`;
+      const skip = key !== undefined && key === clean.ifaces;
+      clean.ifaces = undefined;
+      if (skip) this.listingsSkipped++;
+      const present = skip ? [] : (await listInterfaces()).filter((n) => /^vw[0-9a-f]{8}$/.test(n));
+      const named = new Set(skip ? [] : (await this.list([net.name])).map((e) => e.hostIf));
       const busy = new Set([...this.inFlight].map((owner) => hostIfName(owner, net.name)));
+      const removedBefore = repair.removedInterfaces.length;
       for (const ifname of present) {
         if (named.has(ifname) || busy.has(ifname)) continue;
         const link = await getLink(ifname);
@@ -329,13 +350,23 @@ export class Endpoints {
           repair.removedInterfaces.push(ifname);
         }
       }
+      if (repair.removedInterfaces.length === removedBefore) clean.ifaces = key;
     }
     // every port's source filter matches its record (a rule deleted by hand, an agent crash mid-attach)
     if (driver.reconcileSources) {
+      const before = this.kernel.token(['nft', 'link']);
       const eps = (await this.list([net.name])).filter((e) => e.mac);
       const others = (await this.list()).filter((e) => e.network !== net.name && e.mac);
-      const fixed = await driver.reconcileSources([...eps, ...others].map((e) => ({ hostIf: e.hostIf, ip: stripLen(e.address), ...(e.pinMac === false ? {} : { mac: e.mac }) })), /^vw[0-9a-f]{8}$/);
-      if (fixed.length) repair.filters = fixed;
+      const bindings = [...eps, ...others].map((e) => ({ hostIf: e.hostIf, ip: stripLen(e.address), ...(e.pinMac === false ? {} : { mac: e.mac }) }));
+      // the same bindings, no rule or link changed since a pass that fixed nothing: skip the listings
+      const key = before === undefined || this.inFlight.size ? undefined : `${before} ${JSON.stringify(bindings)}`;
+      if (key !== undefined && key === clean.sources) this.listingsSkipped++;
+      else {
+        clean.sources = undefined;
+        const fixed = await driver.reconcileSources(bindings, /^vw[0-9a-f]{8}$/);
+        if (fixed.length) repair.filters = fixed;
+        else clean.sources = key;
+      }
     }
     const changed = repair.recreated.length + repair.released.length + repair.removedInterfaces.length + repair.releasedAddresses.length + (repair.filters?.length ?? 0);
     if (changed) this.log?.warn({ network: net.name, ...repair }, 'endpoints reconciled with the kernel');

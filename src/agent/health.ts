@@ -24,10 +24,22 @@ export function poolCapacity(pool: string, first?: string, last?: string): numbe
   return size >= 4 ? size - 3 : size;
 }
 
-/** At most this many peers are pinged per probe round (default round: every 5 s). */
+/**
+ * The timer's round (ms): a store read, a ping when one is due, the counts when due. Was 5 s; each round
+ * woke an idle agent (issue 15: the timer rounds were the largest part of an idle agent's own CPU).
+ */
+export const HEALTH_INTERVAL_MS = 15_000;
+/** At most this many peers are pinged per probe round. */
 export const PINGS_PER_ROUND = 1;
-/** A peer's reachability is probed again only when its last probe is at least this old (ms). */
-export const PEER_PROBE_AGE_MS = 300_000;
+/** A peer's reachability is probed again only when its last probe is at least this old (ms; was 5 min, issue 15). */
+export const PEER_PROBE_AGE_MS = 900_000;
+/**
+ * The timer's rounds re-count endpoints and IPAM records (two store listings per network) only this often
+ * (ms); a change on this host (attach, detach, a reconcile) asks for a full round at once (probe()/probeSoon()).
+ * Between them the timer's round checks the store with one read (issue 15: the listings every 5 s were the
+ * biggest part of an idle agent's own CPU). Other hosts' use of a shared pool shows within this time.
+ */
+export const COUNTS_REFRESH_MS = 60_000;
 /**
  * No ping round starts sooner than this after the previous one (ms): each ping is a process, and an idle
  * agent's pings were half its CPU (issue 15: one every 5 s with 12+ peers). So at most 4 a minute, and with
@@ -35,14 +47,22 @@ export const PEER_PROBE_AGE_MS = 300_000;
  */
 export const PING_SPACING_MS = 15_000;
 
-function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+/**
+ * `p`, or a rejection when it has not settled within `ms`. The deadline's timer is set only when `p` is
+ * still pending at the next turn of the event loop: SQLite answers before that, and a cleared timer still
+ * woke the idle process once when it would have fired (Node re-arms its one libuv timer lazily).
+ */
+async function withDeadline<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  const early = await Promise.race([p.then((v) => ({ v })), new Promise<undefined>((r) => setImmediate(() => r(undefined)))]);
+  if (early) return early.v;
   let t: NodeJS.Timeout | undefined;
   return Promise.race([p, new Promise<never>((_, rej) => (t = setTimeout(() => rej(new Error(`${what} did not answer within ${ms} ms`)), ms)))]).finally(() => clearTimeout(t));
 }
 
 /**
- * Probes the store (a bounded read), the peers (one ping each) and counts endpoints/IPAM records every
- * `intervalMs`, so that `weft status` and /metrics answer from memory at once (< 1 s) even with the store down.
+ * Probes the store (a bounded read) every `intervalMs`, the peers (one ping each, spaced: see PING_SPACING_MS)
+ * and counts endpoints/IPAM records (every COUNTS_REFRESH_MS, and at once after a change on this host), so
+ * that `weft status` and /metrics answer from memory at once (< 1 s) even with the store down.
  */
 export class HealthProbe {
   readonly snap: HealthSnapshot;
@@ -54,16 +74,17 @@ export class HealthProbe {
     private readonly hostId: string,
     private readonly runners: () => NetworkRunner[],
     private readonly log: Logger,
-    private readonly intervalMs = 5000,
+    private readonly intervalMs = HEALTH_INTERVAL_MS,
     private readonly ping: (ip: string) => Promise<boolean> = (ip) => pingOnce(ip),
     private readonly pingSpacingMs = PING_SPACING_MS,
+    private readonly countsRefreshMs = COUNTS_REFRESH_MS,
   ) {
     this.snap = { store: { url: store.url, healthy: true }, reachable: new Map(), networks: new Map(), storeErrors: 0 };
   }
 
   start(): void {
     void this.probe();
-    this.timer = setInterval(() => void this.probe(), this.intervalMs);
+    this.timer = setInterval(() => void this.probe(false), this.intervalMs);
     this.timer.unref();
   }
 
@@ -76,6 +97,12 @@ export class HealthProbe {
   private soonTimer?: NodeJS.Timeout;
   /** When the last round with pings started (ms since the epoch). */
   private lastPingsAt = -Infinity;
+  /** When the endpoint and IPAM counts were last read (ms since the epoch). */
+  private lastCountsAt = -Infinity;
+  /** A full round (counts too) was asked for while one was running: the next round counts. */
+  private countsWanted = false;
+  /** Store listings made for the counts (tests). */
+  countRounds = 0;
 
   /**
    * A round shortly after a change (attach, detach): once the burst is over and its answers are sent. The
@@ -91,8 +118,12 @@ export class HealthProbe {
     this.soonTimer.unref();
   }
 
-  /** One round of probes (at most one at a time). */
-  probe(): Promise<void> {
+  /**
+   * One round of probes (at most one at a time). `full` (the default: a change on this host) re-counts
+   * endpoints and IPAM records; the timer's rounds (`full` false) count only every countsRefreshMs.
+   */
+  probe(full = true): Promise<void> {
+    if (full) this.countsWanted = true;
     this.running ??= this.round().finally(() => (this.running = undefined));
     return this.running;
   }
@@ -100,10 +131,15 @@ export class HealthProbe {
   private async round(): Promise<void> {
     const started = Date.now();
     const runners = this.runners();
+    const count = this.countsWanted || started - this.lastCountsAt >= this.countsRefreshMs || runners.some((r) => !this.snap.networks.has(r.name));
+    this.countsWanted = false;
     const storePart = (async () => {
       try {
         await withDeadline(this.store.get('weft-health-probe'), 2000, 'the store');
         this.snap.store = { url: this.store.url, healthy: true, latencyMs: Date.now() - started, checkedAt: Date.now() };
+        if (!count) return;
+        this.lastCountsAt = started;
+        this.countRounds++;
         for (const r of runners) {
           const keys = networkKeys(this.store, r.name);
           const [eps, ipam] = await withDeadline(
@@ -115,6 +151,7 @@ export class HealthProbe {
           this.snap.networks.set(r.name, { endpoints: eps.length, ipamUsed: ipam.length, ipamSize: poolCapacity(plan.pool, plan.first, plan.last) });
         }
       } catch (err) {
+        if (count) this.lastCountsAt = -Infinity; // count again on the next round
         this.snap.storeErrors++;
         this.snap.store = { url: this.store.url, healthy: false, error: (err as Error).message, checkedAt: Date.now() };
         this.log.debug({ err }, 'store probe failed');
@@ -134,5 +171,6 @@ export class HealthProbe {
     const pings = due.map(async (ip) => this.snap.reachable.set(ip, { ok: await this.ping(ip).catch(() => false), at: Date.now() }));
     await Promise.all([storePart, ...pings]);
     for (const ip of [...this.snap.reachable.keys()]) if (!ips.has(ip)) this.snap.reachable.delete(ip);
+    for (const name of [...this.snap.networks.keys()]) if (!runners.some((r) => r.name === name)) this.snap.networks.delete(name);
   }
 }

@@ -24,6 +24,7 @@ import { blockSize, cidrContains, formatCidr, intToIp, parseCidr } from '../net/
 import { gatewayOf } from '../ipam/addresses.js';
 import type { NetworkStatus } from './types.js';
 import { DEFAULT_RESYNC_SECONDS } from '../config/network.js';
+import { NO_KERNEL_WATCH, type KernelTokens } from '../system/kernel-watch.js';
 
 /** Docker's default bridge: in docker0 mode it is the network's host bridge. */
 export const DOCKER_BRIDGE = 'docker0';
@@ -85,6 +86,11 @@ export interface RunnerOptions {
   forwardParents?: string[];
   /** Seconds between reconciles that run without a store change (default 30). */
   resyncSeconds?: number;
+  /**
+   * What changed in the kernel since a read (src/system/kernel-watch.ts): a periodic resync skips the reads
+   * whose kernel state did not change and whose inputs are the same (default: none skipped).
+   */
+  kernel?: KernelTokens;
   /** Told after each reconcile with its duration and error, if any (metrics). */
   onReconciled?: (runner: NetworkRunner, seconds: number, error?: string) => void;
   /** Told when the lease changed on renewal and the host side was re-addressed (the agent re-attaches containers). */
@@ -122,6 +128,10 @@ export class NetworkRunner {
   private stopping = false;
   /** What the last successful reconcile applied (peers and endpoints), to skip no-op events. */
   private applied?: string;
+  /** Kernel-watch tokens taken before the last successful reads (forwarding check, backend, isolation chain). */
+  private readonly tokens: { forwarding?: string; backend?: string; isolation?: string } = {};
+  /** Kernel reads a periodic resync skipped because nothing they depend on changed (tests, metrics). */
+  resyncReadsSkipped = 0;
   private readonly host: HostOps;
   /** The host bridge (weft0, …; docker0 in docker0 mode). */
   private bridgeName: string;
@@ -555,20 +565,45 @@ export class NetworkRunner {
         // checked on the first and on every forced (periodic) reconcile, the isolation chain when its rules
         // changed or on a forced one. So a host joining costs each peer the backend's work alone (issue 15:
         // iptables processes on every lease event were most of a join's CPU at 50 hosts).
+        //
+        // A forced reconcile re-reads the kernel only where something may differ: each read's kernel-watch
+        // token is taken before it and kept; a resync whose inputs are the ones applied and whose token is
+        // the same skips it (issue 15: an idle agent's resync was six processes a minute). A change by hand
+        // (a route or rule deleted) changes the token, and the next resync repairs it as before.
+        const kernel = this.opts.kernel ?? NO_KERNEL_WATCH;
+        const unchanged = (tok: string | undefined, was: string | undefined) => tok !== undefined && tok === was;
         if (force || !this.forwardingChecked) {
-          await this.ensureForwarding();
+          const tok = kernel.token(['nft']);
+          if (this.forwardingChecked && unchanged(tok, this.tokens.forwarding)) this.resyncReadsSkipped++;
+          else {
+            this.tokens.forwarding = undefined;
+            await this.ensureForwarding();
+          }
           this.forwardingChecked = true;
+          this.tokens.forwarding = tok;
         }
-        await this.backend.reconcile(peers, endpoints);
+        const backendKinds = this.backend.kernelReads?.();
+        const btok = backendKinds ? kernel.token(backendKinds) : undefined;
+        if (force && state === this.applied && unchanged(btok, this.tokens.backend)) this.resyncReadsSkipped++;
+        else {
+          this.tokens.backend = undefined;
+          await this.backend.reconcile(peers, endpoints);
+          this.tokens.backend = btok;
+        }
         // Networks are isolated unless connected; an unreadable store keeps the rules as they are.
         const policy = await isolationPolicy(this.opts.store);
         const rules = isolationRules(policy.networks, policy.connected);
         const rulesKey = JSON.stringify([rules, policy.networks.map((n) => n.cidr).sort()]); // the masquerade exemptions follow the networks
+        const itok = kernel.token(['nft']);
         if (force || rulesKey !== this.appliedIsolation) {
-          this.appliedIsolation = undefined;
-          await reconcileIsolation(rules, { parents: this.opts.forwardParents });
-          await this.host.exemptBetweenNetworks(policy.networks.map((n) => n.cidr).sort());
-          this.appliedIsolation = rulesKey;
+          if (rulesKey === this.appliedIsolation && unchanged(itok, this.tokens.isolation)) this.resyncReadsSkipped++;
+          else {
+            this.appliedIsolation = undefined;
+            await reconcileIsolation(rules, { parents: this.opts.forwardParents });
+            await this.host.exemptBetweenNetworks(policy.networks.map((n) => n.cidr).sort());
+            this.appliedIsolation = rulesKey;
+            this.tokens.isolation = itok;
+          }
         }
         const connected = policy.networks.filter((n) => n.name !== this.name && policy.connected.has([this.name, n.name].sort().join('+')));
         let applied = state;
@@ -586,6 +621,7 @@ export class NetworkRunner {
         this.applied = undefined;
         this.forwardingChecked = false;
         this.appliedIsolation = undefined;
+        this.tokens.forwarding = this.tokens.backend = this.tokens.isolation = undefined;
         this.lastError = `reconcile failed: ${(err as Error).message}`;
         this.opts.log.error({ err, network: this.name }, 'reconcile failed; will retry on the next change');
       }

@@ -101,6 +101,13 @@ export interface Backend {
    */
   reconcile(peers: Lease[], endpoints?: EndpointInfo[]): Promise<void>;
   /**
+   * The kernel state reconcile() reads and repairs, as kernel-watch kinds (src/system/kernel-watch.ts:
+   * 'route', 'link', 'addr', 'neigh', 'neigh:IFINDEX', 'nft'). When given, a periodic resync with the same
+   * peers and endpoints skips reconcile() while none of them changed since the last one; without it, every
+   * resync runs reconcile(). Declare every kind reconcile() depends on, or drift of the others goes unrepaired.
+   */
+  kernelReads?(): readonly string[] | undefined;
+  /**
    * The networks connected to this one (`weft network connect`), told after every reconcile. Optional: for
    * backends that filter inner sources by lease, which must then accept these too (udp: any source in a
    * connected network; wireguard: a peer's own subnets in the connected networks, from `leases`, given

@@ -103,6 +103,12 @@ function toEntry(row: KvRow): Entry {
   return e;
 }
 
+/**
+ * With inotify, the safety-net data_version poll runs this often (ms). inotify reports every commit of a
+ * local process; the poll only bounds how late a missed wake-up is noticed. Was 5 s: a wake-up of every
+ * idle agent, a fifth of its own CPU (issue 15).
+ */
+const SAFETY_POLL_MS = 30_000;
 /** Without inotify (fs.watch failed), the data_version poll runs this often (ms). */
 const FALLBACK_POLL_MS = 50;
 /**
@@ -166,7 +172,7 @@ export class SqliteStore implements Store {
 
   constructor(readonly path: string, opts: SqliteStoreOptions = {}) {
     this.url = opts.url ?? `sqlite://${path}`;
-    this.pollMs = opts.pollMs ?? 5000;
+    this.pollMs = opts.pollMs ?? SAFETY_POLL_MS;
     this.keepChanges = opts.keepChanges ?? 1000;
     this.keepChangesMs = opts.keepChangesMs ?? 5 * 60_000;
     this.pruneEvery = opts.pruneEvery ?? 100;

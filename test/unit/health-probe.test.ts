@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { HealthProbe, PING_SPACING_MS, PINGS_PER_ROUND } from '../../src/agent/health.js';
+import { COUNTS_REFRESH_MS, HEALTH_INTERVAL_MS, HealthProbe, PEER_PROBE_AGE_MS, PING_SPACING_MS, PINGS_PER_ROUND } from '../../src/agent/health.js';
 import type { NetworkRunner } from '../../src/agent/network-runner.js';
 import { memoryCluster, quiet } from '../helpers/lease-fakes.js';
 
@@ -56,4 +56,36 @@ test('health probe: no ping round sooner than pingSpacingMs after the last one',
   // the store half of every round still runs
   assert.equal(probe.snap.store.healthy, true);
   await store.close();
+});
+
+// Issue 15: the timer's round listed endpoints and IPAM records every 5 s; an idle agent's biggest own cost.
+test('health probe: the timer rounds check the store and re-count only every countsRefreshMs; a change counts at once', async () => {
+  const { admin: store } = memoryCluster();
+  const runner = { name: 'n1', peers: [], plan: { pool: '10.5.0.0/24' } } as unknown as NetworkRunner;
+  let reads = 0;
+  const counting = new Proxy(store, {
+    get(t, k, r) {
+      const v = Reflect.get(t, k, r);
+      if (k === 'list' && typeof v === 'function') return (...a: unknown[]) => (reads++, v.apply(t, a));
+      return typeof v === 'function' ? v.bind(t) : v;
+    },
+  });
+  const probe = new HealthProbe(counting, 'h0', () => [runner], quiet, 60_000, async () => true, 0, 3_600_000);
+  await probe.probe(false);
+  assert.equal(probe.countRounds, 1, 'a network not counted yet is counted');
+  assert.deepEqual(probe.snap.networks.get('n1'), { endpoints: 0, ipamUsed: 0, ipamSize: 253 });
+  const listed = reads;
+  for (let i = 0; i < 3; i++) await probe.probe(false);
+  assert.equal(probe.countRounds, 1, 'timer rounds within the refresh time do not count');
+  assert.equal(reads, listed, 'and list nothing');
+  assert.equal(probe.snap.store.healthy, true, 'but they check the store');
+  await probe.probe(); // a change on this host (attach, detach, reconcile)
+  assert.equal(probe.countRounds, 2);
+  await store.close();
+});
+
+test('health probe: idle wake-ups: a peer probed again after 15 minutes at the earliest, counts every minute, store every 15 s', () => {
+  assert.ok(PEER_PROBE_AGE_MS >= 15 * 60_000);
+  assert.ok(COUNTS_REFRESH_MS >= 60_000);
+  assert.ok(HEALTH_INTERVAL_MS >= 15_000, 'the timer round wakes an idle agent at most every 15 s');
 });

@@ -19,6 +19,7 @@ import { poolRange } from '../../src/agent/endpoints.js';
 import { connectionKey, networkKeys } from '../../src/store/layout.js';
 import { removeNetwork } from '../../src/lease/remove-network.js';
 import type { Store } from '../../src/store/types.js';
+import type { KernelTokens } from '../../src/system/kernel-watch.js';
 import { waitFor } from '../../src/testbed/wait.js';
 
 /**
@@ -38,6 +39,11 @@ class RecordingBackend implements Backend {
   reconciles: Array<{ peers: string[]; endpoints?: string[] }> = [];
   /** Make reconcile slow so that events pile up behind it. */
   gate?: Promise<void>;
+  /** What reconcile() says it reads from the kernel (kernelReads), when set. */
+  kinds?: string[];
+  kernelReads() {
+    return this.kinds;
+  }
   async init() {
     this.calls.push({ op: 'init' });
     return { Token: 'x' };
@@ -106,7 +112,18 @@ after(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-async function setup(ttl = 30, o: { memory?: boolean } = {}): Promise<{ dir: string; store: Store; runner: NetworkRunner; backend: RecordingBackend; host: ReturnType<typeof recordingHost>; readdressed: string[] }> {
+/** A kernel watch whose tokens the test moves by hand (`bump`); `off` makes every token undefined. */
+function fakeKernel() {
+  const counts = new Map<string, number>();
+  const k = {
+    off: false,
+    bump: (kind: string) => counts.set(kind, (counts.get(kind) ?? 0) + 1),
+    token: (kinds: readonly string[]) => (k.off ? undefined : kinds.map((x) => `${x}=${counts.get(x) ?? 0}`).join(' ')),
+  };
+  return k;
+}
+
+async function setup(ttl = 30, o: { memory?: boolean; kernel?: KernelTokens } = {}): Promise<{ dir: string; store: Store; runner: NetworkRunner; backend: RecordingBackend; host: ReturnType<typeof recordingHost>; readdressed: string[] }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-runner-'));
   dirs.push(dir);
   const store = o.memory ? new MemoryStore({ backend: new MemoryBackend() }) : await openStore(`sqlite://${dir}/weft.db`, { create: true });
@@ -125,6 +142,7 @@ async function setup(ttl = 30, o: { memory?: boolean } = {}): Promise<{ dir: str
     resyncSeconds: 3600,
     host,
     onReaddressed: (_r, was) => readdressed.push(was.subnet),
+    ...(o.kernel ? { kernel: o.kernel } : {}),
     log,
   });
   await runner.start();
@@ -179,6 +197,80 @@ test('a burst of peer changes is coalesced into few reconciles with the latest s
     // a forced resync does reconcile
     runner.kick(true);
     await waitFor('forced resync', 5000, async () => backend.reconciles.length === n + 1);
+  } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
+
+test('a periodic resync skips the kernel reads whose state and inputs did not change, and repeats them after a change', async () => {
+  const kernel = fakeKernel();
+  const { store, runner, backend, host } = await setup(30, { kernel });
+  backend.kinds = ['route', 'link'];
+  const forwarding = () => host.calls.filter((c) => c.op === 'forwarding').length;
+  try {
+    await waitFor('first reconcile', 5000, async () => runner.reconciles >= 1);
+    // a forced resync right after: the tokens taken before the first reads are the same, so nothing is read
+    const r0 = backend.reconciles.length;
+    const f0 = forwarding();
+    let done = runner.reconciles;
+    runner.kick(true);
+    await waitFor('forced resync', 5000, async () => runner.reconciles > done);
+    // the first reconcile ran before kinds were set (no backend token kept): this one reads, the next skips
+    done = runner.reconciles;
+    const skipped0 = runner.resyncReadsSkipped;
+    runner.kick(true);
+    await waitFor('second forced resync', 5000, async () => runner.reconciles > done);
+    const r1 = backend.reconciles.length;
+    assert.ok(r1 - r0 <= 1, `at most the first resync reconciled the backend (${r1 - r0})`);
+    assert.equal(forwarding(), f0, 'the forwarding accepts were not checked again: no nft change');
+    assert.ok(runner.resyncReadsSkipped >= skipped0 + 2, 'backend and forwarding reads skipped');
+    // a route changed (by hand): the next resync reconciles the backend, not the forwarding check
+    kernel.bump('route');
+    done = runner.reconciles;
+    runner.kick(true);
+    await waitFor('resync after a route change', 5000, async () => runner.reconciles > done);
+    assert.equal(backend.reconciles.length, r1 + 1, 'a route change makes the resync reconcile the backend');
+    assert.equal(forwarding(), f0);
+    // a rule changed: the forwarding check runs again
+    kernel.bump('nft');
+    done = runner.reconciles;
+    runner.kick(true);
+    await waitFor('resync after a rule change', 5000, async () => runner.reconciles > done);
+    assert.equal(forwarding(), f0 + 1, 'an nft change makes the resync check the forwarding accepts');
+    assert.equal(backend.reconciles.length, r1 + 1, 'but not the routes');
+    // no watch (the helper died): every resync reads
+    kernel.off = true;
+    done = runner.reconciles;
+    runner.kick(true);
+    await waitFor('resync without a watch', 5000, async () => runner.reconciles > done);
+    assert.equal(backend.reconciles.length, r1 + 2);
+    assert.equal(forwarding(), f0 + 2);
+    // a new peer always reconciles the backend, whatever the tokens say
+    kernel.off = false;
+    const n = backend.reconciles.length;
+    await putPeer(store, runner.lease.subnet === '10.77.50.0/24' ? '10.77.51.0/24' : '10.77.50.0/24', '192.168.9.50');
+    await waitFor('the new peer reconciled', 5000, async () => backend.reconciles.length > n && backend.reconciles.at(-1)!.peers.length === 1);
+  } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
+
+test('a backend that declares no kernel reads is reconciled on every resync', async () => {
+  const kernel = fakeKernel();
+  const { store, runner, backend, host } = await setup(30, { kernel });
+  try {
+    await waitFor('first reconcile', 5000, async () => runner.reconciles >= 1);
+    const r0 = backend.reconciles.length;
+    const f0 = host.calls.filter((c) => c.op === 'forwarding').length;
+    for (let i = 0; i < 2; i++) {
+      const done = runner.reconciles;
+      runner.kick(true);
+      await waitFor('forced resync', 5000, async () => runner.reconciles > done);
+    }
+    assert.equal(backend.reconciles.length, r0 + 2, 'no kernelReads: reconciled every time');
+    assert.equal(host.calls.filter((c) => c.op === 'forwarding').length, f0, 'the forwarding check follows its own token');
   } finally {
     await runner.stop();
     await store.close();

@@ -71,6 +71,12 @@ export class HostGwBackend implements Backend {
     this.routed = want.length;
   }
 
+  /** reconcile() reads this host's routes (and the underlay's prefixes, once): a resync re-reads them only after a route, link or address change. */
+  kernelReads(): readonly string[] | undefined {
+    // the agent's watch sees its own namespace only
+    return this.ctx.sys.netns === undefined ? ['route', 'link', 'addr'] : undefined;
+  }
+
   status(): BackendStatus {
     return { healthy: true, detail: `${this.routed} peer route${this.routed === 1 ? '' : 's'} via ${this.ctx.underlay.iface}` };
   }

@@ -37,6 +37,8 @@ export class VxlanBackend implements Backend {
   readonly device: string;
   private own?: Lease;
   private vtepMac?: string;
+  /** The device's interface index (its neighbour and fdb changes are reported under it). */
+  private ifindex?: number;
   private peerCount = 0;
   private readonly refusals: RefusalLog;
 
@@ -84,6 +86,7 @@ export class VxlanBackend implements Backend {
       await new KernelBatch().linkSet(this.device, { mtu: this.mtu }).commit(sys);
     }
     this.vtepMac = link.address!;
+    this.ifindex = link.ifindex;
     return { VNI: this.vni, VtepMAC: this.vtepMac };
   }
 
@@ -146,6 +149,11 @@ export class VxlanBackend implements Backend {
     // stale routes and neighbours first, then fdb, then new neighbours and routes (which need the fdb)
     await batch.commit({ ...sys, force: true });
     this.peerCount = peers.length;
+  }
+
+  /** reconcile() reads the device's fdb, neighbours and routes: a resync re-reads them only after such a change (or a link or address change). */
+  kernelReads(): readonly string[] | undefined {
+    return this.ifindex === undefined || this.ctx.sys.netns !== undefined ? undefined : ['route', 'link', 'addr', `neigh:${this.ifindex}`];
   }
 
   status(): BackendStatus {

@@ -18,6 +18,14 @@
  *
  * Answer: "ID 0", or "ID ERRNO STEP: strerror(ERRNO)" (ERRNO positive, e.g. 17 for EEXIST). A malformed
  * request is answered with EINVAL. The process exits when stdin closes, and with its parent (PDEATHSIG).
+ *
+ * `weft-netlink monitor`: no requests; tells what kind of kernel state changed in this namespace, so that
+ * the agent's periodic resync re-reads only what may differ (src/system/kernel-watch.ts). It listens on
+ * rtnetlink's link, address, route and neighbour groups and on nf_tables' group (iptables-nft and
+ * ebtables-nft rule changes), and after each wake-up writes one line per kind seen: "link", "addr",
+ * "route", "neigh IFINDEX..." (up to 16 interfaces, else "neigh *"), "nft". A lost message (ENOBUFS)
+ * is reported as every kind. First line: "ready" once listening, or "ready nonft" when the nf_tables
+ * group could not be joined (then nft changes are not seen). Exits when stdin closes.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -35,6 +43,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -318,9 +328,120 @@ out:
   return err;
 }
 
-int main(void) {
+/* ---- monitor mode ---- */
+
+#define MON_LINK 1
+#define MON_ADDR 2
+#define MON_ROUTE 4
+#define MON_NEIGH 8
+#define MON_NFT 16
+#define MON_ALL 31
+#define MON_MAX_IFS 16
+
+static int mon_open(int proto, unsigned groups, int group) {
+  int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, proto);
+  if (s < 0) return -1;
+  int big = 1 << 20;
+  setsockopt(s, SOL_SOCKET, SO_RCVBUF, &big, sizeof big);
+  struct sockaddr_nl sa = {.nl_family = AF_NETLINK, .nl_groups = groups};
+  if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    close(s);
+    return -1;
+  }
+  if (group > 0 && setsockopt(s, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, &group, sizeof group) < 0) {
+    close(s);
+    return -1;
+  }
+  return s;
+}
+
+/* Reads every pending message of one socket; adds what changed to *kinds and the neighbours' interfaces. */
+static void mon_drain(int s, int nft, unsigned *kinds, int *ifs, int *nifs) {
+  static char buf[1 << 16];
+  for (;;) {
+    ssize_t n = recv(s, buf, sizeof buf, MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == ENOBUFS) {
+        *kinds |= MON_ALL; /* messages were lost: anything may have changed */
+        *nifs = -1;
+        continue;
+      }
+      return; /* EAGAIN: drained */
+    }
+    if (n == 0) return;
+    if (nft) {
+      *kinds |= MON_NFT;
+      continue;
+    }
+    for (struct nlmsghdr *h = (struct nlmsghdr *)buf; NLMSG_OK(h, (unsigned)n); h = NLMSG_NEXT(h, n)) {
+      switch (h->nlmsg_type) {
+        case RTM_NEWLINK: case RTM_DELLINK: *kinds |= MON_LINK; break;
+        case RTM_NEWADDR: case RTM_DELADDR: *kinds |= MON_ADDR; break;
+        case RTM_NEWROUTE: case RTM_DELROUTE: *kinds |= MON_ROUTE; break;
+        case RTM_NEWNEIGH: case RTM_DELNEIGH: {
+          *kinds |= MON_NEIGH;
+          struct ndmsg *nd = NLMSG_DATA(h);
+          if (*nifs < 0) break;
+          int i;
+          for (i = 0; i < *nifs && ifs[i] != nd->ndm_ifindex; i++);
+          if (i == *nifs) {
+            if (*nifs == MON_MAX_IFS) *nifs = -1;
+            else ifs[(*nifs)++] = nd->ndm_ifindex;
+          }
+          break;
+        }
+      }
+    }
+  }
+}
+
+static int monitor(void) {
+  int rt = mon_open(NETLINK_ROUTE, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE | RTMGRP_NEIGH, 0);
+  if (rt < 0) {
+    printf("error %d %s\n", errno, strerror(errno));
+    return 1;
+  }
+  int nf = mon_open(NETLINK_NETFILTER, 0, NFNLGRP_NFTABLES);
+  printf(nf < 0 ? "ready nonft\n" : "ready\n");
+  fflush(stdout);
+  struct pollfd p[3] = {{.fd = 0, .events = POLLIN}, {.fd = rt, .events = POLLIN}, {.fd = nf, .events = POLLIN}};
+  for (;;) {
+    if (poll(p, nf < 0 ? 2 : 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      return 1;
+    }
+    if (p[0].revents) {
+      char b[256];
+      ssize_t n = read(0, b, sizeof b);
+      if (n <= 0) return 0; /* stdin closed: the agent is gone or stopped us */
+    }
+    unsigned kinds = 0;
+    int ifs[MON_MAX_IFS], nifs = 0;
+    if (p[1].revents) mon_drain(rt, 0, &kinds, ifs, &nifs);
+    if (nf >= 0 && p[2].revents) mon_drain(nf, 1, &kinds, ifs, &nifs);
+    if (kinds & MON_LINK) printf("link\n");
+    if (kinds & MON_ADDR) printf("addr\n");
+    if (kinds & MON_ROUTE) printf("route\n");
+    if (kinds & MON_NEIGH) {
+      if (nifs < 0) printf("neigh *\n");
+      else {
+        printf("neigh");
+        for (int i = 0; i < nifs; i++) printf(" %d", ifs[i]);
+        printf("\n");
+      }
+    }
+    if (kinds & MON_NFT) printf("nft\n");
+    if (kinds) fflush(stdout);
+  }
+}
+
+int main(int argc, char **argv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   signal(SIGPIPE, SIG_IGN);
+  if (argc > 1 && strcmp(argv[1], "monitor") == 0) {
+    setvbuf(stdout, NULL, _IOFBF, 1 << 12);
+    return monitor();
+  }
   self_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   if (self_ns < 0) {
     perror("weft-netlink: /proc/self/ns/net");
