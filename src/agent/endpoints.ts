@@ -363,7 +363,15 @@ export class Endpoints {
       if (key !== undefined && key === clean.sources) this.listingsSkipped++;
       else {
         clean.sources = undefined;
-        const fixed = await driver.reconcileSources(bindings, /^vw[0-9a-f]{8}$/);
+        // the records again after the kernel listing, and the ports of attaches under way after that (an
+        // attach binds its port before it writes its record: the records alone would call it a stray)
+        const fresh = async () => {
+          const all = await this.list();
+          return all.filter((e) => e.mac).map((e) => ({ hostIf: e.hostIf, ip: stripLen(e.address), ...(e.pinMac === false ? {} : { mac: e.mac }) }));
+        };
+        const names = this.networks.all().map((n) => n.name);
+        const busy = (hostIf: string) => [...this.inFlight].some((owner) => names.some((n) => hostIfName(owner, n) === hostIf));
+        const fixed = await driver.reconcileSources(fresh, /^vw[0-9a-f]{8}$/, busy);
         if (fixed.length) repair.filters = fixed;
         else clean.sources = key;
       }

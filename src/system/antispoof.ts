@@ -70,8 +70,25 @@ async function restore(lines: string[], sys: NsOpts): Promise<void> {
 const ready = new Map<string, Set<string>>();
 const nsKey = (sys: NsOpts) => JSON.stringify(sys.netns ?? null);
 
-/** Creates the chain and its two jumps where missing (declaring an existing chain would flush it). */
-export async function ensureAntispoofChain(sys: NsOpts = {}): Promise<void> {
+/** Per namespace, a chain check under way: concurrent callers share it (see ensureAntispoofChain). */
+const ensuring = new Map<string, Promise<void>>();
+
+/**
+ * Creates the chain and its two jumps where missing (declaring an existing chain would flush it). One check
+ * at a time per namespace: two that both found the chain missing would each declare it (the second flushing
+ * the jump a first bind had put there meanwhile) and each add the jumps from INPUT and FORWARD.
+ */
+export function ensureAntispoofChain(sys: NsOpts = {}): Promise<void> {
+  const k = nsKey(sys);
+  let p = ensuring.get(k);
+  if (!p) {
+    p = ensureChainNow(sys).finally(() => ensuring.delete(k));
+    ensuring.set(k, p);
+  }
+  return p;
+}
+
+async function ensureChainNow(sys: NsOpts): Promise<void> {
   const listed = await ebtables(['-L'], sys);
   const lines: string[] = [];
   if (!listed.stdout.includes(`Bridge chain: ${ANTISPOOF_CHAIN},`)) lines.push(`:${ANTISPOOF_CHAIN} RETURN`);
@@ -130,7 +147,7 @@ function parseRules(listing: string): Map<string, PortRules> {
  * unbind or the next reconcile).
  */
 export async function bindSource(b: SourceBinding, sys: NsOpts = {}): Promise<void> {
-  if (!ready.has(nsKey(sys))) await ensureAntispoofChain(sys);
+  if (!ready.has(nsKey(sys)) || ensuring.has(nsKey(sys))) await ensureAntispoofChain(sys);
   const jumped = ready.get(nsKey(sys))!;
   try {
     await restore([...(jumped.has(b.hostIf) ? [`-D ${ANTISPOOF_CHAIN} ${jumpRule(b.hostIf)}`] : []), ...bindLines(b)], sys);
@@ -178,12 +195,23 @@ function sameRule(listed: string, want: string): boolean {
 }
 
 /**
- * Makes the kernel hold exactly `bindings` for the ports `owns` selects (other ports' rules, e.g. another
- * adapter's, are left alone). Returns the ports it changed.
+ * Makes the kernel hold exactly the bindings `wanted` gives for the ports `owns` selects (other ports' rules,
+ * e.g. another adapter's, are left alone); ports `busy` names are not touched. Returns the ports it changed.
+ *
+ * The kernel is listed before `wanted` is asked and `busy` after that, so a port bound by an attach running
+ * beside this one is never taken for a stray: its rules are either not in the listing, or its record is in
+ * `wanted`, or it is still busy (the caller's attach under way).
  */
-export async function reconcileSources(bindings: SourceBinding[], owns: (hostIf: string) => boolean, sys: NsOpts = {}): Promise<string[]> {
+export async function reconcileSources(
+  wanted: () => Promise<SourceBinding[]>,
+  owns: (hostIf: string) => boolean,
+  busy: (hostIf: string) => boolean = () => false,
+  sys: NsOpts = {},
+): Promise<string[]> {
   await ensureAntispoofChain(sys);
   const have = await currentRules(sys);
+  const bindings = (await wanted()).filter((b) => !busy(b.hostIf));
+  for (const hostIf of [...have.keys()]) if (busy(hostIf)) have.delete(hostIf);
   const want = new Map(bindings.map((b) => [b.hostIf, b]));
   const lines: string[] = [];
   const changed: string[] = [];

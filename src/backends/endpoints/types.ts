@@ -69,8 +69,10 @@ export interface EndpointDriver {
   /** Whether the endpoint's interface still exists (the agent reconciles records against it). */
   exists(ep: EndpointRef): Promise<boolean>;
   /**
-   * Makes the host's source filters hold exactly these endpoints among the ones this driver made with
-   * `hostIfPattern` (the agent's own; the Docker plugin's have another prefix). Returns ports changed.
+   * Makes the host's source filters hold exactly the endpoints `endpoints` gives among the ones this driver
+   * made with `hostIfPattern` (the agent's own; the Docker plugin's have another prefix), leaving ports
+   * `busy` names alone (attaches under way). `endpoints` is asked after the kernel was read, `busy` after
+   * that (see system/antispoof reconcileSources). Returns ports changed.
    */
-  reconcileSources?(endpoints: EndpointSource[], hostIfPattern: RegExp): Promise<string[]>;
+  reconcileSources?(endpoints: () => Promise<EndpointSource[]>, hostIfPattern: RegExp, busy: (hostIf: string) => boolean): Promise<string[]>;
 }

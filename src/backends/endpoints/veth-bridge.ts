@@ -67,8 +67,8 @@ export const vethBridge: EndpointDriver = {
     return gone;
   },
 
-  reconcileSources(endpoints, pattern) {
-    return reconcileSources(endpoints, (hostIf) => pattern.test(hostIf));
+  reconcileSources(endpoints, pattern, busy) {
+    return reconcileSources(endpoints, (hostIf) => pattern.test(hostIf), busy);
   },
 
   async exists(ep: EndpointRef) {
