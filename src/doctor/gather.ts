@@ -11,6 +11,8 @@ import { bridgeJson, ipJson, type IpLink } from '../system/ip.js';
 import { FORWARD_CHAIN, listChainRules } from '../system/iptables.js';
 import { pingDf, pingOnce, routeGet } from '../system/ping.js';
 import { gatewayCidr } from '../ipam/addresses.js';
+import { backendModule } from '../backends/all.js';
+import type { NetworkConfig } from '../config/types.js';
 import { readSysctl } from '../system/sysctl.js';
 import { inNetns, resolveNetns, type NsOpts } from '../system/netns.js';
 import type { DoctorFacts, EndpointFact, FdbFact, NeighFact, PathFact, RouteFact, StoreNetworkFacts } from './types.js';
@@ -109,10 +111,6 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
     facts.links = await ipJson<IpLink[]>(['-details', 'addr', 'show'], sys);
     facts.routes = await ipJson<RouteFact[]>(['-4', 'route', 'show'], sys);
     facts.ipForward = await readSysctl('net.ipv4.ip_forward', sys);
-    for (const l of facts.links.filter((x) => x.linkinfo?.info_kind === 'vxlan' && x.ifname.startsWith('weft.'))) {
-      facts.neigh[l.ifname] = await ipJson<NeighFact[]>(['-4', 'neigh', 'show', 'dev', l.ifname], sys);
-      facts.fdb[l.ifname] = await bridgeJson<FdbFact[]>(['fdb', 'show', 'dev', l.ifname], sys);
-    }
     try {
       facts.iptables.forward = await listChainRules('FORWARD', sys);
     } catch (e) {
@@ -131,6 +129,11 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
   })();
 
   await Promise.all([agent, store, kernel]);
+  // neighbours and FDB of the devices each network's backend module names (known once agent and store answered)
+  for (const dev of neighDevices(facts)) {
+    facts.neigh[dev] = await ipJson<NeighFact[]>(['-4', 'neigh', 'show', 'dev', dev], sys);
+    facts.fdb[dev] = await bridgeJson<FdbFact[]>(['fdb', 'show', 'dev', dev], sys);
+  }
   if (facts.agent.status) facts.endpoints = await endpointFacts(o.api, timeoutMs);
   if (!o.noProbe && facts.agent.status) facts.paths = await probePaths(facts.agent.status, sys);
   if (o.ping) facts.ping = await pingFacts(o.ping, o.api, facts.agent.status !== undefined, sys);
@@ -146,6 +149,33 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
     if (v !== undefined && /^\d+$/.test(v)) facts.rpFilter[d] = Number(v);
   }
   return facts;
+}
+
+/**
+ * The devices whose neighbours and FDB doctor reads: for every network the agent runs or the store holds,
+ * the names its backend module gives (`deviceNames`, e.g. vxlan's weft.<VNI>, l2's wl2.<VNI>), plus a
+ * device the backend's status names; only those present on this host. The config is the store's when
+ * readable, else what the agent's status says (backend type, default ids).
+ */
+export function neighDevices(f: Pick<DoctorFacts, 'links' | 'agent' | 'store'>): string[] {
+  const configs = new Map<string, NetworkConfig>();
+  for (const n of f.store?.networks ?? []) configs.set(n.name, { Network: n.cidr, Backend: n.backend });
+  const names = new Set<string>();
+  for (const n of f.agent.status?.networks ?? []) {
+    if (!configs.has(n.name)) configs.set(n.name, { Network: n.subnet, Backend: { Type: n.backend } });
+    if (typeof n.status?.device === 'string') names.add(n.status.device);
+  }
+  for (const config of configs.values()) {
+    let mod;
+    try {
+      mod = backendModule(config.Backend.Type);
+    } catch {
+      continue; // a backend this weft does not know: nothing to read for it
+    }
+    for (const d of mod.deviceNames?.(config) ?? []) names.add(d);
+  }
+  const present = new Set(f.links.map((l) => l.ifname));
+  return [...names].filter((d) => present.has(d) && /^[\w.@-]+$/.test(d)).sort();
 }
 
 async function pingFacts(target: string, api: string, agentUp: boolean, sys: NsOpts): Promise<NonNullable<DoctorFacts['ping']>> {

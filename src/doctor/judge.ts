@@ -1,7 +1,8 @@
 import { canonicalCidr, cidrContains, cidrWithin, networkAddress } from '../net/ipv4.js';
 import type { NetworkStatus } from '../agent/types.js';
 import { gatewayCidr } from '../ipam/addresses.js';
-import { backendModule } from '../backends/all.js';
+import { addressPlan, backendModule } from '../backends/all.js';
+import type { AddressPlan } from '../backends/types.js';
 import { bad, ipv4, isUp, ok } from '../backends/findings.js';
 import type { BackendCheckInput } from '../backends/types.js';
 import { FORWARD_CHAIN } from '../system/iptables.js';
@@ -178,6 +179,7 @@ function judgeNetwork(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undef
   const out: Finding[] = [];
   const sn = storeNetwork(f, n.name);
   const st = f.agent.status!;
+  const plan = hostPlan(n, sn, st.publicIp);
 
   // lease
   if (f.store?.error) out.push(bad(`lease:${n.name}`, 'warn', `lease of ${n.name} not checked: cannot read the store ${f.store.url} (${f.store.error})`));
@@ -199,17 +201,18 @@ function judgeNetwork(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undef
     else if (own.expiresAt !== undefined && own.expiresAt <= f.now)
       out.push(bad(`lease:${n.name}`, 'error', `lease ${n.subnet} of network ${n.name} expired ${formatDuration(f.now - own.expiresAt)} ago`, "check the agent's log, or restart it"));
     else out.push(ok(`lease:${n.name}`, `lease ${n.subnet} of network ${n.name}${own.expiresAt !== undefined ? ` expires in ${formatDuration(own.expiresAt - f.now)} (the agent renews it)` : ' is live'}`));
-    out.push(...judgeLeaseHealth(f, n, sn), ...judgeExtras(f, n, sn));
+    out.push(...judgeLeaseHealth(f, n, sn), ...judgeExtras(f, n, sn, plan.pool));
   }
 
   // bridge
   const br = f.links.find((l) => l.ifname === n.bridge);
-  const gw = gatewayCidr(n.subnet);
+  // the gateway address the runner puts on the bridge: the backend's address plan (l2: the network's first address)
+  const gw = plan.gateway && plan.bridgeAddress !== false ? `${plan.gateway}/${plan.prefixLen ?? Number(plan.pool.split('/')[1])}` : undefined;
   if (!br) out.push(bad(`bridge:${n.bridge}`, 'error', `bridge ${n.bridge} is missing: containers of ${n.name} on this host are cut off`, 'restart the agent (it recreates the bridge), then re-attach the containers'));
   else if (!isUp(br)) out.push(bad(`bridge:${n.bridge}`, 'error', `bridge ${n.bridge} is down: containers of ${n.name} on this host are cut off`, `ip link set ${n.bridge} up`));
-  else if (!ipv4(br).some((a) => `${a.local}/${a.prefixlen}` === gw))
+  else if (gw && !ipv4(br).some((a) => `${a.local}/${a.prefixlen}` === gw))
     out.push(bad(`bridge:${n.bridge}`, 'error', `bridge ${n.bridge} lacks the gateway address ${gw}: containers of ${n.name} have no way out`, `ip addr add ${gw} dev ${n.bridge}`));
-  else out.push(ok(`bridge:${n.bridge}`, `bridge ${n.bridge} is up with ${gw}`));
+  else out.push(ok(`bridge:${n.bridge}`, `bridge ${n.bridge} is up${gw ? ` with ${gw}` : ''}`));
 
   // MTU of the bridge and its ports
   if (br) {
@@ -249,6 +252,21 @@ function judgeNetwork(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undef
 
 
 
+
+/**
+ * Where this host's containers of `n` take addresses (the backend module's address plan, from the store's
+ * config): l2's pool is the whole network and its gateway the network's first address. Without the config,
+ * the host's lease with its first address.
+ */
+function hostPlan(n: NetworkStatus, sn: StoreNetworkFacts | undefined, publicIp: string): AddressPlan {
+  const fallback: AddressPlan = { pool: n.subnet, gateway: gatewayCidr(n.subnet).split('/')[0]! };
+  if (!sn) return fallback;
+  try {
+    return addressPlan({ network: n.name, subnet: n.subnet, publicIp, backendType: n.backend, backendData: {} }, { Network: sn.cidr, Backend: sn.backend });
+  } catch {
+    return fallback;
+  }
+}
 
 /** The backend module's doctor checks, or undefined when it has none (or this weft does not know the type). */
 function backendChecks(type: string): ((input: BackendCheckInput) => Finding[]) | undefined {
