@@ -5,6 +5,7 @@ import type { AgentStatus } from '../agent/types.js';
 import { getNetwork } from '../config/registry.js';
 import { listLeases } from '../lease/leases.js';
 import { DEFAULT_STORE_URL, openStore, parseStoreUrl } from '../store/index.js';
+import type { Store } from '../store/types.js';
 import { listNetworkNames } from '../store/layout.js';
 import { run } from '../system/exec.js';
 import { bridgeJson, ipJson, type IpLink } from '../system/ip.js';
@@ -15,6 +16,7 @@ import { backendModule } from '../backends/all.js';
 import type { NetworkConfig } from '../config/types.js';
 import { readSysctl } from '../system/sysctl.js';
 import { inNetns, resolveNetns, type NsOpts } from '../system/netns.js';
+import { readEndpointRecords } from './endpoints.js';
 import type { DoctorFacts, EndpointFact, FdbFact, NeighFact, PathFact, RouteFact, StoreNetworkFacts } from './types.js';
 import type { Endpoint } from '../agent/types.js';
 
@@ -45,17 +47,38 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(t));
 }
 
-async function readStore(url: string): Promise<StoreNetworkFacts[]> {
-  const store = await openStore(url);
-  try {
+/**
+ * Into `facts.store`: the networks' configs and leases. Then, once the agent answered (`status`), into
+ * `facts.endpointRecords`: this host's endpoint and IPAM records in the networks it runs. Each part gives up after `ms`.
+ */
+async function readStore(url: string, status: Promise<AgentStatus | undefined>, facts: DoctorFacts, ms: number): Promise<void> {
+  let store: Store | undefined;
+  const networks = (async () => {
+    store = await openStore(url);
     const out: StoreNetworkFacts[] = [];
     for (const name of await listNetworkNames(store)) {
       const config = await getNetwork(store, name);
       out.push({ name, cidr: config.Network, backend: config.Backend, leases: await listLeases(store, name) });
     }
     return out;
+  })();
+  try {
+    facts.store = { url, networks: await withTimeout(networks, ms, `the store ${url}`) };
+  } catch (e) {
+    facts.store = { url, error: msg(e), networks: [] };
+    void networks.catch(() => undefined).finally(() => store?.close().catch(() => undefined));
+    return;
+  }
+  try {
+    const st = await status;
+    if (!st) return;
+    try {
+      facts.endpointRecords = { networks: await withTimeout(readEndpointRecords(store!, st.hostId, st.publicIp, st.networks, facts.store.networks), ms, `the store ${url}`) };
+    } catch (e) {
+      facts.endpointRecords = { error: `cannot read this host's endpoint records: ${msg(e)}`, networks: [] };
+    }
   } finally {
-    await store.close();
+    await store!.close().catch(() => undefined);
   }
 }
 
@@ -101,9 +124,7 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
           facts.store = { url: storeUrl, error: `${loc.path} does not exist`, networks: [] };
           return Promise.resolve();
         }
-        return withTimeout(readStore(storeUrl), timeoutMs, `the store ${storeUrl}`)
-          .then((networks) => void (facts.store = { url: storeUrl, networks }))
-          .catch((e) => void (facts.store = { url: storeUrl, error: msg(e), networks: [] }));
+        return readStore(storeUrl, agent.then(() => facts.agent.status), facts, timeoutMs);
       })()
     : Promise.resolve();
 

@@ -1,13 +1,13 @@
 import { canonicalCidr, cidrContains, cidrWithin, networkAddress } from '../net/ipv4.js';
 import type { NetworkStatus } from '../agent/types.js';
 import { gatewayCidr } from '../ipam/addresses.js';
-import { addressPlan, backendModule } from '../backends/all.js';
-import type { AddressPlan } from '../backends/types.js';
+import { backendModule } from '../backends/all.js';
 import { bad, ipv4, isUp, ok } from '../backends/findings.js';
 import type { BackendCheckInput } from '../backends/types.js';
 import { FORWARD_CHAIN } from '../system/iptables.js';
 import type { IpLink } from '../system/ip.js';
 import { formatDuration, judgeDockerOverlap, judgeExtras, judgeLeaseHealth, judgePaths, judgeStore } from './checks.js';
+import { hostPlan, judgeEndpoints } from './endpoints.js';
 import type { DoctorFacts, Finding, RouteFact, StoreNetworkFacts } from './types.js';
 
 export { formatDuration } from './checks.js';
@@ -75,6 +75,8 @@ export function judge(f: DoctorFacts): Finding[] {
 
   // 6. each network, then the probed paths to the peers
   for (const n of st.networks) out.push(...judgeNetwork(f, n, underlay));
+  // 6b. endpoint records against interfaces and IPAM
+  out.push(...judgeEndpoints(f));
   out.push(...judgePaths(f));
   // 7. --ping
   if (f.ping) out.push(judgePing(f, out));
@@ -252,21 +254,6 @@ function judgeNetwork(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undef
 
 
 
-
-/**
- * Where this host's containers of `n` take addresses (the backend module's address plan, from the store's
- * config): l2's pool is the whole network and its gateway the network's first address. Without the config,
- * the host's lease with its first address.
- */
-function hostPlan(n: NetworkStatus, sn: StoreNetworkFacts | undefined, publicIp: string): AddressPlan {
-  const fallback: AddressPlan = { pool: n.subnet, gateway: gatewayCidr(n.subnet).split('/')[0]! };
-  if (!sn) return fallback;
-  try {
-    return addressPlan({ network: n.name, subnet: n.subnet, publicIp, backendType: n.backend, backendData: {} }, { Network: sn.cidr, Backend: sn.backend });
-  } catch {
-    return fallback;
-  }
-}
 
 /** The backend module's doctor checks, or undefined when it has none (or this weft does not know the type). */
 function backendChecks(type: string): ((input: BackendCheckInput) => Finding[]) | undefined {

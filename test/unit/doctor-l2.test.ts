@@ -16,7 +16,7 @@ const load = (name: string) => JSON.parse(readFileSync(new URL(`../../../test/fi
 const L2 = load('doctor-facts-l2.json');
 const VXLAN = load('doctor-facts-vxlan.json');
 const l2 = () => structuredClone(L2);
-const PEER_IP = '192.168.138.12';
+const PEER_IP = L2.agent.status!.networks[0]!.peers[0]!.publicIp;
 
 test('gather reads the FDB of the devices the backend modules name: l2 wl2.1, vxlan weft.1', () => {
   assert.deepEqual(neighDevices(l2()), ['wl2.1']);
