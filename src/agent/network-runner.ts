@@ -44,6 +44,8 @@ export interface HostOps {
   removeDockerEnv(file: string): Promise<void>;
   /** Moves every port of bridge `from` onto `to` and deletes `from`. */
   movePorts(from: string, to: string): Promise<unknown>;
+  /** Makes the isolation chain hold exactly `rules` (isolationRules), jumped to from `parents`. */
+  reconcileIsolation(rules: readonly string[][], parents?: string[]): Promise<unknown>;
 }
 
 export const realHostOps: HostOps = {
@@ -59,6 +61,7 @@ export const realHostOps: HostOps = {
   writeDockerEnv: (file, plan) => writeDockerEnv(file, plan),
   removeDockerEnv: (file) => removeDockerEnv(file),
   movePorts: (from, to) => movePorts(from, to),
+  reconcileIsolation: (rules, parents) => reconcileIsolation(rules, { parents }),
 };
 /** Smallest container MTU a network config may ask for (IPv4 hosts must accept 576-byte datagrams). */
 const MIN_MTU = 576;
@@ -512,7 +515,7 @@ export class NetworkRunner {
         const rulesKey = JSON.stringify(rules);
         if (force || rulesKey !== this.appliedIsolation) {
           this.appliedIsolation = undefined;
-          await reconcileIsolation(rules, { parents: this.opts.forwardParents });
+          await this.host.reconcileIsolation(rules, this.opts.forwardParents);
           this.appliedIsolation = rulesKey;
         }
         await this.backend.connectedNetworks?.(policy.networks.filter((n) => n.name !== this.name && policy.connected.has([this.name, n.name].sort().join('+'))).map((n) => n.cidr));

@@ -86,6 +86,7 @@ function recordingHost(): HostOps & { calls: Call[] } {
     ensureMasquerade: async (cidr) => void calls.push({ op: 'masq', arg: cidr }),
     removeMasquerade: async (cidr) => void calls.push({ op: 'no-masq', arg: cidr }),
     movePorts: async (from, to) => void calls.push({ op: 'move', arg: `${from}>${to}` }),
+    reconcileIsolation: async (rules) => void calls.push({ op: 'isolation', arg: String(rules.length) }),
     writeSubnetEnv: async (file, env) => void calls.push({ op: 'subnet.env', arg: `${path.basename(path.dirname(file))} ${env.subnet} ${env.mtu}` }),
     writeDockerEnv: async (file, plan) => void calls.push({ op: 'docker.env', arg: `${path.basename(path.dirname(file))} ${dockerOptionsLine(plan)}` }),
     removeDockerEnv: async (file) => void calls.push({ op: 'no-docker.env', arg: path.basename(path.dirname(file)) }),
@@ -172,6 +173,26 @@ test('a burst of peer changes is coalesced into few reconciles with the latest s
     runner.kick(true);
     await waitFor('forced resync', 5000, async () => backend.reconciles.length === n + 1);
   } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
+
+test('isolation and forwarding rules go through the host ops: nothing runs iptables (passes with no iptables on PATH)', async () => {
+  const saved = process.env.PATH;
+  process.env.PATH = '/nonexistent-weft-no-iptables'; // a real iptables/iptables-restore would fail to spawn
+  const { store, runner, backend, host } = await setup();
+  try {
+    await waitFor('first reconcile', 5000, async () => backend.reconciles.length >= 1);
+    await putPeer(store, runner.lease.subnet === '10.77.50.0/24' ? '10.77.51.0/24' : '10.77.50.0/24', '192.168.9.50');
+    await waitFor('a reconcile with the peer', 5000, async () => backend.reconciles.at(-1)?.peers.length === 1 || `${runner.status().error}`);
+    runner.kick(true);
+    await waitFor('a forced resync', 5000, async () => host.calls.filter((c) => c.op === 'isolation').length >= 2 || `${runner.status().error}`);
+    assert.equal(runner.status().error, undefined);
+    // one network: no isolation rules, asked of the host ops (never of the kernel directly)
+    assert.deepEqual(host.calls.filter((c) => c.op === 'isolation').map((c) => c.arg), ['0', '0']);
+  } finally {
+    process.env.PATH = saved;
     await runner.stop();
     await store.close();
   }
