@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { Agent } from '../agent/agent.js';
 import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../agent/client.js';
-import { resetHost } from '../agent/reset.js';
+import { resetHost, resetMessage } from '../agent/reset.js';
 import type { ResolvedContainer } from '../agent/endpoints.js';
 import { cniRoutes } from '../adapters/cni/agent-routes.js';
 import { WeftError } from '../util/errors.js';
@@ -143,8 +143,11 @@ export function registerAgent(program: Command): void {
         if (!(err instanceof WeftError && err.code === NO_AGENT)) throw err;
         result = await resetHost({ storeUrl: o.store, stateDir: o.stateDir, hostId: o.hostId });
       }
+      const said = resetMessage(result as { left?: string[] });
       if (o.json) printJson(result);
-      else process.stdout.write(`reset: removed weft's devices, rules and leases on this host\n`);
+      else if (said.ok) process.stdout.write(`${said.text}\n`);
+      else process.stderr.write(`${said.text}\n`);
+      if (!said.ok) process.exitCode = 1;
     });
 }
 
