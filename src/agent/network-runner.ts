@@ -79,6 +79,8 @@ export interface RunnerOptions {
   subnetEnvPaths: string[];
   leaseTtlSeconds?: number;
   graceSeconds?: number;
+  /** How long this host's record outlives its lease and grace (default LeaseManager's: 7 days). */
+  hostRecordSeconds?: number;
   ipMasq?: boolean;
   /** iptables chains that jump to weft's accept rules (FORWARD; plus DOCKER-USER where Docker runs). */
   forwardParents?: string[];
@@ -278,6 +280,7 @@ export class NetworkRunner {
       hostId,
       ttlSeconds: this.opts.leaseTtlSeconds,
       graceSeconds: this.opts.graceSeconds,
+      ...(this.opts.hostRecordSeconds !== undefined ? { hostRecordSeconds: this.opts.hostRecordSeconds } : {}),
       log,
     });
     this.lease = await this.leases.acquire({ publicIp: underlay.ip, backendType: this.backend.type, backendData });

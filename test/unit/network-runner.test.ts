@@ -99,7 +99,7 @@ after(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-async function setup(ttl = 30, o: { memory?: boolean } = {}): Promise<{ dir: string; store: Store; runner: NetworkRunner; backend: RecordingBackend; host: ReturnType<typeof recordingHost>; readdressed: string[] }> {
+async function setup(ttl = 30, o: { memory?: boolean; hostRecordSeconds?: number } = {}): Promise<{ dir: string; store: Store; runner: NetworkRunner; backend: RecordingBackend; host: ReturnType<typeof recordingHost>; readdressed: string[] }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-runner-'));
   dirs.push(dir);
   const store = o.memory ? new MemoryStore({ backend: new MemoryBackend() }) : await openStore(`sqlite://${dir}/weft.db`, { create: true });
@@ -116,6 +116,7 @@ async function setup(ttl = 30, o: { memory?: boolean } = {}): Promise<{ dir: str
     leaseTtlSeconds: ttl,
     graceSeconds: 1,
     resyncSeconds: 3600,
+    ...(o.hostRecordSeconds !== undefined ? { hostRecordSeconds: o.hostRecordSeconds } : {}),
     host,
     onReaddressed: (_r, was) => readdressed.push(was.subnet),
     log,
@@ -195,6 +196,22 @@ test('isolation and forwarding rules go through the host ops: nothing runs iptab
     process.env.PATH = saved;
     await runner.stop();
     await store.close();
+  }
+});
+
+test('--host-record-ttl reaches the lease manager: this host\'s record expires lease TTL + grace + that long from now', async () => {
+  for (const [hostRecordSeconds, want] of [[1234, 30 + 1 + 1234], [undefined, 30 + 1 + 7 * 24 * 3600]] as const) {
+    const { store, runner } = await setup(30, hostRecordSeconds === undefined ? {} : { hostRecordSeconds });
+    try {
+      const before = Date.now();
+      const rec = await store.get(networkKeys(store, 'n1').host('me'));
+      assert.ok(rec?.expiresAt, 'the host record has a TTL');
+      const secs = (rec.expiresAt - before) / 1000;
+      assert.ok(Math.abs(secs - want) < 5, `host record expires in ${secs} s, want about ${want} s (hostRecordSeconds ${hostRecordSeconds})`);
+    } finally {
+      await runner.stop();
+      await store.close();
+    }
   }
 });
 
