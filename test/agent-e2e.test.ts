@@ -1,7 +1,7 @@
 import { cidrWithin } from '../src/net/ipv4.js';
 import '../src/backends/all.js';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { gatewayCidr } from '../src/ipam/addresses.js';
 import { once } from 'node:events';
@@ -14,6 +14,7 @@ import { openStore } from '../src/store/index.js';
 import { networkKeys } from '../src/store/layout.js';
 import { ipJson } from '../src/system/ip.js';
 import { alive } from '../src/testbed/agents.js';
+import { needsRoot } from './helpers/require-root.js';
 import { destroyLeftovers, fdb, links, neigh, NETWORK, routeIn, routes, sleep, waitUntil, weft, withCluster, LEASE_TTL } from './helpers/agent-cluster.js';
 
 /**
@@ -26,12 +27,15 @@ const VXDEV = 'weft.1';
 
 // A test cancelled by its timeout never reaches withCluster's teardown: destroy what is left at the end.
 after(() => destroyLeftovers());
+const haveBird = existsSync('/usr/sbin/bird') || existsSync('/usr/bin/bird');
 const re = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 function e2e(backend: 'host-gw' | 'vxlan' | 'bgp', cidr: string): void {
   const cluster = (hosts: number, containersPerHost: number) => ({ backend, cidr, hosts, containersPerHost });
 
-  describe(`agent e2e (${backend})`, { timeout: 170_000 }, () => {
+  const skip = needsRoot('iptables') ?? (backend === 'bgp' && !haveBird ? 'needs bird (Debian bird2)' : undefined);
+  // each test has its own 60 s bound; the suite's is their sum (170 s cancelled the last three on a loaded machine)
+  describe(`agent e2e (${backend})`, { timeout: 7 * 60_000, skip }, () => {
     test('3 hosts × 2 containers: every pair pings', { timeout: 60_000 }, () =>
       withCluster(cluster(3, 2), async (c) => {
         const subnets = await Promise.all(c.tb.hosts.map((h) => c.subnetOf(h)));

@@ -41,10 +41,18 @@ describe('agent start with a store that does not answer', { skip: needsRoot() },
       await waitFor('the agent is ready (or exited)', 30_000 * PATIENCE, async () => out.includes('ready api=') || agent.exitCode !== null);
       assert.equal(agent.exitCode, null, `the agent exited; output: ${out}`);
       assert.match(out, /cannot list the networks in the store; joining them when it answers/);
-      const st = spawnSync('nsenter', [`--net=/run/netns/${ns}`, process.execPath, WEFT_BIN, 'status', '--json', '--api', api], { encoding: 'utf8', timeout: 30_000 * PATIENCE });
-      assert.equal(st.status, 0, `weft status: ${st.stderr}`);
-      const status = JSON.parse(st.stdout) as { networks: unknown[] };
-      assert.deepEqual(status.networks, []);
+      const status = () => {
+        const st = spawnSync('nsenter', [`--net=/run/netns/${ns}`, process.execPath, WEFT_BIN, 'status', '--json', '--api', api], { encoding: 'utf8', timeout: 30_000 * PATIENCE });
+        assert.equal(st.status, 0, `weft status: ${st.stderr}`);
+        return JSON.parse(st.stdout) as { networks: unknown[]; store?: { url: string; healthy: boolean; error?: string; checkedAt?: number } };
+      };
+      assert.deepEqual(status().networks, []);
+      // status says the store is unreachable (once the background probe has tried it)
+      let store: ReturnType<typeof status>['store'];
+      await waitFor('the store probe has run', 20_000 * PATIENCE, async () => (store = status().store)?.checkedAt !== undefined || JSON.stringify(store));
+      assert.equal(store?.healthy, false, `status.store: ${JSON.stringify(store)}`);
+      assert.equal(store?.url, 'etcd://127.0.0.1:2379');
+      assert.match(store?.error ?? '', /answer|timed out|deadline|unavailable/i, `status.store.error: ${store?.error}`);
       agent.kill('SIGTERM');
       const { code, signal } = await exited;
       assert.equal(signal, null, `the agent died of ${signal}; output: ${out}`);

@@ -7,6 +7,7 @@ import { createBackend } from '../src/backends/all.js';
 import { testBackendContext } from '../src/testbed/cluster.js';
 import { findUnderlay } from '../src/system/underlay.js';
 import { log } from '../src/util/log.js';
+import { needsRoot } from './helpers/require-root.js';
 import { addClusterNode, buildCluster, pingMatrix, reconcileAll, type ClusterNode } from '../src/testbed/cluster.js';
 
 const network: NetworkConfig = { Network: '10.244.0.0/16', Backend: { Type: 'host-gw' } };
@@ -17,23 +18,28 @@ const routes = (ns: string) => ipJson<any[]>(['-4', 'route', 'show', 'table', 'a
 const routeMap = async (ns: string) =>
   Object.fromEntries((await ipJson<any[]>(['-4', 'route', 'show', 'dev', 'eth0'], { netns: ns })).filter((r) => r.gateway && r.dst !== 'default').map((r) => [r.dst, r.gateway]));
 
+/** Network namespaces: root only; reported as skipped with the reason otherwise. */
+const skip = needsRoot();
+
 before(async () => {
+  if (skip) return;
   tb = await createTestbed({ hosts: 3 });
   nodes = await buildCluster(tb, { network });
 });
 after(async () => {
+  if (skip) return;
   await tb?.destroy();
   assert.deepEqual((await ipJson<any[]>(['netns', 'list'])).filter((n) => n.name.startsWith(tb.prefix)), []);
 });
 
-test('host-gw: 3 hosts × 2 containers, all-pairs ping', async () => {
+test('host-gw: 3 hosts × 2 containers, all-pairs ping', { skip }, async () => {
   assert.equal(nodes[0]!.backend.mtu, 1500, 'MTU = link MTU');
   assert.deepEqual(await nodes[0]!.backend.init(), {});
   assert.deepEqual(await routeMap(tb.hosts[0]!.ns), { '10.244.2.0/24': tb.hosts[1]!.ip, '10.244.3.0/24': tb.hosts[2]!.ip });
   assert.deepEqual(await pingMatrix(tb, nodes), []);
 });
 
-test('host-gw: reconcile twice changes nothing', async () => {
+test('host-gw: reconcile twice changes nothing', { skip }, async () => {
   const before = await Promise.all(tb.hosts.map((h) => routes(h.ns)));
   const logCount = nodes.map((n) => n.logs.length);
   await reconcileAll(nodes);
@@ -44,7 +50,7 @@ test('host-gw: reconcile twice changes nothing', async () => {
   nodes.forEach((n, i) => assert.deepEqual(n.logs.slice(logCount[i]).filter((l) => /route changes/.test(l.msg)), []));
 });
 
-test('host-gw: a restarted agent (new backend object) changes nothing', async () => {
+test('host-gw: a restarted agent (new backend object) changes nothing', { skip }, async () => {
   const n1 = nodes[0]!;
   const before = await routes(n1.host.ns);
   const sys = { netns: n1.host.ns };
@@ -55,7 +61,7 @@ test('host-gw: a restarted agent (new backend object) changes nothing', async ()
   assert.deepEqual(await routes(n1.host.ns), before);
 });
 
-test('host-gw: a peer dropped from the set loses its routes; a new host joins', async () => {
+test('host-gw: a peer dropped from the set loses its routes; a new host joins', { skip }, async () => {
   const [n1, n2, n3] = nodes as [ClusterNode, ClusterNode, ClusterNode];
   await reconcileAll([n1, n2], [n1.lease, n2.lease]);
   assert.deepEqual(await routeMap(n1.host.ns), { '10.244.2.0/24': n2.host.ip });
@@ -75,7 +81,7 @@ test('host-gw: a peer dropped from the set loses its routes; a new host joins', 
   nodes = all;
 });
 
-test('host-gw: refuses a peer off the L2 segment, naming it', async () => {
+test('host-gw: refuses a peer off the L2 segment, naming it', { skip }, async () => {
   const n1 = nodes[0]!;
   const off = { network: 'testnet', subnet: '10.244.99.0/24', publicIp: '198.51.100.7', backendType: 'host-gw', backendData: {} };
   const beforeR = await routeMap(n1.host.ns);
@@ -89,7 +95,7 @@ test('host-gw: refuses a peer off the L2 segment, naming it', async () => {
   assert.deepEqual(await pingMatrix(tb, nodes), []);
 });
 
-test('host-gw: teardown removes its routes only', async () => {
+test('host-gw: teardown removes its routes only', { skip }, async () => {
   const n1 = nodes[0]!;
   await n1.backend.teardown();
   assert.deepEqual(await routeMap(n1.host.ns), {});

@@ -14,7 +14,7 @@ import { openStore } from '../src/store/index.js';
 import { MemoryBackend, MemoryStore } from '../src/store/memory.js';
 import { SqliteStore } from '../src/store/sqlite.js';
 import type { WatchEvent } from '../src/store/types.js';
-import { startEtcd, type TestEtcd } from './helpers/etcd.js';
+import { needsEtcd, startEtcd, type TestEtcd } from './helpers/etcd.js';
 import { contractSuite, Recorder } from './helpers/store-contract.js';
 
 // ---------------------------------------------------------------- sqlite
@@ -50,6 +50,7 @@ contractSuite({
 let etcd: TestEtcd | undefined;
 contractSuite({
   name: 'etcd',
+  skip: needsEtcd(),
   // etcd raises a 1 s lease to its minimum TTL (~2 s) and checks expiry every ~500 ms
   ttl1MaxMs: 5000,
   async setup() {
@@ -177,7 +178,7 @@ describe('SqliteStore: several instances and processes on one file', () => {
 
 // ---------------------------------------------------------------- etcd only: watch survives an etcd restart
 
-describe('EtcdStore: watch across an etcd restart', () => {
+describe('EtcdStore: watch across an etcd restart', { skip: needsEtcd() }, () => {
   let server: TestEtcd | undefined;
   before(async () => {
     server = await startEtcd();

@@ -12,20 +12,25 @@ import { kernelFailure, run } from '../src/system/exec.js';
 import { NetlinkError, netlinkReady, setNetlinkEnabled } from '../src/system/netlink.js';
 import { createLink } from '../src/system/kernel.js';
 import { WeftError } from '../src/util/errors.js';
+import { needsRoot } from './helpers/require-root.js';
 
+/** Network namespaces, bridges and iptables rules: root only; reported as skipped with the reason otherwise. */
+const skip = needsRoot('iptables');
 let tb: Testbed;
 const spawned: number[] = [];
 before(async () => {
+  if (skip) return;
   tb = await createTestbed({ hosts: 2 });
 });
 after(async () => {
+  if (skip) return;
   await tb?.destroy();
   const left = (await ipJson<Array<{ name: string }>>(['netns', 'list'])).filter((n) => n.name.startsWith(tb.prefix));
   assert.deepEqual(left, [], 'no namespaces left behind');
   for (const pid of spawned) assert.throws(() => process.kill(pid, 0), /ESRCH/, `tracked child ${pid} was killed`);
 });
 
-test('test bed: hosts reach each other over the switch; underlay is found', async () => {
+test('test bed: hosts reach each other over the switch; underlay is found', { skip }, async () => {
   const [h1, h2] = tb.hosts;
   assert.ok(tb.prefix.length <= 8);
   // right after the bed is built the bridge port may still be learning: wait for an answer, bounded
@@ -39,7 +44,7 @@ test('test bed: hosts reach each other over the switch; underlay is found', asyn
   await assert.rejects(findUnderlay({}, { netns: c }), /no default route/);
 });
 
-test('ensureBridge is idempotent and fixes only differences', async () => {
+test('ensureBridge is idempotent and fixes only differences', { skip }, async () => {
   const ns = tb.hosts[0]!.ns;
   const r1 = await ensureBridge('weft0', '10.77.1.1/24', 1450, { netns: ns });
   assert.equal(r1.created, true);
@@ -54,7 +59,7 @@ test('ensureBridge is idempotent and fixes only differences', async () => {
   await ensureBridge('weft0', '10.77.1.1/24', 1450, { netns: ns });
 });
 
-test('attach creates eth0 with address, route and MTU; second attach gets ethwe0; detach removes the veth', async () => {
+test('attach creates eth0 with address, route and MTU; second attach gets ethwe0; detach removes the veth', { skip }, async () => {
   const ns = tb.hosts[0]!.ns;
   const c = await tb.addContainer('h1', 'c1');
   assert.equal(nextIfName(await listNetnsInterfaces(c)), 'eth0');
@@ -93,7 +98,7 @@ test('attach creates eth0 with address, route and MTU; second attach gets ethwe0
   assert.equal(await detachVeth(hostIf, { netns: ns }), false);
 });
 
-test('attach by PID enters the namespace of the process', async () => {
+test('attach by PID enters the namespace of the process', { skip }, async () => {
   const ns = tb.hosts[0]!.ns;
   const c = await tb.addContainer('h1', 'p1');
   const child = tb.spawn(c, ['sleep', '60']);
@@ -107,7 +112,7 @@ test('attach by PID enters the namespace of the process', async () => {
   await detachVeth('vwpidtest', { netns: ns });
 });
 
-test('createVethPair leaves the peer in the host namespace', async () => {
+test('createVethPair leaves the peer in the host namespace', { skip }, async () => {
   const ns = tb.hosts[1]!.ns;
   await ensureBridge('weft0', '10.77.9.1/24', 1500, { netns: ns });
   const r = await createVethPair('vwpair0', 'vwpair0p', { bridge: 'weft0', mtu: 1400, netns: ns });
@@ -119,7 +124,7 @@ test('createVethPair leaves the peer in the host namespace', async () => {
   assert.equal(await getLink('vwpair0p', { netns: ns }), null);
 });
 
-test('sysctl and iptables rules are idempotent', async () => {
+test('sysctl and iptables rules are idempotent', { skip }, async () => {
   const ns = tb.hosts[1]!.ns;
   assert.equal(await getSysctl('net.ipv4.ip_forward', { netns: ns }), '0');
   assert.equal(await enableIpForward({ netns: ns }), true);
@@ -147,7 +152,7 @@ test('sysctl and iptables rules are idempotent', async () => {
   assert.doesNotMatch(root, /10\.77\.0\.0/);
 });
 
-test('removeHost and cleanupPrefix', async () => {
+test('removeHost and cleanupPrefix', { skip }, async () => {
   const extra = await tb.addHost();
   assert.equal(extra.id, 'h3');
   await waitFor('a ping is answered', 15_000, () => tb.ping(extra.ns, tb.hosts[0]!.ip));
@@ -162,7 +167,7 @@ test('removeHost and cleanupPrefix', async () => {
   assert.deepEqual((await ipJson<Array<{ name: string }>>(['netns', 'list'])).filter((n) => n.name.startsWith(other.prefix)), []);
 });
 
-test('a device type the kernel lacks fails naming the kernel feature', async () => {
+test('a device type the kernel lacks fails naming the kernel feature', { skip }, async () => {
   const ns = tb.hosts[1]!.ns;
   // dummy is not built into this kernel (see notes); on a kernel that has it the device is simply made
   const has = (await run('ip', ['-n', ns, 'link', 'add', 'wtprobe0', 'type', 'dummy'], { allowFail: true })).code === 0;
@@ -177,7 +182,7 @@ test('a device type the kernel lacks fails naming the kernel feature', async () 
   });
 });
 
-test('the netlink helper and the ip -batch fallback leave the same kernel state; failures are classified and leave nothing', async () => {
+test('the netlink helper and the ip -batch fallback leave the same kernel state; failures are classified and leave nothing', { skip }, async () => {
   const ns = tb.hosts[1]!.ns;
   await ensureBridge('weft5', '10.77.5.1/24', 1450, { netns: ns });
   const facts = async (c: string, hostIf: string) => {

@@ -53,6 +53,8 @@ export interface AgentOptions {
   networks?: string[];
   leaseTtlSeconds?: number;
   graceSeconds?: number;
+  /** How long a host record outlives its lease and grace (LeaseManager's hostRecordSeconds; default 7 days). */
+  hostRecordSeconds?: number;
   ipMasq?: boolean;
   /** Extra ways to find a container (the Docker adapter adds container ids/names). */
   resolvers?: ContainerResolver[];
@@ -257,6 +259,7 @@ export class Agent implements NetworkDirectory {
         onReaddressed: (r, was) => void this.endpoints.readdress(r, was.subnet).catch((err) => this.log.error({ err, network: r.name }, 're-addressing containers failed')),
         leaseTtlSeconds: this.opts.leaseTtlSeconds,
         graceSeconds: this.opts.graceSeconds,
+        ...(this.opts.hostRecordSeconds !== undefined ? { hostRecordSeconds: this.opts.hostRecordSeconds } : {}),
         ipMasq: this.opts.ipMasq,
         forwardParents: this.opts.forwardParents,
         onReconciled: (r, secs, err) => {

@@ -439,7 +439,7 @@ function publicView(ep: StoredEndpoint): Endpoint {
 }
 
 /** A stored endpoint record, or undefined when the value is not one (rot, another tool). */
-function parseEndpoint(value: string): StoredEndpoint | undefined {
+export function parseEndpoint(value: string): StoredEndpoint | undefined {
   try {
     const v = JSON.parse(value) as Partial<StoredEndpoint>;
     if (typeof v.id !== 'string' || typeof v.hostIf !== 'string' || typeof v.address !== 'string' || typeof v.owner !== 'string' || typeof v.network !== 'string') return undefined;

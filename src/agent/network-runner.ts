@@ -48,6 +48,8 @@ export interface HostOps {
   removeDockerEnv(file: string): Promise<void>;
   /** Moves every port of bridge `from` onto `to` and deletes `from`. */
   movePorts(from: string, to: string): Promise<unknown>;
+  /** Makes the isolation chain hold exactly `rules` (isolationRules), jumped to from `parents`. */
+  reconcileIsolation(rules: readonly string[][], parents?: string[]): Promise<unknown>;
 }
 
 export const realHostOps: HostOps = {
@@ -64,6 +66,7 @@ export const realHostOps: HostOps = {
   writeDockerEnv: (file, plan) => writeDockerEnv(file, plan),
   removeDockerEnv: (file) => removeDockerEnv(file),
   movePorts: (from, to) => movePorts(from, to),
+  reconcileIsolation: (rules, parents) => reconcileIsolation(rules, { parents }),
 };
 /** Smallest container MTU a network config may ask for (IPv4 hosts must accept 576-byte datagrams). */
 const MIN_MTU = 576;
@@ -81,6 +84,8 @@ export interface RunnerOptions {
   subnetEnvPaths: string[];
   leaseTtlSeconds?: number;
   graceSeconds?: number;
+  /** How long this host's record outlives its lease and grace (default LeaseManager's: 7 days). */
+  hostRecordSeconds?: number;
   ipMasq?: boolean;
   /** iptables chains that jump to weft's accept rules (FORWARD; plus DOCKER-USER where Docker runs). */
   forwardParents?: string[];
@@ -296,6 +301,7 @@ export class NetworkRunner {
       hostId,
       ttlSeconds: this.opts.leaseTtlSeconds,
       graceSeconds: this.opts.graceSeconds,
+      ...(this.opts.hostRecordSeconds !== undefined ? { hostRecordSeconds: this.opts.hostRecordSeconds } : {}),
       log,
     });
     this.lease = await this.leases.acquire({ publicIp: underlay.ip, backendType: this.backend.type, backendData });
@@ -599,7 +605,7 @@ export class NetworkRunner {
           if (rulesKey === this.appliedIsolation && unchanged(itok, this.tokens.isolation)) this.resyncReadsSkipped++;
           else {
             this.appliedIsolation = undefined;
-            await reconcileIsolation(rules, { parents: this.opts.forwardParents });
+            await this.host.reconcileIsolation(rules, this.opts.forwardParents);
             await this.host.exemptBetweenNetworks(policy.networks.map((n) => n.cidr).sort());
             this.appliedIsolation = rulesKey;
             this.tokens.isolation = itok;

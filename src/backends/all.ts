@@ -10,5 +10,5 @@ import './bridge/index.js';
 import './bgp/index.js';
 import './udp/index.js';
 
-export { backendModule, createBackend, implementedBackends } from './registry.js';
+export { addressPlan, backendModule, createBackend, implementedBackends } from './registry.js';
 export { endpointDriver } from './endpoints/registry.js';

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { Agent } from '../agent/agent.js';
 import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../agent/client.js';
-import { resetHost } from '../agent/reset.js';
+import { resetHost, resetMessage } from '../agent/reset.js';
 import type { ResolvedContainer } from '../agent/endpoints.js';
 import { cniRoutes } from '../adapters/cni/agent-routes.js';
 import { WeftError } from '../util/errors.js';
@@ -27,6 +27,7 @@ export function registerAgent(program: Command): void {
     .option('--network <name...>', 'join only these networks (default: all, including ones created later)')
     .option('--lease-ttl <seconds>', 'subnet lease TTL', toInt)
     .option('--grace <seconds>', 'how long an expired subnet stays reserved for its holder', toInt)
+    .option('--host-record-ttl <duration>', "how long a host's record (hosts/<id>) outlives its lease and grace before the store drops it: seconds, or 90m, 12h, 7d (default 7d)", parseDurationSeconds)
     .option('--resync <seconds>', `full reconcile against the kernel (routes, rules, endpoints) every N seconds (default ${DEFAULT_RESYNC_SECONDS})`, toInt)
     .option('--ip-masq', 'masquerade traffic leaving the network')
     .option('--dns-domain <domain>', 'domain of container names served on each network\'s gateway', 'weft.local')
@@ -71,6 +72,7 @@ export function registerAgent(program: Command): void {
         leaseTtlSeconds: o.leaseTtl,
         ...(o.resync ? { resyncSeconds: o.resync } : {}),
         graceSeconds: o.grace,
+        ...(o.hostRecordTtl !== undefined ? { hostRecordSeconds: o.hostRecordTtl } : {}),
         ipMasq: o.ipMasq,
         dns: {
           enabled: o.dns,
@@ -143,8 +145,11 @@ export function registerAgent(program: Command): void {
         if (!(err instanceof WeftError && err.code === NO_AGENT)) throw err;
         result = await resetHost({ storeUrl: o.store, stateDir: o.stateDir, hostId: o.hostId });
       }
+      const said = resetMessage(result as { left?: string[] });
       if (o.json) printJson(result);
-      else process.stdout.write(`reset: removed weft's devices, rules and leases on this host\n`);
+      else if (said.ok) process.stdout.write(`${said.text}\n`);
+      else process.stderr.write(`${said.text}\n`);
+      if (!said.ok) process.exitCode = 1;
     });
 }
 
@@ -162,6 +167,21 @@ export function groupId(group: string): number {
     if (name === group && gid && /^\d+$/.test(gid)) return Number(gid);
   }
   throw new WeftError(`--api-group: no group "${group}" in /etc/group (pass a name or a number)`);
+}
+
+/** Longest --host-record-ttl: ten years (a store TTL must stay a sane number of seconds). */
+export const MAX_HOST_RECORD_SECONDS = 3650 * 24 * 3600;
+const UNIT_SECONDS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** A duration flag: whole seconds ("3600") or number-unit groups ("90m", "12h", "7d", "1d12h"); 0 … 3650d. */
+export function parseDurationSeconds(v: string): number {
+  const s = v.trim();
+  let n: number | undefined;
+  if (/^\d+$/.test(s)) n = Number(s);
+  else if (/^(\d+[smhd])+$/.test(s)) n = [...s.matchAll(/(\d+)([smhd])/g)].reduce((t, m) => t + Number(m[1]) * UNIT_SECONDS[m[2]!]!, 0);
+  if (n === undefined || !Number.isSafeInteger(n)) throw new InvalidArgumentError(`expected a duration such as 3600, 90m, 12h or 7d, got "${v}"`);
+  if (n > MAX_HOST_RECORD_SECONDS) throw new InvalidArgumentError(`"${v}" is longer than 3650d`);
+  return n;
 }
 
 export function toInt(v: string): number {

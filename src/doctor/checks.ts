@@ -80,10 +80,11 @@ export function judgeLeaseHealth(f: DoctorFacts, n: NetworkStatus, sn: StoreNetw
 }
 
 /** Routes, neighbours and FDB entries for the network's addresses that no live lease explains (stale or made by hand). */
-export function judgeExtras(f: DoctorFacts, n: NetworkStatus, sn: StoreNetworkFacts): Finding[] {
+export function judgeExtras(f: DoctorFacts, n: NetworkStatus, sn: StoreNetworkFacts, pool?: string): Finding[] {
   const out: Finding[] = [];
   const subnets = [...new Set([canonicalCidr(n.subnet), ...sn.leases.map((l) => canonicalCidr(l.subnet))])];
-  const explained = (dst: string) => subnets.some((s) => cidrWithin(dst, s));
+  // the route to this host's address pool (l2: the whole network on the bridge) is the runner's own
+  const explained = (dst: string) => subnets.some((s) => cidrWithin(dst, s)) || (pool !== undefined && dst === canonicalCidr(pool));
   for (const r of f.routes) {
     if (r.dst === 'default') continue;
     const dst = canonicalCidr(routeDst(r.dst));

@@ -5,14 +5,18 @@ import type { AgentStatus } from '../agent/types.js';
 import { getNetwork } from '../config/registry.js';
 import { listLeases } from '../lease/leases.js';
 import { DEFAULT_STORE_URL, openStore, parseStoreUrl } from '../store/index.js';
+import type { Store } from '../store/types.js';
 import { listNetworkNames } from '../store/layout.js';
 import { run } from '../system/exec.js';
 import { bridgeJson, ipJson, type IpLink } from '../system/ip.js';
 import { FORWARD_CHAIN, listChainRules } from '../system/iptables.js';
 import { pingDf, pingOnce, routeGet } from '../system/ping.js';
 import { gatewayCidr } from '../ipam/addresses.js';
+import { backendModule } from '../backends/all.js';
+import type { NetworkConfig } from '../config/types.js';
 import { readSysctl } from '../system/sysctl.js';
 import { inNetns, resolveNetns, type NsOpts } from '../system/netns.js';
+import { readEndpointRecords } from './endpoints.js';
 import type { DoctorFacts, EndpointFact, FdbFact, NeighFact, PathFact, RouteFact, StoreNetworkFacts } from './types.js';
 import type { Endpoint } from '../agent/types.js';
 
@@ -43,17 +47,38 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(t));
 }
 
-async function readStore(url: string): Promise<StoreNetworkFacts[]> {
-  const store = await openStore(url);
-  try {
+/**
+ * Into `facts.store`: the networks' configs and leases. Then, once the agent answered (`status`), into
+ * `facts.endpointRecords`: this host's endpoint and IPAM records in the networks it runs. Each part gives up after `ms`.
+ */
+async function readStore(url: string, status: Promise<AgentStatus | undefined>, facts: DoctorFacts, ms: number): Promise<void> {
+  let store: Store | undefined;
+  const networks = (async () => {
+    store = await openStore(url);
     const out: StoreNetworkFacts[] = [];
     for (const name of await listNetworkNames(store)) {
       const config = await getNetwork(store, name);
       out.push({ name, cidr: config.Network, backend: config.Backend, leases: await listLeases(store, name) });
     }
     return out;
+  })();
+  try {
+    facts.store = { url, networks: await withTimeout(networks, ms, `the store ${url}`) };
+  } catch (e) {
+    facts.store = { url, error: msg(e), networks: [] };
+    void networks.catch(() => undefined).finally(() => store?.close().catch(() => undefined));
+    return;
+  }
+  try {
+    const st = await status;
+    if (!st) return;
+    try {
+      facts.endpointRecords = { networks: await withTimeout(readEndpointRecords(store!, st.hostId, st.publicIp, st.networks, facts.store.networks), ms, `the store ${url}`) };
+    } catch (e) {
+      facts.endpointRecords = { error: `cannot read this host's endpoint records: ${msg(e)}`, networks: [] };
+    }
   } finally {
-    await store.close();
+    await store!.close().catch(() => undefined);
   }
 }
 
@@ -99,9 +124,7 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
           facts.store = { url: storeUrl, error: `${loc.path} does not exist`, networks: [] };
           return Promise.resolve();
         }
-        return withTimeout(readStore(storeUrl), timeoutMs, `the store ${storeUrl}`)
-          .then((networks) => void (facts.store = { url: storeUrl, networks }))
-          .catch((e) => void (facts.store = { url: storeUrl, error: msg(e), networks: [] }));
+        return readStore(storeUrl, agent.then(() => facts.agent.status), facts, timeoutMs);
       })()
     : Promise.resolve();
 
@@ -109,10 +132,6 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
     facts.links = await ipJson<IpLink[]>(['-details', 'addr', 'show'], sys);
     facts.routes = await ipJson<RouteFact[]>(['-4', 'route', 'show'], sys);
     facts.ipForward = await readSysctl('net.ipv4.ip_forward', sys);
-    for (const l of facts.links.filter((x) => x.linkinfo?.info_kind === 'vxlan' && x.ifname.startsWith('weft.'))) {
-      facts.neigh[l.ifname] = await ipJson<NeighFact[]>(['-4', 'neigh', 'show', 'dev', l.ifname], sys);
-      facts.fdb[l.ifname] = await bridgeJson<FdbFact[]>(['fdb', 'show', 'dev', l.ifname], sys);
-    }
     try {
       facts.iptables.forward = await listChainRules('FORWARD', sys);
     } catch (e) {
@@ -131,6 +150,11 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
   })();
 
   await Promise.all([agent, store, kernel]);
+  // neighbours and FDB of the devices each network's backend module names (known once agent and store answered)
+  for (const dev of neighDevices(facts)) {
+    facts.neigh[dev] = await ipJson<NeighFact[]>(['-4', 'neigh', 'show', 'dev', dev], sys);
+    facts.fdb[dev] = await bridgeJson<FdbFact[]>(['fdb', 'show', 'dev', dev], sys);
+  }
   if (facts.agent.status) facts.endpoints = await endpointFacts(o.api, timeoutMs);
   if (!o.noProbe && facts.agent.status) facts.paths = await probePaths(facts.agent.status, sys);
   if (o.ping) facts.ping = await pingFacts(o.ping, o.api, facts.agent.status !== undefined, sys);
@@ -146,6 +170,33 @@ export async function gatherFacts(o: GatherOptions): Promise<DoctorFacts> {
     if (v !== undefined && /^\d+$/.test(v)) facts.rpFilter[d] = Number(v);
   }
   return facts;
+}
+
+/**
+ * The devices whose neighbours and FDB doctor reads: for every network the agent runs or the store holds,
+ * the names its backend module gives (`deviceNames`, e.g. vxlan's weft.<VNI>, l2's wl2.<VNI>), plus a
+ * device the backend's status names; only those present on this host. The config is the store's when
+ * readable, else what the agent's status says (backend type, default ids).
+ */
+export function neighDevices(f: Pick<DoctorFacts, 'links' | 'agent' | 'store'>): string[] {
+  const configs = new Map<string, NetworkConfig>();
+  for (const n of f.store?.networks ?? []) configs.set(n.name, { Network: n.cidr, Backend: n.backend });
+  const names = new Set<string>();
+  for (const n of f.agent.status?.networks ?? []) {
+    if (!configs.has(n.name)) configs.set(n.name, { Network: n.subnet, Backend: { Type: n.backend } });
+    if (typeof n.status?.device === 'string') names.add(n.status.device);
+  }
+  for (const config of configs.values()) {
+    let mod;
+    try {
+      mod = backendModule(config.Backend.Type);
+    } catch {
+      continue; // a backend this weft does not know: nothing to read for it
+    }
+    for (const d of mod.deviceNames?.(config) ?? []) names.add(d);
+  }
+  const present = new Set(f.links.map((l) => l.ifname));
+  return [...names].filter((d) => present.has(d) && /^[\w.@-]+$/.test(d)).sort();
 }
 
 async function pingFacts(target: string, api: string, agentUp: boolean, sys: NsOpts): Promise<NonNullable<DoctorFacts['ping']>> {

@@ -7,6 +7,7 @@ import type { BackendCheckInput } from '../backends/types.js';
 import { FORWARD_CHAIN } from '../system/iptables.js';
 import type { IpLink } from '../system/ip.js';
 import { formatDuration, judgeDockerOverlap, judgeExtras, judgeLeaseHealth, judgePaths, judgeStore } from './checks.js';
+import { hostPlan, judgeEndpoints } from './endpoints.js';
 import type { DoctorFacts, Finding, RouteFact, StoreNetworkFacts } from './types.js';
 
 export { formatDuration } from './checks.js';
@@ -74,6 +75,8 @@ export function judge(f: DoctorFacts): Finding[] {
 
   // 6. each network, then the probed paths to the peers
   for (const n of st.networks) out.push(...judgeNetwork(f, n, underlay));
+  // 6b. endpoint records against interfaces and IPAM
+  out.push(...judgeEndpoints(f));
   out.push(...judgePaths(f));
   // 7. --ping
   if (f.ping) out.push(judgePing(f, out));
@@ -178,6 +181,7 @@ function judgeNetwork(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undef
   const out: Finding[] = [];
   const sn = storeNetwork(f, n.name);
   const st = f.agent.status!;
+  const plan = hostPlan(n, sn, st.publicIp);
 
   // lease
   if (f.store?.error) out.push(bad(`lease:${n.name}`, 'warn', `lease of ${n.name} not checked: cannot read the store ${f.store.url} (${f.store.error})`));
@@ -199,17 +203,18 @@ function judgeNetwork(f: DoctorFacts, n: NetworkStatus, underlay: IpLink | undef
     else if (own.expiresAt !== undefined && own.expiresAt <= f.now)
       out.push(bad(`lease:${n.name}`, 'error', `lease ${n.subnet} of network ${n.name} expired ${formatDuration(f.now - own.expiresAt)} ago`, "check the agent's log, or restart it"));
     else out.push(ok(`lease:${n.name}`, `lease ${n.subnet} of network ${n.name}${own.expiresAt !== undefined ? ` expires in ${formatDuration(own.expiresAt - f.now)} (the agent renews it)` : ' is live'}`));
-    out.push(...judgeLeaseHealth(f, n, sn), ...judgeExtras(f, n, sn));
+    out.push(...judgeLeaseHealth(f, n, sn), ...judgeExtras(f, n, sn, plan.pool));
   }
 
   // bridge
   const br = f.links.find((l) => l.ifname === n.bridge);
-  const gw = gatewayCidr(n.subnet);
+  // the gateway address the runner puts on the bridge: the backend's address plan (l2: the network's first address)
+  const gw = plan.gateway && plan.bridgeAddress !== false ? `${plan.gateway}/${plan.prefixLen ?? Number(plan.pool.split('/')[1])}` : undefined;
   if (!br) out.push(bad(`bridge:${n.bridge}`, 'error', `bridge ${n.bridge} is missing: containers of ${n.name} on this host are cut off`, 'restart the agent (it recreates the bridge), then re-attach the containers'));
   else if (!isUp(br)) out.push(bad(`bridge:${n.bridge}`, 'error', `bridge ${n.bridge} is down: containers of ${n.name} on this host are cut off`, `ip link set ${n.bridge} up`));
-  else if (!ipv4(br).some((a) => `${a.local}/${a.prefixlen}` === gw))
+  else if (gw && !ipv4(br).some((a) => `${a.local}/${a.prefixlen}` === gw))
     out.push(bad(`bridge:${n.bridge}`, 'error', `bridge ${n.bridge} lacks the gateway address ${gw}: containers of ${n.name} have no way out`, `ip addr add ${gw} dev ${n.bridge}`));
-  else out.push(ok(`bridge:${n.bridge}`, `bridge ${n.bridge} is up with ${gw}`));
+  else out.push(ok(`bridge:${n.bridge}`, `bridge ${n.bridge} is up${gw ? ` with ${gw}` : ''}`));
 
   // MTU of the bridge and its ports
   if (br) {

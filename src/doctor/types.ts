@@ -51,6 +51,11 @@ export interface DoctorFacts {
    * (read where the namespace can be entered: a netns name or path, a PID; absent otherwise).
    */
   endpoints?: EndpointFact[];
+  /**
+   * This host's endpoint records and IPAM records per network the agent runs, read from the store (absent
+   * without agent or store). Judged against `links` by src/doctor/endpoints.ts.
+   */
+  endpointRecords?: { error?: string; networks: EndpointRecordFacts[] };
   /** `iptables -S` of FORWARD, DOCKER-USER and WEFT-FORWARD (filter table); undefined where the chain does not exist. */
   iptables: { error?: string; forward?: string[]; dockerUser?: string[]; weftChain?: string[]; unreadable?: string[] };
 }
@@ -82,4 +87,13 @@ export interface PathFact {
   big: boolean;
   /** The UDP port the backend's tunnel uses towards this peer (vxlan, udp, wireguard, l2); absent for routed backends. */
   port?: number;
+}
+
+/** One network's endpoint records of this host and the addresses IPAM holds for this host in its pool. */
+export interface EndpointRecordFacts {
+  network: string;
+  /** The CIDR this host's containers take addresses from (the lease; l2/bridge/macvlan: the whole network). */
+  pool: string;
+  records: Array<{ container: string; address: string; hostIf: string; ifname: string; owner: string; runtime?: string }>;
+  addresses: Array<{ address: string; owner: string }>;
 }

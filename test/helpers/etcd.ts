@@ -10,7 +10,7 @@
  * certificate signed by `tls.ca`: etcd.url = 'etcds://127.0.0.1:PORT', etcd.endpoint = 'https://…'.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -42,6 +42,11 @@ export interface StartEtcdOptions {
 }
 
 export const ETCD_BIN = process.env.WEFT_TEST_ETCD ?? '/usr/bin/etcd';
+
+/** Why etcd tests cannot run here (no etcd binary), or undefined: `describe(name, { skip: needsEtcd() })`. */
+export function needsEtcd(): string | undefined {
+  return existsSync(ETCD_BIN) ? undefined : `needs etcd at ${ETCD_BIN} (Debian etcd-server, or set WEFT_TEST_ETCD)`;
+}
 
 /** A port that was free a moment ago (the OS picks it). */
 export function freePort(): Promise<number> {

@@ -100,6 +100,7 @@ function recordingHost(): HostOps & { calls: Call[] } {
     removeMasquerade: async (cidr) => void calls.push({ op: 'no-masq', arg: cidr }),
     exemptBetweenNetworks: async (cidrs) => void calls.push({ op: 'exempt', arg: cidrs.join(' ') }),
     movePorts: async (from, to) => void calls.push({ op: 'move', arg: `${from}>${to}` }),
+    reconcileIsolation: async (rules) => void calls.push({ op: 'isolation', arg: String(rules.length) }),
     writeSubnetEnv: async (file, env) => void calls.push({ op: 'subnet.env', arg: `${path.basename(path.dirname(file))} ${env.subnet} ${env.mtu}` }),
     writeDockerEnv: async (file, plan) => void calls.push({ op: 'docker.env', arg: `${path.basename(path.dirname(file))} ${dockerOptionsLine(plan)}` }),
     removeDockerEnv: async (file) => void calls.push({ op: 'no-docker.env', arg: path.basename(path.dirname(file)) }),
@@ -123,7 +124,7 @@ function fakeKernel() {
   return k;
 }
 
-async function setup(ttl = 30, o: { memory?: boolean; kernel?: KernelTokens } = {}): Promise<{ dir: string; store: Store; runner: NetworkRunner; backend: RecordingBackend; host: ReturnType<typeof recordingHost>; readdressed: string[] }> {
+async function setup(ttl = 30, o: { memory?: boolean; kernel?: KernelTokens; hostRecordSeconds?: number } = {}): Promise<{ dir: string; store: Store; runner: NetworkRunner; backend: RecordingBackend; host: ReturnType<typeof recordingHost>; readdressed: string[] }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-runner-'));
   dirs.push(dir);
   const store = o.memory ? new MemoryStore({ backend: new MemoryBackend() }) : await openStore(`sqlite://${dir}/weft.db`, { create: true });
@@ -140,6 +141,7 @@ async function setup(ttl = 30, o: { memory?: boolean; kernel?: KernelTokens } = 
     leaseTtlSeconds: ttl,
     graceSeconds: 1,
     resyncSeconds: 3600,
+    ...(o.hostRecordSeconds !== undefined ? { hostRecordSeconds: o.hostRecordSeconds } : {}),
     host,
     onReaddressed: (_r, was) => readdressed.push(was.subnet),
     ...(o.kernel ? { kernel: o.kernel } : {}),
@@ -257,6 +259,26 @@ test('a periodic resync skips the kernel reads whose state and inputs did not ch
   }
 });
 
+test('isolation and forwarding rules go through the host ops: nothing runs iptables (passes with no iptables on PATH)', async () => {
+  const saved = process.env.PATH;
+  process.env.PATH = '/nonexistent-weft-no-iptables'; // a real iptables/iptables-restore would fail to spawn
+  const { store, runner, backend, host } = await setup();
+  try {
+    await waitFor('first reconcile', 5000, async () => backend.reconciles.length >= 1);
+    await putPeer(store, runner.lease.subnet === '10.77.50.0/24' ? '10.77.51.0/24' : '10.77.50.0/24', '192.168.9.50');
+    await waitFor('a reconcile with the peer', 5000, async () => backend.reconciles.at(-1)?.peers.length === 1 || `${runner.status().error}`);
+    runner.kick(true);
+    await waitFor('a forced resync', 5000, async () => host.calls.filter((c) => c.op === 'isolation').length >= 2 || `${runner.status().error}`);
+    assert.equal(runner.status().error, undefined);
+    // one network: no isolation rules, asked of the host ops (never of the kernel directly)
+    assert.deepEqual(host.calls.filter((c) => c.op === 'isolation').map((c) => c.arg), ['0', '0']);
+  } finally {
+    process.env.PATH = saved;
+    await runner.stop();
+    await store.close();
+  }
+});
+
 test('a backend that declares no kernel reads is reconciled on every resync', async () => {
   const kernel = fakeKernel();
   const { store, runner, backend, host } = await setup(30, { kernel });
@@ -274,6 +296,22 @@ test('a backend that declares no kernel reads is reconciled on every resync', as
   } finally {
     await runner.stop();
     await store.close();
+  }
+});
+
+test('--host-record-ttl reaches the lease manager: this host\'s record expires lease TTL + grace + that long from now', async () => {
+  for (const [hostRecordSeconds, want] of [[1234, 30 + 1 + 1234], [undefined, 30 + 1 + 7 * 24 * 3600]] as const) {
+    const { store, runner } = await setup(30, hostRecordSeconds === undefined ? {} : { hostRecordSeconds });
+    try {
+      const before = Date.now();
+      const rec = await store.get(networkKeys(store, 'n1').host('me'));
+      assert.ok(rec?.expiresAt, 'the host record has a TTL');
+      const secs = (rec.expiresAt - before) / 1000;
+      assert.ok(Math.abs(secs - want) < 5, `host record expires in ${secs} s, want about ${want} s (hostRecordSeconds ${hostRecordSeconds})`);
+    } finally {
+      await runner.stop();
+      await store.close();
+    }
   }
 });
 
@@ -364,7 +402,9 @@ test("docker0 mode is refused while weft holds an address in Docker's half of th
     assert.equal(runner.bridge, 'weft0');
     assert.equal(runner.dockerFixedCidr, undefined);
     assert.equal(runner.plan.last, undefined);
-    assert.deepEqual(host.calls.slice(before), []);
+    // nothing moved or written (a reconcile running beside it may still check its rules)
+    const reconcileOps = new Set(['forwarding', 'isolation', 'exempt', 'masq', 'no-masq']);
+    assert.deepEqual(host.calls.slice(before).filter((c) => !reconcileOps.has(c.op)), []);
 
     await ipam.release({ network: 'n1', subnet: lease, owner: 'netns:web' });
     await assert.rejects(runner.moveToBridge('docker0'), /already given 10\.77\.\d+\.129 \(a Docker endpoint, docker:abc:def\); detach it \(/);

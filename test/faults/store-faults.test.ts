@@ -11,11 +11,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { openStore } from '../src/store/index.js';
-import { SqliteStore } from '../src/store/sqlite.js';
-import type { Store, WatchEvent } from '../src/store/types.js';
-import { WeftError } from '../src/util/errors.js';
-import { RateLimitedLog } from '../src/util/rate-limited-log.js';
+import { openStore } from '../../src/store/index.js';
+import { SqliteStore } from '../../src/store/sqlite.js';
+import type { Store, WatchEvent } from '../../src/store/types.js';
+import { WeftError } from '../../src/util/errors.js';
+import { RateLimitedLog } from '../../src/util/rate-limited-log.js';
 
 let dir = '';
 let n = 0;
@@ -80,7 +80,7 @@ describe('sqlite: opening', () => {
 
   it('processes creating one database at once all open the same, complete database', { timeout: 60_000 }, async () => {
     const path = fresh();
-    const mod = new URL('../src/store/index.js', import.meta.url).href;
+    const mod = new URL('../../src/store/index.js', import.meta.url).href;
     const code = `
       const { openStore } = await import(${JSON.stringify(mod)});
       const s = await openStore('sqlite://' + process.argv[1], { create: true });
@@ -213,7 +213,7 @@ describe('sqlite: the file changes under a running store', () => {
 describe('sqlite: repeated faults are rate limited', () => {
   it('an unwritable database (lock held elsewhere) logs the first failure, not one stack per poll', { timeout: 60_000 }, async () => {
     const path = await made();
-    const mod = new URL('../src/store/sqlite.js', import.meta.url).href;
+    const mod = new URL('../../src/store/sqlite.js', import.meta.url).href;
     const code = `
       const { SqliteStore } = await import(${JSON.stringify(mod)});
       const s = new SqliteStore(process.argv[1], { create: false, busyTimeoutMs: 5 });
@@ -290,7 +290,7 @@ describe('sqlite: event-driven watch', () => {
     const rec = record(s, 'w/');
     try {
       await until(rec.events, (e) => e.length === 1);
-      const mod = new URL('../src/store/sqlite.js', import.meta.url).href;
+      const mod = new URL('../../src/store/sqlite.js', import.meta.url).href;
       for (const v of ['1', '2']) {
         const code = `
           const { SqliteStore } = await import(${JSON.stringify(mod)});

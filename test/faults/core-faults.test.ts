@@ -1,14 +1,14 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { after, describe, test } from 'node:test';
-import { callAgent } from '../src/agent/client.js';
-import type { Endpoint } from '../src/agent/types.js';
-import { networkKeys } from '../src/store/layout.js';
-import { openStore } from '../src/store/index.js';
-import { nsExec } from '../src/testbed/index.js';
-import { WEFT_BIN } from '../src/testbed/agents.js';
-import { needsRoot } from './helpers/require-root.js';
-import { destroyLeftovers, NETWORK, waitUntil, weft, withCluster } from './helpers/agent-cluster.js';
+import { callAgent } from '../../src/agent/client.js';
+import type { Endpoint } from '../../src/agent/types.js';
+import { networkKeys } from '../../src/store/layout.js';
+import { openStore } from '../../src/store/index.js';
+import { nsExec } from '../../src/testbed/index.js';
+import { WEFT_BIN } from '../../src/testbed/agents.js';
+import { needsRoot } from '../helpers/require-root.js';
+import { destroyLeftovers, NETWORK, waitUntil, weft, withCluster } from '../helpers/agent-cluster.js';
 
 /**
  * Core defects of the reliability issue, each on a real 2-host cluster: concurrent/retried attaches of one
