@@ -1,4 +1,5 @@
 import type { BackendStatus } from '../backends/types.js';
+import type { DockerPlan } from '../lease/docker-env.js';
 
 /** Shapes of the agent's HTTP API (unix socket); the CLI, Docker plugin and CNI plugin all speak these. */
 
@@ -119,16 +120,5 @@ export interface AgentStatus {
   now?: number;
 }
 
-/** What `weft docker-opts` prints for dockerd (flannel's DOCKER_NETWORK_OPTIONS, with docker0 as weft's bridge). */
-export interface DockerOptions {
-  network: string;
-  /** This host's lease. */
-  subnet: string;
-  /** --bip: the gateway with the lease's prefix length. */
-  bip: string;
-  /** --fixed-cidr: the part of the lease Docker's own IPAM hands out (weft never does). */
-  fixedCidr: string;
-  mtu: number;
-  /** --ip-masq: false, weft masquerades egress itself. */
-  ipMasq: false;
-}
+/** What `weft docker-opts` prints for dockerd (flannel's DOCKER_NETWORK_OPTIONS, with docker0 as weft's bridge): the plan the agent also writes to docker.env. */
+export type DockerOptions = DockerPlan;

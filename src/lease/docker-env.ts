@@ -16,7 +16,7 @@ import { WeftError } from '../util/errors.js';
 
 export const DOCKER_ENV_FILE = 'docker.env';
 
-/** What dockerd needs for docker0 to be a weft network's host bridge (the agent's DockerOptions has the same shape). */
+/** What dockerd needs for docker0 to be a weft network's host bridge (also what the agent's POST /docker-opts answers). */
 export interface DockerPlan {
   network: string;
   /** This host's lease. */
