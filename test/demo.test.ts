@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
@@ -13,6 +12,7 @@ import { wgSocketPath } from '../src/system/wireguard.js';
 import { WEFT_BIN } from '../src/testbed/agents.js';
 import { cleanupPrefix } from '../src/testbed/index.js';
 import { PATIENCE } from '../src/testbed/wait.js';
+import { freePort } from './helpers/ports.js';
 
 /**
  * `weft demo --backend B` for every backend weft has, one after the other: 2 hosts × 2 containers, the
@@ -25,16 +25,6 @@ const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-demo-'));
 const env: NodeJS.ProcessEnv = { ...process.env, WEFT_DEMO_PREFIX: prefix, WEFT_DEMO_DIR: dir };
 const weft = (...args: string[]) => spawnSync(process.execPath, [WEFT_BIN, ...args], { env, encoding: 'utf8', timeout: 120_000 * PATIENCE });
 const ours = () => spawnSync('ip', ['netns', 'list'], { encoding: 'utf8' }).stdout.split('\n').map((l) => l.split(' ')[0]!).filter((n) => n.startsWith(`${prefix}-`));
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
 
 before(async () => {
   env.WEFT_DEMO_UI_PORT = String(await freePort());

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, test } from 'node:test';
@@ -11,6 +10,7 @@ import { networkKeys } from '../src/store/layout.js';
 import { run } from '../src/system/exec.js';
 import { runWeft } from '../src/testbed/agents.js';
 import { needsRoot } from './helpers/require-root.js';
+import { freePort } from './helpers/ports.js';
 
 /**
  * The live web map in headless Chromium against a real `weft demo` (own prefix, dir and port): the page
@@ -20,16 +20,6 @@ import { needsRoot } from './helpers/require-root.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const skip = needsRoot('socat') ?? (fs.existsSync(CHROMIUM) ? undefined : `needs ${CHROMIUM}`);
-
-const freePort = () =>
-  new Promise<number>((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
 
 const prefix = 'wu' + randomBytes(3).toString('hex').slice(0, 5);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-ui-demo-'));

@@ -5,6 +5,7 @@ import type { NetworkRunner } from '../../src/agent/network-runner.js';
 import { registerEndpointDriver } from '../../src/backends/endpoints/registry.js';
 import type { EndpointDriver } from '../../src/backends/endpoints/types.js';
 import { memoryCluster, quiet } from '../helpers/lease-fakes.js';
+import { fakeKernel } from '../helpers/kernel-fakes.js';
 
 // Issue 15: every resync listed the ebtables rules (twice) and the links with nothing changed.
 let sourceCalls = 0;
@@ -24,16 +25,6 @@ registerEndpointDriver({
     return f;
   },
 } as unknown as EndpointDriver);
-
-function fakeKernel() {
-  const counts = new Map<string, number>();
-  const k = {
-    off: false,
-    bump: (kind: string) => counts.set(kind, (counts.get(kind) ?? 0) + 1),
-    token: (kinds: readonly string[]) => (k.off ? undefined : kinds.map((x) => `${x}=${counts.get(x) ?? 0}`).join(' ')),
-  };
-  return k;
-}
 
 test('endpoint resync: source filters are listed again only after a rule or link change, or after a pass that fixed something', async () => {
   const { admin: store } = memoryCluster();

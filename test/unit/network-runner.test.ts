@@ -21,6 +21,7 @@ import { removeNetwork } from '../../src/lease/remove-network.js';
 import type { Store } from '../../src/store/types.js';
 import type { KernelTokens } from '../../src/system/kernel-watch.js';
 import { waitFor } from '../../src/testbed/wait.js';
+import { fakeKernel } from '../helpers/kernel-fakes.js';
 
 /**
  * NetworkRunner against a recording fake backend and recording host operations: no root, no kernel.
@@ -112,17 +113,6 @@ const log = pino({ level: 'silent' });
 after(() => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
-
-/** A kernel watch whose tokens the test moves by hand (`bump`); `off` makes every token undefined. */
-function fakeKernel() {
-  const counts = new Map<string, number>();
-  const k = {
-    off: false,
-    bump: (kind: string) => counts.set(kind, (counts.get(kind) ?? 0) + 1),
-    token: (kinds: readonly string[]) => (k.off ? undefined : kinds.map((x) => `${x}=${counts.get(x) ?? 0}`).join(' ')),
-  };
-  return k;
-}
 
 async function setup(ttl = 30, o: { memory?: boolean; kernel?: KernelTokens; hostRecordSeconds?: number } = {}): Promise<{ dir: string; store: Store; runner: NetworkRunner; backend: RecordingBackend; host: ReturnType<typeof recordingHost>; readdressed: string[] }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'weft-runner-'));
