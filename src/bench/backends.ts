@@ -9,7 +9,7 @@ import { openStore } from '../store/index.js';
 import { AgentProcess } from '../testbed/agents.js';
 import { createTestbed, type Testbed } from '../testbed/index.js';
 import { UsageError } from '../util/errors.js';
-import { coresBusy, cpuTicks, iperf, median, pingRtts, type MeasuredPath, type NsRun } from './measure.js';
+import { measureRounds, pingRtts, summarise, type MeasuredPath, type NsRun } from './measure.js';
 
 /**
  * `weft bench`: per backend, two hosts (namespaces on one underlay switch, as in `weft demo`) with a real
@@ -130,37 +130,18 @@ export async function runBackendBench(o: BenchOptions = {}): Promise<BenchRow[]>
     await sleep(300);
     for (const p of all) await pingRtts(exec, p.path, 2); // warm up neighbours; fails loudly on a broken path
 
-    const res = new Map(all.map((p) => [p.path.key, { gbps: [] as number[], cores: [] as number[], rtt: [] as number[] }]));
-    const cores = os.cpus().length;
-    for (let r = 0; r < reps; r++) {
-      const order = all.map((_, i) => all[(i + r) % all.length]!);
-      for (const p of order) {
-        say(`  round ${r + 1}/${reps}: iperf3 ${p.path.key} (${seconds + 1} s)…`);
-        const t0 = cpuTicks();
-        const g = await iperf(exec, p.path, seconds);
-        const t1 = cpuTicks();
-        res.get(p.path.key)!.gbps.push(g);
-        res.get(p.path.key)!.cores.push(coresBusy(t0, t1, cores));
-        say(`  round ${r + 1}/${reps}: ${p.path.key} ${g.toFixed(2)} Gbit/s`);
-      }
-    }
-    for (const p of all) {
-      say(`  ping ${p.path.key} ×${pings}`);
-      res.get(p.path.key)!.rtt.push(...(await pingRtts(exec, p.path, pings)));
-    }
-    const rows: BenchRow[] = all.map((p) => {
-      const x = res.get(p.path.key)!;
-      const gbps = median(x.gbps);
-      return {
-        path: p.backend === 'underlay' ? 'underlay' : `${p.backend} (weft)`,
-        ...(p.backend === 'underlay' ? {} : { backend: p.backend }),
-        gbps,
-        rttUs: median(x.rtt),
-        cpuPerGbps: gbps > 0 ? median(x.cores) / gbps : 0,
-        mtu: p.mtu,
-        encrypted: p.backend === 'underlay' ? false : backendEncrypts(p.backend),
-      };
-    });
+    const res = await measureRounds(
+      all.map((p) => p.path),
+      exec,
+      { reps, seconds, pings, say },
+    );
+    const rows: BenchRow[] = all.map((p) => ({
+      path: p.backend === 'underlay' ? 'underlay' : `${p.backend} (weft)`,
+      ...(p.backend === 'underlay' ? {} : { backend: p.backend }),
+      ...summarise(res.get(p.path.key)!),
+      mtu: p.mtu,
+      encrypted: p.backend === 'underlay' ? false : backendEncrypts(p.backend),
+    }));
     return withRatios(rows);
   } finally {
     say('cleaning up');

@@ -1,3 +1,4 @@
+import os from 'node:os';
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { RunResult } from '../system/exec.js';
@@ -77,4 +78,50 @@ export function cpuTicks(stat = readFileSync('/proc/stat', 'utf8')): { busy: num
 export function coresBusy(a: { busy: number; total: number }, b: { busy: number; total: number }, cores: number): number {
   const total = b.total - a.total;
   return total > 0 ? ((b.busy - a.busy) / total) * cores : 0;
+}
+
+/** One path's samples: iperf3 Gbit/s and the cores busy during each run, and ping RTTs (µs). */
+export interface PathSamples {
+  gbps: number[];
+  cores: number[];
+  rtt: number[];
+}
+
+/**
+ * `reps` rounds of iperf3 over every path (the order rotates each round, so every path meets the machine's
+ * load in each position), noting the cores busy during each run; then `pings` pings per path. Progress goes
+ * to `say`; `check` runs before each step (an interrupt stops the run there).
+ */
+export async function measureRounds(
+  paths: MeasuredPath[],
+  exec: NsRun,
+  o: { reps: number; seconds: number; pings: number; say: (line: string) => void; check?: () => void },
+): Promise<Map<string, PathSamples>> {
+  const res = new Map(paths.map((p): [string, PathSamples] => [p.key, { gbps: [], cores: [], rtt: [] }]));
+  const cores = os.cpus().length;
+  for (let r = 0; r < o.reps; r++) {
+    const order = paths.map((_, i) => paths[(i + r) % paths.length]!);
+    for (const p of order) {
+      o.check?.();
+      o.say(`  round ${r + 1}/${o.reps}: iperf3 ${p.key} → ${p.dstIp} (${o.seconds + 1} s)…`);
+      const t0 = cpuTicks();
+      const g = await iperf(exec, p, o.seconds);
+      const t1 = cpuTicks();
+      res.get(p.key)!.gbps.push(g);
+      res.get(p.key)!.cores.push(coresBusy(t0, t1, cores));
+      o.say(`  round ${r + 1}/${o.reps}: ${p.key} ${g.toFixed(2)} Gbit/s`);
+    }
+  }
+  for (const p of paths) {
+    o.check?.();
+    o.say(`  ping ${p.key} ×${o.pings}`);
+    res.get(p.key)!.rtt.push(...(await pingRtts(exec, p, o.pings)));
+  }
+  return res;
+}
+
+/** Medians of one path's samples, and CPU cores per Gbit/s. */
+export function summarise(x: PathSamples): { gbps: number; rttUs: number; cpuPerGbps: number } {
+  const gbps = median(x.gbps);
+  return { gbps, rttUs: median(x.rtt), cpuPerGbps: gbps > 0 ? median(x.cores) / gbps : 0 };
 }

@@ -2,7 +2,6 @@ import '../backends/all.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { accessSync, constants as fsc } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { callAgent } from '../agent/client.js';
@@ -16,7 +15,7 @@ import { inNetns } from '../system/netns.js';
 import { pidAlive } from '../system/process.js';
 import { UsageError, WeftError } from '../util/errors.js';
 import { backendEncrypts, withRatios, type BenchRow } from './backends.js';
-import { coresBusy, cpuTicks, iperf, median, pingRtts, type MeasuredPath, type NsRun } from './measure.js';
+import { measureRounds, pingRtts, summarise, type MeasuredPath, type NsRun } from './measure.js';
 
 /**
  * `weft bench serve` / `weft bench --peer HOST`: the benchmark on the user's own hosts, two machines that
@@ -430,39 +429,18 @@ export async function runPeerBench(o: PeerBenchOptions): Promise<PeerBenchResult
       say(`checking ${p.path.key} → ${p.path.dstIp}`);
       await pingRtts(execIn, p.path, 2); // neighbours warm; a broken path fails here, loudly
     }
-    const res = new Map(all.map((p) => [p.path.key, { gbps: [] as number[], cores: [] as number[], rtt: [] as number[] }]));
-    const cores = os.cpus().length;
-    for (let r = 0; r < reps; r++) {
-      const order = all.map((_, i) => all[(i + r) % all.length]!);
-      for (const p of order) {
-        sig.check();
-        say(`  round ${r + 1}/${reps}: iperf3 ${p.path.key} → ${p.path.dstIp} (${seconds + 1} s)…`);
-        const t0 = cpuTicks();
-        const g = await iperf(execIn, p.path, seconds);
-        const t1 = cpuTicks();
-        res.get(p.path.key)!.gbps.push(g);
-        res.get(p.path.key)!.cores.push(coresBusy(t0, t1, cores));
-        say(`  round ${r + 1}/${reps}: ${p.path.key} ${g.toFixed(2)} Gbit/s`);
-      }
-    }
-    for (const p of all) {
-      sig.check();
-      say(`  ping ${p.path.key} ×${pings}`);
-      res.get(p.path.key)!.rtt.push(...(await pingRtts(execIn, p.path, pings)));
-    }
-    const rows: BenchRow[] = all.map((p) => {
-      const x = res.get(p.path.key)!;
-      const gbps = median(x.gbps);
-      return {
-        path: p.network === undefined ? 'underlay' : `${p.backend} (network ${p.network})`,
-        ...(p.network === undefined ? {} : { backend: p.backend, network: p.network }),
-        gbps,
-        rttUs: median(x.rtt),
-        cpuPerGbps: gbps > 0 ? median(x.cores) / gbps : 0,
-        mtu: p.mtu,
-        encrypted: p.network === undefined ? false : backendEncrypts(p.backend),
-      };
-    });
+    const res = await measureRounds(
+      all.map((p) => p.path),
+      execIn,
+      { reps, seconds, pings, say, check: () => sig.check() },
+    );
+    const rows: BenchRow[] = all.map((p) => ({
+      path: p.network === undefined ? 'underlay' : `${p.backend} (network ${p.network})`,
+      ...(p.network === undefined ? {} : { backend: p.backend, network: p.network }),
+      ...summarise(res.get(p.path.key)!),
+      mtu: p.mtu,
+      encrypted: p.network === undefined ? false : backendEncrypts(p.backend),
+    }));
     await store.put(doneKey(rec.hostId), JSON.stringify({ session: rec.session, by: st.hostId, at: Date.now() }), { ttlSeconds: 60 });
     return { host: { hostId: st.hostId, publicIp: st.publicIp }, peer: { hostId: rec.hostId, publicIp: rec.publicIp }, rows: withRatios(rows) };
   } finally {
