@@ -6,9 +6,9 @@ import path from 'node:path';
 import { after, test } from 'node:test';
 import { AgentDockerOps, type AgentLike } from '../../src/adapters/docker/agent-ops.js';
 import { DockerPlugin, parseWeftOptions, type DockerBackendOps } from '../../src/adapters/docker/plugin.js';
-import { emptyState, type PluginState, type StateStore } from '../../src/adapters/docker/state.js';
 import { findNetwork } from '../../src/config/registry.js';
 import { openStore } from '../../src/store/index.js';
+import { MemoryState } from '../helpers/docker-fakes.js';
 
 /**
  * The Docker front end for the network models, without Docker: `-o weft.subnet-min/-max` (the bridge model's
@@ -46,15 +46,6 @@ test('-o weft.subnet-min / subnet-max: parsed in both spellings, a non-address r
   }
 });
 
-class MemoryState implements StateStore {
-  state: PluginState = emptyState();
-  async load() {
-    return JSON.parse(JSON.stringify(this.state)) as PluginState;
-  }
-  async save(s: PluginState) {
-    this.state = JSON.parse(JSON.stringify(s)) as PluginState;
-  }
-}
 
 /** Runs one container through the plugin (create → join → leave → delete); returns the interfaces deleteVeth was asked to remove, per call. */
 async function lifecycle(macvlan: boolean): Promise<Array<[string, string]>> {

@@ -9,12 +9,12 @@ import { AgentDockerOps, type AgentLike } from '../../src/adapters/docker/agent-
 import { DockerAnswerError, DockerApi } from '../../src/adapters/docker/docker-api.js';
 import { dockerEndpointSource } from '../../src/adapters/docker/endpoint-source.js';
 import { DockerPlugin, type DockerBackendOps, type EndpointNames } from '../../src/adapters/docker/plugin.js';
-import { emptyState, type PluginState, type StateStore } from '../../src/adapters/docker/state.js';
 import { createNetwork } from '../../src/config/registry.js';
 import { listRecords, registerEndpointName } from '../../src/dns/registry.js';
 import { openStore } from '../../src/store/index.js';
 import type { Store } from '../../src/store/types.js';
 import { waitFor } from '../../src/testbed/wait.js';
+import { MemoryState } from '../helpers/docker-fakes.js';
 
 /**
  * Docker containers' names as DNS records: the Docker API lookup of an endpoint's container against a fake
@@ -146,16 +146,6 @@ describe('DockerApi.containerOfEndpoint against a fake dockerd', () => {
   });
 });
 
-/** The plugin's saved state in memory. */
-class MemoryState implements StateStore {
-  state: PluginState = emptyState();
-  async load() {
-    return JSON.parse(JSON.stringify(this.state)) as PluginState;
-  }
-  async save(s: PluginState) {
-    this.state = JSON.parse(JSON.stringify(s)) as PluginState;
-  }
-}
 
 /** Ops for one network "prodnet" (10.40.1.0/24 here); names published are recorded. */
 function fakeOps(lookup: DockerBackendOps['containerOfEndpoint']) {
