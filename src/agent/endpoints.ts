@@ -355,23 +355,20 @@ export class Endpoints {
     // every port's source filter matches its record (a rule deleted by hand, an agent crash mid-attach)
     if (driver.reconcileSources) {
       const before = this.kernel.token(['nft', 'link']);
-      const eps = (await this.list([net.name])).filter((e) => e.mac);
-      const others = (await this.list()).filter((e) => e.network !== net.name && e.mac);
-      const bindings = [...eps, ...others].map((e) => ({ hostIf: e.hostIf, ip: stripLen(e.address), ...(e.pinMac === false ? {} : { mac: e.mac }) }));
+      // every port on this host, whatever its network: the source filters live in one chain per host
+      const sourceBindings = async () =>
+        (await this.list()).filter((e) => e.mac).map((e) => ({ hostIf: e.hostIf, ip: stripLen(e.address), ...(e.pinMac === false ? {} : { mac: e.mac }) }));
+      const bindings = await sourceBindings();
       // the same bindings, no rule or link changed since a pass that fixed nothing: skip the listings
       const key = before === undefined || this.inFlight.size ? undefined : `${before} ${JSON.stringify(bindings)}`;
       if (key !== undefined && key === clean.sources) this.listingsSkipped++;
       else {
         clean.sources = undefined;
-        // the records again after the kernel listing, and the ports of attaches under way after that (an
-        // attach binds its port before it writes its record: the records alone would call it a stray)
-        const fresh = async () => {
-          const all = await this.list();
-          return all.filter((e) => e.mac).map((e) => ({ hostIf: e.hostIf, ip: stripLen(e.address), ...(e.pinMac === false ? {} : { mac: e.mac }) }));
-        };
+        // the records are read again after the kernel listing, and the ports of attaches under way after
+        // that (an attach binds its port before it writes its record: the records alone would call it a stray)
         const names = this.networks.all().map((n) => n.name);
         const busy = (hostIf: string) => [...this.inFlight].some((owner) => names.some((n) => hostIfName(owner, n) === hostIf));
-        const fixed = await driver.reconcileSources(fresh, /^vw[0-9a-f]{8}$/, busy);
+        const fixed = await driver.reconcileSources(sourceBindings, /^vw[0-9a-f]{8}$/, busy);
         if (fixed.length) repair.filters = fixed;
         else clean.sources = key;
       }
