@@ -1,12 +1,12 @@
 /**
  * Convergence at scale (issue 15 item 6). `npm run bench:scale -- [--quick] [--sizes 10,25,50]
- * [--stores sqlite,etcd] [--backends host-gw,vxlan] [--sim N] [--idle S] [--json]`
+ * [--stores sqlite,etcd] [--backends host-gw,vxlan] [--sim N] [--idle S] [--settle S] [--json]`
  *
  * 1. Namespaced hosts: for each size N, store and backend, N agents on a test bed settle into a full mesh;
  *    then one more host joins (time until all N peers have a route to its subnet, from the moment its
  *    lease was written — the newcomer's "lease acquired" log line) and leaves with `weft reset` (time until
  *    all N dropped the route, from the moment the reset was launched); idle CPU (from /proc/PID/stat, its children included, over
- *    --idle seconds) and RSS per agent of the settled mesh. Routes are observed with one `ip monitor route`
+ *    --idle seconds, starting --settle seconds (2) after the mesh formed) and RSS per agent of the settled mesh. Routes are observed with one `ip monitor route`
  *    per host (event-driven: no polling processes disturb the measurement). etcd runs on a test-bed host
  *    of its own, as in test/faults/etcd-outage.test.ts.
  * 2. Simulated hosts (no kernel): --sim (1000) LeaseManagers acquire one after the other on one store while
@@ -39,11 +39,13 @@ interface Options {
   backends: string[];
   sim: number;
   idleSeconds: number;
+  /** seconds between the full mesh and the idle window: the first minute holds each agent's first resync */
+  settleSeconds: number;
   json: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { sizes: [10, 25, 50], stores: ['sqlite', 'etcd'], backends: ['host-gw', 'vxlan'], sim: 1000, idleSeconds: 10, json: false };
+  const o: Options = { sizes: [10, 25, 50], stores: ['sqlite', 'etcd'], backends: ['host-gw', 'vxlan'], sim: 1000, idleSeconds: 10, settleSeconds: 2, json: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => argv[++i] ?? '';
@@ -52,7 +54,8 @@ function parseArgs(argv: string[]): Options {
     else if (a === '--stores') o.stores = v().split(',').filter((s): s is 'sqlite' | 'etcd' => s === 'sqlite' || s === 'etcd');
     else if (a === '--backends') o.backends = v().split(',').filter((b) => b === 'host-gw' || b === 'vxlan');
     else if (a === '--sim') o.sim = Math.min(5000, Math.max(0, Number(v()) || 0));
-    else if (a === '--idle') o.idleSeconds = Math.min(60, Math.max(2, Number(v()) || 10));
+    else if (a === '--idle') o.idleSeconds = Math.min(600, Math.max(2, Number(v()) || 10));
+    else if (a === '--settle') o.settleSeconds = Math.min(600, Math.max(0, Number(v()) || 0));
     else if (a === '--json') o.json = true;
     else throw new Error(`unknown argument ${a}`);
   }
@@ -210,7 +213,7 @@ async function hostsRun(o: Options, n: number, store: 'sqlite' | 'etcd', backend
     if (!meshOk) throw new Error('no full mesh in time');
     res.meshSeconds = (Date.now() - t0) / 1000;
     // idle: the settled mesh, nothing happening
-    await sleep(2000);
+    await sleep(o.settleSeconds * 1000);
     const before = agents.map((a) => cpuTicks(a.pid));
     await sleep(o.idleSeconds * 1000);
     const cpu = agents.map((a, i) => ((cpuTicks(a.pid) - before[i]!) / (o.idleSeconds * 100)) * 100);
