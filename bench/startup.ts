@@ -2,7 +2,9 @@
  * Start-up costs (issue 15 item 4), interleaved with a bare `node -e 0` so the noisy machine's load shows:
  *  - `weft agent` on a fresh sqlite store: wall time from spawn to its "ready" line, RSS then (VmRSS, VmHWM),
  *    and the time from SIGTERM to exit;
- *  - `weft attach` CLI against that agent, end to end (a fresh namespace each time).
+ *  - `weft attach` CLI against that agent once it has settled, end to end (a fresh namespace each time).
+ * Node 20 reads and parses the certificates named by NODE_EXTRA_CA_CERTS at every start, before any script runs
+ * (~70 ms on this machine, where the sandbox sets it): the report says whether it was set.
  *   node dist/bench/startup.js [--reps N (7)] [--json]
  * Runs in one namespace of its own (prefix wst + random), deleted at the end, agents stopped by PID.
  */
@@ -120,14 +122,18 @@ async function main(): Promise<void> {
       cliErr.push(performance.now() - t0);
       runs.push(
         await agentOnce(i, async (api) => {
-          // `weft attach` CLI end to end: one fresh namespace, attached... only when the agent has a network.
-          // Without one the agent refuses at once, which still measures the CLI's own cost plus one API call.
-          const c = `${tag}-c${i}`;
-          spawnSync('ip', ['netns', 'add', c]);
-          cliNs.push(c);
-          const t = performance.now();
-          spawnSync(...enter([process.execPath, WEFT_BIN, 'attach', c, '--api', api]), { stdio: 'ignore' });
-          cli.push(performance.now() - t);
+          // `weft attach` CLI end to end against a settled agent (as a runtime meets it), three times: one fresh
+          // namespace each. The agent has no network, so it refuses at once: the figure is the CLI's own cost
+          // plus one API call (the agent's work for a real attach is bench/cni.ts's "POST /attach" row).
+          await new Promise((r) => setTimeout(r, 1000));
+          for (let k = 0; k < 3; k++) {
+            const c = `${tag}-c${i}-${k}`;
+            spawnSync('ip', ['netns', 'add', c]);
+            cliNs.push(c);
+            const t = performance.now();
+            spawnSync(...enter([process.execPath, WEFT_BIN, 'attach', c, '--api', api]), { stdio: 'ignore' });
+            cli.push(performance.now() - t);
+          }
         }),
       );
     }
@@ -138,6 +144,7 @@ async function main(): Promise<void> {
   }
   const res = {
     reps,
+    nodeExtraCaCerts: process.env.NODE_EXTRA_CA_CERTS ?? null,
     loadavg: os.loadavg().map((x) => x.toFixed(2)).join(' '),
     nodeBareMs: median(bare),
     agentReadyMs: median(runs.map((r) => r.readyMs)),
@@ -153,11 +160,11 @@ async function main(): Promise<void> {
   if (json) process.stdout.write(JSON.stringify(res, null, 2) + '\n');
   else {
     const f = (x: number) => x.toFixed(1);
-    console.log(`startup (median of ${reps}, load ${res.loadavg}), inside one namespace via nsenter:`);
+    console.log(`startup (median of ${reps}, load ${res.loadavg}), inside one namespace via nsenter; NODE_EXTRA_CA_CERTS ${res.nodeExtraCaCerts ? `set (${res.nodeExtraCaCerts}): every node start reads it` : 'unset'}:`);
     console.log(`  CPU (user+sys): node -e 0 ${f(res.nodeBareCpuMs)} ms; weft attach, no agent ${f(res.cliAttachNoAgentCpuMs)} ms (${(res.cliAttachNoAgentCpuMs / res.nodeBareCpuMs).toFixed(2)}× node); weft agent until ready ${f(res.agentReadyCpuMs)} ms (${(res.agentReadyCpuMs / res.nodeBareCpuMs).toFixed(2)}× node)`);
     console.log(`  node -e 0                     ${f(res.nodeBareMs)} ms`);
     console.log(`  weft status, no agent (error) ${f(res.cliNoAgentMs)} ms  (${(res.cliNoAgentMs / res.nodeBareMs).toFixed(2)}× node)`);
-    console.log(`  weft attach CLI (refused: no network) ${f(res.cliAttachMs)} ms  (${(res.cliAttachMs / res.nodeBareMs).toFixed(2)}× node)`);
+    console.log(`  weft attach CLI, settled agent (refused: no network) ${f(res.cliAttachMs)} ms  (${(res.cliAttachMs / res.nodeBareMs).toFixed(2)}× node)`);
     console.log(`  weft agent ready (sqlite)     ${f(res.agentReadyMs)} ms  (${(res.agentReadyMs / res.nodeBareMs).toFixed(2)}× node); RSS ${f(res.agentRssMb)} MB, peak ${f(res.agentHwmMb)} MB; SIGTERM→exit ${f(res.agentStopMs)} ms`);
   }
 }

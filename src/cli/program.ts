@@ -1,4 +1,7 @@
 import { Command, CommanderError } from 'commander';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { packageRoot } from '../util/package-root.js';
 import { UsageError, WeftError } from '../util/errors.js';
 
 type Register = (program: Command) => void;
@@ -37,13 +40,15 @@ export interface CliOutcome {
 export async function runCli(argv: readonly string[]): Promise<CliOutcome> {
   const program = new Command('weft')
     .description('one network for containers on many hosts')
+    .version(weftVersion(), '-V, --version', 'print weft\'s version')
     .showHelpAfterError(false)
     // options after a command name are that command's: `weft bench serve --api X` is serve's --api, not bench's
     .enablePositionalOptions()
     .exitOverride();
 
   const named = groups.find(([commands]) => commands.includes(argv[2] ?? ''));
-  for (const [, load] of named ? [named] : groups) (await load())(program);
+  const versionOnly = argv[2] === '-V' || argv[2] === '--version';
+  for (const [, load] of named ? [named] : versionOnly ? [] : groups) (await load())(program);
 
   try {
     await program.parseAsync([...argv]);
@@ -55,5 +60,14 @@ export async function runCli(argv: readonly string[]): Promise<CliOutcome> {
     process.stderr.write(`weft: ${msg.split('\n')[0]}\n`);
     if (process.env.WEFT_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
     return { code: err instanceof UsageError ? err.exitCode : 1, failed: true };
+  }
+}
+
+/** The version in weft's package.json (the file is found from this module, also inside the bundle). */
+function weftVersion(): string {
+  try {
+    return String((JSON.parse(readFileSync(path.join(packageRoot(import.meta.url), 'package.json'), 'utf8')) as { version?: unknown }).version ?? 'unknown');
+  } catch {
+    return 'unknown';
   }
 }
