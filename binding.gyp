@@ -11,6 +11,11 @@
       "type": "executable",
       "sources": ["src/system/native/weft-netlink.c"],
       "cflags": ["-O2", "-Wall", "-Wno-stringop-overflow"]
+    },
+    {
+      "target_name": "weft_flock",
+      "sources": ["src/system/native/flock.c"],
+      "cflags": ["-O2", "-Wall"]
     }
   ]
 }

@@ -1,7 +1,7 @@
-// Bundles the CLI (dist/src/cli/main.js and the fast attach path, dist/src/cli/fast.js) into dist/bundle/,
-// which bin/weft loads when it is not older than tsc's output. One file per entry plus shared chunks
-// (lazily imported modules stay lazy: one chunk each): Node's ESM loader then resolves, reads and compiles a
-// few files instead of ~200, which halves the agent's start-up CPU and takes ~12 MB off its RSS (issue 15).
+// Bundles the CLI (dist/src/cli/main.js and the fast attach path, dist/src/cli/fast.js) into dist/bundle/ as one
+// CommonJS file each, which bin/weft loads when they are not older than tsc's output: Node then reads and
+// compiles one file instead of resolving, reading and compiling ~200 ES modules, which halves the agent's
+// start-up CPU and takes ~12 MB off its RSS; as CommonJS it can also be run with V8's code cache (issue 15).
 // Packages with native code, worker files or dynamic requires stay outside, loaded from node_modules; so does
 // prom-client (loaded lazily anyway; bundled, its metrics came out empty: test/metrics-e2e.test.ts).
 import { build } from 'esbuild';
@@ -28,37 +28,33 @@ const zodEnglishOnly = {
 const common = {
   absWorkingDir: root,
   bundle: true,
-  format: 'esm',
+  format: 'cjs',
   platform: 'node',
   target: 'node20',
-  outdir,
   // class and function names stay as written: logs and error types name them
   keepNames: true,
   metafile: true,
   logLevel: 'warning',
 };
-// The fast attach path (src/cli/fast.ts) is one file of its own: no shared chunks to resolve and load, and
-// no createRequire banner (it bundles no CommonJS). Each module the ESM loader loads costs a `weft attach`.
-const fast = await build({ ...common, entryPoints: { fast: 'dist/src/cli/fast.js' }, external: ['node:*'] });
-// ... and as CommonJS (fast.cjs), which bin/weft require()s: loaded synchronously, without the ESM loader's
-// asynchronous resolve, link and evaluate steps.
-const fastCjs = await build({ ...common, format: 'cjs', outdir: undefined, outfile: path.join(outdir, 'fast.cjs'), entryPoints: ['dist/src/cli/fast.js'], external: ['node:*'] });
+// The fast attach path (src/cli/fast.ts) is one CommonJS file of its own, which bin/weft require()s: loaded
+// synchronously, without the ES module loader's resolve, link and evaluate steps (each costs a `weft attach`).
+const fast = await build({ ...common, outfile: path.join(outdir, 'fast.cjs'), entryPoints: ['dist/src/cli/fast.js'], external: ['node:*'] });
+// The full CLI and the agent: one CommonJS file, which bin/weft runs with V8's code cache (bin/code-cache.cjs;
+// Node 20 caches no ES module's code). Lazily imported modules stay lazy inside it (esbuild runs a module's body
+// on its first import), and a running process never needs a file of a later build.
 const result = await build({
   ...common,
-  entryPoints: { main: 'dist/src/cli/main.js' },
-  splitting: true,
-  chunkNames: 'chunk-[hash]',
+  outfile: path.join(outdir, 'main.cjs'),
+  entryPoints: ['dist/src/cli/main.js'],
   external: ['better-sqlite3', 'etcd3', 'pino', 'prom-client', 'playwright-core', '@opentelemetry/api'],
-  // CommonJS packages inside an ES module bundle call require()
-  banner: { js: "import { createRequire as __weftRequire } from 'node:module'; const require = __weftRequire(import.meta.url);" },
+  // the modules that find files beside the code (src/util/package-root.ts) ask for their own URL
+  define: { 'import.meta.url': '__weftModuleUrl' },
+  banner: { js: "const __weftModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
   plugins: [zodEnglishOnly],
 });
-// Chunks of earlier builds go once they are old: a process started from them may still import one lazily.
-const made = new Set([...Object.keys(result.metafile.outputs), ...Object.keys(fast.metafile.outputs), ...Object.keys(fastCjs.metafile.outputs)].map((f) => path.basename(f)));
-for (const f of fs.readdirSync(outdir)) {
-  const p = path.join(outdir, f);
-  if (!made.has(f) && Date.now() - fs.statSync(p).mtimeMs > 3600_000) fs.rmSync(p, { force: true });
-}
+const made = new Set([...Object.keys(result.metafile.outputs), ...Object.keys(fast.metafile.outputs)].map((f) => path.basename(f)));
+// What earlier builds left (ES module chunks before the bundle was CommonJS, code caches of an older main.cjs)
+for (const f of fs.readdirSync(outdir)) if (!made.has(f)) fs.rmSync(path.join(outdir, f), { force: true, recursive: true });
 // esbuild escapes non-ASCII text in strings and regular expressions but keeps it in comments: one such character
 // makes V8 hold the whole file's source as two-byte text (twice the memory, for as long as the module lives).
 for (const f of made) {

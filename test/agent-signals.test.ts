@@ -2,7 +2,7 @@
  * SIGTERM while `weft agent` starts: the agent stops through its own stop path (exit 0, locks released, no
  * "ready"), instead of dying of the signal half-way (signal handlers used to be installed after Agent.start).
  * The start is held inside Agent.start deterministically: the test holds the state dir's lock for a moment,
- * so the agent waits in its flock helper (src/agent/lock.ts) when the signal comes.
+ * so the agent is waiting for it (src/agent/lock.ts: the lock file open, flock(2) retried) when the signal comes.
  */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
@@ -23,19 +23,19 @@ after(() => {
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
-/** PIDs of processes whose parent is `ppid`. */
-function children(ppid: number): number[] {
-  const out: number[] = [];
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const s = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      if (Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(d));
-    } catch {
-      /* gone */
-    }
+/** Whether process `pid` has `file` open. */
+function hasOpen(pid: number, file: string): boolean {
+  try {
+    return fs.readdirSync(`/proc/${pid}/fd`).some((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/${pid}/fd/${fd}`) === file;
+      } catch {
+        return false; // closed meanwhile
+      }
+    });
+  } catch {
+    return false; // exited
   }
-  return out;
 }
 
 describe('agent signals', { skip: needsRoot() }, () => {
@@ -56,8 +56,8 @@ describe('agent signals', { skip: needsRoot() }, () => {
     agent.stderr!.on('data', (b: Buffer) => (out += b.toString()));
     const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => agent.once('exit', (code, signal) => resolve({ code, signal })));
     try {
-      // inside Agent.start: the agent's flock helper for its state dir is waiting on our lock
-      await waitFor('the agent waits for its lock', 20_000, async () => children(agent.pid!).length > 0);
+      // inside Agent.start: the agent has its state dir's lock file open and waits for our lock to go
+      await waitFor('the agent waits for its lock', 20_000, async () => hasOpen(agent.pid!, lock));
       agent.kill('SIGTERM');
       const { code, signal } = await exited;
       assert.equal(signal, null, `the agent died of ${signal} instead of stopping; output: ${out}`);

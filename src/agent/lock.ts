@@ -1,6 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { FLOCK_ADDON, tryLockExclusive } from '../system/flock.js';
 import { WeftError } from '../util/errors.js';
 import { removeStaleSocket } from './api.js';
 
@@ -8,16 +9,16 @@ import { removeStaleSocket } from './api.js';
  * One agent per host, enforced with real kernel locks (flock(2)) on two files: `<state-dir>/agent.lock` (one
  * lease, one host id, one set of bridges per state dir) and `<api socket>.lock` (one agent per socket).
  *
- * Node has no flock(); rather than a native addon, the lock is held by util-linux's flock(1) running `cat`
- * on a pipe from the agent. When the agent dies in any way (kill -9 included) the pipe closes, cat sees EOF
- * and exits, and the kernel drops the lock: a stale lock cannot outlive its holder, and a PID reused after a
- * reboot cannot fake one. The holder's PID is written into the file for the refusal message.
+ * The agent holds each lock on an open descriptor of its own (src/system/flock.ts): when it dies in any way
+ * (kill -9 included) the kernel drops the lock, so a stale lock cannot outlive its holder, and a PID reused
+ * after a reboot cannot fake one. The holder's PID is written into the file for the refusal message. (Until
+ * issue 15 a flock(1) process per lock held it: two process spawns on every start.)
  */
 
 export const STATE_DIR_MODE = 0o700;
 const LOCK_FILE_MODE = 0o600;
-/** flock(1)'s exit code when the lock is held (-E). */
-const HELD = 75;
+/** How often a taken lock is tried again while waiting for it. */
+const RETRY_MS = 50;
 
 export interface HeldLock {
   readonly file: string;
@@ -25,51 +26,45 @@ export interface HeldLock {
 }
 
 /**
- * Takes the exclusive lock on `file`, waiting up to `waitSeconds` (a holder killed a moment ago needs a few
- * milliseconds to let go). Throws a WeftError naming the PID of the holder when another process keeps it.
+ * Takes the exclusive lock on `file`, waiting up to `waitSeconds` (a holder killed a moment ago may still be
+ * exiting). Throws a WeftError naming the PID of the holder when another process keeps it.
  */
 export async function acquireLock(file: string, what: string, waitSeconds = 3): Promise<HeldLock> {
-  fs.closeSync(fs.openSync(file, 'a', LOCK_FILE_MODE));
-  fs.chmodSync(file, LOCK_FILE_MODE);
-  const child = spawn('flock', ['--exclusive', '--wait', String(waitSeconds), '--conflict-exit-code', String(HELD), file, 'sh', '-c', 'echo locked; exec cat'], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-    // its own process group: a Ctrl-C meant for the agent must not drop the lock before the agent has stopped
-    detached: true,
-  });
-  const outcome = await new Promise<'locked' | { code: number | null; stderr: string; err?: Error }>((resolve) => {
-    let stderr = '';
-    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.stdout!.on('data', (c: Buffer) => {
-      if (c.toString().includes('locked')) resolve('locked');
-    });
-    child.once('error', (err) => resolve({ code: null, stderr, err }));
-    child.once('exit', (code) => resolve({ code, stderr }));
-  });
-  if (outcome !== 'locked') {
-    if (outcome.err) throw new WeftError(`cannot lock ${file}: flock(1) from util-linux is needed (${outcome.err.message})`, 'ELOCK');
-    if (outcome.code === HELD) {
-      const pid = holderPid(file);
-      throw new WeftError(
-        `${what} is in use by another weft agent (${pid ? `pid ${pid}` : 'pid unknown'}; lock ${file}): stop it first — one agent per host`,
-        'ELOCKED',
-      );
+  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, LOCK_FILE_MODE);
+  try {
+    fs.fchmodSync(fd, LOCK_FILE_MODE);
+    const until = Date.now() + waitSeconds * 1000;
+    while (!takeLock(fd, file)) {
+      if (Date.now() >= until) {
+        const pid = holderPid(file);
+        throw new WeftError(`${what} is in use by another weft agent (${pid ? `pid ${pid}` : 'pid unknown'}; lock ${file}): stop it first — one agent per host`, 'ELOCKED');
+      }
+      await sleep(RETRY_MS);
     }
-    throw new WeftError(`cannot lock ${file}: flock exited with ${outcome.code}: ${outcome.stderr.trim()}`, 'ELOCK');
+    fs.ftruncateSync(fd);
+    fs.writeSync(fd, `${process.pid}\n`, 0);
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
   }
-  fs.writeFileSync(file, `${process.pid}\n`);
-  // The helper must not keep the agent's event loop alive.
-  for (const s of [child.stdin, child.stdout, child.stderr]) (s as unknown as { unref?: () => void } | null)?.unref?.();
-  child.unref();
-  return { file, release: () => releaseHelper(child) };
+  let open = true;
+  return {
+    file,
+    release: async () => {
+      if (open) fs.closeSync(fd);
+      open = false;
+    },
+  };
 }
 
-async function releaseHelper(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.stdin?.end();
-  const t = setTimeout(() => child.kill('SIGKILL'), 2000);
-  await exited;
-  clearTimeout(t);
+function takeLock(fd: number, file: string): boolean {
+  try {
+    return tryLockExclusive(fd);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'MODULE_NOT_FOUND' || e.code === 'ERR_DLOPEN_FAILED' ? `weft's native part is not built (${FLOCK_ADDON}): run \`npm run build:native\`` : e.message;
+    throw new WeftError(`cannot lock ${file}: ${why}`, 'ELOCK');
+  }
 }
 
 /** The PID written into a lock file by its holder, when the file names one. */
