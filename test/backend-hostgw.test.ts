@@ -61,6 +61,24 @@ test('host-gw: a restarted agent (new backend object) changes nothing', { skip }
   assert.deepEqual(await routes(n1.host.ns), before);
 });
 
+// Issue 15: a change of peers is applied against the routes the last reconcile applied, without reading them
+// (one process fewer per peer event); the periodic reconcile reads and repairs drift.
+test('host-gw: a change of peers without kernel reads ends where a full reconcile does; a full one repairs drift', { skip }, async () => {
+  const [n1, n2] = nodes as [ClusterNode, ClusterNode];
+  const all = nodes.map((n) => n.lease);
+  await n1.backend.reconcile(all, undefined, { readKernel: true });
+  const full = await routes(n1.host.ns);
+  await n1.backend.reconcile([n1.lease, n2.lease], undefined, { readKernel: false });
+  assert.deepEqual(await routeMap(n1.host.ns), { [n2.lease.subnet]: n2.host.ip }, 'departed peers lost their routes');
+  await n1.backend.reconcile(all, undefined, { readKernel: false });
+  assert.deepEqual(await routes(n1.host.ns), full, 'the peers came back exactly');
+  await ipJson(['route', 'del', n2.lease.subnet], { netns: n1.host.ns }).catch(() => undefined);
+  await n1.backend.reconcile(all, undefined, { readKernel: false });
+  assert.equal((await routeMap(n1.host.ns))[n2.lease.subnet], undefined, 'no read: the deletion is not seen');
+  await n1.backend.reconcile(all, undefined, { readKernel: true });
+  assert.deepEqual(await routes(n1.host.ns), full, 'repaired');
+});
+
 test('host-gw: a peer dropped from the set loses its routes; a new host joins', { skip }, async () => {
   const [n1, n2, n3] = nodes as [ClusterNode, ClusterNode, ClusterNode];
   await reconcileAll([n1, n2], [n1.lease, n2.lease]);

@@ -148,6 +148,28 @@ test('vxlan: a restarted agent (new backend object) adopts the device and change
   await waitFor('a ping is answered', 15_000, () => tb.ping(n1.containers[0]!.ns, nodes[2]!.containers[1]!.ip));
 });
 
+// Issue 15: a change of peers is applied against what the last reconcile applied, without reading the kernel
+// (three reads, three processes); the periodic reconcile reads and repairs drift.
+test('vxlan: a change of peers without kernel reads ends where a full reconcile does; a full one repairs drift', async () => {
+  const [n1, n2] = nodes as [ClusterNode, ClusterNode];
+  const all = nodes.map((n) => n.lease);
+  await n1.backend.reconcile(all, undefined, { readKernel: true });
+  const full = await state(n1.host.ns);
+  await n1.backend.reconcile([n1.lease, n2.lease], undefined, { readKernel: false });
+  const s = await state(n1.host.ns);
+  assert.deepEqual(s.routes.filter((r) => r.dev === 'weft.1' && r.gateway).map((r) => r.dst), [n2.lease.subnet], 'departed peers lost their routes');
+  assert.deepEqual(s.neigh.map((x) => x.dst), [n2.lease.subnet.replace('/24', '')]);
+  assert.deepEqual(s.fdb.filter((f) => f.dst).map((f) => [f.mac, f.dst]), [[n2.lease.backendData.VtepMAC, n2.host.ip]]);
+  await n1.backend.reconcile(all, undefined, { readKernel: false });
+  assert.deepEqual(await state(n1.host.ns), full, 'the peers came back exactly');
+  // drift: a route deleted by hand is not seen without a read (that is the point), and repaired by a full reconcile
+  await ipJson(['route', 'del', n2.lease.subnet, 'dev', 'weft.1'], { netns: n1.host.ns }).catch(() => undefined);
+  await n1.backend.reconcile(all, undefined, { readKernel: false });
+  assert.ok(!(await state(n1.host.ns)).routes.some((r) => r.dst === n2.lease.subnet), 'no read: the deletion is not seen');
+  await n1.backend.reconcile(all, undefined, { readKernel: true });
+  assert.deepEqual(await state(n1.host.ns), full, 'repaired');
+});
+
 test('vxlan: a dropped peer loses route, neighbour and fdb entry; a fourth host joins', async () => {
   const [n1, n2, n3] = nodes as [ClusterNode, ClusterNode, ClusterNode];
   await reconcileAll([n1, n2], [n1.lease, n2.lease]);

@@ -122,6 +122,8 @@ export class NetworkRunner {
   private forced = false;
   /** The forwarding accepts were checked since the last failed reconcile (forced reconciles check again). */
   private forwardingChecked = false;
+  /** The backend's last reconcile succeeded: a change of peers may diff against what it applied (ReconcileHow). */
+  private backendApplied = false;
   /** The isolation rules the last reconcile made the kernel hold (forced reconciles compare with the kernel again). */
   private appliedIsolation: string | undefined;
   /**
@@ -283,6 +285,7 @@ export class NetworkRunner {
 
   async start(): Promise<void> {
     const { store, hostId, underlay, log } = this.opts;
+    this.backendApplied = false;
     this.backend = this.module.create({
       networkName: this.name,
       network: this.config,
@@ -593,7 +596,10 @@ export class NetworkRunner {
         if (force && state === this.applied && unchanged(btok, this.tokens.backend)) this.resyncReadsSkipped++;
         else {
           this.tokens.backend = undefined;
-          await this.backend.reconcile(peers, endpoints);
+          // a change of peers or endpoints applies the difference to what the backend applied; the first, the
+          // periodic and any reconcile after a failure read the kernel (drift is repaired there)
+          await this.backend.reconcile(peers, endpoints, { readKernel: force || !this.backendApplied });
+          this.backendApplied = true;
           this.tokens.backend = btok;
         }
         // Networks are isolated unless connected; an unreadable store keeps the rules as they are.
@@ -626,6 +632,7 @@ export class NetworkRunner {
       } catch (err) {
         this.applied = undefined;
         this.forwardingChecked = false;
+        this.backendApplied = false;
         this.appliedIsolation = undefined;
         this.tokens.forwarding = this.tokens.backend = this.tokens.isolation = undefined;
         this.lastError = `reconcile failed: ${(err as Error).message}`;

@@ -14,6 +14,11 @@ export function diffRoutes(have: readonly RouteFact[], want: readonly RouteSpec[
   for (const w of want) if (!have.some((r) => same(r, w))) batch.routeReplace(w);
 }
 
+/** The routes `want` as the kernel lists them once applied: what a reconcile that trusts its last one diffs against. */
+export function appliedRoutes(want: readonly RouteSpec[]): RouteFact[] {
+  return want.map((w) => ({ dst: w.dst, gateway: w.via, dev: w.dev, flags: w.onlink ? ['onlink'] : [] }));
+}
+
 /** Logs a refused peer once per (peer, reason), so a reconcile every 30 s does not repeat itself. */
 export class RefusalLog {
   private readonly seen = new Set<string>();

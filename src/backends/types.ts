@@ -81,6 +81,12 @@ export interface BackendStatus {
  * Every method is idempotent and reads what the kernel already has, so an agent restart changes nothing
  * that is already right (established flows survive). stop() ends processes; kernel state stays.
  */
+/** How a reconcile may find the kernel state it changes (Backend.reconcile). */
+export interface ReconcileHow {
+  /** Read the kernel (true), or trust what the last successful reconcile applied (false). */
+  readKernel: boolean;
+}
+
 export interface Backend {
   readonly type: string;
   /** MTU for container interfaces on this host. */
@@ -97,9 +103,13 @@ export interface Backend {
   stop?(): Promise<void>;
   /**
    * Make the data plane reach exactly these peers (our own lease is not among them). `endpoints` are the
-   * network's endpoints on every host, given only when the module says `wantsEndpoints`.
+   * network's endpoints on every host, given only when the module says `wantsEndpoints`. With `how.readKernel`
+   * false (a change of peers or endpoints, after a reconcile that succeeded) nothing but this backend changed its
+   * kernel state since as far as the agent knows: a backend may diff against what it applied last instead of
+   * reading the kernel again (issue 15: the reads were most of a join's processes at 50 hosts). The first and
+   * the periodic (drift-repairing) reconciles, and any after a failure, read. Absent means read.
    */
-  reconcile(peers: Lease[], endpoints?: EndpointInfo[]): Promise<void>;
+  reconcile(peers: Lease[], endpoints?: EndpointInfo[], how?: ReconcileHow): Promise<void>;
   /**
    * The kernel state reconcile() reads and repairs, as kernel-watch kinds (src/system/kernel-watch.ts:
    * 'route', 'link', 'addr', 'neigh', 'neigh:IFINDEX', 'nft'). When given, a periodic resync with the same

@@ -7,7 +7,7 @@ import { after, test } from 'node:test';
 import { pino } from 'pino';
 import { NetworkRunner, type HostOps } from '../../src/agent/network-runner.js';
 import { registerBackend } from '../../src/backends/registry.js';
-import type { Backend, BackendStatus, ConnectedNetwork, EndpointInfo } from '../../src/backends/types.js';
+import type { Backend, BackendStatus, ConnectedNetwork, EndpointInfo, ReconcileHow } from '../../src/backends/types.js';
 import { createNetwork, getNetwork } from '../../src/config/registry.js';
 import { hostRecordToJson, leaseToJson } from '../../src/lease/codec.js';
 import type { Lease } from '../../src/lease/types.js';
@@ -58,8 +58,20 @@ class RecordingBackend implements Backend {
   async stop() {
     this.calls.push({ op: 'stop' });
   }
-  async reconcile(peers: Lease[], endpoints?: EndpointInfo[]) {
+  /** Each reconcile's ReconcileHow.readKernel, in order. */
+  reads: Array<boolean | undefined> = [];
+  /** readKernel of each reconcile that succeeded (beside `reconciles`). */
+  okReads: Array<boolean | undefined> = [];
+  /** The next reconcile fails (after recording itself in `reads`). */
+  failNext = false;
+  async reconcile(peers: Lease[], endpoints?: EndpointInfo[], how?: ReconcileHow) {
     await this.gate;
+    this.reads.push(how?.readKernel);
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error('injected reconcile failure');
+    }
+    this.okReads.push(how?.readKernel);
     this.reconciles.push({ peers: peers.map((p) => p.subnet).sort(), ...(endpoints ? { endpoints: endpoints.map((e) => e.address).sort() } : {}) });
   }
   /** What connectedNetworks() was told each time: "name cidr subnet@ip,…" per network. */
@@ -189,6 +201,35 @@ test('a burst of peer changes is coalesced into few reconciles with the latest s
     // a forced resync does reconcile
     runner.kick(true);
     await waitFor('forced resync', 5000, async () => backend.reconciles.length === n + 1);
+  } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
+
+test('a change of peers lets the backend diff against what it applied; the first, a forced and any reconcile after a failure read the kernel', async () => {
+  const { store, runner, backend } = await setup();
+  try {
+    await waitFor('first reconcile', 5000, async () => backend.reads.length >= 1);
+    assert.equal(backend.reads[0], true, 'the first reconcile reads');
+    const free = Array.from({ length: 6 }, (_, i) => `10.77.${40 + i}.0/24`).filter((s) => s !== runner.lease.subnet);
+    // the read flag of the first reconcile that succeeded with `n` peers
+    const readWith = async (n: number) => {
+      await waitFor(`a reconcile with ${n} peers`, 5000, async () => backend.reconciles.some((r) => r.peers.length === n));
+      return backend.okReads[backend.reconciles.findIndex((r) => r.peers.length === n)];
+    };
+    await putPeer(store, free[0]!, '192.168.9.40');
+    assert.equal(await readWith(1), false, 'a change of peers trusts what the last reconcile applied');
+    const n = backend.reads.length;
+    runner.kick(true);
+    await waitFor('a forced resync reads', 5000, async () => backend.reads.slice(n).includes(true));
+    backend.failNext = true;
+    await putPeer(store, free[1]!, '192.168.9.41');
+    await waitFor('the failed reconcile', 5000, async () => runner.status().error !== undefined);
+    await putPeer(store, free[2]!, '192.168.9.42');
+    assert.equal(await readWith(3), true, 'after a failure nothing applied is trusted');
+    await putPeer(store, free[3]!, '192.168.9.43');
+    assert.equal(await readWith(4), false, 'trusted again after a success');
   } finally {
     await runner.stop();
     await store.close();

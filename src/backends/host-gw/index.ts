@@ -1,10 +1,10 @@
 import { canonicalCidr, cidrContains, cidrWithin } from '../../net/ipv4.js';
 import type { Lease } from '../../lease/types.js';
-import { KernelBatch, readRoutes, routeDst, type RouteSpec } from '../../system/ops.js';
+import { KernelBatch, readRoutes, routeDst, type RouteFact, type RouteSpec } from '../../system/ops.js';
 import { connectedPrefixes } from '../../system/underlay.js';
 import { registerBackend } from '../registry.js';
-import { diffRoutes, RefusalLog } from '../routes.js';
-import type { Backend, BackendContext, BackendStatus } from '../types.js';
+import { appliedRoutes, diffRoutes, RefusalLog } from '../routes.js';
+import type { Backend, BackendContext, BackendStatus, ReconcileHow } from '../types.js';
 import { judgeHostGw } from './doctor.js';
 
 /**
@@ -19,6 +19,8 @@ export class HostGwBackend implements Backend {
   private own?: Lease;
   private prefixes?: string[];
   private routed = 0;
+  /** The routes the last reconcile applied; undefined until one succeeded (and while one commits). */
+  private applied?: RouteFact[];
   private readonly refusals: RefusalLog;
 
   constructor(private readonly ctx: BackendContext) {
@@ -29,12 +31,14 @@ export class HostGwBackend implements Backend {
   }
 
   async init(): Promise<Record<string, unknown>> {
+    this.applied = undefined; // the next reconcile reads the kernel
     this.prefixes = await connectedPrefixes(this.ctx.underlay.iface, this.ctx.sys);
     return {};
   }
 
   async activate(own: Lease): Promise<void> {
     this.own = own;
+    this.applied = undefined; // the next reconcile reads the kernel
     this.prefixes ??= await connectedPrefixes(this.ctx.underlay.iface, this.ctx.sys);
   }
 
@@ -53,7 +57,7 @@ export class HostGwBackend implements Backend {
     return routes.filter((r) => r.gateway && r.dst !== 'default' && cidrWithin(routeDst(r.dst), this.ctx.network.Network));
   }
 
-  async reconcile(peers: Lease[]): Promise<void> {
+  async reconcile(peers: Lease[], _endpoints?: unknown, how?: ReconcileHow): Promise<void> {
     this.prefixes ??= await connectedPrefixes(this.ctx.underlay.iface, this.ctx.sys);
     const ownSubnet = this.own ? canonicalCidr(this.own.subnet) : undefined;
     const want: RouteSpec[] = [];
@@ -65,9 +69,13 @@ export class HostGwBackend implements Backend {
       else want.push({ dst: subnet, via: p.publicIp, dev: this.ctx.underlay.iface });
     }
     const batch = new KernelBatch();
-    diffRoutes(await this.ours(), want, batch);
+    // a change of peers diffs against the routes applied last (ReconcileHow); in doubt, the kernel's
+    const have = how?.readKernel === false && this.applied ? this.applied : await this.ours();
+    diffRoutes(have, want, batch);
     if (batch.size) this.ctx.log.debug({ network: this.ctx.networkName, changes: batch.lines() }, 'host-gw: route changes');
+    this.applied = undefined;
     await batch.commit({ ...this.ctx.sys, force: true });
+    this.applied = appliedRoutes(want);
     this.routed = want.length;
   }
 

@@ -4,11 +4,11 @@ import type { BackendConfig } from '../../config/types.js';
 import type { Lease } from '../../lease/types.js';
 import { getLink, type IpLink } from '../../system/ip.js';
 import { createLink } from '../../system/kernel.js';
-import { KernelBatch, readFdb, readNeigh, readRoutes, type RouteSpec } from '../../system/ops.js';
+import { KernelBatch, readFdb, readNeigh, readRoutes, type FdbFact, type NeighFact, type RouteFact, type RouteSpec } from '../../system/ops.js';
 import { WeftError } from '../../util/errors.js';
 import { registerBackend } from '../registry.js';
-import { diffRoutes, RefusalLog } from '../routes.js';
-import type { Backend, BackendContext, BackendStatus } from '../types.js';
+import { appliedRoutes, diffRoutes, RefusalLog } from '../routes.js';
+import type { Backend, BackendContext, BackendStatus, ReconcileHow } from '../types.js';
 import { DEFAULT_VXLAN_PORT, MAX_VNI, VXLAN_OVERHEAD, vxlanDevice } from './device.js';
 import { judgeVxlan } from './doctor.js';
 
@@ -40,6 +40,8 @@ export class VxlanBackend implements Backend {
   /** The device's interface index (its neighbour and fdb changes are reported under it). */
   private ifindex?: number;
   private peerCount = 0;
+  /** The device's routes, neighbours and fdb entries as the last reconcile applied them; undefined until one succeeded. */
+  private applied?: { routes: RouteFact[]; neigh: NeighFact[]; fdb: FdbFact[] };
   private readonly refusals: RefusalLog;
 
   constructor(private readonly ctx: BackendContext) {
@@ -71,6 +73,7 @@ export class VxlanBackend implements Backend {
   /** Creates (or adopts a matching) weft.<VNI>; returns { VNI, VtepMAC }. */
   async init(): Promise<Record<string, unknown>> {
     const sys = this.ctx.sys;
+    this.applied = undefined; // the next reconcile reads the kernel
     let link = await getLink(this.device, sys);
     if (link && !this.matches(link)) {
       this.ctx.log.warn({ device: this.device, info: link.linkinfo }, `vxlan: ${this.device} exists with other settings; recreating it`);
@@ -93,6 +96,7 @@ export class VxlanBackend implements Backend {
   /** Gives the device `<subnet network address>/32` (as flannel does) and sets it up. */
   async activate(own: Lease): Promise<void> {
     this.own = own;
+    this.applied = undefined; // the next reconcile reads the kernel
     const link = await getLink(this.device, this.ctx.sys);
     if (!link) throw new WeftError(`vxlan: ${this.device} does not exist; init() first`);
     const want = `${networkAddress(own.subnet)}/32`;
@@ -121,13 +125,17 @@ export class VxlanBackend implements Backend {
     return out;
   }
 
-  async reconcile(leases: Lease[]): Promise<void> {
+  async reconcile(leases: Lease[], _endpoints?: unknown, how?: ReconcileHow): Promise<void> {
     const dev = this.device;
     const sys = this.ctx.sys;
     const peers = this.peers(leases);
-    const [fdb, neigh, routes] = await Promise.all([readFdb(dev, sys), readNeigh(dev, sys), readRoutes({ dev, ...sys })]);
-    const batch = new KernelBatch();
     const want: RouteSpec[] = peers.map((p) => ({ dst: p.subnet, via: p.gw, dev, onlink: true }));
+    // a change of peers diffs against the entries applied last (ReconcileHow): three reads, three processes, fewer
+    const { fdb, neigh, routes } =
+      how?.readKernel === false && this.applied
+        ? this.applied
+        : await Promise.all([readFdb(dev, sys), readNeigh(dev, sys), readRoutes({ dev, ...sys })]).then(([fdb, neigh, routes]) => ({ fdb, neigh, routes }));
+    const batch = new KernelBatch();
     diffRoutes(
       routes.filter((r) => r.gateway),
       want,
@@ -147,7 +155,13 @@ export class VxlanBackend implements Backend {
     }
     if (batch.size) this.ctx.log.debug({ network: this.ctx.networkName, changes: batch.lines() }, 'vxlan: changes');
     // stale routes and neighbours first, then fdb, then new neighbours and routes (which need the fdb)
+    this.applied = undefined;
     await batch.commit({ ...sys, force: true });
+    this.applied = {
+      routes: appliedRoutes(want),
+      neigh: peers.map((p) => ({ dst: p.gw, lladdr: p.mac, state: ['PERMANENT'] })),
+      fdb: peers.map((p) => ({ mac: p.mac, dst: p.publicIp })),
+    };
     this.peerCount = peers.length;
   }
 
