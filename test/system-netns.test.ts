@@ -8,7 +8,8 @@ import { getSysctl, enableIpForward } from '../src/system/sysctl.js';
 import { connectedPrefixes, findUnderlay } from '../src/system/underlay.js';
 import { attachVeth, createVethPair, detachVeth, hostIfName, listNetnsInterfaces, nextIfName } from '../src/system/veth.js';
 import { cleanupPrefix, createTestbed, type Testbed } from '../src/testbed/index.js';
-import { kernelFailure, run } from '../src/system/exec.js';
+import { ExecError, kernelFailure, run } from '../src/system/exec.js';
+import { KernelBatch } from '../src/system/ops.js';
 import { NetlinkError, netlinkReady, setNetlinkEnabled } from '../src/system/netlink.js';
 import { createLink } from '../src/system/kernel.js';
 import { WeftError } from '../src/util/errors.js';
@@ -240,4 +241,26 @@ test('the netlink helper and the ip -batch fallback leave the same kernel state;
   assert.equal(await getLink('vwnlf4', { netns: ns }), null, 'the veth of a failed configure is gone');
   assert.equal(await getLink('eth2', { netns: c }), null);
   assert.equal(await detachVeth('vwnlf0', { netns: ns }), true);
+});
+
+// The backends commit through the long-lived spawner with -force (issue 15: no fork of the agent per peer event):
+// every line is tried, the good ones land, and the commit still fails at the end naming what failed.
+test('a forced commit through the warm spawner applies every good line and fails naming the bad one', { skip }, async () => {
+  const ns = tb.hosts[0]!.ns;
+  const dev = (await findUnderlay({}, { netns: ns })).iface;
+  const batch = new KernelBatch()
+    .routeReplace({ dst: '10.78.1.0/24', dev })
+    .routeReplace({ dst: '10.78.2.0/24', dev: 'nosuchdev0' })
+    .routeReplace({ dst: '10.78.3.0/24', dev })
+    .fdbReplace({ mac: '02:00:00:00:78:01', dev: 'nosuchdev0', dst: '192.0.2.1' });
+  await assert.rejects(batch.commit({ netns: ns, force: true, warm: true }), (e: Error) => {
+    assert.ok(e instanceof ExecError, String(e));
+    assert.match(e.message, /nosuchdev0|Cannot find device/);
+    return true;
+  });
+  const have = (await ipJson<Array<{ dst: string }>>(['-4', 'route', 'show', 'dev', dev], { netns: ns })).map((r) => r.dst);
+  assert.ok(have.includes('10.78.1.0/24') && have.includes('10.78.3.0/24'), `both good routes applied: ${have.join(', ')}`);
+  await new KernelBatch().routeDel({ dst: '10.78.1.0/24', dev }).routeDel({ dst: '10.78.3.0/24', dev }).commit({ netns: ns, force: true, warm: true });
+  const left = (await ipJson<Array<{ dst: string }>>(['-4', 'route', 'show', 'dev', dev], { netns: ns })).map((r) => r.dst);
+  assert.deepEqual(left.filter((d) => d.startsWith('10.78.')), []);
 });

@@ -1,7 +1,8 @@
 import { ExecError, run, type RunResult } from './exec.js';
 import { inNetns, toRef, type NsOpts } from './netns.js';
 
-function ipCommand(args: readonly string[], opts: NsOpts): [string, string[]] {
+/** `ip ARGS` as a command line, in the namespace when given. */
+export function ipCommand(args: readonly string[], opts: NsOpts): [string, string[]] {
   if (opts.netns === undefined) return ['ip', [...args]];
   const r = toRef(opts.netns);
   if ('name' in r) return ['ip', ['-n', r.name, ...args]];

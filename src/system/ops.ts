@@ -1,7 +1,7 @@
 import { bridgeBatch, bridgeJson, ipBatch, ipJson, type IpLink } from './ip.js';
 import { explainKernelError, linkAddLine, type LinkSpec } from './kernel.js';
 import type { NsOpts } from './netns.js';
-import { warmIpBatch } from './warm.js';
+import { warmBridgeBatch, warmIpBatch } from './warm.js';
 
 /**
  * Typed kernel operations. Callers describe routes, neighbours, FDB entries, links and addresses as data;
@@ -82,7 +82,10 @@ function routeLine(verb: 'replace' | 'add' | 'del', r: Partial<RouteSpec> & { ds
 export interface CommitOptions extends NsOpts {
   /** Try every line; the first failure is thrown at the end. */
   force?: boolean;
-  /** Run `ip` through the long-lived spawner (./warm.ts; the attach path). Not with `force`. */
+  /**
+   * Run `ip` and `bridge` through the long-lived spawner (./warm.ts): no fork of the agent per commit (the attach
+   * path, and the backends' reconciles: at 50 hosts, every peer forking at once on each join, issue 15).
+   */
   warm?: boolean;
 }
 
@@ -193,7 +196,8 @@ export class KernelBatch {
 
   private async run(sys: CommitOptions): Promise<void> {
     const ns: NsOpts = { netns: sys.netns };
-    const ip = (lines: string[]) => (sys.warm && !sys.force ? warmIpBatch(lines, ns) : ipBatch(lines, { ...ns, force: sys.force }));
+    const ip = (lines: string[]) => (sys.warm ? warmIpBatch : ipBatch)(lines, { ...ns, force: sys.force });
+    const bridge = (lines: string[]) => (sys.warm ? warmBridgeBatch : bridgeBatch)(lines, { ...ns, force: sys.force });
     if (this.brDel.length + this.brAdd.length === 0) return ip([...this.ipLinks, ...this.ipDel, ...this.ipAdd]);
     const errors: unknown[] = [];
     const step = async (p: Promise<void>) => {
@@ -205,7 +209,7 @@ export class KernelBatch {
       }
     };
     await step(ip([...this.ipLinks, ...this.ipDel]));
-    await step(bridgeBatch([...this.brDel, ...this.brAdd], { ...ns, force: sys.force }));
+    await step(bridge([...this.brDel, ...this.brAdd]));
     await step(ip(this.ipAdd));
     if (errors.length) throw errors[0];
   }

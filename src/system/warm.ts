@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { ExecError, run } from './exec.js';
-import { toRef, type NsOpts } from './netns.js';
+import { ipCommand } from './ip.js';
+import { inNetns, type NsOpts } from './netns.js';
 
 /**
  * A spawner for the attach path. Each process Node spawns costs the event loop a fork of the whole agent
@@ -115,14 +116,18 @@ export function runJob(cmd: string, args: string[], input: string, shown = { cmd
   });
 }
 
-/** `ip -batch -` (in the namespace when given), through the helper. */
-export async function warmIpBatch(lines: readonly string[], opts: NsOpts = {}): Promise<void> {
+/** `ip -batch -` (in the namespace when given; `force`: on past failing lines, as ipBatch), through the helper. */
+export async function warmIpBatch(lines: readonly string[], opts: NsOpts & { force?: boolean } = {}): Promise<void> {
   if (lines.length === 0) return;
-  const input = lines.join('\n') + '\n';
-  if (opts.netns === undefined) return runJob('ip', ['-batch', '-'], input);
-  const r = toRef(opts.netns);
-  if ('name' in r) return runJob('ip', ['-n', r.name, '-batch', '-'], input);
-  return runJob('nsenter', ['-t', String(r.pid), '-n', 'ip', '-batch', '-'], input);
+  const [cmd, args] = ipCommand([...(opts.force ? ['-force'] : []), '-batch', '-'], opts);
+  return runJob(cmd, args, lines.join('\n') + '\n');
+}
+
+/** `bridge -batch -` (fdb entries), as warmIpBatch. */
+export async function warmBridgeBatch(lines: readonly string[], opts: NsOpts & { force?: boolean } = {}): Promise<void> {
+  if (lines.length === 0) return;
+  const [cmd, args] = inNetns(opts.netns, 'bridge', [...(opts.force ? ['-force'] : []), '-batch', '-']);
+  return runJob(cmd, args, lines.join('\n') + '\n');
 }
 
 /**

@@ -74,7 +74,7 @@ export class HostGwBackend implements Backend {
     diffRoutes(have, want, batch);
     if (batch.size) this.ctx.log.debug({ network: this.ctx.networkName, changes: batch.lines() }, 'host-gw: route changes');
     this.applied = undefined;
-    await batch.commit({ ...this.ctx.sys, force: true });
+    await batch.commit({ ...this.ctx.sys, force: true, warm: true });
     this.applied = appliedRoutes(want);
     this.routed = want.length;
   }
@@ -92,7 +92,7 @@ export class HostGwBackend implements Backend {
   async teardown(): Promise<void> {
     const batch = new KernelBatch();
     diffRoutes(await this.ours(), [], batch);
-    await batch.commit({ ...this.ctx.sys, force: true });
+    await batch.commit({ ...this.ctx.sys, force: true, warm: true });
   }
 }
 

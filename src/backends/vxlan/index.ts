@@ -156,7 +156,7 @@ export class VxlanBackend implements Backend {
     if (batch.size) this.ctx.log.debug({ network: this.ctx.networkName, changes: batch.lines() }, 'vxlan: changes');
     // stale routes and neighbours first, then fdb, then new neighbours and routes (which need the fdb)
     this.applied = undefined;
-    await batch.commit({ ...sys, force: true });
+    await batch.commit({ ...sys, force: true, warm: true });
     this.applied = {
       routes: appliedRoutes(want),
       neigh: peers.map((p) => ({ dst: p.gw, lladdr: p.mac, state: ['PERMANENT'] })),
