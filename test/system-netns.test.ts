@@ -10,7 +10,8 @@ import { attachVeth, createVethPair, detachVeth, hostIfName, listNetnsInterfaces
 import { cleanupPrefix, createTestbed, type Testbed } from '../src/testbed/index.js';
 import { ExecError, kernelFailure, run } from '../src/system/exec.js';
 import { KernelBatch } from '../src/system/ops.js';
-import { NetlinkError, netlinkReady, setNetlinkEnabled } from '../src/system/netlink.js';
+import { NETLINK_BINARY, NetlinkError, netlinkReady, setNetlinkEnabled } from '../src/system/netlink.js';
+import { pingOnce } from '../src/system/ping.js';
 import { createLink } from '../src/system/kernel.js';
 import { WeftError } from '../src/util/errors.js';
 import { needsRoot } from './helpers/require-root.js';
@@ -263,4 +264,33 @@ test('a forced commit through the warm spawner applies every good line and fails
   await new KernelBatch().routeDel({ dst: '10.78.1.0/24', dev }).routeDel({ dst: '10.78.3.0/24', dev }).commit({ netns: ns, force: true, warm: true });
   const left = (await ipJson<Array<{ dst: string }>>(['-4', 'route', 'show', 'dev', dev], { netns: ns })).map((r) => r.dst);
   assert.deepEqual(left.filter((d) => d.startsWith('10.78.')), []);
+});
+
+test('weft-netlink echo pings without a process per ping: answered, not answered in time, malformed; pingOnce uses it', { skip }, async () => {
+  const [h1, h2] = tb.hosts;
+  await waitFor(`${h1!.id} answers ${h2!.id} over the switch`, 15_000, () => tb.ping(h1!.ns, h2!.ip, { timeoutSec: 1 }));
+  const child = tb.spawn(h1!.ns, [NETLINK_BINARY, 'echo'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout!.on('data', (b: Buffer) => (out += b.toString()));
+  const answers = () => new Map(out.split('\n').filter(Boolean).map((l) => [l.split(' ')[0]!, l.slice(l.indexOf(' ') + 1)]));
+  // .200 is in the underlay but no host has it: its echo is not answered (and goes nowhere outside the bed)
+  const silent = `${tb.underlayCidr.split('.').slice(0, 3).join('.')}.200`;
+  child.stdin!.write(`E\t1\t${h2!.ip}\t3000\nE\t2\t${silent}\t300\nE\t3\tnot-an-ip\t100\nX\t4\n`);
+  await waitFor('four answers', 15_000, () => answers().size === 4);
+  const a = answers();
+  assert.equal(a.get('1'), '0', 'the peer answered');
+  assert.match(a.get('2')!, /^110 echo: no reply in time/);
+  assert.match(a.get('3')!, /^22 malformed request/);
+  assert.match(a.get('4')!, /^22 malformed request/);
+  child.stdin!.end();
+  await waitFor('the helper exits when its stdin closes', 5_000, () => child.exitCode !== null);
+  // from this process's namespace through the helper (loopback only): answered with no `ping` on PATH
+  assert.equal(netlinkReady(), true);
+  const path = process.env.PATH;
+  process.env.PATH = '/nonexistent';
+  try {
+    assert.equal(await pingOnce('127.0.0.1'), true);
+  } finally {
+    process.env.PATH = path;
+  }
 });

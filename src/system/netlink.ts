@@ -23,7 +23,7 @@ import { netnsPath, type NetnsRef } from './netns.js';
 export const NETLINK_BINARY = path.join(packageRoot(import.meta.url), 'build/Release/weft-netlink');
 
 /** errno names the helper's numbers map to (those kernelFailure and messages care about). */
-const ERRNO: Record<number, string> = { 1: 'EPERM', 2: 'ENOENT', 3: 'ESRCH', 13: 'EACCES', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV', 22: 'EINVAL', 95: 'EOPNOTSUPP', 98: 'EADDRINUSE', 101: 'ENETUNREACH' };
+const ERRNO: Record<number, string> = { 1: 'EPERM', 2: 'ENOENT', 3: 'ESRCH', 13: 'EACCES', 16: 'EBUSY', 17: 'EEXIST', 19: 'ENODEV', 22: 'EINVAL', 95: 'EOPNOTSUPP', 98: 'EADDRINUSE', 101: 'ENETUNREACH', 110: 'ETIMEDOUT' };
 
 /** A kernel call of the helper failed: `errno` as the kernel said it, `step` what was being done. */
 export class NetlinkError extends Error {
@@ -44,7 +44,9 @@ interface Pending {
   reject: (e: Error) => void;
 }
 
-let helper: { child: ChildProcess; buf: string; pending: Map<number, Pending> } | undefined;
+type Helper = { child: ChildProcess; buf: string; pending: Map<number, Pending> };
+/** The running helpers by mode: '' answers the attach path's requests in order, 'echo' the pings (./ping.ts). */
+const helpers = new Map<string, Helper>();
 let nextId = 1;
 /** Set once the binary is found missing or fails to start: every later call uses `ip`. */
 let broken = process.env.WEFT_NO_NETLINK !== undefined;
@@ -57,7 +59,7 @@ export function setNetlinkEnabled(on: boolean): void {
 /** True when requests go to the helper (else callers use `ip -batch`). */
 export function netlinkReady(): boolean {
   if (broken) return false;
-  if (helper) return true;
+  if (helpers.size) return true;
   try {
     fs.accessSync(NETLINK_BINARY, fs.constants.X_OK);
     return true;
@@ -67,10 +69,11 @@ export function netlinkReady(): boolean {
   }
 }
 
-function start(): NonNullable<typeof helper> {
-  if (helper && helper.child.exitCode === null && helper.child.signalCode === null) return helper;
-  const child = spawn(NETLINK_BINARY, [], { stdio: ['pipe', 'pipe', 'ignore'] });
-  const h = { child, buf: '', pending: new Map<number, Pending>() };
+function start(mode: string): Helper {
+  const have = helpers.get(mode);
+  if (have && have.child.exitCode === null && have.child.signalCode === null) return have;
+  const child = spawn(NETLINK_BINARY, mode ? [mode] : [], { stdio: ['pipe', 'pipe', 'ignore'] });
+  const h: Helper = { child, buf: '', pending: new Map<number, Pending>() };
   child.stdin!.on('error', () => {});
   child.stdout!.on('data', (b: Buffer) => {
     h.buf += b.toString();
@@ -93,7 +96,7 @@ function start(): NonNullable<typeof helper> {
     if (!h.pending.size) idle(h);
   });
   const gone = (err?: Error) => {
-    if (helper === h) helper = undefined;
+    if (helpers.get(mode) === h) helpers.delete(mode);
     if ((err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT' || (err as NodeJS.ErrnoException | undefined)?.code === 'EACCES') broken = true;
     for (const [id, p] of h.pending) {
       h.pending.delete(id);
@@ -102,16 +105,16 @@ function start(): NonNullable<typeof helper> {
   };
   child.once('error', gone);
   child.once('close', () => gone());
-  helper = h;
+  helpers.set(mode, h);
   idle(h);
   return h;
 }
 
-function idle(h: NonNullable<typeof helper>): void {
+function idle(h: Helper): void {
   h.child.unref();
   for (const s of [h.child.stdin, h.child.stdout]) (s as unknown as { unref?: () => void } | null)?.unref?.();
 }
-function busy(h: NonNullable<typeof helper>): void {
+function busy(h: Helper): void {
   h.child.ref();
   for (const s of [h.child.stdin, h.child.stdout]) (s as unknown as { ref?: () => void } | null)?.ref?.();
 }
@@ -121,9 +124,9 @@ function usable(fields: readonly string[]): boolean {
   return fields.every((f) => f !== '' && !/[\t\n\r]/.test(f));
 }
 
-function request(op: string, fields: string[]): Promise<void> {
+function request(op: string, fields: string[], mode = ''): Promise<void> {
   if (!usable(fields)) return Promise.reject(new NetlinkError(22, 'request', `request: a field holds a tab or newline, or is empty: ${JSON.stringify(fields)}`));
-  const h = start();
+  const h = start(mode);
   const id = nextId++;
   return new Promise<void>((resolve, reject) => {
     h.pending.set(id, { resolve, reject });
@@ -157,7 +160,24 @@ export function nlDeleteLink(ifname: string, netns?: NetnsRef | string): Promise
   return request('D', [nsField(netns), ifname]);
 }
 
-/** Ends the helper (agent stop); a later request starts it again. */
+/**
+ * One ICMP echo to `target` from this process's namespace, by `weft-netlink echo` (a second long-lived helper,
+ * started on first use: its echoes run concurrently and answer out of order, so they cannot wait behind the
+ * attach path's requests or hold them up): whether it answered within `timeoutMs`. Rejects with a NetlinkError
+ * when the echo could not be sent (EPERM: no CAP_NET_RAW for its raw socket); callers then run `ping`.
+ */
+export async function nlEcho(target: string, timeoutMs: number): Promise<boolean> {
+  try {
+    await request('E', [target, String(Math.max(1, Math.round(timeoutMs)))], 'echo');
+    return true;
+  } catch (err) {
+    if (err instanceof NetlinkError && err.errno === ETIMEDOUT) return false;
+    throw err;
+  }
+}
+const ETIMEDOUT = 110;
+
+/** Ends the helpers (agent stop); a later request starts them again. */
 export function stopNetlink(): void {
-  helper?.child.stdin!.end();
+  for (const h of helpers.values()) h.child.stdin!.end();
 }

@@ -1,10 +1,27 @@
 import { run } from './exec.js';
 import { inNetns, type NsOpts } from './netns.js';
 import { ipJson } from './ip.js';
+import { NetlinkError, netlinkReady, nlEcho } from './netlink.js';
 import type { RouteFact } from './ops.js';
 
-/** One ping from this host (or `netns`) with a 2 s wait: whether it was answered. */
+/** The raw socket was refused (no CAP_NET_RAW): every later ping of this process runs `ping`. */
+let echoRefused = false;
+
+/**
+ * One ping from this host (or `netns`) with a 2 s wait: whether it was answered. From this host's own
+ * namespace through the weft-netlink helper (./netlink.ts) when it can: a `ping` process costs the agent a
+ * fork of itself (its page tables, then copy-on-write faults) and the process's own start, ~5–10 ms of CPU
+ * per ping, which was the larger part of an idle agent's probe rounds (issue 15).
+ */
 export async function pingOnce(target: string, sys: NsOpts = {}): Promise<boolean> {
+  if (sys.netns === undefined && !echoRefused && netlinkReady()) {
+    try {
+      return await nlEcho(target, 2000);
+    } catch (err) {
+      // could not be sent (no raw socket, malformed address, the helper died): the ping command decides
+      if (err instanceof NetlinkError && (err.code === 'EPERM' || err.code === 'EACCES')) echoRefused = true;
+    }
+  }
   const [cmd, args] = inNetns(sys.netns, 'ping', ['-n', '-q', '-c', '1', '-W', '2', target]);
   return (await run(cmd, args, { allowFail: true, timeoutMs: 5000 }).catch(() => ({ code: 1 }))).code === 0;
 }

@@ -26,6 +26,13 @@
  * "route", "neigh IFINDEX..." (up to 16 interfaces, else "neigh *"), "nft". A lost message (ENOBUFS)
  * is reported as every kind. First line: "ready" once listening, or "ready nonft" when the nf_tables
  * group could not be joined (then nft changes are not seen). Exits when stdin closes.
+ *
+ * `weft-netlink echo`: ICMP echo (ping) without a process per ping, for the agent's health probe
+ * (src/system/ping.ts). Requests "E ID IPV4 TIMEOUT_MS", answered as above but out of order, as each
+ * finishes: "ID 0" when IPV4 answered within TIMEOUT_MS, "ID 110 echo: ..." (ETIMEDOUT) when it did not,
+ * "ID ERRNO STEP: ..." when it could not be sent (e.g. EPERM: no CAP_NET_RAW for the raw socket). Each
+ * echo has a raw socket of its own, connected to the target and filtered to echo replies, open only while
+ * it waits. Up to ECHO_MAX at once (more: EAGAIN). Exits when stdin closes.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -44,6 +51,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/netfilter/nfnetlink.h>
+#include <linux/icmp.h>
+#include <linux/ip.h>
+#include <netinet/in.h>
+#include <time.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -435,6 +446,139 @@ static int monitor(void) {
   }
 }
 
+
+/* ---- echo mode ---- */
+
+#define ECHO_MAX 64
+
+struct echo {
+  int fd; /* -1: free slot */
+  char id[32];
+  uint16_t seq;
+  long long deadline;
+};
+static struct echo echoes[ECHO_MAX];
+static uint16_t echo_seq;
+
+static long long now_ms(void) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1000LL + t.tv_nsec / 1000000;
+}
+
+static uint16_t inet_csum(const void *data, size_t len) {
+  const uint16_t *p = data;
+  uint32_t sum = 0;
+  for (; len > 1; len -= 2) sum += *p++;
+  if (len) sum += *(const uint8_t *)p;
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return (uint16_t)~sum;
+}
+
+static void echo_answer(struct echo *e, int err, const char *what) {
+  if (err) printf("%s %d %s: %s\n", e->id, err, what, strerror(err));
+  else printf("%s 0\n", e->id);
+  fflush(stdout);
+  if (e->fd >= 0) close(e->fd);
+  e->fd = -1;
+}
+
+/* Starts one echo: f = {"E", ID, IPV4, TIMEOUT_MS}. Answers at once when it cannot be sent. */
+static void echo_start(char **f) {
+  struct echo *e = NULL;
+  for (int i = 0; i < ECHO_MAX && !e; i++)
+    if (echoes[i].fd < 0) e = &echoes[i];
+  struct echo busy = {.fd = -1};
+  if (!e) e = &busy;
+  snprintf(e->id, sizeof e->id, "%s", f[1]);
+  if (e == &busy) return echo_answer(e, EAGAIN, "echo: too many at once");
+  struct sockaddr_in to = {.sin_family = AF_INET};
+  char *end;
+  long timeout = strtol(f[3], &end, 10);
+  if (inet_pton(AF_INET, f[2], &to.sin_addr) != 1 || *end || timeout <= 0) return echo_answer(e, EINVAL, "malformed request");
+  e->fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ICMP);
+  if (e->fd < 0) return echo_answer(e, errno, "socket");
+  struct icmp_filter filter = {.data = ~(1U << ICMP_ECHOREPLY)};
+  setsockopt(e->fd, SOL_RAW, ICMP_FILTER, &filter, sizeof filter);
+  /* connected: only packets from the target reach this socket */
+  if (connect(e->fd, (struct sockaddr *)&to, sizeof to) < 0) return echo_answer(e, errno, "connect");
+  struct icmphdr h = {.type = ICMP_ECHO};
+  e->seq = ++echo_seq;
+  h.un.echo.id = htons(getpid() & 0xffff);
+  h.un.echo.sequence = htons(e->seq);
+  h.checksum = inet_csum(&h, sizeof h);
+  if (send(e->fd, &h, sizeof h, 0) < 0) return echo_answer(e, errno, "send");
+  e->deadline = now_ms() + timeout;
+}
+
+/* Reads what arrived on an echo's socket: answers it when its reply is there. */
+static void echo_read(struct echo *e) {
+  char buf[1500];
+  for (;;) {
+    ssize_t n = recv(e->fd, buf, sizeof buf, 0);
+    if (n < 0) return; /* EAGAIN: nothing more (errors: the deadline answers) */
+    struct iphdr *ip = (struct iphdr *)buf;
+    size_t hl = (size_t)ip->ihl * 4;
+    if ((size_t)n < hl + sizeof(struct icmphdr)) continue;
+    struct icmphdr *h = (struct icmphdr *)(buf + hl);
+    if (h->type == ICMP_ECHOREPLY && ntohs(h->un.echo.id) == (getpid() & 0xffff) && ntohs(h->un.echo.sequence) == e->seq) return echo_answer(e, 0, "");
+  }
+}
+
+static int echo_mode(void) {
+  for (int i = 0; i < ECHO_MAX; i++) echoes[i].fd = -1;
+  char in[BUF];
+  size_t have = 0;
+  for (;;) {
+    struct pollfd p[ECHO_MAX + 1] = {{.fd = 0, .events = POLLIN}};
+    struct echo *of[ECHO_MAX + 1] = {0};
+    int np = 1;
+    long long now = now_ms(), next = -1;
+    for (int i = 0; i < ECHO_MAX; i++) {
+      struct echo *e = &echoes[i];
+      if (e->fd < 0) continue;
+      if (e->deadline <= now) {
+        echo_answer(e, ETIMEDOUT, "echo: no reply in time");
+        continue;
+      }
+      if (next < 0 || e->deadline < next) next = e->deadline;
+      of[np] = e;
+      p[np++] = (struct pollfd){.fd = e->fd, .events = POLLIN};
+    }
+    if (poll(p, np, next < 0 ? -1 : (int)(next - now)) < 0) {
+      if (errno == EINTR) continue;
+      return 1;
+    }
+    for (int i = 1; i < np; i++)
+      if (p[i].revents) echo_read(of[i]);
+    if (!p[0].revents) continue;
+    ssize_t n = read(0, in + have, sizeof in - 1 - have);
+    if (n <= 0) return 0; /* stdin closed: the agent is gone or stopped us */
+    have += (size_t)n;
+    char *line = in, *nl;
+    while ((nl = memchr(line, '\n', have - (size_t)(line - in)))) {
+      *nl = 0;
+      char *f[5] = {0};
+      int nf = 0;
+      for (char *q = line; q && nf < 5;) {
+        f[nf++] = q;
+        q = strchr(q, '\t');
+        if (q) *q++ = 0;
+      }
+      if (nf == 4 && strcmp(f[0], "E") == 0) echo_start(f);
+      else if (nf >= 2) {
+        struct echo bad = {.fd = -1};
+        snprintf(bad.id, sizeof bad.id, "%s", f[1]);
+        echo_answer(&bad, EINVAL, "malformed request");
+      }
+      line = nl + 1;
+    }
+    have -= (size_t)(line - in);
+    memmove(in, line, have);
+    if (have == sizeof in - 1) have = 0; /* a line longer than the buffer: dropped */
+  }
+}
+
 int main(int argc, char **argv) {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   signal(SIGPIPE, SIG_IGN);
@@ -442,6 +586,7 @@ int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOFBF, 1 << 12);
     return monitor();
   }
+  if (argc > 1 && strcmp(argv[1], "echo") == 0) return echo_mode();
   self_ns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   if (self_ns < 0) {
     perror("weft-netlink: /proc/self/ns/net");
