@@ -171,15 +171,16 @@ export class Agent implements NetworkDirectory {
       for (const name of names) await this.join(name);
     })();
     await this.initialJoins;
-    if (!wanted) {
-      // Networks created later (by `weft network create` or Docker) are joined as they appear.
-      const prefix = this.store.flannelLayout ? 'config' : 'networks/';
-      this.watch = this.store.watch(prefix, (ev) => {
-        // Only config keys (and resyncs) matter here; leases, addresses and endpoints change far more often.
-        const key = ev.type === 'put' ? ev.entry.key : ev.type === 'delete' ? ev.key : undefined;
-        if (key === undefined || key === 'config' || networkNameOfConfigKey(key) !== undefined) this.joining = this.joining.then(() => this.syncNetworks());
-      });
-    }
+    // Networks created later (by `weft network create` or Docker) are joined as they appear (unless this agent
+    // runs only the networks it was given); either way the running networks' isolation rules follow them.
+    const prefix = this.store.flannelLayout ? 'config' : 'networks/';
+    this.watch = this.store.watch(prefix, (ev) => {
+      // Only config keys (and resyncs) matter here; leases, addresses and endpoints change far more often.
+      const key = ev.type === 'put' ? ev.entry.key : ev.type === 'delete' ? ev.key : undefined;
+      if (key !== undefined && key !== 'config' && networkNameOfConfigKey(key) === undefined) return;
+      for (const r of this.all()) r.networksChanged();
+      if (!wanted) this.joining = this.joining.then(() => this.syncNetworks());
+    });
     // Store and kernel agree on endpoints: now, and on every resync.
     await this.repairEndpoints();
     this.repairTimer = setInterval(() => void this.repairEndpoints(), (this.opts.resyncSeconds ?? DEFAULT_RESYNC_SECONDS) * 1000);

@@ -14,7 +14,7 @@ import { CONNECTIONS_PREFIX, networkKeys } from '../store/layout.js';
 import type { Store, Watch } from '../store/types.js';
 import { ensureBridge, movePorts } from '../system/bridge.js';
 import { ensureForwardAccept, ensureMasquerade, forwardNeedsAccept, isolationRules, reconcileIsolation, reconcileMasqExemptions, removeMasquerade } from '../system/iptables.js';
-import { isolationPolicy } from '../config/connections.js';
+import { isolationPolicy, type IsolationPolicy } from '../config/connections.js';
 import { enableIpForward } from '../system/sysctl.js';
 import { connectedPrefixes } from '../system/underlay.js';
 import { WeftError } from '../util/errors.js';
@@ -122,6 +122,13 @@ export class NetworkRunner {
   private forced = false;
   /** The forwarding accepts were checked since the last failed reconcile (forced reconciles check again). */
   private forwardingChecked = false;
+  /**
+   * The networks and connections the isolation rules follow, as last read from the store; read again only when
+   * `policyStale` (a connections event, the set of networks changed, a failed reconcile): it was a listing of every
+   * key under networks/ (all leases and host records too) on every reconcile of every agent (issue 15).
+   */
+  private policy?: IsolationPolicy;
+  private policyStale = true;
   /** The backend's last reconcile succeeded: a change of peers may diff against what it applied (ReconcileHow). */
   private backendApplied = false;
   /** The isolation rules the last reconcile made the kernel hold (forced reconciles compare with the kernel again). */
@@ -317,7 +324,7 @@ export class NetworkRunner {
     this.watches.push(this.leases.watchLeases((all) => this.onLeases(all)));
     if (this.module.wantsEndpoints) this.watches.push(store.watch(keys.endpointsRoot, (ev) => this.onEndpointEvent(ev)));
     // a connect/disconnect (or a network created or removed elsewhere) changes the isolation rules: force a reconcile
-    if (!store.flannelLayout) this.watches.push(store.watch(CONNECTIONS_PREFIX, () => this.kick(true)));
+    if (!store.flannelLayout) this.watches.push(store.watch(CONNECTIONS_PREFIX, () => this.networksChanged()));
     // Reconcile now and then even without store changes: repairs routes someone deleted by hand.
     this.resyncTimer = setInterval(() => this.kick(true), (this.opts.resyncSeconds ?? DEFAULT_RESYNC_SECONDS) * 1000);
     this.resyncTimer.unref();
@@ -534,6 +541,12 @@ export class NetworkRunner {
     this.kick();
   }
 
+  /** The networks or their connections changed (or may have: a watch resync): the isolation rules are read again. */
+  networksChanged(): void {
+    this.policyStale = true;
+    this.kick(true);
+  }
+
   /**
    * Asks for a reconcile with the latest state; one runs at a time and a burst becomes one more. Without
    * `force` a reconcile whose peers and endpoints equal the last applied ones does nothing (a lease
@@ -603,7 +616,11 @@ export class NetworkRunner {
           this.tokens.backend = btok;
         }
         // Networks are isolated unless connected; an unreadable store keeps the rules as they are.
-        const policy = await isolationPolicy(this.opts.store);
+        if (this.policyStale || !this.policy) {
+          this.policyStale = false; // an event during the read marks it stale again
+          this.policy = await isolationPolicy(this.opts.store);
+        }
+        const policy = this.policy;
         const rules = isolationRules(policy.networks, policy.connected);
         const rulesKey = JSON.stringify([rules, policy.networks.map((n) => n.cidr).sort()]); // the masquerade exemptions follow the networks
         const itok = kernel.token(['nft']);
@@ -633,6 +650,7 @@ export class NetworkRunner {
         this.applied = undefined;
         this.forwardingChecked = false;
         this.backendApplied = false;
+        this.policy = undefined;
         this.appliedIsolation = undefined;
         this.tokens.forwarding = this.tokens.backend = this.tokens.isolation = undefined;
         this.lastError = `reconcile failed: ${(err as Error).message}`;

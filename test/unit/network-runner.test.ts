@@ -236,6 +236,36 @@ test('a change of peers lets the backend diff against what it applied; the first
   }
 });
 
+// Issue 15: the isolation policy was a listing of every key under networks/ (leases and host records too) on every
+// reconcile of every agent; now it is read when the networks or their connections may have changed.
+test('the isolation policy is read again only when networks or connections change, not on peer events or resyncs', async () => {
+  const { store, runner, backend } = await setup();
+  try {
+    await waitFor('first reconcile', 5000, async () => backend.reads.length >= 1);
+    let listings = 0;
+    const list = store.list.bind(store);
+    store.list = (prefix: string) => {
+      if (prefix === 'networks/') listings++;
+      return list(prefix);
+    };
+    const free = Array.from({ length: 4 }, (_, i) => `10.77.${60 + i}.0/24`).filter((s) => s !== runner.lease.subnet);
+    await putPeer(store, free[0]!, '192.168.9.60');
+    await waitFor('a reconcile with the peer', 5000, async () => backend.reconciles.at(-1)?.peers.length === 1);
+    const n = runner.reconciles;
+    runner.kick(true);
+    await waitFor('a periodic resync', 5000, async () => runner.reconciles > n);
+    assert.equal(listings, 0, 'neither the peer event nor the resync listed the networks');
+    runner.networksChanged();
+    await waitFor('the networks listed again', 5000, async () => listings > 0);
+    const m = listings;
+    await store.put('connections/n1+n9', '{}');
+    await waitFor('a connection event reads the policy again', 5000, async () => listings > m);
+  } finally {
+    await runner.stop();
+    await store.close();
+  }
+});
+
 test('a periodic resync skips the kernel reads whose state and inputs did not change, and repeats them after a change', async () => {
   const kernel = fakeKernel();
   const { store, runner, backend, host } = await setup(30, { kernel });
