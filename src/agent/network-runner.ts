@@ -25,6 +25,7 @@ import { gatewayOf } from '../ipam/addresses.js';
 import type { NetworkStatus } from './types.js';
 import { DEFAULT_RESYNC_SECONDS } from '../config/network.js';
 import { NO_KERNEL_WATCH, type KernelTokens } from '../system/kernel-watch.js';
+import { compareStrings } from '../util/compare.js';
 
 /** Docker's default bridge: in docker0 mode it is the network's host bridge. */
 export const DOCKER_BRIDGE = 'docker0';
@@ -670,13 +671,13 @@ function upperHalf(subnet: string): string {
 /** What a reconcile depends on of the connected networks' leases: subnet and holder (expiry left out). */
 function connectedLeasesKey(connected: ReadonlyMap<string, { leases?: Lease[] }>): string {
   const out: string[] = [];
-  for (const [name, c] of [...connected].sort((a, b) => a[0].localeCompare(b[0]))) out.push(name, ...(c.leases ?? []).map((l) => `${l.subnet} ${l.publicIp} ${l.hostId ?? ''}`));
+  for (const [name, c] of [...connected].sort((a, b) => compareStrings(a[0], b[0]))) out.push(name, ...(c.leases ?? []).map((l) => `${l.subnet} ${l.publicIp} ${l.hostId ?? ''}`));
   return out.length ? JSON.stringify(out) : '';
 }
 
 /** What a reconcile depends on, as one comparable string (expiry times left out: a renewal is no change). */
 function fingerprint(own: Lease, peers: Lease[], endpoints: EndpointInfo[] | undefined): string {
-  const p = peers.map((l) => [l.subnet, l.publicIp, l.backendType, l.backendData, l.hostId ?? '']).sort((a, b) => String(a[0]).localeCompare(String(b[0])));
-  const e = (endpoints ?? []).map((x) => [x.hostId, x.address, x.mac]).sort((a, b) => a.join().localeCompare(b.join()));
+  const p = peers.map((l) => [l.subnet, l.publicIp, l.backendType, l.backendData, l.hostId ?? '']).sort((a, b) => compareStrings(String(a[0]), String(b[0])));
+  const e = (endpoints ?? []).map((x) => [x.hostId, x.address, x.mac]).sort((a, b) => compareStrings(a.join(), b.join()));
   return JSON.stringify([own.subnet, p, e]);
 }

@@ -4,6 +4,7 @@ import { log as rootLog, type Logger } from '../util/log.js';
 import { holdersBySubnet, hostRecordFromEntry, leaseFromEntry, type HostRecord } from './codec.js';
 import { ipToInt } from '../net/ipv4.js';
 import type { Lease } from './types.js';
+import { compareStrings } from '../util/compare.js';
 
 /** Reading a network's live leases: once, or continuously (the full set, kept up to date by deltas). */
 
@@ -19,7 +20,7 @@ export function leasesFrom(network: string, leaseEntries: Iterable<Entry>, hostE
     if (holder) lease.hostId = holder.hostId;
     leases.push(lease);
   }
-  return leases.sort((a, b) => sortKey(a) - sortKey(b) || (a.subnetV6 ?? '').localeCompare(b.subnetV6 ?? ''));
+  return leases.sort((a, b) => sortKey(a) - sortKey(b) || compareStrings(a.subnetV6 ?? '', b.subnetV6 ?? ''));
 }
 
 /** Leases sort by subnet address, then prefix length (a plain key before its dual-stack twin). */
@@ -140,7 +141,7 @@ export function watchLeases(
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
       const it = items[mid]!;
-      const c = it.order - order || it.v6.localeCompare(v6) || (it.key < key ? -1 : it.key > key ? 1 : 0);
+      const c = it.order - order || compareStrings(it.v6, v6) || compareStrings(it.key, key);
       if (c < 0) lo = mid + 1;
       else hi = mid;
     }
@@ -214,7 +215,7 @@ export function watchLeases(
     for (const [key, l] of raw) {
       if (admitted(key, l)) all.push({ key, order: sortKey(l), v6: l.subnetV6 ?? '', lease: withHolder(l) });
     }
-    all.sort((a, b) => a.order - b.order || a.v6.localeCompare(b.v6) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    all.sort((a, b) => a.order - b.order || compareStrings(a.v6, b.v6) || compareStrings(a.key, b.key));
     items = all;
     out = all.map((i) => i.lease);
   };

@@ -1,5 +1,6 @@
 import { run } from './exec.js';
 import { inNetns, type NsOpts } from './netns.js';
+import { compareStrings } from '../util/compare.js';
 
 export type Table = 'filter' | 'nat' | 'mangle' | 'raw';
 
@@ -166,7 +167,7 @@ export interface IsolatedNetwork {
  */
 export function isolationRules(networks: readonly IsolatedNetwork[], connected: ReadonlySet<string>): string[][] {
   const out: string[][] = [];
-  const sorted = [...networks].sort((a, b) => a.name.localeCompare(b.name));
+  const sorted = [...networks].sort((a, b) => compareStrings(a.name, b.name));
   for (const a of sorted) {
     for (const b of sorted) {
       if (a === b || connected.has([a.name, b.name].sort().join('+'))) continue;

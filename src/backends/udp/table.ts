@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Lease } from '../../lease/types.js';
 import { canonicalCidr, cidrsOverlap, cidrWithin, isIPv4, tryParseCidr } from '../../net/ipv4.js';
+import { compareStrings } from '../../util/compare.js';
 
 /**
  * The pure half of the udp backend: the device name, what a host publishes, the routing table the data path
@@ -73,7 +74,7 @@ export function planUdpPeers(leases: readonly Lease[], o: { network: string; own
     if (clash) refused.push({ subnet: c.subnet, publicIp: c.ip, why: clash.ip === c.ip && clash.port === c.port ? `another lease (${clash.subnet}) has the same endpoint ${c.ip}:${c.port}` : `its subnet overlaps another lease's (${clash.subnet})` });
     else peers.push(c);
   }
-  peers.sort((a, b) => (a.subnet < b.subnet ? -1 : a.subnet > b.subnet ? 1 : 0));
+  peers.sort((a, b) => compareStrings(a.subnet, b.subnet));
   return { peers, refused };
 }
 
