@@ -100,6 +100,9 @@ async function main(): Promise<void> {
       // no upstream answers: the bench asks weft names only
       agent = new AgentProcess(h, { storeUrl, dir, args: ['--dns-upstream', '127.0.0.1:9'] });
       await agent.start();
+      // the API answers before the agent has joined its networks
+      const joined = agent;
+      await waitFor('the agent joined the network', 30_000, async () => (await joined.status())?.networks.length === 1);
       const subnet = (await agent.status())!.networks[0]!.subnet;
       const gw = gatewayOf(subnet);
       const base = subnet.split('.').slice(0, 3).join('.');

@@ -1,5 +1,6 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { readFileSync } from 'node:fs';
+import { setFlagsFromString } from 'node:v8';
 import { Agent } from '../agent/agent.js';
 import { callAgent, DEFAULT_API_SOCKET, DEFAULT_STATE_DIR, NO_AGENT } from '../agent/client.js';
 import { resetHost, resetMessage } from '../agent/reset.js';
@@ -108,9 +109,12 @@ export function registerAgent(program: Command): void {
           })
         : undefined;
       if (!early) process.stdout.write(`ready api=${o.api}${docker ? ` docker-plugin=${docker.plugin.socketPath}` : ''}\n`);
-      // bin/weft's code cache (bin/code-cache.cjs) is saved now, with start-up's functions compiled
+      // bin/weft's code cache (bin/code-cache.cjs) is saved now, with start-up's functions compiled, and before
+      // the flag below changes (V8 refuses a cache made under other flags)
       const saveCodeCache = (globalThis as Record<symbol, unknown>)[Symbol.for('weft.saveCodeCache')];
       if (typeof saveCodeCache === 'function') saveCodeCache();
+      // bin/weft starts the agent without TurboFan (start-up code runs once; its optimized code stayed resident)
+      if ((globalThis as Record<symbol, unknown>)[Symbol.for('weft.optAtReady')]) setFlagsFromString('--opt');
       // the web map is a convenience: it starts after the agent is ready, and a taken port must not stop the network
       const ui = o.uiAddr === 'off' || early ? undefined : (await import('../ui/server.js')).startUi(agent, { addr: o.uiAddr, stateDir: o.stateDir, log }).catch((err) => {
         log.warn({ err: (err as Error).message, addr: o.uiAddr }, 'web map not started');
