@@ -49,6 +49,10 @@ const result = await build({
   external: ['better-sqlite3', 'etcd3', 'pino', 'prom-client', 'playwright-core', '@opentelemetry/api'],
   // the modules that find files beside the code (src/util/package-root.ts) ask for their own URL
   define: { 'import.meta.url': '__weftModuleUrl' },
+  // no import() left in the bundle (esbuild turns it into require()): Node 20 drops a script's dynamic-import
+  // callback when V8 compiles it from a code cache, and import() then fails with ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING
+  // (the lazily loaded prom-client: /metrics answered 500 on every agent start that hit the cache)
+  supported: { 'dynamic-import': false },
   banner: { js: "const __weftModuleUrl = require('node:url').pathToFileURL(__filename).href;" },
   plugins: [zodEnglishOnly],
 });

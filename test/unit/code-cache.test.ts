@@ -58,3 +58,12 @@ test('WEFT_NO_CODE_CACHE=1 neither reads nor writes a cache', () => {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+// Node 20 drops a script's dynamic-import callback when V8 compiles it from a code cache: an import() in the
+// bundle then fails (ERR_VM_DYNAMIC_IMPORT_CALLBACK_MISSING) on every run that hits the cache — /metrics, which
+// loads prom-client lazily, answered 500. scripts/bundle.mjs turns every import() into require().
+test('the CLI bundle holds no dynamic import()', { skip: !fs.existsSync(path.join(packageRoot(import.meta.url), 'dist/bundle/main.cjs')) && 'no bundle: npm run build' }, () => {
+  const text = fs.readFileSync(path.join(packageRoot(import.meta.url), 'dist/bundle/main.cjs'), 'utf8');
+  const calls = text.split('\n').filter((l) => /\bimport\(\s*[^)\s]/.test(l));
+  assert.deepEqual(calls, []);
+});
