@@ -1,6 +1,5 @@
 import '../src/backends/all.js';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +15,7 @@ import { AgentProcess, alive, runWeft } from '../src/testbed/agents.js';
 import { createTestbed, type Testbed, type TestbedHost } from '../src/testbed/index.js';
 import { waitFor } from '../src/testbed/wait.js';
 import type { LoadResult, LoadSpec } from '../bench/dns-load.js';
+import { needsRoot } from './helpers/require-root.js';
 
 /**
  * Name service across hosts, end to end: real `weft agent` processes in test-bed host namespaces against
@@ -28,17 +28,6 @@ const LOAD = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../benc
 const UPSTREAM_PORT = 5353;
 const TTL = 30;
 
-function missing(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (network namespaces)';
-  for (const bin of ['ip', 'nsenter', 'getent', 'ping']) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
-    } catch {
-      return `needs ${bin}`;
-    }
-  }
-  return undefined;
-}
 
 /** A fake upstream: `outside.test` → `answer`, NXDOMAIN for anything else. */
 const fakeUpstream = (answer: string) => `
@@ -80,7 +69,7 @@ after(async () => {
   for (const b of [...beds]) await teardown(b);
 });
 
-const skip = missing();
+const skip = needsRoot('nsenter', 'getent', 'ping');
 
 describe('dns e2e', { skip, timeout: 240_000 }, () => {
   // Found by the test below: the gateway's MAC followed the bridge's lowest port, so a container leaving a

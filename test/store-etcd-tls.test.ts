@@ -7,7 +7,6 @@
  */
 import '../src/backends/all.js';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,16 +16,8 @@ import type { Store, WatchEvent } from '../src/store/types.js';
 import { runWeft } from '../src/testbed/agents.js';
 import { WeftError } from '../src/util/errors.js';
 import { startEtcd, type TestEtcd } from './helpers/etcd.js';
+import { haveCommand } from './helpers/require-root.js';
 import { makeTestPki, type TestPki } from './helpers/tls.js';
-
-function have(bin: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 describe('etcds:// URLs', () => {
   it('parse to https endpoints (default port 2379, prefix /weft)', () => {
@@ -51,7 +42,7 @@ describe('etcds:// URLs', () => {
   });
 });
 
-const skip = !have('openssl') ? 'needs openssl' : false;
+const skip = !haveCommand('openssl') ? 'needs openssl' : false;
 
 describe('etcd with TLS and client certificates', { skip }, () => {
   let dir = '';

@@ -13,6 +13,7 @@ import { openStore } from '../../src/store/index.js';
 import { WEFT_BIN } from '../../src/testbed/agents.js';
 import { WeftError } from '../../src/util/errors.js';
 import { needsEtcd, startEtcd, type TestEtcd } from '../helpers/etcd.js';
+import { needsRoot } from '../helpers/require-root.js';
 
 describe('etcd deadline: a server that accepts but never answers', () => {
   let server: Server;
@@ -72,17 +73,7 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: num
   });
 }
 
-function have(bin: string): boolean {
-  try {
-    execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-const netnsSkip =
-  process.getuid?.() !== 0 ? 'needs root (network namespace + iptables)' : !have('ip') || !have('iptables') ? 'needs ip and iptables' : false;
+const netnsSkip = needsRoot('iptables');
 
 describe('etcd deadline: SYNs dropped (iptables DROP in a test namespace)', { skip: netnsSkip }, () => {
   const ns = `wsf${process.pid}`;

@@ -6,12 +6,16 @@ import { execFileSync } from 'node:child_process';
  */
 export function needsRoot(...binaries: string[]): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (network namespaces)';
-  for (const b of ['ip', ...binaries]) {
-    try {
-      execFileSync('sh', ['-c', `command -v ${b}`], { stdio: 'ignore' });
-    } catch {
-      return `needs ${b} (not installed: run scripts/setup)`;
-    }
+  const missing = ['ip', ...binaries].find((b) => !haveCommand(b));
+  return missing ? `needs ${missing} (not installed: run scripts/setup)` : undefined;
+}
+
+/** Whether `bin` is on PATH. */
+export function haveCommand(bin: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
   }
-  return undefined;
 }
